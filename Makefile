@@ -1,0 +1,134 @@
+# libtiercache - top-level Makefile.
+#   make            the shared and static libraries under build/
+#   make check      every test (unit and integration suites, exports, install, examples)
+#   make check-asan / check-tsan / check-valgrind   the same suite, instrumented
+#   make demo       installs what is missing (as root), builds, runs examples/quickstart
+#   make install PREFIX=/usr/local DESTDIR=   /  make uninstall
+
+# The version lives once, in the header.
+VER_MAJOR := $(shell sed -n 's/^\#define TC_VERSION_MAJOR \([0-9]*\).*/\1/p' include/tiercache.h)
+VER_MINOR := $(shell sed -n 's/^\#define TC_VERSION_MINOR \([0-9]*\).*/\1/p' include/tiercache.h)
+VER_PATCH := $(shell sed -n 's/^\#define TC_VERSION_PATCH \([0-9]*\).*/\1/p' include/tiercache.h)
+VERSION   := $(VER_MAJOR).$(VER_MINOR).$(VER_PATCH)
+
+PREFIX       ?= /usr/local
+EXEC_PREFIX  ?= $(PREFIX)
+LIBDIR       ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BINDIR       ?= $(EXEC_PREFIX)/bin
+
+CC       ?= cc
+PKG_CONFIG ?= pkg-config
+B        ?= build
+CFLAGS   ?= -O2 -g
+WERROR   ?=
+DEPS_PC  := hiredis jansson sqlite3
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(DEPS_PC) 2>/dev/null)
+DEP_LIBS   := $(shell $(PKG_CONFIG) --libs $(DEPS_PC) 2>/dev/null) -lpthread
+
+# Our flags are added to the user's, never instead of them.
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+        -Wformat=2 -Wno-unused-parameter $(WERROR)
+REAL_CFLAGS   := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
+                 -Iinclude $(DEP_CFLAGS)
+REAL_LDFLAGS  := $(LDFLAGS)
+
+SONAME   := libtiercache.so.$(VER_MAJOR)
+SHLIB    := $(B)/libtiercache.so.$(VERSION)
+STLIB    := $(B)/libtiercache.a
+LIB_SRC  := $(wildcard lib/*.c)
+LIB_OBJ  := $(patsubst lib/%.c,$(B)/obj/%.o,$(LIB_SRC))
+TEST_SRC := $(wildcard tests/check_*.c) tests/harness.c
+TEST_BIN := $(B)/tests/check_tiercache
+EX_SRC   := $(wildcard examples/*.c)
+EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
+CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+
+.PHONY: all lib examples check check-unit check-exports check-install check-examples \
+        check-asan check-tsan check-valgrind demo deps install uninstall clean bench
+
+all: lib examples
+
+lib: $(SHLIB) $(STLIB)
+
+$(B)/obj/%.o: lib/%.c $(wildcard lib/*.h) include/tiercache.h
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -c $< -o $@
+
+$(SHLIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname=$(SONAME) -Wl,--no-undefined $(REAL_CFLAGS) -o $@ $^ \
+	      $(REAL_LDFLAGS) $(DEP_LIBS)
+	ln -sf libtiercache.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libtiercache.so
+
+$(STLIB): $(LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+examples: $(EX_BIN)
+
+# Examples link the shared library, as a user's program would.
+$(B)/examples/%: examples/%.c $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..' $(REAL_LDFLAGS)
+
+# Tests link the static library, so they can reach internal tc__ functions.
+$(TEST_BIN): $(TEST_SRC) $(wildcard tests/*.h) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ $(TEST_SRC) $(STLIB) $(REAL_LDFLAGS) \
+	      $(CHECK_LIBS) $(DEP_LIBS)
+
+check: check-exports check-install check-examples check-unit
+
+check-unit: $(TEST_BIN)
+	$(TEST_BIN)
+
+check-exports: $(SHLIB)
+	sh tests/check_exports.sh $(SHLIB)
+
+check-install: lib
+	sh tests/check_install.sh
+
+check-examples: examples
+	sh tests/check_examples.sh $(B)
+
+# Sanitizer builds live in their own folders so they never mix objects with the normal build.
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer
+check-asan:
+	$(MAKE) B=build-asan CFLAGS="$(SAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined" check-unit check-examples
+check-tsan:
+	$(MAKE) B=build-tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
+	    check-unit
+check-valgrind: $(TEST_BIN)
+	CK_FORK=no CK_DEFAULT_TIMEOUT=120 valgrind --error-exitcode=99 --leak-check=full \
+	    --errors-for-leak-kinds=definite --show-leak-kinds=definite -q $(TEST_BIN)
+
+deps:
+	sh scripts/deps.sh
+
+demo: deps
+	$(MAKE) all
+	sh scripts/demo.sh $(B)
+
+tiercache.pc: pkgconfig/tiercache.pc.in include/tiercache.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' $< > $(B)/tiercache.pc
+
+install: lib tiercache.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 include/tiercache.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libtiercache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtiercache.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(B)/tiercache.pc $(DESTDIR)$(PKGCONFIGDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/tiercache.h $(DESTDIR)$(LIBDIR)/libtiercache.so \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtiercache.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/libtiercache.a $(DESTDIR)$(PKGCONFIGDIR)/tiercache.pc
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,303 @@
+/*
+ * tiercache.h - libtiercache, three cache tiers behind one get/put/del/invalidate API.
+ *
+ *   edge   in-process memory, nearest the caller
+ *   redis  a Redis shared by every process and host (optional)
+ *   store  the primary database, written through (SQLite by default)
+ *
+ * get walks the tiers top-down and fills the tiers it missed on the way back; put commits to
+ * the store first and only then updates the caches; del removes from the store and every tier;
+ * invalidate removes from the caches only.
+ *
+ * Conventions (all functions):
+ *  - Functions return int: TC_OK (0) on success, a negative TC_E* code otherwise. Codes are
+ *    pinned: they are never renumbered, new ones are added at the end.
+ *  - tc_strerror(code) gives a static description; tc_errmsg(cache) gives the detail of the
+ *    calling thread's last failure.
+ *  - Output parameters come first and are named out*. On failure, pointer outputs are set to
+ *    NULL and size outputs to 0 unless a function says otherwise.
+ *  - Inputs are copied; the library keeps no pointer to caller memory after a call returns.
+ *  - Whatever the library allocates for the caller is released with tc_free().
+ *  - Keys are byte strings of 1..TC_KEY_MAX bytes that contain no NUL byte. Values are
+ *    binary-safe (NUL bytes allowed) of 0..max_value_bytes bytes (see the config).
+ *  - Sizes are size_t; times are int64_t milliseconds; versions are int64_t.
+ *
+ * ABI promise: within one major version (TC_VERSION_MAJOR, also the soname's number) functions
+ * are only added, never removed or changed, and error codes are only added.
+ */
+#ifndef TIERCACHE_H
+#define TIERCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version ------------------------------------------------------------------------------ */
+/* The Makefile reads these three lines; keep their form. */
+#define TC_VERSION_MAJOR 0
+#define TC_VERSION_MINOR 1
+#define TC_VERSION_PATCH 0
+
+#define TC_VERSION_NUMBER (TC_VERSION_MAJOR * 10000 + TC_VERSION_MINOR * 100 + TC_VERSION_PATCH)
+#define TC__STR2(x) #x
+#define TC__STR(x) TC__STR2(x)
+#define TC_VERSION_STRING \
+    TC__STR(TC_VERSION_MAJOR) "." TC__STR(TC_VERSION_MINOR) "." TC__STR(TC_VERSION_PATCH)
+
+#if defined(_WIN32)
+#define TC_API __declspec(dllexport)
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define TC_API __attribute__((visibility("default")))
+#else
+#define TC_API
+#endif
+
+/** TC_VERSION_NUMBER of the library actually linked (may differ from the header's). Thread-safe. */
+TC_API int tc_version_number(void);
+/** TC_VERSION_STRING of the library actually linked; a static string. Thread-safe. */
+TC_API const char *tc_version_string(void);
+
+/* ---- Limits ------------------------------------------------------------------------------- */
+/** Longest key in bytes. Redis and SQLite take longer keys; this bound keeps per-entry memory
+ *  and log lines predictable. */
+#define TC_KEY_MAX 512
+
+/* ---- Error codes (pinned) ------------------------------------------------------------------ */
+#define TC_OK         0
+#define TC_ENOTFOUND (-1)  /* the key does not exist: a normal outcome, not a failure */
+#define TC_EINVAL    (-2)  /* an argument is invalid (NULL pointer, negative TTL, ...) */
+#define TC_ENOMEM    (-3)  /* out of memory */
+#define TC_ERANGE    (-4)  /* the caller's buffer is too small; *out_len says what is needed */
+#define TC_EKEY      (-5)  /* the key is empty, longer than TC_KEY_MAX or contains a NUL byte */
+#define TC_ETOOBIG   (-6)  /* the value is larger than max_value_bytes */
+#define TC_ECONFIG   (-7)  /* the configuration is malformed, unknown or out of range */
+#define TC_EREDIS    (-8)  /* Redis failed or is unreachable */
+#define TC_EPROTO    (-9)  /* Redis replied something unexpected */
+#define TC_ESTORE    (-10) /* the store (database) failed */
+#define TC_EIO       (-11) /* a file could not be read */
+#define TC_ESTATE    (-12) /* the call is not valid in the object's current state */
+
+/** A static, never-NULL description of an error code (unknown codes included). Thread-safe. */
+TC_API const char *tc_strerror(int code);
+
+/* ---- Memory ------------------------------------------------------------------------------- */
+/** Releases memory the library returned (values from tc_get, JSON from tc_stats_json).
+ *  NULL is accepted. Thread-safe. */
+TC_API void tc_free(void *ptr);
+
+/* ---- Configuration ------------------------------------------------------------------------ */
+/**
+ * A configuration under construction: created with defaults, changed with the JSON loaders and
+ * the typed setters, read by tc_open (which copies it; the config may be freed right after).
+ * Not thread-safe: one thread at a time per config object.
+ *
+ * Options are named by their dotted JSON path. The full list, with types, defaults and ranges:
+ *
+ *   name                       type    default        meaning
+ *   default_ttl_ms             int     300000         TTL of cached entries when put gives 0
+ *   max_value_bytes            int     8388608        largest value accepted (1 .. 536870912)
+ *   tombstone_ttl_ms           int     10000          life of the marker a del leaves in caches
+ *   edge.enabled               bool    true           use the in-process tier
+ *   edge.max_entries           int     100000         entry bound (1 .. 2^40)
+ *   edge.max_bytes             int     67108864       bound on keys+values+overhead (4096 .. 2^50)
+ *   edge.max_ttl_ms            int     60000          cap on an edge entry's TTL; an edge TTL is
+ *                                                     never longer than the Redis TTL
+ *   redis.host                 string  ""             empty and no unix_socket: no Redis tier
+ *   redis.port                 int     6379           1 .. 65535
+ *   redis.unix_socket          string  ""             a socket path, used instead of host/port
+ *   redis.namespace            string  "tc:"          prefix of every Redis key
+ *   redis.connect_timeout_ms   int     200            1 .. 60000
+ *   redis.command_timeout_ms   int     500            1 .. 60000
+ *   redis.retry_interval_ms    int     1000           after a failed connect, Redis is skipped
+ *                                                     (store answers) for this long (0 .. 600000)
+ *   store.type                 string  "sqlite"       "sqlite"
+ *   store.path                 string  "tiercache.db" SQLite file (":memory:" for a private one)
+ *   store.table                string  "tiercache"    table name ([A-Za-z_][A-Za-z0-9_]*)
+ *   store.busy_timeout_ms      int     5000           SQLite busy timeout (0 .. 600000)
+ */
+typedef struct tc_config tc_config;
+
+/**
+ * Creates a configuration holding the defaults.
+ * @param out  receives the new config; NULL on failure.
+ * @return TC_OK, TC_EINVAL (out is NULL), TC_ENOMEM.
+ * Ownership: the caller frees it with tc_config_free.
+ */
+TC_API int tc_config_new(tc_config **out);
+
+/** Frees a config. NULL is accepted. */
+TC_API void tc_config_free(tc_config *cfg);
+
+/**
+ * Applies a JSON document to the config: every option it names is set, others keep their value.
+ * All-or-nothing: on any error the config is left unchanged.
+ * @param cfg   the config.
+ * @param json  the document (need not be NUL-terminated), len bytes.
+ * @return TC_OK, TC_EINVAL (NULL argument), TC_ECONFIG (syntax error with line and column, an
+ *         unknown key, a wrong type or an out-of-range value; tc_config_errmsg names the key),
+ *         TC_ENOMEM.
+ */
+TC_API int tc_config_load_json(tc_config *cfg, const char *json, size_t len);
+
+/**
+ * Like tc_config_load_json, reading the document from a file.
+ * @return as tc_config_load_json, plus TC_EIO when the file cannot be read.
+ */
+TC_API int tc_config_load_file(tc_config *cfg, const char *path);
+
+/**
+ * Typed setters by dotted option name (see the table above).
+ * @return TC_OK, TC_EINVAL (NULL argument), TC_ECONFIG (unknown option, wrong type for it, or
+ *         out of range; the message names the option), TC_ENOMEM.
+ */
+TC_API int tc_config_set_int(tc_config *cfg, const char *name, int64_t value);
+TC_API int tc_config_set_string(tc_config *cfg, const char *name, const char *value);
+TC_API int tc_config_set_bool(tc_config *cfg, const char *name, int value);
+
+/** The detail of the config's last failure ("" if none). Owned by the config; valid until the
+ *  next call on it. Never NULL (NULL cfg gives ""). */
+TC_API const char *tc_config_errmsg(const tc_config *cfg);
+
+/* ---- The cache handle ---------------------------------------------------------------------- */
+/**
+ * An open cache: the three tiers and their connections.
+ * Thread-safe: one handle may be shared by any number of threads; each thread lazily opens and
+ * then reuses its own Redis connection. After fork() the child may keep using the handle: it
+ * never touches the parent's sockets or database connection and opens its own.
+ * tc_close must not race with other calls on the same handle.
+ */
+typedef struct tc_cache tc_cache;
+
+/**
+ * Opens a cache. The store is opened (and its table created) now; Redis is connected lazily, on
+ * each thread's first use, so tc_open succeeds while Redis is down.
+ * @param out  receives the handle; NULL on failure.
+ * @param cfg  the configuration, or NULL for the defaults. Copied.
+ * @return TC_OK, TC_EINVAL, TC_ECONFIG, TC_ESTORE, TC_ENOMEM. On failure, tc_errmsg(NULL) on the
+ *         same thread gives the detail.
+ */
+TC_API int tc_open(tc_cache **out, const tc_config *cfg);
+
+/** Closes a handle and frees everything it owns. NULL is accepted. No other thread may be using
+ *  the handle. Do not close the handle tc_shared returned; use tc_shared_reset. */
+TC_API void tc_close(tc_cache *cache);
+
+/**
+ * The process-wide ("module-scope") handle. The first call in the process (the cold start)
+ * builds it from the environment variable TIERCACHE_CONFIG, a file path or inline JSON (a value
+ * whose first non-blank character is '{'), or from the defaults when it is unset or empty; every
+ * later call (a warm start) returns the same handle. Exactly one handle is built however many
+ * threads race on the first call; a failed build is retried by the next call.
+ * @param out  receives the handle; NULL on failure. Owned by the library.
+ * @return as tc_open, plus TC_EIO for an unreadable config file.
+ * Thread-safe, and safe in a child after fork().
+ */
+TC_API int tc_shared(tc_cache **out);
+
+/**
+ * Closes the process-wide handle, so that the next tc_shared builds a new one (tests, a clean
+ * shutdown under valgrind). No other thread may be using the shared handle.
+ */
+TC_API void tc_shared_reset(void);
+
+/**
+ * The detail of the calling thread's last failure on this handle, such as
+ * "redis 127.0.0.1:6379: Connection refused". "" when the thread's last failure was on another
+ * handle or there was none. NULL gives the thread's last failure on any handle, including a
+ * failed tc_open. Never NULL; valid until the thread's next call into the library.
+ */
+TC_API const char *tc_errmsg(const tc_cache *cache);
+
+/* ---- Reads --------------------------------------------------------------------------------- */
+/** Where a value came from, the low byte of tc_get_ex's *out_info. */
+#define TC_SOURCE_EDGE  1
+#define TC_SOURCE_REDIS 2
+#define TC_SOURCE_STORE 3
+
+/**
+ * Reads a key: edge, then Redis, then the store; a tier that missed is filled on the way back.
+ * A Redis failure is not reported: the store answers instead (Redis down means slower).
+ * @param out      receives a copy of the value, allocated by the library, free with tc_free.
+ *                 A 0-byte value gives a valid pointer. The copy has a NUL byte after its
+ *                 out_len bytes, for convenience with text; the value itself may contain NULs.
+ * @param out_len  receives the value's length.
+ * @return TC_OK, TC_ENOTFOUND, TC_EINVAL, TC_EKEY, TC_ESTORE, TC_ENOMEM.
+ * Thread-safe.
+ */
+TC_API int tc_get(void **out, size_t *out_len, tc_cache *cache, const char *key, size_t key_len);
+
+/**
+ * Reads a key into the caller's buffer, with no allocation for the caller.
+ * @param out_len   receives the value's length, also when the buffer is too small.
+ * @param buf       where to copy the value; may be NULL when buf_size is 0.
+ * @return as tc_get, plus TC_ERANGE when the value is longer than buf_size: then *out_len is the
+ *         size needed and buf is left unchanged.
+ * Thread-safe.
+ */
+TC_API int tc_get_into(size_t *out_len, tc_cache *cache, const char *key, size_t key_len,
+                       void *buf, size_t buf_size);
+
+/**
+ * tc_get that also says where the value came from and which version it is.
+ * @param out_info     if not NULL, receives TC_SOURCE_* in its low byte (0 on failure).
+ * @param out_version  if not NULL, receives the store's version of the value (0 on failure).
+ * Other parameters, returns and threads as tc_get.
+ */
+TC_API int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_version,
+                     tc_cache *cache, const char *key, size_t key_len);
+
+/* ---- Writes -------------------------------------------------------------------------------- */
+/**
+ * Writes through: the store commits the value first (a new version), then Redis and the edge
+ * hold it. TC_OK means the store committed. If a cache cannot be updated after the commit, the
+ * key is removed from it (or, with Redis unreachable, removed once Redis is back and before this
+ * handle reads from it), so no tier of this handle serves the older version.
+ * @param value     value_len bytes, binary-safe; may be NULL when value_len is 0.
+ * @param ttl_ms    how long caches may keep it; 0 means default_ttl_ms. Negative is TC_EINVAL.
+ * @return TC_OK, TC_EINVAL, TC_EKEY, TC_ETOOBIG, TC_ESTORE (nothing was committed and no cache
+ *         changed), TC_ENOMEM.
+ * Thread-safe.
+ */
+TC_API int tc_put(tc_cache *cache, const char *key, size_t key_len, const void *value,
+                  size_t value_len, int64_t ttl_ms);
+
+/**
+ * Deletes a key from the store (committed first) and from every tier. Deleting a key that does
+ * not exist succeeds.
+ * @return TC_OK, TC_EINVAL, TC_EKEY, TC_ESTORE, TC_ENOMEM.
+ * Thread-safe.
+ */
+TC_API int tc_del(tc_cache *cache, const char *key, size_t key_len);
+
+/**
+ * Removes a key from the caches only (edge and Redis); the store keeps it, and the next get
+ * reads it from there. Succeeds whether or not a cache held the key.
+ * @return TC_OK, TC_EINVAL, TC_EKEY, TC_EREDIS (the edge copy is gone but Redis could not be
+ *         reached; the key is removed from Redis once it is back), TC_ENOMEM.
+ * Thread-safe.
+ */
+TC_API int tc_invalidate(tc_cache *cache, const char *key, size_t key_len);
+
+/* ---- Stats --------------------------------------------------------------------------------- */
+/**
+ * The handle's counters as a JSON object (NUL-terminated), e.g.
+ *   {"edge":{"hits":..,"misses":..,"sets":..,"errors":..,"evictions":..,"entries":..,"bytes":..},
+ *    "redis":{"hits":..,"misses":..,"sets":..,"errors":..,"connects":..,"reuses":..},
+ *    "store":{"hits":..,"misses":..,"sets":..,"errors":..},
+ *    "shared":{"cold_starts":..,"warm_starts":..}}
+ * connects counts Redis connections opened (cold starts), reuses counts calls that found the
+ * thread's connection already open (warm starts); shared counts tc_shared calls process-wide.
+ * @param out  receives the JSON text; free with tc_free.
+ * @return TC_OK, TC_EINVAL, TC_ENOMEM. Thread-safe; counters are read without a global pause,
+ *         so they are each exact but not one snapshot.
+ */
+TC_API int tc_stats_json(char **out, tc_cache *cache);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TIERCACHE_H */

@@ -1,0 +1,24 @@
+/*
+ * config.h - the configuration, as tc_open reads it.
+ */
+#ifndef TC_CONFIG_H
+#define TC_CONFIG_H
+
+#include "internal.h"
+
+struct tc_config {
+    int64_t default_ttl_ms, max_value_bytes, tombstone_ttl_ms;
+    int edge_enabled;
+    int64_t edge_max_entries, edge_max_bytes, edge_max_ttl_ms;
+    char *redis_host, *redis_unix_socket, *redis_namespace;
+    int64_t redis_port, redis_connect_timeout_ms, redis_command_timeout_ms,
+        redis_retry_interval_ms;
+    char *store_type, *store_path, *store_table;
+    int64_t store_busy_timeout_ms;
+    char errmsg[320];
+};
+
+/* A deep copy (tc_open keeps its own). */
+int tc__config_dup(tc_config **out, const tc_config *src);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * edge.h - the in-process tier: a thread-safe map with TTL, bounded by entries and bytes, that
+ * keeps the store's version with every entry and refuses to go back in time.
+ */
+#ifndef TC_EDGE_H
+#define TC_EDGE_H
+
+#include "internal.h"
+
+typedef struct tc__edge tc__edge;
+
+/* max_entries >= 1, max_bytes >= 4096 (entries are charged key + value + overhead). */
+int tc__edge_new(tc__edge **out, size_t max_entries, size_t max_bytes);
+void tc__edge_free(tc__edge *e);
+
+/* TC_OK after calling fn with the live value (fn runs under a shard lock: copy and return),
+ * TC_ENOTFOUND when absent, expired or a tombstone, or what fn returned. */
+int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
+
+/* Stores a copy for ttl_ms (> 0). Returns 1 if stored, 0 if refused because the entry already
+ * holds a newer version or a newer tombstone (equal versions are accepted: a refresh), or
+ * TC_ENOMEM. Values larger than the whole budget are not stored (returns 0) and any older copy
+ * is removed. */
+int tc__edge_set(tc__edge *e, const char *key, size_t key_len, const void *value, size_t len,
+                 int64_t version, int64_t ttl_ms);
+
+/* Replaces the entry with a tombstone of this version for ttl_ms, unless the entry is newer.
+ * Returns 1 if placed, 0 if the entry was newer, or TC_ENOMEM (then the entry is removed). */
+int tc__edge_tombstone(tc__edge *e, const char *key, size_t key_len, int64_t version,
+                       int64_t ttl_ms);
+
+/* Removes the entry (live or tombstone). Returns 1 if one was removed, else 0. */
+int tc__edge_remove(tc__edge *e, const char *key, size_t key_len);
+
+/* Drops every entry (used when invalidations may have been missed). */
+void tc__edge_clear(tc__edge *e);
+
+/* Current number of entries (tombstones included), bytes charged, evictions so far. */
+void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evictions);
+
+#endif

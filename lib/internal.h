@@ -1,0 +1,62 @@
+/*
+ * internal.h - what the modules of libtiercache share. Never installed.
+ */
+#ifndef TC_INTERNAL_H
+#define TC_INTERNAL_H
+
+#include "tiercache.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define TC__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TC__PRINTF(f, a)
+#endif
+
+/* ---- errors (error.c) ---- */
+/* Records the detail of a failure for the calling thread, tagged with the handle it happened on
+ * (owner may be NULL), and returns code so callers can write `return tc__err(...)`. */
+int tc__err(const void *owner, int code, const char *fmt, ...) TC__PRINTF(3, 4);
+/* Checks a key against the public rules (1..TC_KEY_MAX bytes, no NUL). */
+int tc__check_key(const void *owner, const char *key, size_t key_len);
+
+/* ---- time and process (process.c) ---- */
+/* Monotonic milliseconds, from a coarse clock: cheap enough for every cache hit. */
+int64_t tc__now_ms(void);
+/* Wall-clock milliseconds since the epoch: for expiry times that cross processes and hosts. */
+int64_t tc__wall_ms(void);
+/* A number that changes in the child at every fork(). A connection remembers the generation it
+ * was opened in; a different one means it belongs to the parent and must not be used. */
+unsigned tc__fork_generation(void);
+
+/* ---- values between tiers ---- */
+/* A tier hands a value to its caller through this callback, while the bytes are valid (under
+ * the edge's lock, inside the hiredis reply, inside the SQLite statement), so each value is
+ * copied exactly once into where it goes. ttl_ms is the value's remaining life in the tier it
+ * came from, or -1 when that tier has none (the store). A non-zero return is passed back up
+ * as the tier call's result. */
+typedef int (*tc__value_fn)(void *ctx, const void *data, size_t len, int64_t version,
+                            int64_t ttl_ms);
+
+/* ---- counters (stats.c) ---- */
+typedef struct tc__tier_stats {
+    atomic_llong hits, misses, sets, errors;
+} tc__tier_stats;
+
+typedef struct tc__stats {
+    tc__tier_stats edge, redis, store;
+    atomic_llong connects; /* Redis connections opened: cold starts */
+    atomic_llong reuses;   /* calls served by a thread's already-open connection: warm starts */
+} tc__stats;
+
+#define TC__INC(counter) atomic_fetch_add_explicit(&(counter), 1, memory_order_relaxed)
+#define TC__GET(counter) atomic_load_explicit(&(counter), memory_order_relaxed)
+
+/* Process-wide tc_shared counters (tiercache.c). */
+void tc__shared_counts(int64_t *cold, int64_t *warm);
+
+#endif

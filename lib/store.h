@@ -1,0 +1,38 @@
+/*
+ * store.h - the store interface: the source of truth behind the caches. Each row carries a
+ * version, unique across the store and increasing with every write (including deletes), so a
+ * version says which of two states of a key is newer.
+ */
+#ifndef TC_STORE_H
+#define TC_STORE_H
+
+#include "internal.h"
+
+typedef struct tc__store tc__store;
+
+typedef struct tc__store_ops {
+    /* TC_OK after fn(ctx, value, len, version, -1), TC_ENOTFOUND, TC_ESTORE, or fn's result. */
+    int (*get)(tc__store *s, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
+    /* Commits the value; *out_version receives its new version. TC_OK only once committed. */
+    int (*put)(tc__store *s, const char *key, size_t key_len, const void *value, size_t len,
+               int64_t *out_version);
+    /* Commits the deletion (absent keys included); *out_version receives the version that the
+     * deletion took, newer than any the key had. */
+    int (*del)(tc__store *s, const char *key, size_t key_len, int64_t *out_version);
+    void (*close)(tc__store *s);
+} tc__store_ops;
+
+/* Every store begins with this header. Stores are thread-safe and fork-safe (a child never
+ * uses its parent's database connection). owner tags error messages (tc__err). */
+struct tc__store {
+    const tc__store_ops *ops;
+    const void *owner;
+};
+
+/* The SQLite store: a table (key TEXT PRIMARY KEY, value BLOB, version INTEGER, updated_at
+ * INTEGER) in WAL mode, created if missing, with triggers that give a new version to rows that
+ * other programs write in plain SQL. */
+int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
+                          int64_t busy_timeout_ms, const void *owner);
+
+#endif

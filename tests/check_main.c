@@ -1,0 +1,22 @@
+/*
+ * check_main.c - runs every suite. CK_RUN_SUITE / CK_RUN_CASE select one, CK_FORK=no runs
+ * in-process (valgrind).
+ */
+#include <stdlib.h>
+
+#include "tc_test.h"
+
+int main(void)
+{
+    SRunner *sr = srunner_create(error_suite());
+    srunner_add_suite(sr, config_suite());
+    srunner_add_suite(sr, edge_suite());
+    srunner_add_suite(sr, store_suite());
+    srunner_add_suite(sr, redis_suite());
+    srunner_add_suite(sr, cache_suite());
+    srunner_add_suite(sr, shared_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

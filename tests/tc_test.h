@@ -1,0 +1,44 @@
+/*
+ * tc_test.h - what the test suites share: the suites' constructors and a harness that starts a
+ * private redis-server on a free loopback port in a temp dir.
+ */
+#ifndef TC_TEST_H
+#define TC_TEST_H
+
+#include <check.h>
+#include <sys/types.h>
+
+Suite *error_suite(void);
+Suite *config_suite(void);
+Suite *edge_suite(void);
+Suite *store_suite(void);
+Suite *redis_suite(void);
+Suite *cache_suite(void);
+Suite *shared_suite(void);
+
+/* A private redis-server. */
+typedef struct tct_redis {
+    pid_t pid;
+    int port;
+    char dir[256];
+} tct_redis;
+
+/* Starts redis-server (no persistence) on 127.0.0.1 at a free port, in a fresh temp dir, and
+ * waits until it answers PING. 0 on success. */
+int tct_redis_start(tct_redis *r);
+/* SIGKILLs it (a crash); the port and dir stay reserved for tct_redis_restart. */
+void tct_redis_kill(tct_redis *r);
+/* Starts it again on the same port after a kill. 0 on success. */
+int tct_redis_restart(tct_redis *r);
+/* Stops it (if running) and removes its dir. */
+void tct_redis_stop(tct_redis *r);
+/* Runs one command given as a NUL-terminated argv against it; returns the reply as a malloc'd
+ * string ("(nil)", integers in decimal, errors as "ERR ...", arrays joined by '\n'), or NULL if
+ * unreachable. For assertions on what Redis really holds. */
+char *tct_redis_cmd(const tct_redis *r, const char *const *argv);
+
+/* A fresh temp dir (mkdtemp) in out; 0 on success. tct_rmrf removes a tree. */
+int tct_tmpdir(char *out, size_t size);
+void tct_rmrf(const char *path);
+
+#endif
