@@ -1,0 +1,777 @@
+/*
+ * check_edge.c - the in-process tier: values, versions, tombstones, TTL, bounds, eviction,
+ * threads.
+ *
+ * Budgets below 32 entries per shard or 512 KiB per shard make the edge use fewer shards, down
+ * to one; tests that depend on the order of eviction use budgets that small, so one LRU list
+ * sees every key.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "edge.h"
+#include "tc_test.h"
+
+#define MIB ((size_t)1024 * 1024)
+#define LONG_TTL 600000 /* ten minutes: never reached by a test */
+
+/* What the last successful get delivered. */
+typedef struct captured {
+    unsigned char *data;
+    size_t len;
+    int64_t version;
+    int64_t ttl_ms;
+    int calls;
+} captured;
+
+static tc__edge *edge;
+static captured cap;
+
+static int capture_fn(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    captured *c = ctx;
+    free(c->data);
+    c->data = malloc(len > 0 ? len : 1); /* malloc(0) may return NULL */
+    if (c->data == NULL)
+        return TC_ENOMEM;
+    if (len > 0)
+        memcpy(c->data, data, len);
+    c->len = len;
+    c->version = version;
+    c->ttl_ms = ttl_ms;
+    c->calls++;
+    return 0;
+}
+
+static int get(tc__edge *e, const char *key)
+{
+    return tc__edge_get(e, key, strlen(key), capture_fn, &cap);
+}
+
+static int set(tc__edge *e, const char *key, const char *value, int64_t version, int64_t ttl)
+{
+    return tc__edge_set(e, key, strlen(key), value, strlen(value), version, ttl);
+}
+
+static int64_t entries_of(tc__edge *e)
+{
+    int64_t n;
+    tc__edge_counts(e, &n, NULL, NULL);
+    return n;
+}
+
+static int64_t bytes_of(tc__edge *e)
+{
+    int64_t b;
+    tc__edge_counts(e, NULL, &b, NULL);
+    return b;
+}
+
+static int64_t evictions_of(tc__edge *e)
+{
+    int64_t ev;
+    tc__edge_counts(e, NULL, NULL, &ev);
+    return ev;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    usleep(ms * 1000u);
+}
+
+static void setup(void)
+{
+    memset(&cap, 0, sizeof cap);
+    /* 4 MiB per shard: room for the 1 MiB value whatever shard it lands in. */
+    ck_assert_int_eq(tc__edge_new(&edge, 10000, 64 * MIB), TC_OK);
+}
+
+static void teardown(void)
+{
+    tc__edge_free(edge);
+    edge = NULL;
+    free(cap.data);
+    memset(&cap, 0, sizeof cap);
+}
+
+/* ---- values ------------------------------------------------------------------------------- */
+
+START_TEST(test_roundtrip_binary)
+{
+    static const char value[] = {'a', '\0', 'b', '\0', '\0', 'c'};
+    ck_assert_int_eq(tc__edge_set(edge, "k", 1, value, sizeof value, 7, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_uint_eq(cap.len, sizeof value);
+    ck_assert_mem_eq(cap.data, value, sizeof value);
+    ck_assert_int_eq(cap.version, 7);
+    ck_assert_int_eq(cap.calls, 1);
+}
+END_TEST
+
+START_TEST(test_zero_and_one_byte_values)
+{
+    ck_assert_int_eq(tc__edge_set(edge, "empty", 5, NULL, 0, 1, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_set(edge, "one", 3, "\0", 1, 2, LONG_TTL), 1);
+
+    ck_assert_int_eq(get(edge, "empty"), TC_OK);
+    ck_assert_uint_eq(cap.len, 0);
+    ck_assert_int_eq(cap.version, 1);
+
+    ck_assert_int_eq(get(edge, "one"), TC_OK);
+    ck_assert_uint_eq(cap.len, 1);
+    ck_assert_int_eq(cap.data[0], 0);
+    ck_assert_int_eq(cap.version, 2);
+}
+END_TEST
+
+START_TEST(test_one_mib_value)
+{
+    size_t len = MIB;
+    unsigned char *value = malloc(len);
+    ck_assert_ptr_nonnull(value);
+    for (size_t i = 0; i < len; i++)
+        value[i] = (unsigned char)(i * 131 + (i >> 8));
+    ck_assert_int_eq(tc__edge_set(edge, "big", 3, value, len, 3, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "big"), TC_OK);
+    ck_assert_uint_eq(cap.len, len);
+    ck_assert_int_eq(memcmp(cap.data, value, len), 0);
+    ck_assert_int_ge(bytes_of(edge), (int64_t)len);
+    free(value);
+}
+END_TEST
+
+START_TEST(test_overwrite)
+{
+    ck_assert_int_eq(set(edge, "k", "one", 1, LONG_TTL), 1);
+    int64_t before = bytes_of(edge);
+    ck_assert_int_eq(set(edge, "k", "a longer value", 2, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_mem_eq(cap.data, "a longer value", cap.len);
+    ck_assert_uint_eq(cap.len, strlen("a longer value"));
+    ck_assert_int_eq(cap.version, 2);
+    ck_assert_int_eq(entries_of(edge), 1);
+    /* The charge follows the value: the old one is released, not added to. */
+    ck_assert_int_eq(bytes_of(edge) - before, (int64_t)(strlen("a longer value") - strlen("one")));
+}
+END_TEST
+
+START_TEST(test_keys_of_every_length)
+{
+    /* Keys that differ only in length or in one byte exercise every tail of the hash. */
+    char key[TC_KEY_MAX + 1];
+    memset(key, 'x', sizeof key);
+    for (size_t n = 1; n <= TC_KEY_MAX; n++)
+        ck_assert_int_eq(tc__edge_set(edge, key, n, &n, sizeof n, 1, LONG_TTL), 1);
+    for (size_t n = 1; n <= TC_KEY_MAX; n++) {
+        ck_assert_int_eq(tc__edge_get(edge, key, n, capture_fn, &cap), TC_OK);
+        ck_assert_uint_eq(cap.len, sizeof n);
+        ck_assert_mem_eq(cap.data, &n, sizeof n);
+    }
+    key[TC_KEY_MAX - 1] = 'y';
+    ck_assert_int_eq(tc__edge_get(edge, key, TC_KEY_MAX, capture_fn, &cap), TC_ENOTFOUND);
+    ck_assert_int_eq(entries_of(edge), TC_KEY_MAX);
+}
+END_TEST
+
+START_TEST(test_many_keys)
+{
+    /* Far below the 10000-entry bound even with uneven shards, so nothing may be evicted and
+     * the tables must grow. */
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "key:%d", i);
+        ck_assert_int_eq(tc__edge_set(edge, key, strlen(key), &i, sizeof i, i, LONG_TTL), 1);
+    }
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "key:%d", i);
+        ck_assert_int_eq(get(edge, key), TC_OK);
+        ck_assert_mem_eq(cap.data, &i, sizeof i);
+        ck_assert_int_eq(cap.version, i);
+    }
+    ck_assert_int_eq(entries_of(edge), 5000);
+    ck_assert_int_eq(evictions_of(edge), 0);
+}
+END_TEST
+
+START_TEST(test_absent)
+{
+    ck_assert_int_eq(get(edge, "nope"), TC_ENOTFOUND);
+    ck_assert_int_eq(cap.calls, 0);
+}
+END_TEST
+
+/* ---- callback ----------------------------------------------------------------------------- */
+
+static int fail_fn(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    (void)data, (void)len, (void)version, (void)ttl_ms;
+    return *(int *)ctx;
+}
+
+START_TEST(test_callback_result_passes_through)
+{
+    ck_assert_int_eq(set(edge, "k", "v", 1, LONG_TTL), 1);
+    int code = TC_ERANGE;
+    ck_assert_int_eq(tc__edge_get(edge, "k", 1, fail_fn, &code), TC_ERANGE);
+    code = -4242;
+    ck_assert_int_eq(tc__edge_get(edge, "k", 1, fail_fn, &code), -4242);
+    code = 0;
+    ck_assert_int_eq(tc__edge_get(edge, "k", 1, fail_fn, &code), TC_OK);
+    /* A failing callback does not hurt the entry. */
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+}
+END_TEST
+
+START_TEST(test_callback_gets_remaining_ttl)
+{
+    ck_assert_int_eq(set(edge, "k", "v", 1, 5000), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_int_ge(cap.ttl_ms, 1);
+    ck_assert_int_le(cap.ttl_ms, 5000);
+
+    /* "Forever" saturates instead of wrapping into the past. */
+    ck_assert_int_eq(set(edge, "f", "v", 1, INT64_MAX), 1);
+    ck_assert_int_eq(get(edge, "f"), TC_OK);
+    ck_assert_int_gt(cap.ttl_ms, 0);
+}
+END_TEST
+
+/* ---- versions and tombstones -------------------------------------------------------------- */
+
+START_TEST(test_older_set_refused)
+{
+    ck_assert_int_eq(set(edge, "k", "v5", 5, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "k", "v4", 4, LONG_TTL), 0);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_int_eq(cap.version, 5);
+    ck_assert_mem_eq(cap.data, "v5", 2);
+}
+END_TEST
+
+START_TEST(test_equal_version_accepted)
+{
+    ck_assert_int_eq(set(edge, "k", "first", 5, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "k", "again", 5, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_mem_eq(cap.data, "again", 5);
+    ck_assert_int_eq(entries_of(edge), 1);
+}
+END_TEST
+
+START_TEST(test_newer_set_accepted)
+{
+    ck_assert_int_eq(set(edge, "k", "v5", 5, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "k", "v9", 9, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_int_eq(cap.version, 9);
+}
+END_TEST
+
+START_TEST(test_tombstone_refuses_older_set)
+{
+    ck_assert_int_eq(set(edge, "k", "v5", 5, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_tombstone(edge, "k", 1, 7, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(cap.calls, 0);
+    ck_assert_int_eq(set(edge, "k", "v6", 6, LONG_TTL), 0);
+    ck_assert_int_eq(get(edge, "k"), TC_ENOTFOUND);
+    /* The tombstone is an entry, charged for its key. */
+    ck_assert_int_eq(entries_of(edge), 1);
+    ck_assert_int_gt(bytes_of(edge), 0);
+}
+END_TEST
+
+START_TEST(test_set_after_tombstone)
+{
+    ck_assert_int_eq(tc__edge_tombstone(edge, "k", 1, 3, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "k", "v3", 3, LONG_TTL), 1); /* equal: accepted */
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_int_eq(cap.version, 3);
+
+    ck_assert_int_eq(tc__edge_tombstone(edge, "j", 1, 3, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "j", "v4", 4, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "j"), TC_OK);
+    ck_assert_int_eq(cap.version, 4);
+    ck_assert_mem_eq(cap.data, "v4", 2);
+}
+END_TEST
+
+START_TEST(test_tombstone_refused_by_newer_entry)
+{
+    ck_assert_int_eq(set(edge, "k", "v10", 10, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_tombstone(edge, "k", 1, 9, LONG_TTL), 0);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_int_eq(cap.version, 10);
+
+    ck_assert_int_eq(tc__edge_tombstone(edge, "k", 1, 11, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_tombstone(edge, "k", 1, 10, LONG_TTL), 0);
+    ck_assert_int_eq(entries_of(edge), 1);
+}
+END_TEST
+
+START_TEST(test_tombstone_charge)
+{
+    ck_assert_int_eq(tc__edge_tombstone(edge, "absent", 6, 1, LONG_TTL), 1);
+    ck_assert_int_eq(entries_of(edge), 1);
+    int64_t tomb_bytes = bytes_of(edge);
+    ck_assert_int_gt(tomb_bytes, 6);
+
+    /* Replacing a value by a tombstone releases the value's bytes. */
+    ck_assert_int_eq(set(edge, "k", "0123456789", 1, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_tombstone(edge, "k", 1, 2, LONG_TTL), 1);
+    ck_assert_int_eq(entries_of(edge), 2);
+    ck_assert_int_eq(bytes_of(edge), 2 * tomb_bytes - 5); /* keys of 6 and 1 bytes */
+
+    ck_assert_int_eq(tc__edge_remove(edge, "absent", 6), 1);
+    ck_assert_int_eq(tc__edge_remove(edge, "k", 1), 1);
+    ck_assert_int_eq(entries_of(edge), 0);
+    ck_assert_int_eq(bytes_of(edge), 0);
+}
+END_TEST
+
+/* ---- TTL ---------------------------------------------------------------------------------- */
+
+START_TEST(test_ttl_expiry)
+{
+    ck_assert_int_eq(set(edge, "short", "v", 1, 50), 1);
+    ck_assert_int_eq(set(edge, "long", "v", 1, LONG_TTL), 1);
+    sleep_ms(250);
+    ck_assert_int_eq(get(edge, "short"), TC_ENOTFOUND);
+    ck_assert_int_eq(cap.calls, 0);
+    /* Reading it removed it. */
+    ck_assert_int_eq(entries_of(edge), 1);
+    ck_assert_int_eq(get(edge, "long"), TC_OK);
+    ck_assert_int_eq(evictions_of(edge), 0);
+}
+END_TEST
+
+START_TEST(test_expired_entries_do_not_block_versions)
+{
+    ck_assert_int_eq(set(edge, "k", "v10", 10, 50), 1);
+    ck_assert_int_eq(tc__edge_tombstone(edge, "t", 1, 10, 50), 1);
+    sleep_ms(250);
+    ck_assert_int_eq(set(edge, "k", "v5", 5, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "t", "v5", 5, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_OK);
+    ck_assert_int_eq(cap.version, 5);
+    ck_assert_int_eq(get(edge, "t"), TC_OK);
+    ck_assert_int_eq(cap.version, 5);
+    ck_assert_int_eq(entries_of(edge), 2);
+}
+END_TEST
+
+START_TEST(test_expired_remove_reports_absent)
+{
+    ck_assert_int_eq(set(edge, "k", "v", 1, 50), 1);
+    sleep_ms(250);
+    ck_assert_int_eq(tc__edge_remove(edge, "k", 1), 0);
+    ck_assert_int_eq(entries_of(edge), 0);
+    ck_assert_int_eq(bytes_of(edge), 0);
+}
+END_TEST
+
+START_TEST(test_bad_ttl_rejected)
+{
+    ck_assert_int_eq(set(edge, "k", "v", 1, 0), TC_EINVAL);
+    ck_assert_int_eq(set(edge, "k", "v", 1, -5), TC_EINVAL);
+    ck_assert_int_eq(entries_of(edge), 0);
+}
+END_TEST
+
+/* ---- remove and clear --------------------------------------------------------------------- */
+
+START_TEST(test_remove)
+{
+    ck_assert_int_eq(set(edge, "k", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "other", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_remove(edge, "k", 1), 1);
+    ck_assert_int_eq(get(edge, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(tc__edge_remove(edge, "k", 1), 0);
+    ck_assert_int_eq(get(edge, "other"), TC_OK);
+    ck_assert_int_eq(entries_of(edge), 1);
+    /* After a remove, any version may come back: the edge forgot the key. */
+    ck_assert_int_eq(set(edge, "other", "v0", 0, LONG_TTL), 0);
+    ck_assert_int_eq(tc__edge_remove(edge, "other", 5), 1);
+    ck_assert_int_eq(set(edge, "other", "v0", 0, LONG_TTL), 1);
+}
+END_TEST
+
+START_TEST(test_clear)
+{
+    char key[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        ck_assert_int_eq(set(edge, key, "value", 100, LONG_TTL), 1);
+    }
+    ck_assert_int_eq(tc__edge_tombstone(edge, "tomb", 4, 100, LONG_TTL), 1);
+    tc__edge_clear(edge);
+    ck_assert_int_eq(entries_of(edge), 0);
+    ck_assert_int_eq(bytes_of(edge), 0);
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        ck_assert_int_eq(get(edge, key), TC_ENOTFOUND);
+    }
+    /* Versions are forgotten with the entries; the map works as new. */
+    ck_assert_int_eq(set(edge, "tomb", "v1", 1, LONG_TTL), 1);
+    ck_assert_int_eq(set(edge, "k7", "v1", 1, LONG_TTL), 1);
+    ck_assert_int_eq(get(edge, "k7"), TC_OK);
+    ck_assert_int_eq(entries_of(edge), 2);
+    tc__edge_clear(edge);
+    tc__edge_clear(edge);
+    ck_assert_int_eq(entries_of(edge), 0);
+}
+END_TEST
+
+/* ---- bounds and eviction ------------------------------------------------------------------ */
+
+START_TEST(test_new_rejects_bad_bounds)
+{
+    tc__edge *e = (tc__edge *)&e;
+    ck_assert_int_eq(tc__edge_new(&e, 0, 4096), TC_EINVAL);
+    ck_assert_ptr_null(e);
+    ck_assert_int_eq(tc__edge_new(&e, 10, 4095), TC_EINVAL);
+    ck_assert_ptr_null(e);
+    ck_assert_int_eq(tc__edge_new(NULL, 10, 4096), TC_EINVAL);
+    tc__edge_free(NULL);
+}
+END_TEST
+
+START_TEST(test_single_entry_edge)
+{
+    tc__edge *e;
+    ck_assert_int_eq(tc__edge_new(&e, 1, 4096), TC_OK);
+    ck_assert_int_eq(set(e, "a", "va", 1, LONG_TTL), 1);
+    ck_assert_int_eq(get(e, "a"), TC_OK);
+    ck_assert_int_eq(set(e, "b", "vb", 1, LONG_TTL), 1);
+    ck_assert_int_eq(get(e, "b"), TC_OK);
+    ck_assert_int_eq(get(e, "a"), TC_ENOTFOUND);
+    ck_assert_int_eq(entries_of(e), 1);
+    ck_assert_int_eq(evictions_of(e), 1);
+    /* Overwriting the only entry is not an eviction. */
+    ck_assert_int_eq(set(e, "b", "vb2", 2, LONG_TTL), 1);
+    ck_assert_int_eq(evictions_of(e), 1);
+    tc__edge_free(e);
+}
+END_TEST
+
+START_TEST(test_value_larger_than_budget)
+{
+    tc__edge *e;
+    ck_assert_int_eq(tc__edge_new(&e, 10, 4096), TC_OK);
+    char *huge = calloc(1, 5000);
+    ck_assert_ptr_nonnull(huge);
+
+    ck_assert_int_eq(set(e, "k", "small", 1, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_set(e, "k", 1, huge, 5000, 2, LONG_TTL), 0);
+    ck_assert_int_eq(get(e, "k"), TC_ENOTFOUND); /* the older copy went */
+    ck_assert_int_eq(entries_of(e), 0);
+    ck_assert_int_eq(bytes_of(e), 0);
+
+    /* A newer entry stays: the big value is refused by version first. */
+    ck_assert_int_eq(set(e, "n", "newer", 9, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_set(e, "n", 1, huge, 5000, 8, LONG_TTL), 0);
+    ck_assert_int_eq(get(e, "n"), TC_OK);
+    ck_assert_int_eq(cap.version, 9);
+
+    /* Exactly the budget in bytes is still too big once the key and overhead are charged. */
+    ck_assert_int_eq(tc__edge_set(e, "x", 1, huge, 4096, 1, LONG_TTL), 0);
+    ck_assert_int_eq(evictions_of(e), 0);
+    free(huge);
+    tc__edge_free(e);
+}
+END_TEST
+
+START_TEST(test_entry_bound)
+{
+    /* 100 entries split in two shards, and 1000 entries in sixteen. */
+    static const size_t bounds[] = {100, 1000};
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        tc__edge *e;
+        ck_assert_int_eq(tc__edge_new(&e, bounds[b], 64 * MIB), TC_OK);
+        char key[32];
+        for (int i = 0; i < 20000; i++) {
+            snprintf(key, sizeof key, "key-%d", i);
+            ck_assert_int_eq(set(e, key, "value", 1, LONG_TTL), 1);
+            ck_assert_int_le(entries_of(e), (int64_t)bounds[b]);
+        }
+        int64_t n = entries_of(e);
+        ck_assert_int_gt(n, 0);
+        ck_assert_int_eq(evictions_of(e), 20000 - n);
+        /* The most recent key survives in any shard. */
+        ck_assert_int_eq(get(e, "key-19999"), TC_OK);
+        tc__edge_free(e);
+    }
+}
+END_TEST
+
+START_TEST(test_byte_bound)
+{
+    /* 4 KiB in one shard, and 1 MiB in two. */
+    static const size_t bounds[] = {4096, MIB};
+    char value[1500];
+    memset(value, 'v', sizeof value);
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        tc__edge *e;
+        ck_assert_int_eq(tc__edge_new(&e, 1000000, bounds[b]), TC_OK);
+        char key[32];
+        for (int i = 0; i < 5000; i++) {
+            snprintf(key, sizeof key, "key-%d", i);
+            size_t len = (size_t)(i * 7) % sizeof value; /* sizes vary, evictions vary */
+            ck_assert_int_eq(tc__edge_set(e, key, strlen(key), value, len, 1, LONG_TTL), 1);
+            ck_assert_int_le(bytes_of(e), (int64_t)bounds[b]);
+        }
+        ck_assert_int_gt(evictions_of(e), 0);
+        ck_assert_int_gt(bytes_of(e), 0);
+        tc__edge_free(e);
+    }
+}
+END_TEST
+
+START_TEST(test_lru_keeps_recently_read)
+{
+    tc__edge *e;
+    char key[16];
+    ck_assert_int_eq(tc__edge_new(&e, 4, 64 * MIB), TC_OK);
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        ck_assert_int_eq(set(e, key, "v", 1, LONG_TTL), 1);
+    }
+    ck_assert_int_eq(get(e, "k0"), TC_OK); /* k0 is now the most recent; k1 the least */
+    ck_assert_int_eq(set(e, "k4", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(evictions_of(e), 1);
+    ck_assert_int_eq(get(e, "k1"), TC_ENOTFOUND);
+    ck_assert_int_eq(get(e, "k0"), TC_OK);
+    ck_assert_int_eq(get(e, "k2"), TC_OK);
+    ck_assert_int_eq(get(e, "k3"), TC_OK);
+    ck_assert_int_eq(get(e, "k4"), TC_OK);
+
+    /* The reads above left k0 the least recent; a write makes it the most recent, so k2 goes. */
+    ck_assert_int_eq(set(e, "k0", "v2", 2, LONG_TTL), 1);
+    ck_assert_int_eq(set(e, "k5", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(get(e, "k2"), TC_ENOTFOUND);
+    ck_assert_int_eq(get(e, "k0"), TC_OK);
+    ck_assert_int_eq(evictions_of(e), 2);
+    tc__edge_free(e);
+}
+END_TEST
+
+START_TEST(test_expired_evicted_first)
+{
+    tc__edge *e;
+    ck_assert_int_eq(tc__edge_new(&e, 3, 64 * MIB), TC_OK);
+    ck_assert_int_eq(set(e, "b", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(set(e, "c", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(set(e, "a", "v", 1, 50), 1); /* most recent, but short-lived */
+    sleep_ms(250);
+    ck_assert_int_eq(set(e, "d", "v", 1, LONG_TTL), 1);
+    /* Plain LRU would have dropped b. */
+    ck_assert_int_eq(get(e, "b"), TC_OK);
+    ck_assert_int_eq(get(e, "c"), TC_OK);
+    ck_assert_int_eq(get(e, "d"), TC_OK);
+    ck_assert_int_eq(entries_of(e), 3);
+    /* An expired entry was already gone: dropping it is not an eviction. */
+    ck_assert_int_eq(evictions_of(e), 0);
+    tc__edge_free(e);
+}
+END_TEST
+
+START_TEST(test_tombstones_are_evicted)
+{
+    tc__edge *e;
+    ck_assert_int_eq(tc__edge_new(&e, 2, 64 * MIB), TC_OK);
+    ck_assert_int_eq(tc__edge_tombstone(e, "t", 1, 5, LONG_TTL), 1);
+    ck_assert_int_eq(set(e, "a", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(set(e, "b", "v", 1, LONG_TTL), 1);
+    ck_assert_int_eq(evictions_of(e), 1);
+    /* The tombstone is gone, so an older version is accepted again. */
+    ck_assert_int_eq(set(e, "t", "v1", 1, LONG_TTL), 1);
+    tc__edge_free(e);
+}
+END_TEST
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+#define STRESS_THREADS 4
+#define STRESS_OPS 20000
+#define STRESS_KEYS 200
+
+typedef struct stress_arg {
+    tc__edge *e;
+    unsigned seed;
+    atomic_int *errors;
+} stress_arg;
+
+/* A value is its version followed by a filler byte derived from it, so a reader can tell a torn
+ * or mismatched value from a good one. */
+static int stress_check_fn(void *ctx, const void *data, size_t len, int64_t version,
+                           int64_t ttl_ms)
+{
+    (void)ctx;
+    const unsigned char *p = data;
+    int64_t v;
+    if (len < sizeof v || ttl_ms < 1)
+        return -100;
+    memcpy(&v, p, sizeof v);
+    if (v != version)
+        return -101;
+    for (size_t i = sizeof v; i < len; i++)
+        if (p[i] != (unsigned char)(version * 31))
+            return -102;
+    return 0;
+}
+
+static unsigned next_rand(unsigned *s)
+{
+    /* xorshift32: rand() is not thread-safe and rand_r is not C11. */
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static void *stress_thread(void *p)
+{
+    stress_arg *a = p;
+    unsigned char value[40000];
+    char key[32];
+    for (int i = 0; i < STRESS_OPS; i++) {
+        unsigned r = next_rand(&a->seed);
+        snprintf(key, sizeof key, "key-%u", r % STRESS_KEYS);
+        size_t klen = strlen(key);
+        int64_t version = (int64_t)(next_rand(&a->seed) % 1000);
+        unsigned op = (r >> 16) % 100;
+        int rc;
+        if (op < 45) {
+            rc = tc__edge_get(a->e, key, klen, stress_check_fn, NULL);
+            if (rc != TC_OK && rc != TC_ENOTFOUND)
+                atomic_fetch_add(a->errors, 1);
+        } else if (op < 80) {
+            size_t len = sizeof version + next_rand(&a->seed) % (sizeof value - sizeof version);
+            memcpy(value, &version, sizeof version);
+            memset(value + sizeof version, (unsigned char)(version * 31), len - sizeof version);
+            /* Some entries live only a few ms, so expiry happens during the run. */
+            int64_t ttl = (r & 7) == 0 ? 1 + (int64_t)(r % 5) : LONG_TTL;
+            rc = tc__edge_set(a->e, key, klen, value, len, version, ttl);
+            if (rc != 0 && rc != 1)
+                atomic_fetch_add(a->errors, 1);
+        } else if (op < 90) {
+            rc = tc__edge_tombstone(a->e, key, klen, version, LONG_TTL);
+            if (rc != 0 && rc != 1)
+                atomic_fetch_add(a->errors, 1);
+        } else if (op < 99) {
+            tc__edge_remove(a->e, key, klen);
+        } else if ((r & 0xff) == 0) {
+            tc__edge_clear(a->e);
+        } else {
+            int64_t n, b, ev;
+            tc__edge_counts(a->e, &n, &b, &ev);
+            if (n < 0 || b < 0 || ev < 0)
+                atomic_fetch_add(a->errors, 1);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_stress)
+{
+    /* 2 shards of 32 entries and 512 KiB each; values average 20 KiB, so both bounds bite. */
+    static const size_t max_entries = 64, max_bytes = MIB;
+    tc__edge *e;
+    ck_assert_int_eq(tc__edge_new(&e, max_entries, max_bytes), TC_OK);
+    atomic_int errors = 0;
+    pthread_t th[STRESS_THREADS];
+    stress_arg args[STRESS_THREADS];
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        args[i] = (stress_arg){.e = e, .seed = 0x9e3779b9u * (unsigned)(i + 1), .errors = &errors};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, stress_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < STRESS_THREADS; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+
+    ck_assert_int_eq(atomic_load(&errors), 0);
+    int64_t n, b, ev;
+    tc__edge_counts(e, &n, &b, &ev);
+    ck_assert_int_ge(n, 0);
+    ck_assert_int_le(n, (int64_t)max_entries);
+    ck_assert_int_le(b, (int64_t)max_bytes);
+    ck_assert_int_gt(ev, 0);
+
+    /* The books balance: removing every key leaves nothing counted. */
+    char key[32];
+    for (int k = 0; k < STRESS_KEYS; k++) {
+        snprintf(key, sizeof key, "key-%d", k);
+        tc__edge_remove(e, key, strlen(key));
+    }
+    tc__edge_counts(e, &n, &b, NULL);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(b, 0);
+    tc__edge_free(e);
+}
+END_TEST
+
+Suite *edge_suite(void)
+{
+    Suite *s = suite_create("edge");
+
+    TCase *tc = tcase_create("values");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_roundtrip_binary);
+    tcase_add_test(tc, test_zero_and_one_byte_values);
+    tcase_add_test(tc, test_one_mib_value);
+    tcase_add_test(tc, test_overwrite);
+    tcase_add_test(tc, test_keys_of_every_length);
+    tcase_add_test(tc, test_many_keys);
+    tcase_add_test(tc, test_absent);
+    tcase_add_test(tc, test_callback_result_passes_through);
+    tcase_add_test(tc, test_callback_gets_remaining_ttl);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("versions");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_older_set_refused);
+    tcase_add_test(tc, test_equal_version_accepted);
+    tcase_add_test(tc, test_newer_set_accepted);
+    tcase_add_test(tc, test_tombstone_refuses_older_set);
+    tcase_add_test(tc, test_set_after_tombstone);
+    tcase_add_test(tc, test_tombstone_refused_by_newer_entry);
+    tcase_add_test(tc, test_tombstone_charge);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("ttl");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_ttl_expiry);
+    tcase_add_test(tc, test_expired_entries_do_not_block_versions);
+    tcase_add_test(tc, test_expired_remove_reports_absent);
+    tcase_add_test(tc, test_bad_ttl_rejected);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("remove");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_remove);
+    tcase_add_test(tc, test_clear);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("bounds");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_new_rejects_bad_bounds);
+    tcase_add_test(tc, test_single_entry_edge);
+    tcase_add_test(tc, test_value_larger_than_budget);
+    tcase_add_test(tc, test_entry_bound);
+    tcase_add_test(tc, test_byte_bound);
+    tcase_add_test(tc, test_lru_keeps_recently_read);
+    tcase_add_test(tc, test_expired_evicted_first);
+    tcase_add_test(tc, test_tombstones_are_evicted);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("threads");
+    /* Sanitizers and valgrind slow the stress test by 10-50x. */
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_threads_stress);
+    suite_add_tcase(s, tc);
+
+    return s;
+}
