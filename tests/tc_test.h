@@ -8,6 +8,8 @@
 #include <check.h>
 #include <sys/types.h>
 
+#include "tiercache.h"
+
 Suite *error_suite(void);
 Suite *config_suite(void);
 Suite *edge_suite(void);
@@ -42,3 +44,12 @@ int tct_tmpdir(char *out, size_t size);
 void tct_rmrf(const char *path);
 
 #endif
+
+/* ---- fixture.c: caches for integration tests ---- */
+/* Opens a cache on a SQLite file dir/name.db; with Redis at port (0: no Redis tier); extra is
+ * a JSON object whose members are applied after those (NULL for none). Fails the test on error. */
+tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char *extra_json);
+/* A JSON integer field of tc_stats_json, e.g. tct_stat(c, "redis", "connects"). */
+long long tct_stat(tc_cache *c, const char *section, const char *field);
+/* Sleeps ms milliseconds. */
+void tct_sleep_ms(int ms);

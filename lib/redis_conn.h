@@ -1,0 +1,86 @@
+/*
+ * redis_conn.h - the Redis connections of one tier object: one per thread, opened lazily on the
+ * thread's first use and reused after that, closed when the thread exits, replaced after the
+ * server dropped them or after fork(), and a breaker that skips connect attempts for a while
+ * after one failed.
+ */
+#ifndef TC_REDIS_CONN_H
+#define TC_REDIS_CONN_H
+
+#include "internal.h"
+
+#include <signal.h>
+
+#include <hiredis/hiredis.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tc__rconns tc__rconns;
+
+typedef struct tc__rconns_opts {
+    const char *host;        /* used when unix_socket is NULL or "" */
+    int port;
+    const char *unix_socket; /* NULL or "" for TCP */
+    int64_t connect_timeout_ms, command_timeout_ms;
+    int64_t retry_interval_ms; /* 0: never skip, try to connect every time */
+    /* Called (may be NULL), in a child after fork(), when the object's mutex turned out to
+     * have been held by a parent thread at the instant of fork: whatever the owner was
+     * changing under tc__rconns_lock at that instant may be half-changed (the owner marks
+     * its changes to know, see redis_tier.c). Runs with the mutex held, on the first thread
+     * that uses the object in the child; must not lock it. */
+    void (*on_torn)(void *arg);
+    void *on_torn_arg;
+} tc__rconns_opts;
+
+/* Copies opts; connects nothing yet. owner tags error messages, stats receives connects and
+ * reuses (both must outlive the object). TC_OK, TC_EINVAL, TC_ENOMEM (also when the process
+ * ran out of pthread keys). */
+int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *owner,
+                   tc__stats *stats);
+
+/* Closes every connection of every thread and frees the object. NULL is accepted.
+ * No other thread may use the object or exit concurrently while it runs: a thread that used it
+ * must either have finished exiting (joined) or stay alive and not call in until it returns.
+ * (The per-thread destructor of an exiting thread would otherwise touch freed memory; no lock
+ * can protect a lock that is being destroyed.) */
+void tc__rconns_free(tc__rconns *cs);
+
+/* The calling thread's usable connection in *out, opening one if the thread has none, its
+ * last one broke, or it was inherited across fork(). Counts stats->reuses or stats->connects.
+ * TC_OK, TC_EREDIS (the connect failed, or connects are skipped after a recent failure: the
+ * message says which), TC_ENOMEM. The connection stays owned by this object and the thread;
+ * after TC_OK the caller must call tc__rconns_release once it is done with it. */
+int tc__rconns_acquire(redisContext **out, tc__rconns *cs);
+
+/* Ends the use acquire began. close_it: an error made the connection unusable (c->err set, or
+ * a reply stream out of step), so it is closed and the next acquire opens a new one. */
+void tc__rconns_release(tc__rconns *cs, int close_it);
+
+/* "host:port" or the socket path, for messages. Valid as long as the object. */
+const char *tc__rconns_where(const tc__rconns *cs);
+
+/* A mutex of this object, also usable by its owner for short critical sections (no I/O under
+ * it, and no fork). In a child after fork() it is repaired before first use (see on_torn). */
+void tc__rconns_lock(tc__rconns *cs);
+void tc__rconns_unlock(tc__rconns *cs);
+
+/* Writing to a socket the server closed raises SIGPIPE, which kills a process that has not
+ * ignored it, and hiredis writes without MSG_NOSIGNAL. A library must not change the process's
+ * signal dispositions, so, as libpq does, the calling thread blocks SIGPIPE around its I/O and
+ * swallows a SIGPIPE the I/O raised before restoring its mask. */
+typedef struct tc__sigpipe_guard {
+    sigset_t old;
+    int blocked, was_pending;
+} tc__sigpipe_guard;
+
+void tc__sigpipe_block(tc__sigpipe_guard *g);
+/* io_failed: the I/O under the guard reported an error (only then can a SIGPIPE be pending). */
+void tc__sigpipe_restore(tc__sigpipe_guard *g, int io_failed);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,726 @@
+/*
+ * redis_tier.c - the Redis tier: versioned values and tombstones in a small binary envelope,
+ * one retry after a dropped connection, and a journal of invalidations that could not be
+ * delivered while Redis was unreachable.
+ *
+ * Every command is sent argv-style with explicit lengths (redisCommandArgv): keys and values
+ * are binary and never pass through a format string.
+ *
+ * The journal. A put is committed to the store before the tier is updated; if the update then
+ * fails (Redis down, timeout, error reply), Redis may still hold the previous version and would
+ * shadow the committed one once it is reachable again. So every key whose set, tombstone or
+ * del failed is remembered (deduplicated, up to PEND_MAX keys) and, before any command is run
+ * on a connection, the remembered keys are DELeted; reads are not served until that succeeded.
+ * A key leaves the journal only after a DEL sent after its last failure succeeded (each entry
+ * carries the sequence number of its last failure). If the journal overflows (or cannot
+ * allocate), it falls back to deleting every key under the namespace with SCAN + DEL before
+ * serving: slow, but never wrong. With an empty namespace that is every key of the database.
+ *
+ * Connections, the breaker and fork safety are in redis_conn.c. The journal is protected by
+ * the connection object's mutex. A child inherits the journal and applies it too; if a parent
+ * thread was changing the journal at the instant of fork() (rare: only while writes fail or
+ * the journal is being emptied), the child cannot trust it and falls back to clearing the
+ * namespace (journal_torn).
+ */
+#include "redis_tier.h"
+#include "redis_conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the stored envelope ------------------------------------------------------------------
+ *   byte 0      'T'
+ *   byte 1      format version (1)
+ *   byte 2      kind: 'V' value, 'X' tombstone
+ *   bytes 3-10  the store's version, int64 big-endian
+ *   bytes 11-18 absolute expiry, unix ms, int64 big-endian
+ *   bytes 19-   the payload (none for a tombstone)
+ * Fixed-width big-endian, so a server-side script can compare two versions as byte strings. */
+#define ENV_MAGIC 'T'
+#define ENV_FORMAT 1
+#define ENV_VALUE 'V'
+#define ENV_TOMBSTONE 'X'
+#define ENV_HEADER 19
+
+#define PEND_MAX 10000
+#define PEND_BUCKETS 16384 /* a power of two, about 1.6 x PEND_MAX */
+#define DEL_BATCH 256      /* keys per pipelined DEL */
+#define SCAN_COUNT "1000"
+
+typedef struct pend_entry {
+    struct pend_entry *next;
+    uint64_t hash, seq; /* seq: the journal's sequence number at the key's last failure */
+    size_t len;
+    char key[];         /* ns + key */
+} pend_entry;
+
+struct tc__redis {
+    tc__rconns *conns;
+    char *ns, *scan_pattern;
+    size_t ns_len, scan_pattern_len;
+    size_t max_value_bytes;
+    const void *owner;
+    /* Only connects and reuses are counted here (redis_conn.c): the orchestration counts the
+     * tier's hits, misses, sets and errors from the codes these functions return. */
+    tc__stats *stats;
+    tc__stats own_stats; /* used when the caller passes no stats */
+
+    /* The journal, under tc__rconns_lock(conns). */
+    pend_entry **pend_buckets; /* NULL while empty */
+    size_t pend_count;
+    uint64_t pend_seq;
+    int pend_overflow;
+    uint64_t pend_overflow_seq;
+    atomic_int pend_active; /* pend_count > 0 || pend_overflow, for a lock-free fast path */
+    atomic_int pend_busy;   /* the journal is being changed (see journal_torn) */
+};
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* The one place that writes the layout; the later version-comparing script will take its
+ * output as an argument unchanged. *out is malloc'd. */
+static int envelope_build(char **out, size_t *out_len, char kind, int64_t version,
+                          int64_t expiry_ms, const void *payload, size_t len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (len > SIZE_MAX - ENV_HEADER)
+        return TC_ENOMEM;
+    unsigned char *b = malloc(ENV_HEADER + len);
+    if (b == NULL)
+        return TC_ENOMEM;
+    b[0] = ENV_MAGIC;
+    b[1] = ENV_FORMAT;
+    b[2] = (unsigned char)kind;
+    put_be64(b + 3, (uint64_t)version);
+    put_be64(b + 11, (uint64_t)expiry_ms);
+    if (len > 0)
+        memcpy(b + ENV_HEADER, payload, len);
+    *out = (char *)b;
+    *out_len = ENV_HEADER + len;
+    return TC_OK;
+}
+
+/* ---- keys -------------------------------------------------------------------------------- */
+
+typedef struct nskey {
+    char *p;
+    size_t len;
+    char buf[640];
+} nskey;
+
+static int nskey_make(nskey *k, const tc__redis *r, const char *key, size_t key_len)
+{
+    k->len = r->ns_len + key_len;
+    k->p = k->len <= sizeof k->buf ? k->buf : malloc(k->len);
+    if (k->p == NULL)
+        return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    memcpy(k->p, r->ns, r->ns_len);
+    memcpy(k->p + r->ns_len, key, key_len);
+    return TC_OK;
+}
+
+static void nskey_free(nskey *k)
+{
+    if (k->p != k->buf)
+        free(k->p);
+}
+
+/* ---- the journal ------------------------------------------------------------------------- */
+
+static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211u;
+    }
+    return h;
+}
+
+/* Marks, under the lock, the journal as being changed; see reg_begin in redis_conn.c. */
+static void journal_begin(tc__redis *r)
+{
+    (void)atomic_exchange(&r->pend_busy, 1);
+}
+
+static void journal_end(tc__redis *r)
+{
+    atomic_store(&r->pend_busy, 0);
+}
+
+/* Remembers that key (without the namespace) may hold a value older than the store's. Never
+ * fails: when it cannot remember the key it remembers to clear the whole namespace. */
+static void pend_add(tc__redis *r, const char *key, size_t key_len)
+{
+    uint64_t h = fnv1a(fnv1a(14695981039346656037u, r->ns, r->ns_len), key, key_len);
+    size_t len = r->ns_len + key_len;
+    tc__rconns_lock(r->conns);
+    journal_begin(r);
+    uint64_t seq = ++r->pend_seq;
+    if (r->pend_buckets == NULL)
+        r->pend_buckets = calloc(PEND_BUCKETS, sizeof *r->pend_buckets);
+    if (r->pend_buckets == NULL)
+        goto overflow;
+    pend_entry **bucket = &r->pend_buckets[h & (PEND_BUCKETS - 1)];
+    for (pend_entry *e = *bucket; e != NULL; e = e->next) {
+        if (e->hash == h && e->len == len && memcmp(e->key, r->ns, r->ns_len) == 0 &&
+            memcmp(e->key + r->ns_len, key, key_len) == 0) {
+            e->seq = seq;
+            goto done;
+        }
+    }
+    if (r->pend_count >= PEND_MAX)
+        goto overflow;
+    pend_entry *e = malloc(sizeof *e + len);
+    if (e == NULL)
+        goto overflow;
+    e->hash = h;
+    e->seq = seq;
+    e->len = len;
+    memcpy(e->key, r->ns, r->ns_len);
+    memcpy(e->key + r->ns_len, key, key_len);
+    e->next = *bucket;
+    *bucket = e;
+    r->pend_count++;
+    goto done;
+overflow:
+    r->pend_overflow = 1;
+    r->pend_overflow_seq = seq;
+done:
+    atomic_store(&r->pend_active, 1);
+    journal_end(r);
+    tc__rconns_unlock(r->conns);
+}
+
+/* redis_conn.c's on_torn, in a child after fork(), with the mutex held: a parent thread held
+ * the lock at the instant of fork. If it was changing the journal, the entries may be
+ * half-linked: forget them (their memory stays allocated in this process) and clear the whole
+ * namespace instead. Otherwise the journal is intact. */
+static void journal_torn(void *arg)
+{
+    tc__redis *r = arg;
+    if (!atomic_load(&r->pend_busy))
+        return;
+    atomic_store(&r->pend_busy, 0);
+    r->pend_buckets = NULL;
+    r->pend_count = 0;
+    r->pend_overflow = 1;
+    r->pend_overflow_seq = ++r->pend_seq;
+    atomic_store(&r->pend_active, 1);
+}
+
+/* Forgets what was remembered up to sequence number upto (it has been deleted from Redis). */
+static void pend_clear(tc__redis *r, uint64_t upto)
+{
+    tc__rconns_lock(r->conns);
+    journal_begin(r);
+    if (r->pend_buckets != NULL) {
+        for (size_t i = 0; i < PEND_BUCKETS; i++) {
+            pend_entry **pp = &r->pend_buckets[i];
+            while (*pp != NULL) {
+                pend_entry *e = *pp;
+                if (e->seq <= upto) {
+                    *pp = e->next;
+                    free(e);
+                    r->pend_count--;
+                } else {
+                    pp = &e->next;
+                }
+            }
+        }
+        if (r->pend_count == 0) {
+            free(r->pend_buckets);
+            r->pend_buckets = NULL;
+        }
+    }
+    if (r->pend_overflow && r->pend_overflow_seq <= upto)
+        r->pend_overflow = 0;
+    atomic_store(&r->pend_active, r->pend_count > 0 || r->pend_overflow);
+    journal_end(r);
+    tc__rconns_unlock(r->conns);
+}
+
+/* ---- replies and connection errors ------------------------------------------------------- */
+
+static int retryable(int err)
+{
+    if (err == REDIS_ERR_IO || err == REDIS_ERR_EOF)
+        return 1;
+#ifdef REDIS_ERR_TIMEOUT /* hiredis >= 1.1 reports timeouts apart; 0.14 says REDIS_ERR_IO */
+    if (err == REDIS_ERR_TIMEOUT)
+        return 1;
+#endif
+    return 0;
+}
+
+/* A NULL reply: the context's error says why. */
+static int ctx_error(const tc__redis *r, const redisContext *c, const char *what)
+{
+    int code = TC_EREDIS;
+    if (c->err == REDIS_ERR_OOM)
+        code = TC_ENOMEM;
+    else if (c->err == REDIS_ERR_PROTOCOL)
+        code = TC_EPROTO;
+    return tc__err(r->owner, code, "redis %s: %s: %s", tc__rconns_where(r->conns), what,
+                   c->err != 0 ? c->errstr : "no reply");
+}
+
+static const char *type_name(int type)
+{
+    switch (type) {
+    case REDIS_REPLY_STRING: return "string";
+    case REDIS_REPLY_ARRAY: return "array";
+    case REDIS_REPLY_INTEGER: return "integer";
+    case REDIS_REPLY_NIL: return "nil";
+    case REDIS_REPLY_STATUS: return "status";
+    case REDIS_REPLY_ERROR: return "error";
+    default: return "unknown";
+    }
+}
+
+/* A reply of the wrong type: an error reply is Redis failing (TC_EREDIS), anything else is a
+ * reply that makes no sense (TC_EPROTO). */
+static int reply_error(const tc__redis *r, const redisReply *rep, const char *what,
+                       const char *expected)
+{
+    if (rep->type == REDIS_REPLY_ERROR)
+        return tc__err(r->owner, TC_EREDIS, "redis %s: %s failed: %.*s",
+                       tc__rconns_where(r->conns), what, (int)(rep->len > 200 ? 200 : rep->len),
+                       rep->str != NULL ? rep->str : "");
+    return tc__err(r->owner, TC_EPROTO, "redis %s: %s: expected %s reply, got %s",
+                   tc__rconns_where(r->conns), what, expected, type_name(rep->type));
+}
+
+/* ---- applying the journal ---------------------------------------------------------------- */
+
+/* Deletes every key under the namespace. */
+static int scan_delete(tc__redis *r, redisContext *c)
+{
+    char cursor[24] = "0";
+    do {
+        const char *argv[6] = {"SCAN", cursor, "MATCH", r->scan_pattern, "COUNT", SCAN_COUNT};
+        size_t lens[6] = {4, strlen(cursor), 5, r->scan_pattern_len, 5, strlen(SCAN_COUNT)};
+        redisReply *rep = redisCommandArgv(c, 6, argv, lens);
+        if (rep == NULL)
+            return ctx_error(r, c, "SCAN");
+        if (rep->type != REDIS_REPLY_ARRAY) {
+            int rc = reply_error(r, rep, "SCAN", "array");
+            freeReplyObject(rep);
+            return rc;
+        }
+        const redisReply *cur = rep->elements == 2 ? rep->element[0] : NULL;
+        const redisReply *keys = rep->elements == 2 ? rep->element[1] : NULL;
+        int ok = cur != NULL && keys != NULL && cur->type == REDIS_REPLY_STRING &&
+                 cur->len > 0 && cur->len < sizeof cursor && keys->type == REDIS_REPLY_ARRAY;
+        for (size_t i = 0; ok && i < cur->len; i++)
+            ok = cur->str[i] >= '0' && cur->str[i] <= '9';
+        for (size_t i = 0; ok && i < keys->elements; i++)
+            ok = keys->element[i] != NULL && keys->element[i]->type == REDIS_REPLY_STRING;
+        if (!ok) {
+            freeReplyObject(rep);
+            return tc__err(r->owner, TC_EPROTO, "redis %s: SCAN: malformed reply",
+                           tc__rconns_where(r->conns));
+        }
+        memcpy(cursor, cur->str, cur->len);
+        cursor[cur->len] = '\0';
+        if (keys->elements > 0) {
+            size_t n = keys->elements + 1;
+            const char **dargv = n <= SIZE_MAX / sizeof *dargv ? malloc(n * sizeof *dargv) : NULL;
+            size_t *dlens = n <= SIZE_MAX / sizeof *dlens ? malloc(n * sizeof *dlens) : NULL;
+            if (dargv == NULL || dlens == NULL || n > (size_t)INT32_MAX) {
+                free(dargv);
+                free(dlens);
+                freeReplyObject(rep);
+                return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+            }
+            dargv[0] = "DEL";
+            dlens[0] = 3;
+            for (size_t i = 1; i < n; i++) {
+                dargv[i] = keys->element[i - 1]->str;
+                dlens[i] = keys->element[i - 1]->len;
+            }
+            redisReply *drep = redisCommandArgv(c, (int)n, dargv, dlens);
+            free(dargv);
+            free(dlens);
+            int rc = TC_OK;
+            if (drep == NULL)
+                rc = ctx_error(r, c, "DEL");
+            else if (drep->type != REDIS_REPLY_INTEGER)
+                rc = reply_error(r, drep, "DEL", "integer");
+            if (drep != NULL)
+                freeReplyObject(drep);
+            if (rc != TC_OK) {
+                freeReplyObject(rep);
+                return rc;
+            }
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    return TC_OK;
+}
+
+/* Applies the journal on c, if there is one. TC_OK when nothing is pending any more (up to
+ * what was pending when it started). On failure the message is set; c->err tells whether the
+ * connection broke. */
+static int apply_pending(tc__redis *r, redisContext *c)
+{
+    if (!atomic_load(&r->pend_active))
+        return TC_OK;
+
+    tc__rconns_lock(r->conns);
+    uint64_t upto = r->pend_seq;
+    int overflow = r->pend_overflow;
+    size_t count = r->pend_count, batches = 0;
+    int appended = 1;
+    if (!overflow && count > 0) {
+        /* Only formatting into hiredis's output buffer happens under the lock; the I/O is
+         * after it. */
+        const char *argv[1 + DEL_BATCH];
+        size_t lens[1 + DEL_BATCH];
+        int argc = 1;
+        argv[0] = "DEL";
+        lens[0] = 3;
+        for (size_t i = 0; appended && i < PEND_BUCKETS; i++) {
+            for (pend_entry *e = r->pend_buckets[i]; appended && e != NULL; e = e->next) {
+                argv[argc] = e->key;
+                lens[argc] = e->len;
+                if (++argc == 1 + DEL_BATCH) {
+                    appended = redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK;
+                    batches++;
+                    argc = 1;
+                }
+            }
+        }
+        if (appended && argc > 1) {
+            appended = redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK;
+            batches++;
+        }
+    }
+    tc__rconns_unlock(r->conns);
+
+    if (!overflow && count == 0)
+        return TC_OK; /* emptied by another thread meanwhile */
+    if (!appended)
+        return ctx_error(r, c, "queueing pending invalidations");
+
+    int rc = TC_OK;
+    if (overflow) {
+        rc = scan_delete(r, c);
+    } else {
+        for (size_t i = 0; i < batches; i++) {
+            void *p = NULL;
+            if (redisGetReply(c, &p) != REDIS_OK || p == NULL)
+                return ctx_error(r, c, "applying pending invalidations");
+            redisReply *rep = p;
+            /* Read every reply even after a bad one, to keep the connection in step. */
+            if (rep->type != REDIS_REPLY_INTEGER && rc == TC_OK)
+                rc = reply_error(r, rep, "DEL (pending invalidations)", "integer");
+            freeReplyObject(rep);
+        }
+    }
+    if (rc != TC_OK)
+        return rc;
+    pend_clear(r, upto);
+    return TC_OK;
+}
+
+/* ---- running a command ------------------------------------------------------------------- */
+
+/* Runs one command on the calling thread's connection, after the journal was applied on it.
+ * If the connection turns out to be closed (server restart, CLIENT KILL, idle timeout), it is
+ * replaced and the whole step runs once more: every command we send is idempotent. *out
+ * receives the reply (of any type; the caller checks it and frees it). */
+static int run(tc__redis *r, const char *what, int argc, const char **argv, const size_t *lens,
+               redisReply **out)
+{
+    *out = NULL;
+    for (int attempt = 0;; attempt++) {
+        redisContext *c;
+        int rc = tc__rconns_acquire(&c, r->conns);
+        if (rc != TC_OK)
+            return rc;
+        tc__sigpipe_guard guard;
+        tc__sigpipe_block(&guard);
+        redisReply *reply = NULL;
+        int broken = 0, retry = 0;
+        rc = apply_pending(r, c);
+        if (rc == TC_OK) {
+            reply = redisCommandArgv(c, argc, argv, lens);
+            if (reply == NULL) {
+                rc = ctx_error(r, c, what);
+                broken = 1;
+                retry = c->err == 0 || retryable(c->err);
+            }
+        } else if (c->err != 0) {
+            broken = 1;
+            retry = retryable(c->err);
+        }
+        tc__sigpipe_restore(&guard, broken);
+        tc__rconns_release(r->conns, broken); /* c is invalid from here if broken */
+        if (reply != NULL) {
+            *out = reply;
+            return TC_OK;
+        }
+        if (!retry || attempt > 0)
+            return rc;
+    }
+}
+
+/* ---- the tier ---------------------------------------------------------------------------- */
+
+int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner,
+                  tc__stats *stats)
+{
+    if (out == NULL)
+        return tc__err(owner, TC_EINVAL, "redis: out is NULL");
+    *out = NULL;
+    if (opts == NULL)
+        return tc__err(owner, TC_EINVAL, "redis: options are NULL");
+    tc__redis *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return tc__err(owner, TC_ENOMEM, "redis: out of memory");
+    r->owner = owner;
+    r->stats = stats != NULL ? stats : &r->own_stats;
+    r->max_value_bytes = opts->max_value_bytes;
+    atomic_init(&r->pend_active, 0);
+    atomic_init(&r->pend_busy, 0);
+
+    const char *ns = opts->ns != NULL ? opts->ns : "";
+    r->ns_len = strlen(ns);
+    r->ns = malloc(r->ns_len + 1);
+    /* SCAN MATCH is a glob: escape its metacharacters so a namespace like "app[1]:" matches
+     * only itself. Worst case every byte is escaped, plus the trailing '*'. */
+    r->scan_pattern = r->ns_len < SIZE_MAX / 2 - 2 ? malloc(2 * r->ns_len + 2) : NULL;
+    if (r->ns == NULL || r->scan_pattern == NULL) {
+        free(r->ns);
+        free(r->scan_pattern);
+        free(r);
+        return tc__err(owner, TC_ENOMEM, "redis: out of memory");
+    }
+    memcpy(r->ns, ns, r->ns_len + 1);
+    size_t j = 0;
+    for (size_t i = 0; i < r->ns_len; i++) {
+        if (strchr("*?[]\\", ns[i]) != NULL)
+            r->scan_pattern[j++] = '\\';
+        r->scan_pattern[j++] = ns[i];
+    }
+    r->scan_pattern[j++] = '*';
+    r->scan_pattern[j] = '\0';
+    r->scan_pattern_len = j;
+
+    tc__rconns_opts co = {
+        .host = opts->host,
+        .port = opts->port,
+        .unix_socket = opts->unix_socket,
+        .connect_timeout_ms = opts->connect_timeout_ms,
+        .command_timeout_ms = opts->command_timeout_ms,
+        .retry_interval_ms = opts->retry_interval_ms,
+        .on_torn = journal_torn,
+        .on_torn_arg = r,
+    };
+    int rc = tc__rconns_new(&r->conns, &co, owner, r->stats);
+    if (rc != TC_OK) {
+        free(r->ns);
+        free(r->scan_pattern);
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return TC_OK;
+}
+
+/* Like tc_close, it must not run concurrently with any other use of r: no call in progress, and
+ * no thread that used r exiting meanwhile (its connection's destructor would race with the
+ * teardown; see tc__rconns_free). */
+void tc__redis_free(tc__redis *r)
+{
+    if (r == NULL)
+        return;
+    tc__rconns_free(r->conns);
+    if (r->pend_buckets != NULL) {
+        for (size_t i = 0; i < PEND_BUCKETS; i++) {
+            pend_entry *e = r->pend_buckets[i];
+            while (e != NULL) {
+                pend_entry *next = e->next;
+                free(e);
+                e = next;
+            }
+        }
+        free(r->pend_buckets);
+    }
+    free(r->ns);
+    free(r->scan_pattern);
+    free(r);
+}
+
+/* Checks a GET reply and hands its payload to fn. */
+static int deliver(tc__redis *r, const redisReply *rep, tc__value_fn fn, void *ctx)
+{
+    const char *where = tc__rconns_where(r->conns);
+    if (rep->type == REDIS_REPLY_NIL)
+        return TC_ENOTFOUND;
+    if (rep->type == REDIS_REPLY_ERROR && rep->str != NULL && rep->len >= 9 &&
+        memcmp(rep->str, "WRONGTYPE", 9) == 0)
+        return tc__err(r->owner, TC_EPROTO,
+                       "redis %s: the key holds a non-string value (not written by tiercache)",
+                       where);
+    if (rep->type != REDIS_REPLY_STRING || (rep->str == NULL && rep->len > 0))
+        return reply_error(r, rep, "GET", "string");
+    const unsigned char *p = (const unsigned char *)rep->str;
+    size_t n = rep->len;
+    const char *bad = NULL;
+    if (n < ENV_HEADER)
+        bad = "shorter than the 19-byte header";
+    else if (p[0] != ENV_MAGIC)
+        bad = "no tiercache header (bad magic byte)";
+    else if (p[1] != ENV_FORMAT)
+        bad = "an unknown format version";
+    else if (p[2] != ENV_VALUE && p[2] != ENV_TOMBSTONE)
+        bad = "an unknown kind byte";
+    else if (get_be64(p + 3) > (uint64_t)INT64_MAX)
+        bad = "a negative version";
+    else if (n - ENV_HEADER > r->max_value_bytes)
+        bad = "a payload larger than max_value_bytes";
+    if (bad != NULL)
+        return tc__err(r->owner, TC_EPROTO, "redis %s: stored value (%zu bytes) has %s", where,
+                       n, bad);
+    if (p[2] == ENV_TOMBSTONE)
+        return TC_ENOTFOUND;
+    int64_t version = (int64_t)get_be64(p + 3);
+    int64_t expiry = (int64_t)get_be64(p + 11);
+    int64_t now = tc__wall_ms();
+    /* Redis's own PX removes the key at about the same time; a clock step or a value written
+     * by a host with another clock can leave it a little longer, and then it is a miss. */
+    if (expiry <= now)
+        return TC_ENOTFOUND;
+    if (fn == NULL)
+        return TC_OK;
+    return fn(ctx, p + ENV_HEADER, n - ENV_HEADER, version, expiry - now);
+}
+
+int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
+{
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    int rc = tc__check_key(r->owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    nskey k;
+    rc = nskey_make(&k, r, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    const char *argv[2] = {"GET", k.p};
+    size_t lens[2] = {3, k.len};
+    redisReply *rep;
+    rc = run(r, "GET", 2, argv, lens, &rep);
+    nskey_free(&k);
+    if (rc != TC_OK)
+        return rc;
+    /* The connection is released already: fn may do anything, even fork. */
+    rc = deliver(r, rep, fn, ctx);
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* SET of an envelope with PX. Any failure after the key was found valid journals the key. */
+static int write_envelope(tc__redis *r, const char *key, size_t key_len, char kind,
+                          const void *payload, size_t len, int64_t version, int64_t ttl_ms)
+{
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    int rc = tc__check_key(r->owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    const char *where = tc__rconns_where(r->conns);
+    int64_t now = tc__wall_ms();
+    char *blob = NULL;
+    size_t blob_len = 0;
+    nskey k = {0};
+    if (payload == NULL && len > 0)
+        rc = tc__err(r->owner, TC_EINVAL, "redis: value is NULL");
+    else if (ttl_ms <= 0 || ttl_ms > INT64_MAX - now)
+        rc = tc__err(r->owner, TC_EINVAL, "redis: ttl_ms %lld is out of range",
+                     (long long)ttl_ms);
+    else if (version < 0)
+        rc = tc__err(r->owner, TC_EINVAL, "redis: version %lld is negative", (long long)version);
+    else if (len > r->max_value_bytes)
+        rc = tc__err(r->owner, TC_ETOOBIG, "redis: value of %zu bytes exceeds max_value_bytes "
+                     "(%zu)", len, r->max_value_bytes);
+    else if (envelope_build(&blob, &blob_len, kind, version, now + ttl_ms, payload, len) != 0)
+        rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    else
+        rc = nskey_make(&k, r, key, key_len);
+
+    if (rc == TC_OK) {
+        char px[24];
+        snprintf(px, sizeof px, "%lld", (long long)ttl_ms);
+        const char *argv[5] = {"SET", k.p, blob, "PX", px};
+        size_t lens[5] = {3, k.len, blob_len, 2, strlen(px)};
+        redisReply *rep;
+        rc = run(r, "SET", 5, argv, lens, &rep);
+        if (rc == TC_OK) {
+            if (rep->type != REDIS_REPLY_STATUS || rep->len != 2 || memcmp(rep->str, "OK", 2) != 0)
+                rc = rep->type == REDIS_REPLY_STATUS
+                         ? tc__err(r->owner, TC_EPROTO, "redis %s: SET: unexpected status",
+                                   where)
+                         : reply_error(r, rep, "SET", "status");
+            freeReplyObject(rep);
+        }
+        nskey_free(&k);
+    }
+    free(blob);
+    if (rc != TC_OK)
+        pend_add(r, key, key_len);
+    return rc;
+}
+
+int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *value, size_t len,
+                  int64_t version, int64_t ttl_ms)
+{
+    return write_envelope(r, key, key_len, ENV_VALUE, value, len, version, ttl_ms);
+}
+
+int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
+                        int64_t ttl_ms)
+{
+    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms);
+}
+
+int tc__redis_del(tc__redis *r, const char *key, size_t key_len)
+{
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    int rc = tc__check_key(r->owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    nskey k;
+    rc = nskey_make(&k, r, key, key_len);
+    if (rc == TC_OK) {
+        const char *argv[2] = {"DEL", k.p};
+        size_t lens[2] = {3, k.len};
+        redisReply *rep;
+        rc = run(r, "DEL", 2, argv, lens, &rep);
+        if (rc == TC_OK) {
+            if (rep->type != REDIS_REPLY_INTEGER)
+                rc = reply_error(r, rep, "DEL", "integer");
+            freeReplyObject(rep);
+        }
+        nskey_free(&k);
+    }
+    if (rc != TC_OK)
+        pend_add(r, key, key_len);
+    return rc;
+}

@@ -1,0 +1,1176 @@
+/*
+ * check_redis.c - the Redis tier (lib/redis_tier.c, lib/redis_conn.c) against a private
+ * redis-server.
+ *
+ * TCase "redis": one server shared by the tests, started in the runner process (an unchecked
+ * fixture) and flushed before each test. TCase "outage": tests that kill and restart a server
+ * start their own, inside the test.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "redis_conn.h"
+#include "redis_tier.h"
+#include "tc_test.h"
+
+static tct_redis srv; /* the shared server; set in the runner before Check forks the tests */
+static int srv_ok;
+
+static void srv_up(void)
+{
+    srv_ok = tct_redis_start(&srv) == 0;
+}
+
+static void srv_down(void)
+{
+    if (srv_ok)
+        tct_redis_stop(&srv);
+    srv_ok = 0;
+}
+
+static void srv_flush(void)
+{
+    ck_assert_msg(srv_ok, "redis-server could not be started (package redis-server)");
+    const char *flush[] = {"FLUSHALL", NULL};
+    free(tct_redis_cmd(&srv, flush));
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static tc__redis_opts opts_for(const tct_redis *s, const char *ns)
+{
+    tc__redis_opts o = {
+        .host = "127.0.0.1",
+        .port = s->port,
+        .unix_socket = NULL,
+        .ns = ns,
+        .connect_timeout_ms = 2000,
+        .command_timeout_ms = 5000, /* generous: valgrind is slow */
+        .retry_interval_ms = 0,
+        .max_value_bytes = 16u << 20,
+    };
+    return o;
+}
+
+static tc__redis *tier_open(const tc__redis_opts *o, tc__stats *st)
+{
+    tc__redis *r = NULL;
+    int rc = tc__redis_new(&r, o, NULL, st);
+    ck_assert_msg(rc == TC_OK, "tc__redis_new: %d %s", rc, tc_errmsg(NULL));
+    return r;
+}
+
+/* A tct_redis_cmd that returns a long long (integer replies). */
+static long long cmd_int(const tct_redis *s, const char *const *argv)
+{
+    char *out = tct_redis_cmd(s, argv);
+    ck_assert_msg(out != NULL, "redis unreachable for %s", argv[0]);
+    char *end;
+    long long v = strtoll(out, &end, 10);
+    ck_assert_msg(end != out && *end == '\0', "%s: not an integer: %s", argv[0], out);
+    free(out);
+    return v;
+}
+
+static long long exists(const tct_redis *s, const char *key)
+{
+    const char *argv[] = {"EXISTS", key, NULL};
+    return cmd_int(s, argv);
+}
+
+/* The server's client count, our own query included; -1 if unreachable. No assertions: also
+ * used in forked children. */
+static long long clients(const tct_redis *s)
+{
+    const char *argv[] = {"INFO", "clients", NULL};
+    char *out = tct_redis_cmd(s, argv);
+    const char *p = out != NULL ? strstr(out, "connected_clients:") : NULL;
+    long long n = p != NULL ? strtoll(p + strlen("connected_clients:"), NULL, 10) : -1;
+    free(out);
+    return n;
+}
+
+/* Waits (up to 2 s) until the server counts n clients, our own query included. */
+static long long wait_clients(const tct_redis *s, long long n)
+{
+    long long c = clients(s);
+    for (int i = 0; i < 200 && c != n; i++) {
+        sleep_ms(10);
+        c = clients(s);
+    }
+    return c;
+}
+
+/* Binary-safe raw access, for bytes tct_redis_cmd's C strings cannot carry. */
+static void raw_set(const tct_redis *s, const char *key, const void *val, size_t len)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+    ck_assert_msg(c != NULL && c->err == 0, "raw_set: cannot connect");
+    const char *argv[3] = {"SET", key, val};
+    size_t lens[3] = {3, strlen(key), len};
+    redisReply *rep = redisCommandArgv(c, 3, argv, lens);
+    ck_assert_msg(rep != NULL && rep->type == REDIS_REPLY_STATUS, "raw SET failed");
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+static char *raw_get(const tct_redis *s, const char *key, size_t *len)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+    ck_assert_msg(c != NULL && c->err == 0, "raw_get: cannot connect");
+    const char *argv[2] = {"GET", key};
+    size_t lens[2] = {3, strlen(key)};
+    redisReply *rep = redisCommandArgv(c, 2, argv, lens);
+    ck_assert_ptr_nonnull(rep);
+    char *out = NULL;
+    *len = 0;
+    if (rep->type == REDIS_REPLY_STRING) {
+        out = malloc(rep->len + 1);
+        ck_assert_ptr_nonnull(out);
+        memcpy(out, rep->str, rep->len);
+        *len = rep->len;
+    }
+    freeReplyObject(rep);
+    redisFree(c);
+    return out;
+}
+
+/* The stored layout, written independently of the library: 'T', 1, kind, version BE, expiry
+ * BE, payload. */
+static size_t envelope(unsigned char *out, char kind, int64_t version, int64_t expiry,
+                       const char *payload, size_t len)
+{
+    out[0] = 'T';
+    out[1] = 1;
+    out[2] = (unsigned char)kind;
+    for (int i = 0; i < 8; i++) {
+        out[3 + i] = (unsigned char)((uint64_t)version >> (56 - 8 * i));
+        out[11 + i] = (unsigned char)((uint64_t)expiry >> (56 - 8 * i));
+    }
+    memcpy(out + 19, payload, len);
+    return 19 + len;
+}
+
+static int64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return (int64_t)v;
+}
+
+typedef struct got {
+    char *data;
+    size_t len;
+    int64_t version, ttl;
+    int calls;
+} got;
+
+static int collect(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    got *g = ctx;
+    free(g->data);
+    g->data = malloc(len + 1);
+    if (g->data == NULL)
+        return TC_ENOMEM;
+    if (len > 0)
+        memcpy(g->data, data, len);
+    g->len = len;
+    g->version = version;
+    g->ttl = ttl_ms;
+    g->calls++;
+    return TC_OK;
+}
+
+static void got_free(got *g)
+{
+    free(g->data);
+    memset(g, 0, sizeof *g);
+}
+
+/* get must return exactly these bytes and version. */
+static void expect_value(tc__redis *r, const char *key, const void *val, size_t len,
+                         int64_t version)
+{
+    got g = {0};
+    int rc = tc__redis_get(r, key, strlen(key), collect, &g);
+    ck_assert_msg(rc == TC_OK, "get %s: %d %s", key, rc, tc_errmsg(NULL));
+    ck_assert_int_eq(g.calls, 1);
+    ck_assert_uint_eq(g.len, len);
+    ck_assert_msg(len == 0 || memcmp(g.data, val, len) == 0, "get %s: other bytes", key);
+    ck_assert_int_eq(g.version, version);
+    got_free(&g);
+}
+
+static int get_rc(tc__redis *r, const char *key)
+{
+    got g = {0};
+    int rc = tc__redis_get(r, key, strlen(key), collect, &g);
+    got_free(&g);
+    return rc;
+}
+
+static int set_str(tc__redis *r, const char *key, const char *val, int64_t version)
+{
+    return tc__redis_set(r, key, strlen(key), val, strlen(val), version, 60000);
+}
+
+/* ---- basics ------------------------------------------------------------------------------ */
+
+START_TEST(test_roundtrip)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "rt:");
+    tc__redis *r = tier_open(&o, &st);
+
+    size_t big_len = 1u << 20;
+    char *big = malloc(big_len);
+    ck_assert_ptr_nonnull(big);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (char)(i * 31 % 251); /* includes NUL bytes */
+    static const char nul3[] = {'a', '\0', 'b', '\0', '\0'};
+    struct {
+        const char *key;
+        const void *val;
+        size_t len;
+    } cases[] = {
+        {"empty", "", 0},
+        {"one", "x", 1},
+        {"nuls", nul3, sizeof nul3},
+        {"big", big, big_len},
+        {"fmt %s%n%d \r\n* ?[x]", "%s%n", 4}, /* argv-style: format characters are data */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = tc__redis_set(r, cases[i].key, strlen(cases[i].key), cases[i].val, cases[i].len,
+                               (int64_t)(100 + i), 60000);
+        ck_assert_msg(rc == TC_OK, "set %s: %d %s", cases[i].key, rc, tc_errmsg(NULL));
+    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_value(r, cases[i].key, cases[i].val, cases[i].len, (int64_t)(100 + i));
+
+    /* The remaining TTL handed to fn is positive and at most what was set. */
+    got g = {0};
+    ck_assert_int_eq(tc__redis_get(r, "one", 3, collect, &g), TC_OK);
+    ck_assert_int_gt(g.ttl, 0);
+    ck_assert_int_le(g.ttl, 60000);
+    got_free(&g);
+
+    /* A large version round-trips (all 8 bytes used). */
+    ck_assert_int_eq(tc__redis_set(r, "v", 1, "z", 1, INT64_MAX, 60000), TC_OK);
+    expect_value(r, "v", "z", 1, INT64_MAX);
+
+    ck_assert_int_eq(get_rc(r, "absent"), TC_ENOTFOUND);
+    ck_assert_int_eq(tc__redis_del(r, "absent", 6), TC_OK); /* deleting nothing succeeds */
+    free(big);
+    tc__redis_free(r);
+}
+END_TEST
+
+static int fail_fn(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    (void)ctx;
+    (void)data;
+    (void)len;
+    (void)version;
+    (void)ttl_ms;
+    return TC_ERANGE;
+}
+
+START_TEST(test_fn_result_passed_back)
+{
+    tc__redis_opts o = opts_for(&srv, "fn:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    ck_assert_int_eq(tc__redis_get(r, "k", 1, fail_fn, NULL), TC_ERANGE);
+    ck_assert_int_eq(tc__redis_get(r, "k", 1, NULL, NULL), TC_OK);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_namespace_and_layout)
+{
+    tc__redis_opts o = opts_for(&srv, "app1:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, "hello", 5, 0x0102030405060708LL, 30000), TC_OK);
+    ck_assert_int_eq(exists(&srv, "app1:k"), 1);
+    ck_assert_int_eq(exists(&srv, "k"), 0);
+
+    /* The exact stored bytes. */
+    int64_t before = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    before = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    size_t len;
+    char *raw = raw_get(&srv, "app1:k", &len);
+    ck_assert_ptr_nonnull(raw);
+    ck_assert_uint_eq(len, 19 + 5);
+    const unsigned char *p = (const unsigned char *)raw;
+    ck_assert_int_eq(p[0], 'T');
+    ck_assert_int_eq(p[1], 1);
+    ck_assert_int_eq(p[2], 'V');
+    ck_assert_int_eq(be64(p + 3), 0x0102030405060708LL);
+    int64_t expiry = be64(p + 11);
+    ck_assert_int_gt(expiry, before);
+    ck_assert_int_le(expiry, before + 30000);
+    ck_assert_int_eq(memcmp(raw + 19, "hello", 5), 0);
+    free(raw);
+
+    const char *pttl[] = {"PTTL", "app1:k", NULL};
+    long long ttl = cmd_int(&srv, pttl);
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 30000);
+
+    /* Another namespace does not see it; a key written without the prefix is not ours. */
+    tc__redis_opts o2 = opts_for(&srv, "app2:");
+    tc__redis *r2 = tier_open(&o2, NULL);
+    ck_assert_int_eq(get_rc(r2, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(tc__redis_del(r2, "k", 1), TC_OK);
+    ck_assert_int_eq(exists(&srv, "app1:k"), 1);
+    ck_assert_int_eq(tc__redis_del(r, "k", 1), TC_OK);
+    ck_assert_int_eq(exists(&srv, "app1:k"), 0);
+    tc__redis_free(r2);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_tombstone)
+{
+    tc__redis_opts o = opts_for(&srv, "ts:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v1", 1), TC_OK);
+    ck_assert_int_eq(tc__redis_tombstone(r, "k", 1, 2, 10000), TC_OK);
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    size_t len;
+    char *raw = raw_get(&srv, "ts:k", &len);
+    ck_assert_ptr_nonnull(raw);
+    ck_assert_uint_eq(len, 19);
+    ck_assert_int_eq(raw[2], 'X');
+    ck_assert_int_eq(be64((const unsigned char *)raw + 3), 2);
+    free(raw);
+    const char *pttl[] = {"PTTL", "ts:k", NULL};
+    long long ttl = cmd_int(&srv, pttl);
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 10000);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_ttl_expiry)
+{
+    tc__redis_opts o = opts_for(&srv, "ttl:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, "v", 1, 1, 150), TC_OK);
+    const char *pttl[] = {"PTTL", "ttl:k", NULL};
+    long long ttl = cmd_int(&srv, pttl);
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 150);
+    got g = {0};
+    int rc = tc__redis_get(r, "k", 1, collect, &g);
+    if (rc == TC_OK) { /* unless a slow machine already passed 150 ms */
+        ck_assert_int_ge(g.ttl, 1);
+        ck_assert_int_le(g.ttl, 150);
+    }
+    got_free(&g);
+    sleep_ms(400);
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(exists(&srv, "ttl:k"), 0);
+
+    /* An envelope whose own expiry has passed is a miss even while Redis still keeps it. */
+    unsigned char buf[64];
+    size_t n = envelope(buf, 'V', 7, 1000 /* 1970 */, "old", 3);
+    raw_set(&srv, "ttl:stale", buf, n);
+    ck_assert_int_eq(get_rc(r, "stale"), TC_ENOTFOUND);
+    /* And one written by hand in the right format is read. */
+    n = envelope(buf, 'V', 7, INT64_MAX, "new", 3);
+    raw_set(&srv, "ttl:fresh", buf, n);
+    expect_value(r, "fresh", "new", 3, 7);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* ---- what Redis may hold that we did not write -------------------------------------------- */
+
+static void expect_eproto(tc__redis *r, const char *key, const char *msg_part)
+{
+    got g = {0};
+    int rc = tc__redis_get(r, key, strlen(key), collect, &g);
+    ck_assert_msg(rc == TC_EPROTO, "%s: expected TC_EPROTO, got %d (%s)", key, rc,
+                  tc_errmsg(NULL));
+    ck_assert_int_eq(g.calls, 0);
+    ck_assert_msg(strstr(tc_errmsg(NULL), msg_part) != NULL, "%s: message '%s' lacks '%s'", key,
+                  tc_errmsg(NULL), msg_part);
+    got_free(&g);
+}
+
+START_TEST(test_garbage_values)
+{
+    tc__redis_opts o = opts_for(&srv, "g:");
+    tc__redis *r = tier_open(&o, NULL);
+    const char *sets[][3] = {
+        {"SET", "g:empty", ""},
+        {"SET", "g:short", "garbage"},
+        {"SET", "g:magic", "Xaaaaaaaaaaaaaaaaaaaaaaaaa"},
+        {"SET", "g:format", "T\002Vaaaaaaaaaaaaaaaaaaaaaa"},
+        {"SET", "g:kind", "T\001Qaaaaaaaaaaaaaaaaaaaaaa"},
+        {"SET", "g:negative", "T\001V\377aaaaaaaaaaaaaaaaaaaa"},
+        {"SET", "g:header", "T\001Vaaaaaaaaaaaaaaa"}, /* 18 bytes: one short */
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        const char *argv[] = {sets[i][0], sets[i][1], sets[i][2], NULL};
+        free(tct_redis_cmd(&srv, argv));
+    }
+    expect_eproto(r, "empty", "shorter");
+    expect_eproto(r, "short", "shorter");
+    expect_eproto(r, "header", "shorter");
+    expect_eproto(r, "magic", "magic");
+    expect_eproto(r, "format", "format");
+    expect_eproto(r, "kind", "kind");
+    expect_eproto(r, "negative", "negative");
+    /* The connection is still good. */
+    ck_assert_int_eq(set_str(r, "ok", "fine", 3), TC_OK);
+    expect_value(r, "ok", "fine", 4, 3);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_wrong_type)
+{
+    tc__redis_opts o = opts_for(&srv, "wt:");
+    tc__redis *r = tier_open(&o, NULL);
+    const char *lpush[] = {"LPUSH", "wt:list", "a", "b", NULL};
+    free(tct_redis_cmd(&srv, lpush));
+    const char *hset[] = {"HSET", "wt:hash", "f", "v", NULL};
+    free(tct_redis_cmd(&srv, hset));
+    expect_eproto(r, "list", "non-string");
+    expect_eproto(r, "hash", "non-string");
+    /* Overwriting the key with a value works (SET replaces any type). */
+    ck_assert_int_eq(set_str(r, "list", "now a string", 1), TC_OK);
+    expect_value(r, "list", "now a string", 12, 1);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_oversized_value)
+{
+    tc__redis_opts big = opts_for(&srv, "ov:");
+    tc__redis *writer = tier_open(&big, NULL);
+    tc__redis_opts small = opts_for(&srv, "ov:");
+    small.max_value_bytes = 10;
+    tc__redis *reader = tier_open(&small, NULL);
+
+    char val[100];
+    memset(val, 'v', sizeof val);
+    ck_assert_int_eq(tc__redis_set(writer, "k", 1, val, sizeof val, 1, 60000), TC_OK);
+    expect_eproto(reader, "k", "max_value_bytes");
+    ck_assert_int_eq(tc__redis_set(writer, "k10", 3, val, 10, 1, 60000), TC_OK);
+    expect_value(reader, "k10", val, 10, 1);
+
+    /* Refusing to write a value is a failed write like any other: the key, which may hold an
+     * older value, is journalled and deleted before the next command. */
+    ck_assert_int_eq(tc__redis_set(reader, "k10", 3, val, 11, 2, 60000), TC_ETOOBIG);
+    ck_assert_int_eq(exists(&srv, "ov:k10"), 1);
+    ck_assert_int_eq(get_rc(reader, "k10"), TC_ENOTFOUND);
+    ck_assert_int_eq(exists(&srv, "ov:k10"), 0);
+    tc__redis_free(reader);
+    tc__redis_free(writer);
+}
+END_TEST
+
+START_TEST(test_arguments)
+{
+    tc__redis *r = NULL;
+    tc__redis_opts o = opts_for(&srv, "arg:");
+    ck_assert_int_eq(tc__redis_new(NULL, &o, NULL, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_new(&r, NULL, NULL, NULL), TC_EINVAL);
+    ck_assert_ptr_null(r);
+    tc__redis_opts bad = o;
+    bad.host = "";
+    ck_assert_int_eq(tc__redis_new(&r, &bad, NULL, NULL), TC_EINVAL);
+    bad = o;
+    bad.port = 0;
+    ck_assert_int_eq(tc__redis_new(&r, &bad, NULL, NULL), TC_EINVAL);
+    bad = o;
+    bad.command_timeout_ms = 0;
+    ck_assert_int_eq(tc__redis_new(&r, &bad, NULL, NULL), TC_EINVAL);
+    bad = o;
+    bad.retry_interval_ms = -1;
+    ck_assert_int_eq(tc__redis_new(&r, &bad, NULL, NULL), TC_EINVAL);
+    ck_assert_ptr_null(r);
+    tc__redis_free(NULL);
+
+    r = tier_open(&o, NULL);
+    ck_assert_int_eq(tc__redis_get(NULL, "k", 1, collect, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_get(r, NULL, 1, collect, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_get(r, "k", 0, collect, NULL), TC_EKEY);
+    ck_assert_int_eq(tc__redis_get(r, "a\0b", 3, collect, NULL), TC_EKEY);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, NULL, 1, 1, 1000), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, "v", 1, 1, 0), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, "v", 1, 1, -5), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, "v", 1, -1, 1000), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, NULL, 0, 1, 1000), TC_OK);
+    expect_value(r, "k", "", 0, 1);
+    ck_assert_int_eq(tc__redis_tombstone(r, "", 0, 1, 1000), TC_EKEY);
+    ck_assert_int_eq(tc__redis_del(r, NULL, 0), TC_EINVAL);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* ---- connections -------------------------------------------------------------------------- */
+
+START_TEST(test_reuse_one_thread)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "re:");
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(TC__GET(st.connects), 0); /* lazy: nothing before the first use */
+    for (int i = 0; i < 50; i++) {
+        ck_assert_int_eq(set_str(r, "k", "v", i), TC_OK);
+        ck_assert_int_eq(get_rc(r, "k"), TC_OK);
+    }
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    ck_assert_int_eq(TC__GET(st.reuses), 99);
+    ck_assert_int_eq(wait_clients(&srv, 2), 2); /* ours and the query's */
+    tc__redis_free(r);
+    ck_assert_int_eq(wait_clients(&srv, 1), 1); /* free closed it */
+}
+END_TEST
+
+#define NTHREADS 4
+
+static void *thread_ops(void *arg)
+{
+    tc__redis *r = arg;
+    char key[32];
+    snprintf(key, sizeof key, "t%lu", (unsigned long)pthread_self());
+    for (int i = 0; i < 25; i++) {
+        if (tc__redis_set(r, key, strlen(key), "v", 1, i, 60000) != TC_OK)
+            return (void *)1;
+        if (tc__redis_get(r, key, strlen(key), NULL, NULL) != TC_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+START_TEST(test_reuse_threads)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "re:");
+    tc__redis *r = tier_open(&o, &st);
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, thread_ops, r), 0);
+    int failed = 0;
+    for (int i = 0; i < NTHREADS; i++) { /* join all before asserting (CK_FORK=no longjmps) */
+        void *res;
+        pthread_join(th[i], &res);
+        failed += res != NULL;
+    }
+    ck_assert_int_eq(failed, 0);
+    ck_assert_int_eq(TC__GET(st.connects), NTHREADS);
+    ck_assert_int_eq(TC__GET(st.reuses), NTHREADS * 49);
+    /* Each thread's exit closed its connection (the key's destructor). */
+    ck_assert_int_eq(wait_clients(&srv, 1), 1);
+    /* This thread gets its own. */
+    ck_assert_int_eq(get_rc(r, "x"), TC_ENOTFOUND);
+    ck_assert_int_eq(TC__GET(st.connects), NTHREADS + 1);
+    tc__redis_free(r);
+    ck_assert_int_eq(wait_clients(&srv, 1), 1);
+}
+END_TEST
+
+START_TEST(test_client_kill)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "ck:");
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    const char *kill_cmd[] = {"CLIENT", "KILL", "TYPE", "normal", NULL};
+    ck_assert_int_ge(cmd_int(&srv, kill_cmd), 1);
+    /* The next read finds the connection closed, reconnects and retries: no error. */
+    expect_value(r, "k", "v", 1, 1);
+    ck_assert_int_eq(TC__GET(st.connects), 2);
+    /* Same for a write. */
+    ck_assert_int_ge(cmd_int(&srv, kill_cmd), 1);
+    ck_assert_int_eq(set_str(r, "k", "v2", 2), TC_OK);
+    ck_assert_int_eq(TC__GET(st.connects), 3);
+    expect_value(r, "k", "v2", 2, 2);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* Writing a large value to a connection the server closed gets EPIPE, which raises SIGPIPE;
+ * the test process keeps SIGPIPE's default action (terminate), so this would die without the
+ * tier's guard. */
+START_TEST(test_no_sigpipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "sp:");
+    tc__redis *r = tier_open(&o, &st);
+    size_t len = 8u << 20;
+    char *val = calloc(1, len);
+    ck_assert_ptr_nonnull(val);
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, val, len, 1, 60000), TC_OK);
+    const char *kill_cmd[] = {"CLIENT", "KILL", "TYPE", "normal", NULL};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_ge(cmd_int(&srv, kill_cmd), 1);
+        sleep_ms(20); /* let the server's FIN and RST arrive first */
+        int rc = tc__redis_set(r, "k", 1, val, len, 2 + i, 60000);
+        ck_assert_msg(rc == TC_OK, "set after kill: %d %s", rc, tc_errmsg(NULL));
+    }
+    sigset_t pend;
+    sigpending(&pend);
+    ck_assert_int_eq(sigismember(&pend, SIGPIPE), 0);
+    free(val);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_command_timeout)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "to:");
+    o.command_timeout_ms = 100;
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    const char *pause[] = {"CLIENT", "PAUSE", "700", NULL};
+    free(tct_redis_cmd(&srv, pause));
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    sleep_ms(900);
+    expect_value(r, "k", "v", 1, 1);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_unix_socket)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/redis.sock", srv.dir);
+    if (access(path, F_OK) != 0) {
+        fprintf(stderr, "test_unix_socket: skipped, the server has no unix socket\n");
+        return;
+    }
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "ux:");
+    o.host = NULL;
+    o.port = 0;
+    o.unix_socket = path;
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "via unix", 5), TC_OK);
+    expect_value(r, "k", "via unix", 8, 5);
+    ck_assert_int_eq(exists(&srv, "ux:k"), 1); /* seen over TCP */
+    const char *list[] = {"CLIENT", "LIST", NULL};
+    char *out = tct_redis_cmd(&srv, list);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strstr(out, "redis.sock") != NULL, "no unix client in: %s", out);
+    free(out);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* ---- fork ---------------------------------------------------------------------------------- */
+
+START_TEST(test_fork)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "fk:");
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "parent", 1), TC_OK);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    ck_assert_int_eq(wait_clients(&srv, 2), 2);
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGALRM, SIG_DFL); /* Check handles SIGALRM: it would kill the test */
+        alarm(20); /* a deadlock fails the test instead of hanging it */
+        int bad = 0;
+        got g = {0};
+        if (tc__redis_get(r, "k", 1, collect, &g) != TC_OK || g.len != 6 ||
+            memcmp(g.data, "parent", 6) != 0)
+            bad |= 1;
+        got_free(&g);
+        if (set_str(r, "k2", "child", 2) != TC_OK)
+            bad |= 2;
+        if (tc__redis_get(r, "k2", 2, NULL, NULL) != TC_OK)
+            bad |= 4;
+        /* Its own connection, not the parent's (the counters are the child's copy). */
+        if (TC__GET(st.connects) != 2)
+            bad |= 8;
+        /* Parent's, child's, and the query's. */
+        if (clients(&srv) != 3)
+            bad |= 16;
+        _exit(bad);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child died with signal %d",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    ck_assert_msg(WEXITSTATUS(status) == 0, "child failed checks: mask %d", WEXITSTATUS(status));
+
+    /* The parent's connection is untouched: no reconnect, and its replies are in step. */
+    expect_value(r, "k", "parent", 6, 1);
+    expect_value(r, "k2", "child", 5, 2);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    ck_assert_int_eq(wait_clients(&srv, 2), 2); /* the child's is gone, ours remains */
+    tc__redis_free(r);
+}
+END_TEST
+
+typedef struct churn {
+    tc__redis *r, *dead;
+    atomic_int stop;
+} churn;
+
+static void *churn_once(void *arg)
+{
+    churn *c = arg;
+    tc__redis_get(c->r, "k", 1, NULL, NULL);
+    tc__redis_set(c->dead, "k", 1, "v", 1, 1, 1000); /* fails, journals: takes the lock */
+    return NULL;
+}
+
+/* Threads whose first use and exit take the registry lock, over and over. */
+static void *churn_loop(void *arg)
+{
+    churn *c = arg;
+    while (!atomic_load(&c->stop)) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, churn_once, c) == 0)
+            pthread_join(t, NULL);
+    }
+    return NULL;
+}
+
+/* fork() while other threads take and release the tier's locks: the child must never find one
+ * held forever. */
+START_TEST(test_fork_while_threads_busy)
+{
+    tc__redis_opts o = opts_for(&srv, "fs:");
+    tc__redis *r = tier_open(&o, NULL);
+    tc__redis_opts od = opts_for(&srv, "fs:");
+    od.port = 1; /* nothing listens there: every write fails and is journalled */
+    od.connect_timeout_ms = 50;
+    tc__redis *dead = tier_open(&od, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    churn c = {.r = r, .dead = dead};
+    atomic_init(&c.stop, 0);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, churn_loop, &c), 0);
+    /* The child reports through a pipe, not its exit status. */
+    int result = 0, i;
+    for (i = 0; i < 10 && result == 0; i++) {
+        int fds[2];
+        if (pipe(fds) != 0) {
+            result = -1;
+            break;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            signal(SIGALRM, SIG_DFL); /* Check handles SIGALRM: it would kill the test */
+            alarm(20); /* a deadlock: no report, the test fails */
+            unsigned char bad = tc__redis_get(r, "k", 1, NULL, NULL) != TC_OK;
+            bad |= (tc__redis_set(dead, "k", 1, "v", 1, 1, 1000) != TC_EREDIS) << 1;
+            ssize_t w = write(fds[1], &bad, 1);
+            /* Leave by exec: the memory of the threads that did not survive the fork is lost
+             * by design, and a leak checker's report at exit would only be noise. */
+            if (w == 1)
+                execl("/bin/true", "true", (char *)NULL);
+            _exit(w == 1 ? 0 : 1);
+        }
+        close(fds[1]);
+        unsigned char bad = 0xff;
+        if (pid < 0 || read(fds[0], &bad, 1) != 1)
+            result = -2;
+        else
+            result = bad;
+        close(fds[0]);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        sleep_ms(5);
+    }
+    /* Stop the threads before asserting: with CK_FORK=no a failed assertion longjmps. */
+    atomic_store(&c.stop, 1);
+    for (int t = 0; t < 3; t++)
+        pthread_join(th[t], NULL);
+    ck_assert_msg(result == 0, "child %d: result %d", i - 1, result);
+    ck_assert_int_eq(get_rc(r, "k"), TC_OK);
+    tc__redis_free(dead);
+    tc__redis_free(r);
+}
+END_TEST
+
+typedef struct holder {
+    tc__rconns *cs;
+    int fds[2]; /* the holder writes one byte once it holds the lock, then reads one to let go */
+} holder;
+
+static void *hold_lock(void *arg)
+{
+    holder *h = arg;
+    char b = 1;
+    tc__rconns_lock(h->cs);
+    if (write(h->fds[1], &b, 1) != 1)
+        b = 0;
+    while (read(h->fds[0], &b, 1) == -1 && errno == EINTR) {
+    }
+    tc__rconns_unlock(h->cs);
+    return NULL;
+}
+
+static void count_torn(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+/* The child of a fork() taken while another thread held the connection object's mutex: the
+ * mutex would stay locked forever; the child must repair it, say so (on_torn), and work. */
+START_TEST(test_fork_while_lock_held)
+{
+    int torn = 0;
+    tc__stats st = {0};
+    tc__rconns_opts o = {
+        .host = "127.0.0.1",
+        .port = srv.port,
+        .connect_timeout_ms = 2000,
+        .command_timeout_ms = 5000,
+        .on_torn = count_torn,
+        .on_torn_arg = &torn,
+    };
+    tc__rconns *cs = NULL;
+    ck_assert_int_eq(tc__rconns_new(&cs, &o, NULL, &st), TC_OK);
+    redisContext *c;
+    ck_assert_int_eq(tc__rconns_acquire(&c, cs), TC_OK);
+    tc__rconns_release(cs, 0);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+
+    for (int held = 0; held < 2; held++) {
+        holder h = {.cs = cs};
+        int to_holder[2], from_holder[2], report[2];
+        ck_assert_int_eq(pipe(to_holder), 0);
+        ck_assert_int_eq(pipe(from_holder), 0);
+        ck_assert_int_eq(pipe(report), 0);
+        h.fds[0] = to_holder[0];
+        h.fds[1] = from_holder[1];
+        pthread_t t;
+        char b = 0;
+        if (held) {
+            ck_assert_int_eq(pthread_create(&t, NULL, hold_lock, &h), 0);
+            ck_assert_int_eq(read(from_holder[0], &b, 1), 1); /* it holds the lock now */
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            signal(SIGALRM, SIG_DFL); /* Check handles SIGALRM: it would kill the test */
+            alarm(20); /* a stuck mutex: no report, the test fails */
+            unsigned char res = 0;
+            redisContext *cc;
+            if (tc__rconns_acquire(&cc, cs) != TC_OK) {
+                res |= 1;
+            } else {
+                redisReply *rep = redisCommand(cc, "PING");
+                if (rep == NULL || rep->type != REDIS_REPLY_STATUS)
+                    res |= 2;
+                if (rep != NULL)
+                    freeReplyObject(rep);
+                tc__rconns_release(cs, 0);
+            }
+            if (TC__GET(st.connects) != 2) /* its own connection */
+                res |= 4;
+            if (torn != held)
+                res |= 8;
+            tc__rconns_lock(cs); /* usable again */
+            tc__rconns_unlock(cs);
+            tc__rconns_free(cs);
+            ssize_t w = write(report[1], &res, 1);
+            _exit(w == 1 ? 0 : 1);
+        }
+        close(report[1]); /* so that a child that died without reporting gives EOF */
+        unsigned char res = 0xff;
+        ssize_t n = pid > 0 ? read(report[0], &res, 1) : -1;
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        if (held) {
+            ck_assert_int_eq(write(to_holder[1], &b, 1), 1);
+            pthread_join(t, NULL);
+        }
+        close(to_holder[0]);
+        close(to_holder[1]);
+        close(from_holder[0]);
+        close(from_holder[1]);
+        close(report[0]);
+        ck_assert_msg(n == 1 && res == 0, "held=%d: child result %d (read %zd)", held, res, n);
+    }
+    /* The parent was never repaired and its connection is the same one. */
+    ck_assert_int_eq(torn, 0);
+    ck_assert_int_eq(tc__rconns_acquire(&c, cs), TC_OK);
+    redisReply *rep = redisCommand(c, "PING");
+    ck_assert_ptr_nonnull(rep);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    tc__rconns_release(cs, 0);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    tc__rconns_free(cs);
+}
+END_TEST
+
+/* ---- outages (own servers) ------------------------------------------------------------------ */
+
+START_TEST(test_breaker)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&own, "br:");
+    o.retry_interval_ms = 1000;
+    tc__redis *r = tier_open(&o, &st);
+    tc__redis_opts o0 = opts_for(&own, "br:");
+    o0.retry_interval_ms = 0;
+    tc__stats st0 = {0};
+    tc__redis *r0 = tier_open(&o0, &st0);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    ck_assert_int_eq(get_rc(r0, "k"), TC_OK);
+
+    tct_redis_kill(&own);
+    /* The open connection fails, one reconnect is refused: TC_EREDIS, breaker open. */
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "skipped") == NULL, "%s", tc_errmsg(NULL));
+    /* Now Redis is skipped without a connect attempt. */
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "skipped until retry") != NULL, "%s",
+                  tc_errmsg(NULL));
+    ck_assert_msg(strstr(tc_errmsg(NULL), "Connection refused") != NULL, "%s", tc_errmsg(NULL));
+    ck_assert_int_eq(set_str(r, "k", "v", 2), TC_EREDIS);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "skipped") != NULL, "%s", tc_errmsg(NULL));
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+
+    /* retry_interval_ms 0: every call tries (and says why it failed, not "skipped"). */
+    ck_assert_int_eq(get_rc(r0, "k"), TC_EREDIS);
+    ck_assert_int_eq(get_rc(r0, "k"), TC_EREDIS);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "skipped") == NULL, "%s", tc_errmsg(NULL));
+    ck_assert_msg(strstr(tc_errmsg(NULL), "Connection refused") != NULL, "%s", tc_errmsg(NULL));
+
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    ck_assert_int_eq(get_rc(r0, "k"), TC_ENOTFOUND); /* no persistence: the data is gone */
+    ck_assert_int_eq(TC__GET(st0.connects), 2);
+    sleep_ms(1100); /* past retry_interval_ms */
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(TC__GET(st.connects), 2);
+    ck_assert_int_eq(set_str(r, "k", "back", 3), TC_OK);
+    expect_value(r, "k", "back", 4, 3);
+    tc__redis_free(r0);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+/* The put committed to the store while Redis was down must not be shadowed by the old copy. */
+START_TEST(test_pending_invalidation)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    tc__redis_opts o = opts_for(&own, "pi:");
+    o.retry_interval_ms = 200;
+    tc__redis *r = tier_open(&o, NULL);
+    tc__redis *writer = tier_open(&o, NULL); /* another process's view: its own journal */
+    ck_assert_int_eq(set_str(r, "k", "v1", 1), TC_OK);
+
+    tct_redis_kill(&own);
+    ck_assert_int_eq(set_str(r, "k", "v2", 2), TC_EREDIS);
+    ck_assert_int_eq(tc__redis_tombstone(r, "t", 1, 2, 10000), TC_EREDIS);
+    ck_assert_int_eq(tc__redis_del(r, "d", 1), TC_EREDIS);
+    ck_assert_int_eq(set_str(r, "k", "v3", 3), TC_EREDIS); /* deduplicated */
+
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    /* Old copies reappear (a replica promoted, another writer, a late fill). */
+    ck_assert_int_eq(set_str(writer, "k", "v1", 1), TC_OK);
+    ck_assert_int_eq(set_str(writer, "t", "v1", 1), TC_OK);
+    ck_assert_int_eq(set_str(writer, "d", "v1", 1), TC_OK);
+    ck_assert_int_eq(set_str(writer, "other", "x", 1), TC_OK);
+    ck_assert_int_eq(exists(&own, "pi:k"), 1);
+
+    sleep_ms(300); /* past retry_interval_ms */
+    /* The first command applies the journal before it reads. */
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(exists(&own, "pi:k"), 0);
+    ck_assert_int_eq(exists(&own, "pi:t"), 0);
+    ck_assert_int_eq(exists(&own, "pi:d"), 0);
+    ck_assert_int_eq(exists(&own, "pi:other"), 1); /* only journalled keys */
+
+    /* Applied once: later values stay. */
+    ck_assert_int_eq(set_str(writer, "k", "v4", 4), TC_OK);
+    expect_value(r, "k", "v4", 2, 4);
+    expect_value(r, "other", "x", 1, 1);
+    tc__redis_free(writer);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+/* More failed keys than the journal holds: the whole namespace is cleared, and nothing else. */
+START_TEST(test_pending_overflow)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    /* Glob metacharacters in the namespace must match only themselves. */
+    const char *ns = "o*[x]?\\:";
+    tc__redis_opts o = opts_for(&own, ns);
+    o.retry_interval_ms = 200;
+    tc__redis *r = tier_open(&o, NULL);
+    tc__redis *writer = tier_open(&o, NULL);
+    /* Unescaped, the pattern o*[x]?\:* would match this namespace's keys. */
+    tc__redis_opts on = opts_for(&own, "oZZx!:");
+    tc__redis *neighbour = tier_open(&on, NULL);
+    ck_assert_int_eq(set_str(r, "a", "v1", 1), TC_OK);
+
+    tct_redis_kill(&own);
+    char key[32];
+    for (int i = 0; i < 10001; i++) {
+        snprintf(key, sizeof key, "key%d", i);
+        ck_assert_int_eq(set_str(r, key, "new", 2), TC_EREDIS);
+    }
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    for (int i = 0; i < 2500; i++) { /* several SCAN pages */
+        snprintf(key, sizeof key, "key%d", i * 4);
+        ck_assert_int_eq(set_str(writer, key, "old", 1), TC_OK);
+    }
+    ck_assert_int_eq(set_str(writer, "a", "old", 1), TC_OK);
+    ck_assert_int_eq(set_str(neighbour, "keep", "n", 1), TC_OK);
+    const char *plain[] = {"SET", "unrelated", "u", NULL};
+    free(tct_redis_cmd(&own, plain));
+
+    sleep_ms(300);
+    ck_assert_int_eq(get_rc(r, "a"), TC_ENOTFOUND);
+    const char *dbsize[] = {"DBSIZE", NULL};
+    ck_assert_int_eq(cmd_int(&own, dbsize), 2);
+    ck_assert_int_eq(exists(&own, "oZZx!:keep"), 1);
+    ck_assert_int_eq(exists(&own, "unrelated"), 1);
+
+    /* Done once: the journal is empty again. */
+    ck_assert_int_eq(set_str(writer, "b", "fresh", 5), TC_OK);
+    expect_value(r, "b", "fresh", 5, 5);
+    ck_assert_int_eq(cmd_int(&own, dbsize), 3);
+    tc__redis_free(neighbour);
+    tc__redis_free(writer);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+typedef struct pend_arg {
+    tc__redis *r;
+    int id, phase, bad;
+} pend_arg;
+
+static void *pend_thread(void *p)
+{
+    pend_arg *a = p;
+    char key[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "t%d-%d", a->id, i);
+        if (a->phase == 0)
+            a->bad += tc__redis_set(a->r, key, strlen(key), "new", 3, 2, 60000) != TC_EREDIS;
+        else
+            a->bad += tc__redis_get(a->r, key, strlen(key), NULL, NULL) != TC_ENOTFOUND;
+    }
+    return NULL;
+}
+
+/* Threads journal concurrently, then read concurrently: all journalled keys are gone first. */
+START_TEST(test_pending_threads)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    tc__redis_opts o = opts_for(&own, "pt:");
+    o.retry_interval_ms = 200;
+    tc__redis *r = tier_open(&o, NULL);
+    tc__redis *writer = tier_open(&o, NULL);
+    tct_redis_kill(&own);
+    pend_arg args[NTHREADS];
+    pthread_t th[NTHREADS];
+    for (int phase = 0; phase < 2; phase++) {
+        if (phase == 1) {
+            ck_assert_int_eq(tct_redis_restart(&own), 0);
+            char key[32];
+            for (int t = 0; t < NTHREADS; t++)
+                for (int i = 0; i < 50; i++) {
+                    snprintf(key, sizeof key, "t%d-%d", t, i);
+                    ck_assert_int_eq(set_str(writer, key, "old", 1), TC_OK);
+                }
+            sleep_ms(300);
+        }
+        for (int t = 0; t < NTHREADS; t++) {
+            args[t] = (pend_arg){.r = r, .id = t, .phase = phase};
+            ck_assert_int_eq(pthread_create(&th[t], NULL, pend_thread, &args[t]), 0);
+        }
+        for (int t = 0; t < NTHREADS; t++)
+            pthread_join(th[t], NULL);
+        for (int t = 0; t < NTHREADS; t++)
+            ck_assert_msg(args[t].bad == 0, "phase %d thread %d: %d unexpected results", phase,
+                          t, args[t].bad);
+    }
+    const char *dbsize[] = {"DBSIZE", NULL};
+    ck_assert_int_eq(cmd_int(&own, dbsize), 0);
+    tc__redis_free(writer);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+Suite *redis_suite(void)
+{
+    Suite *s = suite_create("redis");
+
+    TCase *tc = tcase_create("redis");
+    tcase_add_unchecked_fixture(tc, srv_up, srv_down);
+    tcase_add_checked_fixture(tc, srv_flush, NULL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_roundtrip);
+    tcase_add_test(tc, test_fn_result_passed_back);
+    tcase_add_test(tc, test_namespace_and_layout);
+    tcase_add_test(tc, test_tombstone);
+    tcase_add_test(tc, test_ttl_expiry);
+    tcase_add_test(tc, test_garbage_values);
+    tcase_add_test(tc, test_wrong_type);
+    tcase_add_test(tc, test_oversized_value);
+    tcase_add_test(tc, test_arguments);
+    tcase_add_test(tc, test_reuse_one_thread);
+    tcase_add_test(tc, test_reuse_threads);
+    tcase_add_test(tc, test_client_kill);
+    tcase_add_test(tc, test_no_sigpipe);
+    tcase_add_test(tc, test_command_timeout);
+    tcase_add_test(tc, test_unix_socket);
+    tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_fork_while_threads_busy);
+    tcase_add_test(tc, test_fork_while_lock_held);
+    suite_add_tcase(s, tc);
+
+    TCase *out = tcase_create("outage");
+    tcase_set_timeout(out, 120);
+    tcase_add_test(out, test_breaker);
+    tcase_add_test(out, test_pending_invalidation);
+    tcase_add_test(out, test_pending_overflow);
+    tcase_add_test(out, test_pending_threads);
+    suite_add_tcase(s, out);
+    return s;
+}

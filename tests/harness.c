@@ -1,0 +1,432 @@
+/*
+ * harness.c - what the suites share: a private redis-server on a free loopback port in a temp
+ * dir (as hiredis's test.sh does), and temp dirs.
+ *
+ * Besides 127.0.0.1:port, every server also listens on the unix socket DIR/redis.sock (when that
+ * path fits in sun_path), so a suite can test unix-socket connections on the same server.
+ *
+ * A failing test must never leave a redis-server behind:
+ *  - Check runs each test in a forked child and exits it on a failed assertion, skipping the
+ *    checked teardown: an atexit handler stops every server this process started and still
+ *    owns (not those of its parent: the handler is inherited across fork);
+ *  - if the process dies outright (a crash, SIGKILL), the server gets SIGKILL from the kernel
+ *    (PR_SET_PDEATHSIG), and Check also kills the test child's whole process group;
+ *  - servers shared by a TCase are started in an unchecked fixture, in the runner process.
+ */
+#include "tc_test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include <hiredis/hiredis.h>
+
+#define START_TIMEOUT_MS 5000
+#define STOP_TIMEOUT_MS 5000
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- temp dirs ---------------------------------------------------------------------------- */
+
+int tct_tmpdir(char *out, size_t size)
+{
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] == '\0')
+        base = "/tmp";
+    int n = snprintf(out, size, "%s/tct-XXXXXX", base);
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    if (mkdtemp(out) == NULL) {
+        fprintf(stderr, "tct_tmpdir: mkdtemp %s: %s\n", out, strerror(errno));
+        out[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void tct_rmrf(const char *path)
+{
+    if (path == NULL || path[0] == '\0')
+        return;
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- servers this process owns (for the atexit cleanup) ---------------------------------- */
+
+#define MAX_TRACKED 32
+static struct {
+    pid_t owner, server; /* owner 0: free slot */
+    char dir[256];
+} tracked[MAX_TRACKED];
+static int atexit_registered;
+
+static void cleanup_at_exit(void)
+{
+    pid_t me = getpid();
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (tracked[i].owner != me)
+            continue;
+        if (tracked[i].server > 0) {
+            kill(tracked[i].server, SIGKILL);
+            waitpid(tracked[i].server, NULL, 0);
+        }
+        tct_rmrf(tracked[i].dir);
+        tracked[i].owner = 0;
+    }
+}
+
+static void track(const tct_redis *r)
+{
+    pid_t me = getpid();
+    int free_slot = -1;
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (tracked[i].owner == me && strcmp(tracked[i].dir, r->dir) == 0) {
+            tracked[i].server = r->pid;
+            return;
+        }
+        if (free_slot < 0 && tracked[i].owner != me)
+            free_slot = i; /* also reuses the slots of a parent process */
+    }
+    if (free_slot < 0)
+        return;
+    if (!atexit_registered) {
+        atexit(cleanup_at_exit);
+        atexit_registered = 1;
+    }
+    tracked[free_slot].owner = me;
+    tracked[free_slot].server = r->pid;
+    snprintf(tracked[free_slot].dir, sizeof tracked[free_slot].dir, "%s", r->dir);
+}
+
+static void untrack(const tct_redis *r)
+{
+    pid_t me = getpid();
+    for (int i = 0; i < MAX_TRACKED; i++)
+        if (tracked[i].owner == me && strcmp(tracked[i].dir, r->dir) == 0)
+            tracked[i].owner = 0;
+}
+
+/* ---- starting and stopping --------------------------------------------------------------- */
+
+static int find_redis_server(char *out, size_t size)
+{
+    const char *path = getenv("PATH");
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s:/usr/bin:/usr/sbin:/usr/local/bin",
+             path != NULL ? path : "");
+    for (char *save = NULL, *dir = strtok_r(buf, ":", &save); dir != NULL;
+         dir = strtok_r(NULL, ":", &save)) {
+        int n = snprintf(out, size, "%s/redis-server", dir[0] != '\0' ? dir : ".");
+        if (n > 0 && (size_t)n < size && access(out, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* A port nobody listens on right now: bind port 0 and read what the kernel chose. Someone may
+ * take it before redis-server binds it; the caller retries then. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    socklen_t len = sizeof sa;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static int ping(int port)
+{
+    struct timeval tv = {0, 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    int ok = 0;
+    if (c != NULL && c->err == 0) {
+        redisSetTimeout(c, tv);
+        redisReply *rep = redisCommand(c, "PING");
+        ok = rep != NULL && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+        if (rep != NULL)
+            freeReplyObject(rep);
+    }
+    redisFree(c);
+    return ok;
+}
+
+/* Starts redis-server on r->port in r->dir and waits until it answers PING. 0 on success;
+ * -1 if it exited (port taken) or did not answer in time (then it is killed). */
+static int spawn(tct_redis *r, const char *exe)
+{
+    char port_s[16], logfile[300], sock[300];
+    snprintf(port_s, sizeof port_s, "%d", r->port);
+    snprintf(logfile, sizeof logfile, "%s/redis.log", r->dir);
+    int n = snprintf(sock, sizeof sock, "%s/redis.sock", r->dir);
+    int with_unix = n > 0 && (size_t)n < sizeof(((struct sockaddr_un *)0)->sun_path);
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536)
+        max_fd = 65536;
+    pid_t parent = getpid();
+
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(126);
+#endif
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        /* Not the test's sockets: the server must not hold copies of client connections. */
+        for (long fd = 3; fd < max_fd; fd++)
+            close((int)fd);
+        if (with_unix)
+            execl(exe, "redis-server", "--port", port_s, "--bind", "127.0.0.1", "--dir", r->dir,
+                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", logfile,
+                  "--unixsocket", sock, "--unixsocketperm", "700", (char *)NULL);
+        else
+            execl(exe, "redis-server", "--port", port_s, "--bind", "127.0.0.1", "--dir", r->dir,
+                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", logfile,
+                  (char *)NULL);
+        _exit(127);
+    }
+    r->pid = pid;
+    long long deadline = mono_ms() + START_TIMEOUT_MS;
+    while (mono_ms() < deadline) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            r->pid = 0; /* exited: most likely the port was taken */
+            return -1;
+        }
+        if (ping(r->port))
+            return 0;
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    r->pid = 0;
+    return -1;
+}
+
+int tct_redis_start(tct_redis *r)
+{
+    char exe[PATH_MAX];
+    memset(r, 0, sizeof *r);
+    if (find_redis_server(exe, sizeof exe) != 0) {
+        fprintf(stderr, "tct_redis_start: redis-server not found in PATH; install the "
+                        "redis-server package (Debian/Ubuntu: apt-get install redis-server)\n");
+        return -1;
+    }
+    if (tct_tmpdir(r->dir, sizeof r->dir) != 0)
+        return -1;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        r->port = free_port();
+        if (r->port > 0 && spawn(r, exe) == 0) {
+            track(r);
+            return 0;
+        }
+    }
+    fprintf(stderr, "tct_redis_start: redis-server did not start (see %s/redis.log)\n", r->dir);
+    tct_rmrf(r->dir);
+    r->dir[0] = '\0';
+    r->port = 0;
+    return -1;
+}
+
+void tct_redis_kill(tct_redis *r)
+{
+    if (r->pid > 0) {
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        r->pid = 0;
+        track(r);
+    }
+}
+
+int tct_redis_restart(tct_redis *r)
+{
+    char exe[PATH_MAX];
+    if (r->pid > 0 || r->port <= 0 || r->dir[0] == '\0')
+        return -1;
+    if (find_redis_server(exe, sizeof exe) != 0)
+        return -1;
+    /* redis sets SO_REUSEADDR, so TIME_WAIT left by the killed server does not block the
+     * port; something else grabbing it in between does, for a while: retry for a few seconds. */
+    long long deadline = mono_ms() + START_TIMEOUT_MS;
+    do {
+        if (spawn(r, exe) == 0) {
+            track(r);
+            return 0;
+        }
+        sleep_ms(50);
+    } while (mono_ms() < deadline);
+    fprintf(stderr, "tct_redis_restart: port %d did not come back\n", r->port);
+    return -1;
+}
+
+void tct_redis_stop(tct_redis *r)
+{
+    if (r->pid > 0) {
+        kill(r->pid, SIGTERM);
+        long long deadline = mono_ms() + STOP_TIMEOUT_MS;
+        int reaped = 0;
+        while (!reaped && mono_ms() < deadline) {
+            pid_t w = waitpid(r->pid, NULL, WNOHANG);
+            if (w == r->pid || (w < 0 && errno == ECHILD))
+                reaped = 1;
+            else
+                sleep_ms(10);
+        }
+        if (!reaped) {
+            kill(r->pid, SIGKILL);
+            waitpid(r->pid, NULL, 0);
+        }
+        r->pid = 0;
+    }
+    if (r->dir[0] != '\0') {
+        untrack(r);
+        tct_rmrf(r->dir);
+        r->dir[0] = '\0';
+    }
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+typedef struct strbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} strbuf;
+
+static void sb_add(strbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void format_reply(strbuf *b, const redisReply *rep)
+{
+    char num[32];
+    switch (rep->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        sb_add(b, rep->str != NULL ? rep->str : "", rep->str != NULL ? rep->len : 0);
+        break;
+    case REDIS_REPLY_INTEGER:
+        snprintf(num, sizeof num, "%lld", rep->integer);
+        sb_add(b, num, strlen(num));
+        break;
+    case REDIS_REPLY_NIL:
+        sb_add(b, "(nil)", 5);
+        break;
+    case REDIS_REPLY_ARRAY:
+        for (size_t i = 0; i < rep->elements; i++) {
+            if (i > 0)
+                sb_add(b, "\n", 1);
+            format_reply(b, rep->element[i]);
+        }
+        break;
+    default: /* RESP3 types of hiredis 1.x; not requested by these tests */
+        if (rep->str != NULL)
+            sb_add(b, rep->str, rep->len);
+        else
+            sb_add(b, "(?)", 3);
+        break;
+    }
+}
+
+char *tct_redis_cmd(const tct_redis *r, const char *const *argv)
+{
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    if (argc == 0)
+        return NULL;
+    size_t *lens = malloc((size_t)argc * sizeof *lens);
+    if (lens == NULL)
+        return NULL;
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    struct timeval ctv = {2, 0}, tv = {10, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, ctv);
+    char *out = NULL;
+    if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) {
+        redisReply *rep = redisCommandArgv(c, argc, (const char **)argv, lens);
+        if (rep != NULL) {
+            strbuf b = {0};
+            sb_add(&b, "", 0);
+            format_reply(&b, rep);
+            freeReplyObject(rep);
+            if (b.oom)
+                free(b.p);
+            else
+                out = b.p;
+        }
+    }
+    redisFree(c);
+    free(lens);
+    return out;
+}
