@@ -1,0 +1,17 @@
+/*
+ * cache.h - orchestration internals that tests reach.
+ */
+#ifndef TC_CACHE_H
+#define TC_CACHE_H
+
+#include "edge.h"
+#include "internal.h"
+
+/* Test hook: when set, called by put and del right after the store committed and before any
+ * cache is updated (to check write-through ordering, and to inject races). Not exported. */
+extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
+
+/* The handle's edge tier (NULL when disabled), for tests that look inside. */
+tc__edge *tc__cache_edge(tc_cache *cache);
+
+#endif

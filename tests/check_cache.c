@@ -1,0 +1,506 @@
+/*
+ * check_cache.c - the whole data flow through real tiers: a private redis-server and SQLite
+ * files in a temp dir.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "tc_test.h"
+
+static tct_redis redis;      /* shared by a TCase's tests; started in the parent */
+static char dir[256];        /* per test */
+
+static void redis_up(void)
+{
+    ck_assert_msg(tct_redis_start(&redis) == 0, "cannot start redis-server");
+}
+
+static void redis_down(void)
+{
+    tct_redis_stop(&redis);
+}
+
+static void dir_setup(void)
+{
+    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
+    if (redis.port > 0) {
+        const char *flush[] = {"FLUSHALL", NULL};
+        free(tct_redis_cmd(&redis, flush));
+    }
+}
+
+static void dir_teardown(void)
+{
+    tct_rmrf(dir);
+}
+
+#define K(s) (s), strlen(s)
+
+/* Reads key and checks value, length and the tier that answered (0: any). */
+static void expect_value(tc_cache *c, const char *key, const void *want, size_t want_len,
+                         unsigned source)
+{
+    void *v = NULL;
+    size_t len = 0;
+    unsigned info = 0;
+    int rc = tc_get_ex(&v, &len, &info, NULL, c, key, strlen(key));
+    ck_assert_msg(rc == TC_OK, "get %s: %s (%s)", key, tc_strerror(rc), tc_errmsg(c));
+    ck_assert_uint_eq(len, want_len);
+    ck_assert_int_eq(memcmp(v, want, want_len), 0);
+    ck_assert_int_eq(((char *)v)[len], '\0');
+    if (source != 0)
+        ck_assert_uint_eq(info & 0xff, source);
+    tc_free(v);
+}
+
+static void expect_missing(tc_cache *c, const char *key)
+{
+    void *v = (void *)1;
+    size_t len = 1;
+    ck_assert_int_eq(tc_get(&v, &len, c, key, strlen(key)), TC_ENOTFOUND);
+    ck_assert_ptr_null(v);
+    ck_assert_uint_eq(len, 0);
+}
+
+/* ---- arguments ------------------------------------------------------------------------------ */
+
+START_TEST(test_bad_arguments)
+{
+    tc_cache *c = tct_open(dir, "a", 0, "{\"max_value_bytes\": 1024}");
+    void *v;
+    size_t len;
+    char big[TC_KEY_MAX + 1], buf[8];
+    memset(big, 'k', sizeof big);
+
+    ck_assert_int_eq(tc_get(&v, &len, NULL, K("k")), TC_EINVAL);
+    ck_assert_int_eq(tc_get(NULL, &len, c, K("k")), TC_EINVAL);
+    ck_assert_int_eq(tc_get(&v, NULL, c, K("k")), TC_EINVAL);
+    ck_assert_int_eq(tc_get(&v, &len, c, NULL, 1), TC_EINVAL);
+    ck_assert_int_eq(tc_get(&v, &len, c, "", 0), TC_EKEY);
+    ck_assert_int_eq(tc_get(&v, &len, c, big, sizeof big), TC_EKEY);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(c), "TC_KEY_MAX"));
+    ck_assert_int_eq(tc_get(&v, &len, c, "a\0b", 3), TC_EKEY);
+    ck_assert_int_eq(tc_get_into(NULL, c, K("k"), buf, sizeof buf), TC_EINVAL);
+    ck_assert_int_eq(tc_get_into(&len, c, K("k"), NULL, 4), TC_EINVAL);
+
+    ck_assert_int_eq(tc_put(NULL, K("k"), "v", 1, 0), TC_EINVAL);
+    ck_assert_int_eq(tc_put(c, NULL, 1, "v", 1, 0), TC_EINVAL);
+    ck_assert_int_eq(tc_put(c, big, sizeof big, "v", 1, 0), TC_EKEY);
+    ck_assert_int_eq(tc_put(c, K("k"), NULL, 1, 0), TC_EINVAL);
+    ck_assert_int_eq(tc_put(c, K("k"), "v", 1, -1), TC_EINVAL);
+    char *huge = calloc(1, 1025);
+    ck_assert_int_eq(tc_put(c, K("k"), huge, 1025, 0), TC_ETOOBIG);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(c), "max_value_bytes"));
+    ck_assert_int_eq(tc_put(c, K("k"), huge, 1024, 0), TC_OK);
+    free(huge);
+    ck_assert_int_eq(tc_put(c, K("empty"), NULL, 0, 0), TC_OK);
+    expect_value(c, "empty", "", 0, TC_SOURCE_EDGE);
+
+    ck_assert_int_eq(tc_del(NULL, K("k")), TC_EINVAL);
+    ck_assert_int_eq(tc_del(c, "", 0), TC_EKEY);
+    ck_assert_int_eq(tc_invalidate(NULL, K("k")), TC_EINVAL);
+    ck_assert_int_eq(tc_invalidate(c, big, sizeof big), TC_EKEY);
+    ck_assert_int_eq(tc_stats_json(NULL, c), TC_EINVAL);
+    char *s = (char *)1;
+    ck_assert_int_eq(tc_stats_json(&s, NULL), TC_EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(tc_shared(NULL), TC_EINVAL);
+    tc_close(NULL);
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_open_failure_has_message)
+{
+    char extra[400];
+    snprintf(extra, sizeof extra, "{\"store\": {\"path\": \"%s/no/such/dir/x.db\"}}", dir);
+    tc_config *cfg;
+    ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
+    ck_assert_int_eq(tc_config_load_json(cfg, extra, strlen(extra)), TC_OK);
+    tc_cache *c = (tc_cache *)1;
+    ck_assert_int_eq(tc_open(&c, cfg), TC_ESTORE);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(NULL), "no/such/dir"));
+    tc_config_free(cfg);
+}
+END_TEST
+
+/* ---- the embedded default: no Redis ----------------------------------------------------------- */
+
+START_TEST(test_no_redis)
+{
+    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    ck_assert_int_eq(tc_put(c, K("k"), "v1", 2, 0), TC_OK);
+    expect_value(c, "k", "v1", 2, TC_SOURCE_EDGE);
+    ck_assert_int_eq(tc_invalidate(c, K("k")), TC_OK);
+    expect_value(c, "k", "v1", 2, TC_SOURCE_STORE);
+    expect_value(c, "k", "v1", 2, TC_SOURCE_EDGE);
+    ck_assert_int_eq(tc_del(c, K("k")), TC_OK);
+    expect_missing(c, "k");
+    ck_assert_int_eq(tc_del(c, K("never")), TC_OK);
+    ck_assert_int_eq(tct_stat(c, "redis", "connects"), 0);
+    ck_assert_int_eq(tct_stat(c, "edge", "hits"), 2);
+    ck_assert_int_eq(tct_stat(c, "store", "hits"), 1);
+    tc_close(c);
+
+    /* The data outlives the handle: it is in the SQLite file. */
+    c = tct_open(dir, "a", 0, "{\"edge\": {\"enabled\": false}}");
+    expect_missing(c, "k");
+    ck_assert_int_eq(tc_put(c, K("k2"), "x", 1, 0), TC_OK);
+    expect_value(c, "k2", "x", 1, TC_SOURCE_STORE);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- values ----------------------------------------------------------------------------------- */
+
+START_TEST(test_values_every_tier)
+{
+    static const char nul[] = "a\0b\0\0c";
+    size_t mib = 1 << 20;
+    unsigned char *big = malloc(mib);
+    for (size_t i = 0; i < mib; i++)
+        big[i] = (unsigned char)(i * 131 + 7);
+    big[100] = 0;
+
+    struct { const char *key; const void *v; size_t len; } cases[] = {
+        {"nul", nul, sizeof nul - 1}, {"one", "x", 1}, {"zero", "", 0}, {"mib", big, mib},
+    };
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *s = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_int_eq(tc_put(a, cases[i].key, strlen(cases[i].key), cases[i].v, cases[i].len, 0),
+                         TC_OK);
+        expect_value(a, cases[i].key, cases[i].v, cases[i].len, TC_SOURCE_EDGE);
+        expect_value(b, cases[i].key, cases[i].v, cases[i].len, TC_SOURCE_REDIS);
+        expect_value(s, cases[i].key, cases[i].v, cases[i].len, TC_SOURCE_STORE);
+    }
+    tc_close(a);
+    tc_close(b);
+    tc_close(s);
+    free(big);
+}
+END_TEST
+
+START_TEST(test_get_into)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    char buf[16];
+    size_t len = 99;
+    ck_assert_int_eq(tc_put(a, K("k"), "hello\0world", 11, 0), TC_OK);
+
+    memset(buf, '#', sizeof buf);
+    ck_assert_int_eq(tc_get_into(&len, a, K("k"), buf, 4), TC_ERANGE);   /* edge */
+    ck_assert_uint_eq(len, 11);
+    ck_assert_int_eq(buf[0], '#');
+    ck_assert_int_eq(tc_get_into(&len, b, K("k"), buf, 4), TC_ERANGE);   /* redis */
+    ck_assert_uint_eq(len, 11);
+    ck_assert_int_eq(buf[0], '#');
+    ck_assert_int_eq(tc_get_into(&len, b, K("k"), NULL, 0), TC_ERANGE);  /* a size probe */
+    ck_assert_uint_eq(len, 11);
+    ck_assert_int_eq(tc_get_into(&len, a, K("k"), buf, 11), TC_OK);
+    ck_assert_uint_eq(len, 11);
+    ck_assert_int_eq(memcmp(buf, "hello\0world", 11), 0);
+    ck_assert_int_eq(tc_get_into(&len, a, K("nope"), buf, sizeof buf), TC_ENOTFOUND);
+    ck_assert_uint_eq(len, 0);
+    tc_close(a);
+    tc_close(b);
+
+    tc_cache *s = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    memset(buf, 0, sizeof buf);
+    ck_assert_int_eq(tc_get_into(&len, s, K("k"), buf, sizeof buf), TC_OK);         /* store */
+    ck_assert_int_eq(memcmp(buf, "hello\0world", 11), 0);
+    ck_assert_int_eq(tc_get_into(&len, s, K("k"), buf, 10), TC_ERANGE);
+    tc_close(s);
+}
+END_TEST
+
+/* ---- the read and write paths ------------------------------------------------------------------ */
+
+START_TEST(test_read_through_fills_each_tier)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
+    const char *flush[] = {"FLUSHALL", NULL};
+    free(tct_redis_cmd(&redis, flush));
+
+    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    expect_value(b, "k", "v", 1, TC_SOURCE_STORE);  /* fills redis and edge */
+    expect_value(b, "k", "v", 1, TC_SOURCE_EDGE);
+    const char *exists[] = {"EXISTS", "tc:k", NULL};
+    char *r = tct_redis_cmd(&redis, exists);
+    ck_assert_str_eq(r, "1");
+    free(r);
+    tc_cache *c = tct_open(dir, "db", redis.port, NULL);
+    expect_value(c, "k", "v", 1, TC_SOURCE_REDIS);  /* fills edge */
+    expect_value(c, "k", "v", 1, TC_SOURCE_EDGE);
+    ck_assert_int_eq(tct_stat(c, "redis", "hits"), 1);
+    ck_assert_int_eq(tct_stat(c, "edge", "sets"), 1);
+    tc_close(a);
+    tc_close(b);
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_ttl_expiry)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 150), TC_OK);
+    expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
+    tct_sleep_ms(400);
+    const char *exists[] = {"EXISTS", "tc:k", NULL};
+    char *r = tct_redis_cmd(&redis, exists);
+    ck_assert_str_eq(r, "0");                       /* PX expired it in Redis */
+    free(r);
+    expect_value(a, "k", "v", 1, TC_SOURCE_STORE);  /* and the edge let go too */
+    tc_close(a);
+}
+END_TEST
+
+START_TEST(test_edge_ttl_capped_by_redis_ttl)
+{
+    /* b learns the value from Redis with 150 ms left: its edge copy must not outlive that. */
+    tc_cache *a = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *b = tct_open(dir, "db", redis.port, "{\"edge\": {\"max_ttl_ms\": 600000}}");
+    ck_assert_int_eq(tc_put(a, K("k"), "v1", 2, 150), TC_OK);
+    expect_value(b, "k", "v1", 2, TC_SOURCE_REDIS);
+    tct_sleep_ms(400);
+    expect_value(b, "k", "v1", 2, TC_SOURCE_STORE);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+/* The payload of a stored Redis value, past its 19-byte header (version, expiry). */
+static const char *payload[] = {"GETRANGE", "tc:k", "19", "-1", NULL};
+static tc_cache *hook_cache, *hook_store_reader;
+static int hook_calls;
+
+/* Runs between the commit and the cache updates: the store has the new value, no cache does. */
+static void check_order(tc_cache *c, const char *key, size_t key_len)
+{
+    hook_calls++;
+    ck_assert_ptr_eq(c, hook_cache);
+    expect_value(hook_store_reader, "k", "new", 3, TC_SOURCE_STORE);
+    void *v = NULL;
+    size_t len;
+    int rc = tc_get(&v, &len, c, key, key_len);     /* edge still has old */
+    ck_assert_int_eq(rc, TC_OK);
+    ck_assert_int_eq(memcmp(v, "old", 3), 0);
+    tc_free(v);
+    char *r = tct_redis_cmd(&redis, payload);
+    ck_assert_str_eq(r, "old");
+    free(r);
+}
+
+START_TEST(test_write_through_ordering)
+{
+    hook_cache = tct_open(dir, "db", redis.port, NULL);
+    hook_store_reader = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    ck_assert_int_eq(tc_put(hook_cache, K("k"), "old", 3, 0), TC_OK);
+    tc__hook_after_commit = check_order;
+    ck_assert_int_eq(tc_put(hook_cache, K("k"), "new", 3, 0), TC_OK);
+    tc__hook_after_commit = NULL;
+    ck_assert_int_eq(hook_calls, 1);
+    expect_value(hook_cache, "k", "new", 3, TC_SOURCE_EDGE);
+    char *r = tct_redis_cmd(&redis, payload);
+    ck_assert_str_eq(r, "new");
+    free(r);
+    tc_close(hook_cache);
+    tc_close(hook_store_reader);
+}
+END_TEST
+
+START_TEST(test_versions_and_del)
+{
+    /* b has no edge: until the invalidation bus exists, another handle's edge copy is only
+     * bounded by edge.max_ttl_ms. */
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    int64_t v1, v2;
+    void *v;
+    size_t len;
+    unsigned info;
+    ck_assert_int_eq(tc_put(a, K("k"), "1", 1, 0), TC_OK);
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, &v1, a, K("k")), TC_OK);
+    tc_free(v);
+    ck_assert_int_eq(tc_put(a, K("k"), "2", 1, 0), TC_OK);
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, &v2, b, K("k")), TC_OK);
+    tc_free(v);
+    ck_assert_int_gt(v2, v1);
+
+    ck_assert_int_eq(tc_del(a, K("k")), TC_OK);
+    expect_missing(a, "k");
+    expect_missing(b, "k");   /* b's Redis read sees the tombstone, the store has no row */
+    /* A late fill of the deleted version is refused by the edge's tombstone. */
+    ck_assert_int_eq(tc__edge_set(tc__cache_edge(a), K("k"), "2", 1, v2, 10000), 0);
+    expect_missing(a, "k");
+    ck_assert_int_eq(tc_put(a, K("k"), "3", 1, 0), TC_OK);
+    expect_value(b, "k", "3", 1, TC_SOURCE_REDIS);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+START_TEST(test_invalidate)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(a, K("k")), TC_OK);
+    const char *exists[] = {"EXISTS", "tc:k", NULL};
+    char *r = tct_redis_cmd(&redis, exists);
+    ck_assert_str_eq(r, "0");
+    free(r);
+    expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
+    ck_assert_int_eq(tc_invalidate(a, K("absent")), TC_OK);
+    tc_close(a);
+}
+END_TEST
+
+START_TEST(test_stats_json)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
+    expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
+    expect_missing(a, "nope");
+    ck_assert_int_eq(tct_stat(a, "edge", "hits"), 1);
+    ck_assert_int_eq(tct_stat(a, "edge", "misses"), 1);
+    ck_assert_int_eq(tct_stat(a, "edge", "sets"), 1);
+    ck_assert_int_eq(tct_stat(a, "edge", "entries"), 1);
+    ck_assert_int_gt(tct_stat(a, "edge", "bytes"), 0);
+    ck_assert_int_eq(tct_stat(a, "redis", "misses"), 1);
+    ck_assert_int_eq(tct_stat(a, "redis", "sets"), 1);
+    ck_assert_int_eq(tct_stat(a, "redis", "connects"), 1);
+    ck_assert_int_ge(tct_stat(a, "redis", "reuses"), 1);
+    ck_assert_int_eq(tct_stat(a, "store", "sets"), 1);
+    ck_assert_int_eq(tct_stat(a, "store", "misses"), 1);
+    ck_assert_int_eq(tct_stat(a, "store", "errors"), 0);
+    ck_assert_int_ge(tct_stat(a, "shared", "cold_starts"), 0);
+    tc_close(a);
+}
+END_TEST
+
+/* ---- Redis failures (each test runs its own server: it kills it) ------------------------------ */
+
+START_TEST(test_redis_killed_mid_run)
+{
+    tct_redis own;
+    ck_assert_int_eq(tct_redis_start(&own), 0);
+    /* No edge in b: every read goes to Redis, then the store. */
+    tc_cache *a = tct_open(dir, "db", own.port, NULL);
+    tc_cache *b = tct_open(dir, "db", own.port, "{\"edge\": {\"enabled\": false}}");
+    char key[32], val[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "v%d", i);
+        ck_assert_int_eq(tc_put(a, key, strlen(key), val, strlen(val), 0), TC_OK);
+    }
+    expect_value(b, "k0", "v0", 2, TC_SOURCE_REDIS);
+    tct_redis_kill(&own);
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "v%d", i);
+        expect_value(b, key, val, strlen(val), TC_SOURCE_STORE);
+        snprintf(val, sizeof val, "w%d", i);
+        ck_assert_int_eq(tc_put(b, key, strlen(key), val, strlen(val), 0), TC_OK);
+    }
+    ck_assert_int_gt(tct_stat(b, "redis", "errors"), 0);
+    /* Every write was committed while Redis was down. */
+    tc_cache *s = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    expect_value(s, "k7", "w7", 2, TC_SOURCE_STORE);
+    ck_assert_int_eq(tc_invalidate(b, K("k1")), TC_EREDIS);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(b), "redis"));
+
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "w%d", i);
+        expect_value(b, key, val, strlen(val), 0);
+    }
+    expect_value(b, "k3", "w3", 2, TC_SOURCE_REDIS);
+    tc_close(a);
+    tc_close(b);
+    tc_close(s);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+START_TEST(test_no_stale_after_failed_redis_write)
+{
+    /* Redis keeps v1 while a put of v2 cannot reach it: the handle must never read v1 back. */
+    tct_redis own;
+    ck_assert_int_eq(tct_redis_start(&own), 0);
+    tc_cache *a = tct_open(dir, "db", own.port,
+                           "{\"edge\": {\"enabled\": false},"
+                           " \"redis\": {\"command_timeout_ms\": 100}}");
+    ck_assert_int_eq(tc_put(a, K("k"), "v1", 2, 0), TC_OK);
+    expect_value(a, "k", "v1", 2, TC_SOURCE_REDIS);
+    const char *pause[] = {"CLIENT", "PAUSE", "600", "ALL", NULL};
+    free(tct_redis_cmd(&own, pause));
+    ck_assert_int_eq(tc_put(a, K("k"), "v2", 2, 0), TC_OK);  /* Redis times out: still TC_OK */
+    tct_sleep_ms(800);
+    expect_value(a, "k", "v2", 2, 0);
+    const char *get_payload[] = {"GETRANGE", "tc:k", "19", "-1", NULL};
+    char *r = tct_redis_cmd(&own, get_payload);
+    ck_assert_str_eq(r, "v2");   /* the read-through refilled it with the committed value */
+    free(r);
+    tc_close(a);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+START_TEST(test_redis_unreachable_from_start)
+{
+    /* A port where nothing listens: open succeeds, everything works from the store. */
+    tct_redis own;
+    ck_assert_int_eq(tct_redis_start(&own), 0);
+    int port = own.port;
+    tct_redis_stop(&own);
+    tc_cache *a = tct_open(dir, "db", port, NULL);
+    ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
+    expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
+    ck_assert_int_eq(tc_invalidate(a, K("k")), TC_EREDIS);
+    expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
+    ck_assert_int_eq(tct_stat(a, "redis", "connects"), 0);
+    tc_close(a);
+}
+END_TEST
+
+Suite *cache_suite(void)
+{
+    Suite *s = suite_create("cache");
+
+    TCase *local = tcase_create("local");
+    tcase_add_checked_fixture(local, dir_setup, dir_teardown);
+    tcase_add_test(local, test_bad_arguments);
+    tcase_add_test(local, test_open_failure_has_message);
+    tcase_add_test(local, test_no_redis);
+    suite_add_tcase(s, local);
+
+    TCase *tiers = tcase_create("tiers");
+    tcase_add_unchecked_fixture(tiers, redis_up, redis_down);
+    tcase_add_checked_fixture(tiers, dir_setup, dir_teardown);
+    tcase_add_test(tiers, test_values_every_tier);
+    tcase_add_test(tiers, test_get_into);
+    tcase_add_test(tiers, test_read_through_fills_each_tier);
+    tcase_add_test(tiers, test_ttl_expiry);
+    tcase_add_test(tiers, test_edge_ttl_capped_by_redis_ttl);
+    tcase_add_test(tiers, test_write_through_ordering);
+    tcase_add_test(tiers, test_versions_and_del);
+    tcase_add_test(tiers, test_invalidate);
+    tcase_add_test(tiers, test_stats_json);
+    suite_add_tcase(s, tiers);
+
+    TCase *faults = tcase_create("faults");
+    tcase_set_timeout(faults, 30);
+    tcase_add_checked_fixture(faults, dir_setup, dir_teardown);
+    tcase_add_test(faults, test_redis_killed_mid_run);
+    tcase_add_test(faults, test_no_stale_after_failed_redis_write);
+    tcase_add_test(faults, test_redis_unreachable_from_start);
+    suite_add_tcase(s, faults);
+    return s;
+}

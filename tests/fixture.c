@@ -1,0 +1,53 @@
+/*
+ * fixture.c - opening caches for the integration suites.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "tc_test.h"
+
+tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char *extra_json)
+{
+    tc_config *cfg;
+    char path[512];
+    ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
+    snprintf(path, sizeof path, "%s/%s.db", dir, name);
+    ck_assert_int_eq(tc_config_set_string(cfg, "store.path", path), TC_OK);
+    if (redis_port > 0) {
+        ck_assert_int_eq(tc_config_set_string(cfg, "redis.host", "127.0.0.1"), TC_OK);
+        ck_assert_int_eq(tc_config_set_int(cfg, "redis.port", redis_port), TC_OK);
+        ck_assert_int_eq(tc_config_set_int(cfg, "redis.retry_interval_ms", 0), TC_OK);
+    }
+    if (extra_json != NULL)
+        ck_assert_msg(tc_config_load_json(cfg, extra_json, strlen(extra_json)) == TC_OK, "%s",
+                      tc_config_errmsg(cfg));
+    tc_cache *c = NULL;
+    int rc = tc_open(&c, cfg);
+    ck_assert_msg(rc == TC_OK, "tc_open: %s", tc_errmsg(NULL));
+    tc_config_free(cfg);
+    return c;
+}
+
+long long tct_stat(tc_cache *c, const char *section, const char *field)
+{
+    char *text;
+    ck_assert_int_eq(tc_stats_json(&text, c), TC_OK);
+    json_error_t err;
+    json_t *root = json_loads(text, 0, &err);
+    ck_assert_msg(root != NULL, "stats are not JSON: %s", text);
+    json_t *v = json_object_get(json_object_get(root, section), field);
+    ck_assert_msg(json_is_integer(v), "stats lack %s.%s: %s", section, field, text);
+    long long n = json_integer_value(v);
+    json_decref(root);
+    tc_free(text);
+    return n;
+}
+
+void tct_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
