@@ -39,14 +39,14 @@ SHLIB    := $(B)/libtiercache.so.$(VERSION)
 STLIB    := $(B)/libtiercache.a
 LIB_SRC  := $(wildcard lib/*.c)
 LIB_OBJ  := $(patsubst lib/%.c,$(B)/obj/%.o,$(LIB_SRC))
-TEST_SRC := $(wildcard tests/check_*.c) tests/harness.c
+TEST_SRC := $(wildcard tests/*.c)
 TEST_BIN := $(B)/tests/check_tiercache
 EX_SRC   := $(wildcard examples/*.c)
 EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 .PHONY: all lib examples check check-unit check-exports check-install check-examples \
-        check-asan check-tsan check-valgrind demo deps install uninstall clean bench
+        check-asan check-tsan check-valgrind demo deps install uninstall clean bench FORCE
 
 all: lib examples
 
@@ -79,6 +79,15 @@ $(TEST_BIN): $(TEST_SRC) $(wildcard tests/*.h) $(STLIB)
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ $(TEST_SRC) $(STLIB) $(REAL_LDFLAGS) \
 	      $(CHECK_LIBS) $(DEP_LIBS)
 
+BENCH_BIN := $(B)/bench/bench
+$(BENCH_BIN): bench/bench.c tests/harness.c tests/tc_test.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench.c tests/harness.c $(STLIB) \
+	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
+bench: $(BENCH_BIN)
+	$(BENCH_BIN)
+
 check: check-exports check-install check-examples check-unit
 
 check-unit: $(TEST_BIN)
@@ -87,8 +96,10 @@ check-unit: $(TEST_BIN)
 check-exports: $(SHLIB)
 	sh tests/check_exports.sh $(SHLIB)
 
+# The script runs make install/uninstall itself; naming $(MAKE) here lets that inner make share
+# the jobserver and this make's B.
 check-install: lib
-	sh tests/check_install.sh
+	MAKE='$(MAKE)' B='$(B)' sh tests/check_install.sh
 
 check-examples: examples
 	sh tests/check_examples.sh $(B)
@@ -112,11 +123,20 @@ demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh $(B)
 
-tiercache.pc: pkgconfig/tiercache.pc.in include/tiercache.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' $< > $(B)/tiercache.pc
+# tiercache.pc bakes in the install paths, so it is rendered again whenever they change, not only
+# when its template does: $(B)/tiercache.pc.vars keeps the values of the last rendering and is
+# rewritten only when they differ (git's GIT-CFLAGS idiom).
+PC_VARS := prefix=$(PREFIX) libdir=$(LIBDIR) includedir=$(INCLUDEDIR) version=$(VERSION)
+$(B)/tiercache.pc.vars: FORCE
+	@mkdir -p $(@D)
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
 
-install: lib tiercache.pc
+$(B)/tiercache.pc: pkgconfig/tiercache.pc.in $(B)/tiercache.pc.vars
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+install: lib $(B)/tiercache.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 include/tiercache.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/

@@ -1,0 +1,73 @@
+#!/bin/sh
+# deps.sh - installs the Debian packages libtiercache needs to build and test, if any is missing.
+#   As root: apt-get update, then apt-get install of the missing ones (non-interactive).
+#   Otherwise: prints the apt-get line to run and exits 1.
+# Used by `make deps`, `make demo` and .ci/run (CI runs as root on a fresh Debian 12).
+set -eu
+
+# build-essential  cc, make, ar (and gcc's ASan/UBSan/TSan runtimes)
+# pkg-config       the Makefile finds hiredis, jansson and sqlite3 with it
+# lib*-dev         the libraries the tiers are built on
+# check            the unit test framework
+# redis-server     the integration tests and the demo start a private one (also brings redis-cli)
+# valgrind         make check-valgrind
+PACKAGES="build-essential pkg-config libhiredis-dev libjansson-dev libsqlite3-dev libpq-dev check
+redis-server valgrind"
+
+missing=
+for p in $PACKAGES; do
+    # db:Status-Status is "installed" only when the package is fully configured.
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$status" = installed ] || missing="$missing $p"
+done
+missing=${missing# }
+
+if [ -z "$missing" ]; then
+    echo "deps: all $(echo "$PACKAGES" | wc -w) packages are installed"
+    exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing:$missing" >&2
+    echo "deps: install them with:" >&2
+    echo "  sudo apt-get install -y $missing" >&2
+    exit 1
+fi
+
+echo "deps: installing:$missing"
+
+# Installing redis-server would start the system service on port 6379 (and, with no systemd, a
+# failing init script aborts the install). The tests start their own private server on a free
+# port, so service starts are refused for the install, through invoke-rc.d's documented hook,
+# unless the machine already has a policy of its own.
+policy=/usr/sbin/policy-rc.d
+own_policy=
+cleanup() { if [ -n "$own_policy" ]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+if [ ! -e "$policy" ]; then
+    own_policy=1
+    printf '#!/bin/sh\n# written by libtiercache scripts/deps.sh for one install\nexit 101\n' \
+        > "$policy"
+    chmod 755 "$policy"
+fi
+
+# A mirror can fail for a moment; try the network steps a few times before giving up.
+retry() {
+    n=1
+    until "$@"; do
+        if [ "$n" -ge 3 ]; then
+            return 1
+        fi
+        echo "deps: '$*' failed, retrying in $((n * 10))s" >&2
+        sleep $((n * 10))
+        n=$((n + 1))
+    done
+}
+
+export DEBIAN_FRONTEND=noninteractive
+retry apt-get update -q
+# $missing is a space-separated list of package names: split on purpose.
+# shellcheck disable=SC2086
+retry apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $missing
+echo "deps: installed:$missing"
