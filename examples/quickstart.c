@@ -1,7 +1,7 @@
 /*
- * quickstart - the library in thirty lines of use: open from TIERCACHE_CONFIG (or the embedded
- * default: edge + a SQLite file in the current directory), write through, read back, and show
- * which tier answered each call.
+ * quickstart - the library in a few calls: open from TIERCACHE_CONFIG (or the embedded
+ * default: edge + a SQLite file in the current directory), write through, read back from this
+ * handle and from a second one, and show which tier answered each call.
  *
  *   TIERCACHE_CONFIG='{"redis":{"host":"127.0.0.1","port":6379}}' ./quickstart
  */
@@ -64,6 +64,29 @@ int main(void)
 
     if (show_get(cache, key) != 0) /* the edge answers: put filled it */
         return 1;
+
+    /* Another process has an edge of its own, still empty: it reads from Redis when one is
+     * configured (the put filled it), else from the store. A second handle plays it here. */
+    tc_config *cfg;
+    tc_cache *other;
+    const char *env = getenv("TIERCACHE_CONFIG");
+    if (tc_config_new(&cfg) != TC_OK)
+        return 1;
+    if (env != NULL && env[0] == '{' && tc_config_load_json(cfg, env, strlen(env)) != TC_OK) {
+        fprintf(stderr, "config: %s\n", tc_config_errmsg(cfg));
+        return 1;
+    }
+    rc = tc_open(&other, cfg);
+    tc_config_free(cfg);
+    if (rc != TC_OK) {
+        fprintf(stderr, "tc_open: %s: %s\n", tc_strerror(rc), tc_errmsg(NULL));
+        return 1;
+    }
+    printf("(another handle, as another process would have)\n");
+    if (show_get(other, key) != 0 || show_get(other, key) != 0)
+        return 1;
+    tc_close(other);
+
     tc_invalidate(cache, key, strlen(key)); /* caches only; Redis errors are not fatal here */
     printf("invalidate %s (edge and redis)\n", key);
     if (show_get(cache, key) != 0 || show_get(cache, key) != 0) /* store, then edge again */
