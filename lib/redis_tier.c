@@ -90,8 +90,8 @@ static uint64_t get_be64(const unsigned char *p)
     return v;
 }
 
-/* The one place that writes the layout; the later version-comparing script will take its
- * output as an argument unchanged. *out is malloc'd. */
+/* The one place that writes the layout; the guarded-write script reads the version from it at
+ * the same offsets. *out is malloc'd. */
 static int envelope_build(char **out, size_t *out_len, char kind, int64_t version,
                           int64_t expiry_ms, const void *payload, size_t len)
 {
@@ -635,7 +635,62 @@ int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn
     return rc;
 }
 
-/* SET of an envelope with PX. Any failure after the key was found valid journals the key. */
+/* Every write goes through this script, so that no tier of Redis goes back in time: a late
+ * read-through fill of v1 landing after a put of v2 (or after the tombstone of a delete) is
+ * refused there, atomically, instead of overwriting the newer state (invariant 2). A foreign or
+ * malformed value under our key is simply overwritten. */
+static const char guard_script[] =
+    "-- KEYS[1] the key, ARGV[1] the envelope, ARGV[2] PX ms. Writes unless the key holds a newer\n"
+    "-- version (value or tombstone) in our format; anything else there (another type, a foreign\n"
+    "-- value) is overwritten. Versions are compared byte by byte (big-endian\n"
+    "-- bytes 4..11): Lua's string < uses strcoll, which depends on the server's locale.\n"
+    "local cur = false\n"
+    "if redis.call('TYPE', KEYS[1]).ok == 'string' then cur = redis.call('GET', KEYS[1]) end\n"
+    "if cur and #cur >= 19 and string.sub(cur, 1, 2) == string.sub(ARGV[1], 1, 2) then\n"
+    "  for i = 4, 11 do\n"
+    "    local a, b = string.byte(cur, i), string.byte(ARGV[1], i)\n"
+    "    if a ~= b then\n"
+    "      if a > b then return 0 end\n"
+    "      break\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
+/* SHA1 of guard_script, for EVALSHA; a test checks it against SCRIPT LOAD. */
+static const char guard_sha[] = "db2f3e519c72123972c965a21863aa0b27a23306";
+
+/* Runs the guarded write: EVALSHA, and EVAL once when the server does not know the script yet
+ * (a restart or SCRIPT FLUSH empties its cache; EVAL caches it again). */
+static int run_guarded(tc__redis *r, const nskey *k, const char *blob, size_t blob_len,
+                       const char *px, redisReply **out)
+{
+    const char *argv[6] = {"EVALSHA", guard_sha, "1", k->p, blob, px};
+    size_t lens[6] = {7, sizeof guard_sha - 1, 1, k->len, blob_len, strlen(px)};
+    int rc = run(r, "EVALSHA", 6, argv, lens, out);
+    if (rc != TC_OK || (*out)->type != REDIS_REPLY_ERROR || (*out)->len < 8 ||
+        memcmp((*out)->str, "NOSCRIPT", 8) != 0)
+        return rc;
+    freeReplyObject(*out);
+    argv[0] = "EVAL";
+    lens[0] = 4;
+    argv[1] = guard_script;
+    lens[1] = sizeof guard_script - 1;
+    return run(r, "EVAL", 6, argv, lens, out);
+}
+
+const char *tc__redis_guard_sha(void)
+{
+    return guard_sha;
+}
+
+const char *tc__redis_guard_script(void)
+{
+    return guard_script;
+}
+
+/* A guarded write of an envelope with PX. Any failure after the key was found valid journals
+ * the key; a refusal (a newer version is there) is not a failure. */
 static int write_envelope(tc__redis *r, const char *key, size_t key_len, char kind,
                           const void *payload, size_t len, int64_t version, int64_t ttl_ms)
 {
@@ -667,16 +722,14 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
     if (rc == TC_OK) {
         char px[24];
         snprintf(px, sizeof px, "%lld", (long long)ttl_ms);
-        const char *argv[5] = {"SET", k.p, blob, "PX", px};
-        size_t lens[5] = {3, k.len, blob_len, 2, strlen(px)};
         redisReply *rep;
-        rc = run(r, "SET", 5, argv, lens, &rep);
+        rc = run_guarded(r, &k, blob, blob_len, px, &rep);
         if (rc == TC_OK) {
-            if (rep->type != REDIS_REPLY_STATUS || rep->len != 2 || memcmp(rep->str, "OK", 2) != 0)
-                rc = rep->type == REDIS_REPLY_STATUS
-                         ? tc__err(r->owner, TC_EPROTO, "redis %s: SET: unexpected status",
-                                   where)
-                         : reply_error(r, rep, "SET", "status");
+            if (rep->type != REDIS_REPLY_INTEGER || (rep->integer != 0 && rep->integer != 1))
+                rc = rep->type == REDIS_REPLY_INTEGER
+                         ? tc__err(r->owner, TC_EPROTO, "redis %s: write: unexpected reply %lld",
+                                   where, (long long)rep->integer)
+                         : reply_error(r, rep, "write", "integer");
             freeReplyObject(rep);
         }
         nskey_free(&k);

@@ -31,14 +31,21 @@ void tc__redis_free(tc__redis *r);
  * is reopened and the read retried once before TC_EREDIS. */
 int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
 
-/* SET with PX ttl_ms (> 0). On failure the key is remembered and deleted from Redis as soon as
- * it can be reached again, before this tier serves any read. */
+/* Writes the value with PX ttl_ms (> 0) unless Redis holds a newer version or tombstone of the
+ * key (then TC_OK, nothing written): a Lua script compares versions atomically. On failure the
+ * key is remembered and deleted from Redis as soon as it can be reached again, before this tier
+ * serves any read. */
 int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *value, size_t len,
                   int64_t version, int64_t ttl_ms);
-/* A tombstone of this version for ttl_ms; on failure, remembered as above. */
+/* A tombstone of this version for ttl_ms, under the same version rule; on failure, remembered
+ * as above. */
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
                         int64_t ttl_ms);
 /* DEL; on failure, remembered as above. */
 int tc__redis_del(tc__redis *r, const char *key, size_t key_len);
+
+/* The guarded-write script and its SHA1 (for a test that checks one against the other). */
+const char *tc__redis_guard_script(void);
+const char *tc__redis_guard_sha(void);
 
 #endif

@@ -373,6 +373,59 @@ START_TEST(test_tombstone)
 }
 END_TEST
 
+/* The classic cache-aside race at the Redis tier: a reader loaded v1, a writer committed v2
+ * (and later deleted: tombstone v3), then the reader's fill of v1 or v2 arrives late. */
+START_TEST(test_versions_never_go_back)
+{
+    tc__redis_opts o = opts_for(&srv, "vg:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v2", 2), TC_OK);
+    ck_assert_int_eq(set_str(r, "k", "v1", 1), TC_OK);       /* refused, not an error */
+    expect_value(r, "k", "v2", 2, 2);
+    ck_assert_int_eq(set_str(r, "k", "v2b", 2), TC_OK);      /* equal version: a refresh */
+    expect_value(r, "k", "v2b", 3, 2);
+    ck_assert_int_eq(tc__redis_tombstone(r, "k", 1, 3, 10000), TC_OK);
+    ck_assert_int_eq(set_str(r, "k", "v2", 2), TC_OK);       /* refused by the tombstone */
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(tc__redis_tombstone(r, "k", 1, 1, 10000), TC_OK); /* older: refused */
+    size_t len;
+    char *raw = raw_get(&srv, "vg:k", &len);
+    ck_assert_int_eq(be64((const unsigned char *)raw + 3), 3);
+    free(raw);
+    ck_assert_int_eq(set_str(r, "k", "v4", 4), TC_OK);       /* newer than the tombstone */
+    expect_value(r, "k", "v4", 2, 4);
+    /* Versions past 255 compare on every byte, not only the last. */
+    ck_assert_int_eq(set_str(r, "k", "big", 0x10000), TC_OK);
+    ck_assert_int_eq(set_str(r, "k", "small", 0xffff), TC_OK);
+    expect_value(r, "k", "big", 3, 0x10000);
+    /* A foreign value under our key is overwritten, not compared. */
+    raw_set(&srv, "vg:k", "not ours", 8);
+    ck_assert_int_eq(set_str(r, "k", "v5", 5), TC_OK);
+    expect_value(r, "k", "v5", 2, 5);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_guard_script_sha_and_noscript)
+{
+    const char *load[] = {"SCRIPT", "LOAD", tc__redis_guard_script(), NULL};
+    char *sha = tct_redis_cmd(&srv, load);
+    ck_assert_ptr_nonnull(sha);
+    ck_assert_str_eq(sha, tc__redis_guard_sha());
+    free(sha);
+    /* An emptied script cache (restart, SCRIPT FLUSH) costs one EVAL, never an error. */
+    const char *flush[] = {"SCRIPT", "FLUSH", NULL};
+    free(tct_redis_cmd(&srv, flush));
+    tc__redis_opts o = opts_for(&srv, "ns:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v", 7), TC_OK);
+    expect_value(r, "k", "v", 1, 7);
+    ck_assert_int_eq(set_str(r, "k", "w", 8), TC_OK);        /* EVALSHA now hits */
+    expect_value(r, "k", "w", 1, 8);
+    tc__redis_free(r);
+}
+END_TEST
+
 START_TEST(test_ttl_expiry)
 {
     tc__redis_opts o = opts_for(&srv, "ttl:");
@@ -1150,6 +1203,8 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_namespace_and_layout);
     tcase_add_test(tc, test_tombstone);
     tcase_add_test(tc, test_ttl_expiry);
+    tcase_add_test(tc, test_versions_never_go_back);
+    tcase_add_test(tc, test_guard_script_sha_and_noscript);
     tcase_add_test(tc, test_garbage_values);
     tcase_add_test(tc, test_wrong_type);
     tcase_add_test(tc, test_oversized_value);
