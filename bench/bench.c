@@ -42,7 +42,7 @@ static double median(double *v, int n)
 
 static void report(const char *id, const char *metric, double value, double baseline)
 {
-    printf("BENCH %s %s value=%.3f baseline=%.3f ratio=%.3f\n", id, metric, value, baseline,
+    printf("BENCH %s %s value=%.4g baseline=%.4g ratio=%.4g\n", id, metric, value, baseline,
            value / baseline);
     fflush(stdout);
 }
