@@ -10,6 +10,7 @@ int main(void)
 {
     SRunner *sr = srunner_create(error_suite());
     srunner_add_suite(sr, config_suite());
+    srunner_add_suite(sr, pattern_suite());
     srunner_add_suite(sr, edge_suite());
     srunner_add_suite(sr, store_suite());
     srunner_add_suite(sr, redis_suite());
