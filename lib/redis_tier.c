@@ -23,6 +23,7 @@
  * namespace (journal_torn).
  */
 #include "redis_tier.h"
+#include "pattern.h"
 #include "redis_conn.h"
 
 #include <stdio.h>
@@ -304,15 +305,114 @@ static int reply_error(const tc__redis *r, const redisReply *rep, const char *wh
                    tc__rconns_where(r->conns), what, expected, type_name(rep->type));
 }
 
-/* ---- applying the journal ---------------------------------------------------------------- */
+/* ---- server-side scripts ------------------------------------------------------------------ */
 
-/* Deletes every key under the namespace. */
-static int scan_delete(tc__redis *r, redisContext *c)
+/* Every write goes through the guard script, so that Redis never goes back in time: a late
+ * read-through fill of v1 landing after a put of v2 (or after the tombstone of a delete) is
+ * refused there, atomically, instead of overwriting the newer state (invariant 2). */
+static const char guard_script[] =
+    "-- KEYS[1] the key, ARGV[1] the envelope, ARGV[2] PX ms. Writes unless the key holds a newer\n"
+    "-- version (value or tombstone) in our format; anything else there (another type, a foreign\n"
+    "-- value) is overwritten. Versions are compared byte by byte (big-endian\n"
+    "-- bytes 4..11): Lua's string < uses strcoll, which depends on the server's locale.\n"
+    "local cur = false\n"
+    "if redis.call('TYPE', KEYS[1]).ok == 'string' then cur = redis.call('GET', KEYS[1]) end\n"
+    "if cur and #cur >= 19 and string.sub(cur, 1, 2) == string.sub(ARGV[1], 1, 2) then\n"
+    "  for i = 4, 11 do\n"
+    "    local a, b = string.byte(cur, i), string.byte(ARGV[1], i)\n"
+    "    if a ~= b then\n"
+    "      if a > b then return 0 end\n"
+    "      break\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
+/* Invalidation goes through the evict script, which keeps tombstones (see its comment). */
+static const char evict_script[] =
+    "-- KEYS: keys to drop from the cache; ARGV[1]: the envelope's first two bytes. Tombstones stay:\n"
+    "-- they go on refusing late fills of the version they deleted. Returns how many were dropped.\n"
+    "local n = 0\n"
+    "for _, k in ipairs(KEYS) do\n"
+    "  local t = redis.call('TYPE', k).ok\n"
+    "  if t ~= 'none' then\n"
+    "    local keep = false\n"
+    "    if t == 'string' then\n"
+    "      local h = redis.call('GETRANGE', k, 0, 2)\n"
+    "      keep = #h == 3 and string.sub(h, 1, 2) == ARGV[1] and string.sub(h, 3, 3) == 'X'\n"
+    "    end\n"
+    "    if not keep then n = n + redis.call('DEL', k) end\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/* SHA1s for EVALSHA; a test checks them against SCRIPT LOAD. */
+static const struct script {
+    const char *text;
+    size_t len;
+    const char *sha;
+} scripts[] = {
+    [TC__SCRIPT_GUARD] = {guard_script, sizeof guard_script - 1,
+                          "db2f3e519c72123972c965a21863aa0b27a23306"},
+    [TC__SCRIPT_EVICT] = {evict_script, sizeof evict_script - 1,
+                          "3df8721be254622014dc978f034946df8963bc83"},
+};
+
+int tc__redis_script(int which, const char **out_text, const char **out_sha)
+{
+    if (which < 0 || which >= (int)(sizeof scripts / sizeof scripts[0]))
+        return TC_EINVAL;
+    *out_text = scripts[which].text;
+    *out_sha = scripts[which].sha;
+    return TC_OK;
+}
+
+/* Runs a script on c with EVALSHA, and with EVAL once when the server does not know it (a
+ * restart or SCRIPT FLUSH empties its cache; EVAL caches it again). rest is what follows the
+ * script in the command: numkeys, keys, args. NULL with c->err set when the connection failed,
+ * or with c->err == 0 when out of memory. */
+static redisReply *conn_eval(redisContext *c, int which, int nrest, const char **rest,
+                             const size_t *rest_lens)
+{
+    size_t n = (size_t)nrest + 2;
+    const char **argv = malloc(n * sizeof *argv);
+    size_t *lens = malloc(n * sizeof *lens);
+    redisReply *rep = NULL;
+    if (argv != NULL && lens != NULL) {
+        memcpy(argv + 2, rest, (size_t)nrest * sizeof *argv);
+        memcpy(lens + 2, rest_lens, (size_t)nrest * sizeof *lens);
+        argv[0] = "EVALSHA";
+        lens[0] = 7;
+        argv[1] = scripts[which].sha;
+        lens[1] = 40;
+        rep = redisCommandArgv(c, (int)n, argv, lens);
+        if (rep != NULL && rep->type == REDIS_REPLY_ERROR && rep->len >= 8 &&
+            memcmp(rep->str, "NOSCRIPT", 8) == 0) {
+            freeReplyObject(rep);
+            argv[0] = "EVAL";
+            lens[0] = 4;
+            argv[1] = scripts[which].text;
+            lens[1] = scripts[which].len;
+            rep = redisCommandArgv(c, (int)n, argv, lens);
+        }
+    }
+    free(argv);
+    free(lens);
+    return rep;
+}
+
+/* Drops every key matching a Redis glob: SCAN MATCH, then each batch of keys found with a
+ * plain DEL (evict == 0: the journal's overflow, which must leave nothing behind) or through the
+ * evict script (evict != 0: an invalidation, which keeps tombstones). *removed, if not NULL,
+ * receives how many keys were dropped. */
+static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glob_len,
+                     int evict, int64_t *removed)
 {
     char cursor[24] = "0";
+    int64_t total = 0;
     do {
-        const char *argv[6] = {"SCAN", cursor, "MATCH", r->scan_pattern, "COUNT", SCAN_COUNT};
-        size_t lens[6] = {4, strlen(cursor), 5, r->scan_pattern_len, 5, strlen(SCAN_COUNT)};
+        const char *argv[6] = {"SCAN", cursor, "MATCH", glob, "COUNT", SCAN_COUNT};
+        size_t lens[6] = {4, strlen(cursor), 5, glob_len, 5, strlen(SCAN_COUNT)};
         redisReply *rep = redisCommandArgv(c, 6, argv, lens);
         if (rep == NULL)
             return ctx_error(r, c, "SCAN");
@@ -324,7 +424,8 @@ static int scan_delete(tc__redis *r, redisContext *c)
         const redisReply *cur = rep->elements == 2 ? rep->element[0] : NULL;
         const redisReply *keys = rep->elements == 2 ? rep->element[1] : NULL;
         int ok = cur != NULL && keys != NULL && cur->type == REDIS_REPLY_STRING &&
-                 cur->len > 0 && cur->len < sizeof cursor && keys->type == REDIS_REPLY_ARRAY;
+                 cur->len > 0 && cur->len < sizeof cursor && keys->type == REDIS_REPLY_ARRAY &&
+                 keys->elements < (size_t)INT32_MAX - 4;
         for (size_t i = 0; ok && i < cur->len; i++)
             ok = cur->str[i] >= '0' && cur->str[i] <= '9';
         for (size_t i = 0; ok && i < keys->elements; i++)
@@ -336,41 +437,50 @@ static int scan_delete(tc__redis *r, redisContext *c)
         }
         memcpy(cursor, cur->str, cur->len);
         cursor[cur->len] = '\0';
+        int rc = TC_OK;
         if (keys->elements > 0) {
-            size_t n = keys->elements + 1;
-            const char **dargv = n <= SIZE_MAX / sizeof *dargv ? malloc(n * sizeof *dargv) : NULL;
-            size_t *dlens = n <= SIZE_MAX / sizeof *dlens ? malloc(n * sizeof *dlens) : NULL;
-            if (dargv == NULL || dlens == NULL || n > (size_t)INT32_MAX) {
-                free(dargv);
-                free(dlens);
-                freeReplyObject(rep);
-                return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+            /* DEL k...  or, for conn_eval, numkeys k... magic */
+            size_t n = keys->elements + 2;
+            const char **dargv = malloc(n * sizeof *dargv);
+            size_t *dlens = malloc(n * sizeof *dlens);
+            redisReply *drep = NULL;
+            if (dargv != NULL && dlens != NULL) {
+                static const char magic[2] = {ENV_MAGIC, ENV_FORMAT};
+                char numkeys[24];
+                snprintf(numkeys, sizeof numkeys, "%zu", keys->elements);
+                dargv[0] = evict ? numkeys : "DEL";
+                dlens[0] = strlen(dargv[0]);
+                for (size_t i = 0; i < keys->elements; i++) {
+                    dargv[i + 1] = keys->element[i]->str;
+                    dlens[i + 1] = keys->element[i]->len;
+                }
+                dargv[n - 1] = magic;
+                dlens[n - 1] = sizeof magic;
+                drep = evict ? conn_eval(c, TC__SCRIPT_EVICT, (int)n, dargv, dlens)
+                             : redisCommandArgv(c, (int)n - 1, dargv, dlens);
             }
-            dargv[0] = "DEL";
-            dlens[0] = 3;
-            for (size_t i = 1; i < n; i++) {
-                dargv[i] = keys->element[i - 1]->str;
-                dlens[i] = keys->element[i - 1]->len;
-            }
-            redisReply *drep = redisCommandArgv(c, (int)n, dargv, dlens);
             free(dargv);
             free(dlens);
-            int rc = TC_OK;
             if (drep == NULL)
-                rc = ctx_error(r, c, "DEL");
+                rc = c->err ? ctx_error(r, c, "DEL")
+                            : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
             else if (drep->type != REDIS_REPLY_INTEGER)
-                rc = reply_error(r, drep, "DEL", "integer");
+                rc = reply_error(r, drep, evict ? "invalidate" : "DEL", "integer");
+            else
+                total += drep->integer;
             if (drep != NULL)
                 freeReplyObject(drep);
-            if (rc != TC_OK) {
-                freeReplyObject(rep);
-                return rc;
-            }
         }
         freeReplyObject(rep);
+        if (rc != TC_OK)
+            return rc;
     } while (strcmp(cursor, "0") != 0);
+    if (removed != NULL)
+        *removed = total;
     return TC_OK;
 }
+
+/* ---- applying the journal ---------------------------------------------------------------- */
 
 /* Applies the journal on c, if there is one. TC_OK when nothing is pending any more (up to
  * what was pending when it started). On failure the message is set; c->err tells whether the
@@ -418,7 +528,7 @@ static int apply_pending(tc__redis *r, redisContext *c)
 
     int rc = TC_OK;
     if (overflow) {
-        rc = scan_delete(r, c);
+        rc = scan_drop(r, c, r->scan_pattern, r->scan_pattern_len, 0, NULL);
     } else {
         for (size_t i = 0; i < batches; i++) {
             void *p = NULL;
@@ -439,14 +549,15 @@ static int apply_pending(tc__redis *r, redisContext *c)
 
 /* ---- running a command ------------------------------------------------------------------- */
 
-/* Runs one command on the calling thread's connection, after the journal was applied on it.
- * If the connection turns out to be closed (server restart, CLIENT KILL, idle timeout), it is
- * replaced and the whole step runs once more: every command we send is idempotent. *out
- * receives the reply (of any type; the caller checks it and frees it). */
-static int run(tc__redis *r, const char *what, int argc, const char **argv, const size_t *lens,
-               redisReply **out)
+/* One piece of work on a connection. It returns TC_OK or an error; *broken says the connection
+ * failed (then the error is already recorded). */
+typedef int (*conn_op)(tc__redis *r, redisContext *c, void *ctx, int *broken);
+
+/* Runs op on the calling thread's connection, after the journal was applied on it. If the
+ * connection turns out to be closed (server restart, CLIENT KILL, idle timeout), it is replaced
+ * and the whole step runs once more: every operation we send is idempotent. */
+static int with_conn(tc__redis *r, conn_op op, void *ctx)
 {
-    *out = NULL;
     for (int attempt = 0;; attempt++) {
         redisContext *c;
         int rc = tc__rconns_acquire(&c, r->conns);
@@ -454,29 +565,77 @@ static int run(tc__redis *r, const char *what, int argc, const char **argv, cons
             return rc;
         tc__sigpipe_guard guard;
         tc__sigpipe_block(&guard);
-        redisReply *reply = NULL;
         int broken = 0, retry = 0;
         rc = apply_pending(r, c);
-        if (rc == TC_OK) {
-            reply = redisCommandArgv(c, argc, argv, lens);
-            if (reply == NULL) {
-                rc = ctx_error(r, c, what);
-                broken = 1;
-                retry = c->err == 0 || retryable(c->err);
-            }
-        } else if (c->err != 0) {
-            broken = 1;
-            retry = retryable(c->err);
+        if (rc != TC_OK) {
+            broken = c->err != 0;
+        } else {
+            rc = op(r, c, ctx, &broken);
         }
+        if (broken)
+            retry = c->err == 0 || retryable(c->err);
         tc__sigpipe_restore(&guard, broken);
         tc__rconns_release(r->conns, broken); /* c is invalid from here if broken */
-        if (reply != NULL) {
-            *out = reply;
-            return TC_OK;
-        }
-        if (!retry || attempt > 0)
+        if (rc == TC_OK || !retry || attempt > 0)
             return rc;
     }
+}
+
+/* A single command; its reply (of any type: the caller checks it and frees it). */
+typedef struct command {
+    const char *what;
+    int argc;
+    const char **argv;
+    const size_t *lens;
+    redisReply *reply;
+} command;
+
+static int op_command(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    command *cmd = ctx;
+    cmd->reply = redisCommandArgv(c, cmd->argc, cmd->argv, cmd->lens);
+    if (cmd->reply != NULL)
+        return TC_OK;
+    *broken = 1;
+    return ctx_error(r, c, cmd->what);
+}
+
+/* A script (conn_eval); out of memory is not a broken connection. */
+typedef struct script_call {
+    int which, nrest;
+    const char **rest;
+    const size_t *lens;
+    redisReply *reply;
+} script_call;
+
+static int op_script(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    script_call *sc = ctx;
+    sc->reply = conn_eval(c, sc->which, sc->nrest, sc->rest, sc->lens);
+    if (sc->reply != NULL)
+        return TC_OK;
+    if (c->err == 0)
+        return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    *broken = 1;
+    return ctx_error(r, c, "EVALSHA");
+}
+
+static int run(tc__redis *r, const char *what, int argc, const char **argv, const size_t *lens,
+               redisReply **out)
+{
+    command cmd = {what, argc, argv, lens, NULL};
+    int rc = with_conn(r, op_command, &cmd);
+    *out = cmd.reply;
+    return rc;
+}
+
+static int run_script(tc__redis *r, int which, int nrest, const char **rest,
+                      const size_t *lens, redisReply **out)
+{
+    script_call sc = {which, nrest, rest, lens, NULL};
+    int rc = with_conn(r, op_script, &sc);
+    *out = sc.reply;
+    return rc;
 }
 
 /* ---- the tier ---------------------------------------------------------------------------- */
@@ -635,60 +794,6 @@ int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn
     return rc;
 }
 
-/* Every write goes through this script, so that no tier of Redis goes back in time: a late
- * read-through fill of v1 landing after a put of v2 (or after the tombstone of a delete) is
- * refused there, atomically, instead of overwriting the newer state (invariant 2). A foreign or
- * malformed value under our key is simply overwritten. */
-static const char guard_script[] =
-    "-- KEYS[1] the key, ARGV[1] the envelope, ARGV[2] PX ms. Writes unless the key holds a newer\n"
-    "-- version (value or tombstone) in our format; anything else there (another type, a foreign\n"
-    "-- value) is overwritten. Versions are compared byte by byte (big-endian\n"
-    "-- bytes 4..11): Lua's string < uses strcoll, which depends on the server's locale.\n"
-    "local cur = false\n"
-    "if redis.call('TYPE', KEYS[1]).ok == 'string' then cur = redis.call('GET', KEYS[1]) end\n"
-    "if cur and #cur >= 19 and string.sub(cur, 1, 2) == string.sub(ARGV[1], 1, 2) then\n"
-    "  for i = 4, 11 do\n"
-    "    local a, b = string.byte(cur, i), string.byte(ARGV[1], i)\n"
-    "    if a ~= b then\n"
-    "      if a > b then return 0 end\n"
-    "      break\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "return 1\n";
-/* SHA1 of guard_script, for EVALSHA; a test checks it against SCRIPT LOAD. */
-static const char guard_sha[] = "db2f3e519c72123972c965a21863aa0b27a23306";
-
-/* Runs the guarded write: EVALSHA, and EVAL once when the server does not know the script yet
- * (a restart or SCRIPT FLUSH empties its cache; EVAL caches it again). */
-static int run_guarded(tc__redis *r, const nskey *k, const char *blob, size_t blob_len,
-                       const char *px, redisReply **out)
-{
-    const char *argv[6] = {"EVALSHA", guard_sha, "1", k->p, blob, px};
-    size_t lens[6] = {7, sizeof guard_sha - 1, 1, k->len, blob_len, strlen(px)};
-    int rc = run(r, "EVALSHA", 6, argv, lens, out);
-    if (rc != TC_OK || (*out)->type != REDIS_REPLY_ERROR || (*out)->len < 8 ||
-        memcmp((*out)->str, "NOSCRIPT", 8) != 0)
-        return rc;
-    freeReplyObject(*out);
-    argv[0] = "EVAL";
-    lens[0] = 4;
-    argv[1] = guard_script;
-    lens[1] = sizeof guard_script - 1;
-    return run(r, "EVAL", 6, argv, lens, out);
-}
-
-const char *tc__redis_guard_sha(void)
-{
-    return guard_sha;
-}
-
-const char *tc__redis_guard_script(void)
-{
-    return guard_script;
-}
-
 /* A guarded write of an envelope with PX. Any failure after the key was found valid journals
  * the key; a refusal (a newer version is there) is not a failure. */
 static int write_envelope(tc__redis *r, const char *key, size_t key_len, char kind,
@@ -723,7 +828,9 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
         char px[24];
         snprintf(px, sizeof px, "%lld", (long long)ttl_ms);
         redisReply *rep;
-        rc = run_guarded(r, &k, blob, blob_len, px, &rep);
+        const char *rest[4] = {"1", k.p, blob, px};
+        size_t lens[4] = {1, k.len, blob_len, strlen(px)};
+        rc = run_script(r, TC__SCRIPT_GUARD, 4, rest, lens, &rep);
         if (rc == TC_OK) {
             if (rep->type != REDIS_REPLY_INTEGER || (rep->integer != 0 && rep->integer != 1))
                 rc = rep->type == REDIS_REPLY_INTEGER
@@ -762,18 +869,58 @@ int tc__redis_del(tc__redis *r, const char *key, size_t key_len)
     nskey k;
     rc = nskey_make(&k, r, key, key_len);
     if (rc == TC_OK) {
-        const char *argv[2] = {"DEL", k.p};
-        size_t lens[2] = {3, k.len};
+        static const char magic[2] = {ENV_MAGIC, ENV_FORMAT};
+        const char *rest[3] = {"1", k.p, magic};
+        size_t lens[3] = {1, k.len, sizeof magic};
         redisReply *rep;
-        rc = run(r, "DEL", 2, argv, lens, &rep);
+        rc = run_script(r, TC__SCRIPT_EVICT, 3, rest, lens, &rep);
         if (rc == TC_OK) {
             if (rep->type != REDIS_REPLY_INTEGER)
-                rc = reply_error(r, rep, "DEL", "integer");
+                rc = reply_error(r, rep, "invalidate", "integer");
             freeReplyObject(rep);
         }
         nskey_free(&k);
     }
     if (rc != TC_OK)
         pend_add(r, key, key_len);
+    return rc;
+}
+
+/* A pattern invalidation: SCAN with the pattern as a Redis glob under the namespace, and the
+ * evict script on every batch found. */
+typedef struct pattern_call {
+    const char *glob;
+    size_t glob_len;
+    int64_t removed;
+} pattern_call;
+
+static int op_pattern(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    pattern_call *pc = ctx;
+    int rc = scan_drop(r, c, pc->glob, pc->glob_len, 1, &pc->removed);
+    *broken = rc != TC_OK && c->err != 0;
+    return rc;
+}
+
+int tc__redis_invalidate_pattern(tc__redis *r, const char *pat, size_t pat_len,
+                                 int64_t *out_removed)
+{
+    *out_removed = 0;
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    int rc = tc__pattern_check(r->owner, pat, pat_len);
+    if (rc != TC_OK)
+        return rc;
+    /* Each byte may gain an escape; the namespace is at most a few hundred bytes. */
+    size_t size = 2 * (r->ns_len + pat_len) + 1;
+    char *glob = malloc(size);
+    if (glob == NULL)
+        return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    pattern_call pc = {glob, tc__pattern_to_redis_glob(glob, size, r->ns, r->ns_len, pat,
+                                                       pat_len), 0};
+    rc = with_conn(r, op_pattern, &pc);
+    free(glob);
+    if (rc == TC_OK)
+        *out_removed = pc.removed;
     return rc;
 }

@@ -41,11 +41,19 @@ int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *val
  * as above. */
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
                         int64_t ttl_ms);
-/* DEL; on failure, remembered as above. */
+/* Drops the key from Redis, but not a tombstone (it goes on refusing late fills of the version
+ * it deleted); on failure, remembered as above. */
 int tc__redis_del(tc__redis *r, const char *key, size_t key_len);
 
-/* The guarded-write script and its SHA1 (for a test that checks one against the other). */
-const char *tc__redis_guard_script(void);
-const char *tc__redis_guard_sha(void);
+/* Drops every key matching the path pattern (pattern.h), tombstones excepted, with cursor SCAN
+ * (never KEYS: it blocks the server); *out_removed receives how many. TC_EINVAL for a bad
+ * pattern, TC_EREDIS/TC_EPROTO when Redis fails (not remembered: the caller reports it). */
+int tc__redis_invalidate_pattern(tc__redis *r, const char *pat, size_t pat_len,
+                                 int64_t *out_removed);
+
+/* The server-side scripts and their SHA1s (a test checks each against SCRIPT LOAD). */
+#define TC__SCRIPT_GUARD 0
+#define TC__SCRIPT_EVICT 1
+int tc__redis_script(int which, const char **out_text, const char **out_sha);
 
 #endif

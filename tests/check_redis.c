@@ -408,11 +408,17 @@ END_TEST
 
 START_TEST(test_guard_script_sha_and_noscript)
 {
-    const char *load[] = {"SCRIPT", "LOAD", tc__redis_guard_script(), NULL};
-    char *sha = tct_redis_cmd(&srv, load);
-    ck_assert_ptr_nonnull(sha);
-    ck_assert_str_eq(sha, tc__redis_guard_sha());
-    free(sha);
+    for (int which = TC__SCRIPT_GUARD; which <= TC__SCRIPT_EVICT; which++) {
+        const char *text, *want;
+        ck_assert_int_eq(tc__redis_script(which, &text, &want), TC_OK);
+        const char *load[] = {"SCRIPT", "LOAD", text, NULL};
+        char *sha = tct_redis_cmd(&srv, load);
+        ck_assert_ptr_nonnull(sha);
+        ck_assert_str_eq(sha, want);
+        free(sha);
+    }
+    const char *text, *sha;
+    ck_assert_int_eq(tc__redis_script(2, &text, &sha), TC_EINVAL);
     /* An emptied script cache (restart, SCRIPT FLUSH) costs one EVAL, never an error. */
     const char *flush[] = {"SCRIPT", "FLUSH", NULL};
     free(tct_redis_cmd(&srv, flush));
@@ -422,6 +428,69 @@ START_TEST(test_guard_script_sha_and_noscript)
     expect_value(r, "k", "v", 1, 7);
     ck_assert_int_eq(set_str(r, "k", "w", 8), TC_OK);        /* EVALSHA now hits */
     expect_value(r, "k", "w", 1, 8);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_invalidate_pattern)
+{
+    tc__redis_opts o = opts_for(&srv, "pi:");
+    tc__redis *r = tier_open(&o, NULL);
+    tc__redis_opts o2 = opts_for(&srv, "other:");
+    tc__redis *other = tier_open(&o2, NULL);
+    const char *hit[] = {"/images/a.png", "/images/b/c.png", "/img[1]/x"};
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_int_eq(set_str(r, hit[i], "v", 1), TC_OK);
+    ck_assert_int_eq(set_str(r, "/css/site.css", "v", 1), TC_OK);
+    ck_assert_int_eq(set_str(r, "/img1/x", "v", 1), TC_OK);
+    ck_assert_int_eq(set_str(other, "/images/a.png", "v", 1), TC_OK);
+    ck_assert_int_eq(tc__redis_tombstone(r, "/images/gone", 12, 9, 10000), TC_OK);
+    raw_set(&srv, "pi:/images/foreign", "not ours", 8);
+
+    int64_t n = -1;
+    ck_assert_int_eq(tc__redis_invalidate_pattern(r, "/images/*", 9, &n), TC_OK);
+    ck_assert_int_eq(n, 3); /* a.png, b/c.png, foreign; the tombstone stays */
+    ck_assert_int_eq(exists(&srv, "pi:/images/a.png"), 0);
+    ck_assert_int_eq(exists(&srv, "pi:/images/b/c.png"), 0);
+    ck_assert_int_eq(exists(&srv, "pi:/images/gone"), 1);
+    ck_assert_int_eq(exists(&srv, "pi:/css/site.css"), 1);
+    ck_assert_int_eq(exists(&srv, "other:/images/a.png"), 1); /* another namespace */
+    ck_assert_int_eq(set_str(r, "/images/gone", "late", 8), TC_OK); /* still refused */
+    ck_assert_int_eq(get_rc(r, "/images/gone"), TC_ENOTFOUND);
+
+    /* Redis glob syntax in a key is matched literally. */
+    ck_assert_int_eq(tc__redis_invalidate_pattern(r, "/img[1]/*", 9, &n), TC_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(exists(&srv, "pi:/img1/x"), 1);
+    ck_assert_int_eq(tc__redis_invalidate_pattern(r, "/nothing/*", 10, &n), TC_OK);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(tc__redis_invalidate_pattern(r, "/bad\\", 5, &n), TC_EINVAL);
+
+    /* Many keys: the SCAN cursor walks more than one batch. */
+    char key[32];
+    for (int i = 0; i < 2500; i++) {
+        snprintf(key, sizeof key, "/many/%d", i);
+        ck_assert_int_eq(set_str(r, key, "v", 1), TC_OK);
+    }
+    ck_assert_int_eq(tc__redis_invalidate_pattern(r, "/many/*", 7, &n), TC_OK);
+    ck_assert_int_eq(n, 2500);
+    tc__redis_free(r);
+    tc__redis_free(other);
+}
+END_TEST
+
+START_TEST(test_del_keeps_tombstone)
+{
+    tc__redis_opts o = opts_for(&srv, "dk:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    ck_assert_int_eq(tc__redis_del(r, "k", 1), TC_OK);
+    ck_assert_int_eq(exists(&srv, "dk:k"), 0);
+    ck_assert_int_eq(tc__redis_tombstone(r, "k", 1, 5, 10000), TC_OK);
+    ck_assert_int_eq(tc__redis_del(r, "k", 1), TC_OK);
+    ck_assert_int_eq(exists(&srv, "dk:k"), 1);
+    ck_assert_int_eq(set_str(r, "k", "old", 4), TC_OK);
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
     tc__redis_free(r);
 }
 END_TEST
@@ -1204,6 +1273,8 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_tombstone);
     tcase_add_test(tc, test_ttl_expiry);
     tcase_add_test(tc, test_versions_never_go_back);
+    tcase_add_test(tc, test_invalidate_pattern);
+    tcase_add_test(tc, test_del_keeps_tombstone);
     tcase_add_test(tc, test_guard_script_sha_and_noscript);
     tcase_add_test(tc, test_garbage_values);
     tcase_add_test(tc, test_wrong_type);
