@@ -46,7 +46,8 @@ EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 .PHONY: all lib examples check check-unit check-exports check-install check-examples \
-        check-asan check-tsan check-valgrind demo deps install uninstall clean bench FORCE
+        check-asan check-tsan check-valgrind demo deps install uninstall clean bench \
+        check-fuzz-replay fuzz FORCE
 
 all: lib examples
 
@@ -90,8 +91,44 @@ bench: $(BENCH_BIN)
 
 check: check-exports check-install check-examples check-unit
 
-check-unit: $(TEST_BIN)
+check-unit: $(TEST_BIN) check-fuzz-replay
 	$(TEST_BIN)
+
+# Fuzz targets (tests/fuzz/fuzz_NAME.c, corpus in tests/fuzz/corpus/NAME/). Every check replays
+# the corpus through a plain driver, with whatever compiler and sanitizers the build uses
+# (zstd tests/fuzz/regression_driver.c); `make fuzz` runs libFuzzer itself, with clang.
+FUZZ_TARGETS := cache_control
+FUZZ_REPLAY  := $(patsubst %,$(B)/tests/fuzz/replay_%,$(FUZZ_TARGETS))
+
+$(B)/tests/fuzz/replay_%: tests/fuzz/replay.c tests/fuzz/fuzz_%.c $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -o $@ tests/fuzz/replay.c tests/fuzz/fuzz_$*.c $(STLIB) \
+	      $(REAL_LDFLAGS) $(DEP_LIBS)
+
+check-fuzz-replay: $(FUZZ_REPLAY)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    echo "$(B)/tests/fuzz/replay_$$t tests/fuzz/corpus/$$t"; \
+	    $(B)/tests/fuzz/replay_$$t tests/fuzz/corpus/$$t; \
+	done
+
+# make fuzz [FUZZ_TIME=seconds per target]. New inputs go to $(B)/fuzz/corpus_NAME (copy the
+# interesting ones into tests/fuzz/corpus/NAME/), crashes to $(B)/fuzz/crash-*.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 60
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_SRC_cache_control := lib/cache_control.c
+
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard lib/*.c lib/*.h) include/tiercache.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude -Ilib -o $@ $< $(FUZZ_SRC_$*)
+
+fuzz: $(patsubst %,$(B)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(B)/fuzz/corpus_$$t; \
+	    $(B)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+	        -artifact_prefix=$(B)/fuzz/ $(B)/fuzz/corpus_$$t tests/fuzz/corpus/$$t; \
+	done
 
 check-exports: $(SHLIB)
 	sh tests/check_exports.sh $(SHLIB)
@@ -112,9 +149,13 @@ check-asan:
 check-tsan:
 	$(MAKE) B=build-tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
 	    check-unit
-check-valgrind: $(TEST_BIN)
+check-valgrind: $(TEST_BIN) $(FUZZ_REPLAY)
 	CK_FORK=no CK_DEFAULT_TIMEOUT=120 valgrind --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite --show-leak-kinds=definite -q $(TEST_BIN)
+	set -e; for t in $(FUZZ_TARGETS); do \
+	    valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q \
+	        $(B)/tests/fuzz/replay_$$t tests/fuzz/corpus/$$t; \
+	done
 
 deps:
 	sh scripts/deps.sh

@@ -17,6 +17,7 @@ Suite *store_suite(void);
 Suite *redis_suite(void);
 Suite *cache_suite(void);
 Suite *shared_suite(void);
+Suite *cache_control_suite(void);
 Suite *pattern_suite(void);
 
 /* A private redis-server. */
