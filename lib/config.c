@@ -39,7 +39,9 @@ static const opt options[] = {
     {"redis.host", OPT_STR, F(redis_host), 0, 255, NULL},
     {"redis.port", OPT_INT, F(redis_port), 1, 65535, NULL},
     {"redis.unix_socket", OPT_STR, F(redis_unix_socket), 0, 107, NULL}, /* sun_path */
-    {"redis.namespace", OPT_STR, F(redis_namespace), 0, 128, NULL},
+    /* Not empty: recovering from an outage may clear every key under the namespace, and an
+     * empty one would be the whole database, other applications' keys included. */
+    {"redis.namespace", OPT_STR, F(redis_namespace), 1, 128, NULL},
     {"redis.connect_timeout_ms", OPT_INT, F(redis_connect_timeout_ms), 1, 60000, NULL},
     {"redis.command_timeout_ms", OPT_INT, F(redis_command_timeout_ms), 1, 60000, NULL},
     {"redis.retry_interval_ms", OPT_INT, F(redis_retry_interval_ms), 0, 600000, NULL},

@@ -46,12 +46,13 @@
 
 #define PEND_MAX 10000
 #define PEND_BUCKETS 16384 /* a power of two, about 1.6 x PEND_MAX */
-#define DEL_BATCH 256      /* keys per pipelined DEL */
+#define SETTLE_BATCH 256   /* keys per settle script call */
 #define SCAN_COUNT "1000"
 
 typedef struct pend_entry {
     struct pend_entry *next;
     uint64_t hash, seq; /* seq: the journal's sequence number at the key's last failure */
+    int64_t version;    /* the newest version a failed write carried, -1 if none (invalidate) */
     size_t len;
     char key[];         /* ns + key */
 } pend_entry;
@@ -61,6 +62,7 @@ struct tc__redis {
     char *ns, *scan_pattern;
     size_t ns_len, scan_pattern_len;
     size_t max_value_bytes;
+    int64_t tombstone_ttl_ms;
     const void *owner;
     /* Only connects and reuses are counted here (redis_conn.c): the orchestration counts the
      * tier's hits, misses, sets and errors from the codes these functions return. */
@@ -162,9 +164,10 @@ static void journal_end(tc__redis *r)
     atomic_store(&r->pend_busy, 0);
 }
 
-/* Remembers that key (without the namespace) may hold a value older than the store's. Never
- * fails: when it cannot remember the key it remembers to clear the whole namespace. */
-static void pend_add(tc__redis *r, const char *key, size_t key_len)
+/* Remembers that key (without the namespace) may hold a value older than the store's version
+ * (the version of the failed write, or -1 for an invalidation). Never fails: when it cannot
+ * remember the key it remembers to clear the whole namespace. */
+static void pend_add(tc__redis *r, const char *key, size_t key_len, int64_t version)
 {
     uint64_t h = fnv1a(fnv1a(14695981039346656037u, r->ns, r->ns_len), key, key_len);
     size_t len = r->ns_len + key_len;
@@ -180,6 +183,8 @@ static void pend_add(tc__redis *r, const char *key, size_t key_len)
         if (e->hash == h && e->len == len && memcmp(e->key, r->ns, r->ns_len) == 0 &&
             memcmp(e->key + r->ns_len, key, key_len) == 0) {
             e->seq = seq;
+            if (version > e->version)
+                e->version = version;
             goto done;
         }
     }
@@ -190,6 +195,7 @@ static void pend_add(tc__redis *r, const char *key, size_t key_len)
         goto overflow;
     e->hash = h;
     e->seq = seq;
+    e->version = version;
     e->len = len;
     memcpy(e->key, r->ns, r->ns_len);
     memcpy(e->key + r->ns_len, key, key_len);
@@ -328,20 +334,43 @@ static const char guard_script[] =
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "return 1\n";
-/* Invalidation goes through the evict script, which keeps tombstones (see its comment). */
-static const char evict_script[] =
-    "-- KEYS: keys to drop from the cache; ARGV[1]: the envelope's first two bytes. Tombstones stay:\n"
-    "-- they go on refusing late fills of the version they deleted. Returns how many were dropped.\n"
+/* Invalidations, and the journal's replay, go through the settle script: it takes values out
+ * of service but leaves a tombstone carrying their version (see its comment). */
+static const char settle_script[] =
+    "-- Takes KEYS out of service without forgetting their versions. ARGV[1]: the envelope's first\n"
+    "-- two bytes; ARGV[2]: PX ms for tombstones; ARGV[3]: their expiry (8 bytes); ARGV[3 + i]: a\n"
+    "-- version (8 bytes, big-endian) that KEYS[i] must not go below, or '' if none is known.\n"
+    "-- A value of ours becomes a tombstone of max(its version, the given one), so a late fill of an\n"
+    "-- older version is still refused; a tombstone stays (raised to the given version); anything\n"
+    "-- else is deleted, or replaced by a tombstone when a version is given. Returns how many\n"
+    "-- values were taken out. Versions are compared byte by byte: Lua's string < uses strcoll.\n"
+    "local function newer(a, b)\n"
+    "  for i = 1, 8 do\n"
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
+    "    if x ~= y then return x > y end\n"
+    "  end\n"
+    "  return false\n"
+    "end\n"
     "local n = 0\n"
-    "for _, k in ipairs(KEYS) do\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local want = ARGV[3 + i]\n"
     "  local t = redis.call('TYPE', k).ok\n"
-    "  if t ~= 'none' then\n"
-    "    local keep = false\n"
-    "    if t == 'string' then\n"
-    "      local h = redis.call('GETRANGE', k, 0, 2)\n"
-    "      keep = #h == 3 and string.sub(h, 1, 2) == ARGV[1] and string.sub(h, 3, 3) == 'X'\n"
+    "  local kind, ver = nil, nil\n"
+    "  if t == 'string' then\n"
+    "    local h = redis.call('GETRANGE', k, 0, 10)\n"
+    "    if #h == 11 and string.sub(h, 1, 2) == ARGV[1] then\n"
+    "      kind, ver = string.sub(h, 3, 3), string.sub(h, 4, 11)\n"
     "    end\n"
-    "    if not keep then n = n + redis.call('DEL', k) end\n"
+    "  end\n"
+    "  if t ~= 'none' and kind ~= 'X' then n = n + 1 end\n"
+    "  local target = ver\n"
+    "  if want ~= '' and (target == nil or newer(want, target)) then target = want end\n"
+    "  if kind == 'X' and target == ver then\n"
+    "    -- already a tombstone at least that new\n"
+    "  elseif target ~= nil then\n"
+    "    redis.call('SET', k, ARGV[1] .. 'X' .. target .. ARGV[3], 'PX', ARGV[2])\n"
+    "  elseif t ~= 'none' then\n"
+    "    redis.call('DEL', k)\n"
     "  end\n"
     "end\n"
     "return n\n";
@@ -353,9 +382,9 @@ static const struct script {
     const char *sha;
 } scripts[] = {
     [TC__SCRIPT_GUARD] = {guard_script, sizeof guard_script - 1,
-                          "db2f3e519c72123972c965a21863aa0b27a23306"},
-    [TC__SCRIPT_EVICT] = {evict_script, sizeof evict_script - 1,
-                          "3df8721be254622014dc978f034946df8963bc83"},
+                           "db2f3e519c72123972c965a21863aa0b27a23306"},
+    [TC__SCRIPT_SETTLE] = {settle_script, sizeof settle_script - 1,
+                           "832633ddbbd2444cc412ac4ca29f62e8f8e30ffb"},
 };
 
 int tc__redis_script(int which, const char **out_text, const char **out_sha)
@@ -401,10 +430,68 @@ static redisReply *conn_eval(redisContext *c, int which, int nrest, const char *
     return rep;
 }
 
+/* A key (with the namespace) for the settle script, and the version it must not go below. */
+typedef struct settle_item {
+    const char *key;
+    size_t len;
+    int64_t version; /* -1: none known */
+} settle_item;
+
+/* Runs the settle script on c over n items (n <= SETTLE_BATCH); *removed += values taken out. */
+static int conn_settle(tc__redis *r, redisContext *c, const settle_item *items, size_t n,
+                       int64_t *removed)
+{
+    static const char magic[2] = {ENV_MAGIC, ENV_FORMAT};
+    size_t nrest = 1 + n + 3 + n;
+    const char **rest = malloc(nrest * sizeof *rest);
+    size_t *lens = malloc(nrest * sizeof *lens);
+    unsigned char *vers = malloc(n * 8 + 8);
+    char numkeys[24], px[24];
+    redisReply *rep = NULL;
+    int rc = TC_OK;
+    if (rest == NULL || lens == NULL || vers == NULL) {
+        rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        goto done;
+    }
+    snprintf(numkeys, sizeof numkeys, "%zu", n);
+    snprintf(px, sizeof px, "%lld", (long long)r->tombstone_ttl_ms);
+    put_be64(vers + n * 8, (uint64_t)(tc__wall_ms() + r->tombstone_ttl_ms));
+    rest[0] = numkeys;
+    lens[0] = strlen(numkeys);
+    for (size_t i = 0; i < n; i++) {
+        rest[1 + i] = items[i].key;
+        lens[1 + i] = items[i].len;
+        rest[1 + n + 3 + i] = (const char *)vers + i * 8;
+        lens[1 + n + 3 + i] = items[i].version >= 0 ? 8 : 0;
+        if (items[i].version >= 0)
+            put_be64(vers + i * 8, (uint64_t)items[i].version);
+    }
+    rest[1 + n] = magic;
+    lens[1 + n] = sizeof magic;
+    rest[2 + n] = px;
+    lens[2 + n] = strlen(px);
+    rest[3 + n] = (const char *)vers + n * 8;
+    lens[3 + n] = 8;
+    rep = conn_eval(c, TC__SCRIPT_SETTLE, (int)nrest, rest, lens);
+    if (rep == NULL)
+        rc = c->err ? ctx_error(r, c, "settle") : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    else if (rep->type != REDIS_REPLY_INTEGER)
+        rc = reply_error(r, rep, "settle", "integer");
+    else if (removed != NULL)
+        *removed += rep->integer;
+done:
+    if (rep != NULL)
+        freeReplyObject(rep);
+    free(rest);
+    free(lens);
+    free(vers);
+    return rc;
+}
+
 /* Drops every key matching a Redis glob: SCAN MATCH, then each batch of keys found with a
  * plain DEL (evict == 0: the journal's overflow, which must leave nothing behind) or through the
- * evict script (evict != 0: an invalidation, which keeps tombstones). *removed, if not NULL,
- * receives how many keys were dropped. */
+ * settle script (evict != 0: an invalidation, which leaves tombstones behind). *removed, if not
+ * NULL, receives how many values were dropped. */
 static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glob_len,
                      int evict, int64_t *removed)
 {
@@ -438,38 +525,36 @@ static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glo
         memcpy(cursor, cur->str, cur->len);
         cursor[cur->len] = '\0';
         int rc = TC_OK;
-        if (keys->elements > 0) {
-            /* DEL k...  or, for conn_eval, numkeys k... magic */
-            size_t n = keys->elements + 2;
-            const char **dargv = malloc(n * sizeof *dargv);
-            size_t *dlens = malloc(n * sizeof *dlens);
-            redisReply *drep = NULL;
-            if (dargv != NULL && dlens != NULL) {
-                static const char magic[2] = {ENV_MAGIC, ENV_FORMAT};
-                char numkeys[24];
-                snprintf(numkeys, sizeof numkeys, "%zu", keys->elements);
-                dargv[0] = evict ? numkeys : "DEL";
-                dlens[0] = strlen(dargv[0]);
-                for (size_t i = 0; i < keys->elements; i++) {
-                    dargv[i + 1] = keys->element[i]->str;
-                    dlens[i + 1] = keys->element[i]->len;
+        for (size_t done = 0; rc == TC_OK && done < keys->elements;) {
+            size_t n = keys->elements - done;
+            if (n > SETTLE_BATCH)
+                n = SETTLE_BATCH;
+            if (evict) {
+                settle_item items[SETTLE_BATCH];
+                for (size_t i = 0; i < n; i++)
+                    items[i] = (settle_item){keys->element[done + i]->str,
+                                             keys->element[done + i]->len, -1};
+                rc = conn_settle(r, c, items, n, &total);
+            } else {
+                const char *dargv[1 + SETTLE_BATCH];
+                size_t dlens[1 + SETTLE_BATCH];
+                dargv[0] = "DEL";
+                dlens[0] = 3;
+                for (size_t i = 0; i < n; i++) {
+                    dargv[1 + i] = keys->element[done + i]->str;
+                    dlens[1 + i] = keys->element[done + i]->len;
                 }
-                dargv[n - 1] = magic;
-                dlens[n - 1] = sizeof magic;
-                drep = evict ? conn_eval(c, TC__SCRIPT_EVICT, (int)n, dargv, dlens)
-                             : redisCommandArgv(c, (int)n - 1, dargv, dlens);
+                redisReply *drep = redisCommandArgv(c, (int)n + 1, dargv, dlens);
+                if (drep == NULL)
+                    rc = ctx_error(r, c, "DEL");
+                else if (drep->type != REDIS_REPLY_INTEGER)
+                    rc = reply_error(r, drep, "DEL", "integer");
+                else
+                    total += drep->integer;
+                if (drep != NULL)
+                    freeReplyObject(drep);
             }
-            free(dargv);
-            free(dlens);
-            if (drep == NULL)
-                rc = c->err ? ctx_error(r, c, "DEL")
-                            : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
-            else if (drep->type != REDIS_REPLY_INTEGER)
-                rc = reply_error(r, drep, evict ? "invalidate" : "DEL", "integer");
-            else
-                total += drep->integer;
-            if (drep != NULL)
-                freeReplyObject(drep);
+            done += n;
         }
         freeReplyObject(rep);
         if (rc != TC_OK)
@@ -490,57 +575,48 @@ static int apply_pending(tc__redis *r, redisContext *c)
     if (!atomic_load(&r->pend_active))
         return TC_OK;
 
+    /* Copied out under the lock (another thread may clear the entries as soon as it is
+     * released); the I/O happens after it. */
     tc__rconns_lock(r->conns);
     uint64_t upto = r->pend_seq;
     int overflow = r->pend_overflow;
-    size_t count = r->pend_count, batches = 0;
-    int appended = 1;
-    if (!overflow && count > 0) {
-        /* Only formatting into hiredis's output buffer happens under the lock; the I/O is
-         * after it. */
-        const char *argv[1 + DEL_BATCH];
-        size_t lens[1 + DEL_BATCH];
-        int argc = 1;
-        argv[0] = "DEL";
-        lens[0] = 3;
-        for (size_t i = 0; appended && i < PEND_BUCKETS; i++) {
-            for (pend_entry *e = r->pend_buckets[i]; appended && e != NULL; e = e->next) {
-                argv[argc] = e->key;
-                lens[argc] = e->len;
-                if (++argc == 1 + DEL_BATCH) {
-                    appended = redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK;
-                    batches++;
-                    argc = 1;
+    size_t count = overflow ? 0 : r->pend_count, bytes = 0;
+    settle_item *items = NULL;
+    char *keybuf = NULL;
+    int rc = TC_OK;
+    if (count > 0) {
+        for (size_t i = 0; i < PEND_BUCKETS; i++)
+            for (pend_entry *e = r->pend_buckets[i]; e != NULL; e = e->next)
+                bytes += e->len;
+        items = malloc(count * sizeof *items);
+        keybuf = malloc(bytes);
+        if (items == NULL || keybuf == NULL) {
+            rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        } else {
+            size_t k = 0, off = 0;
+            for (size_t i = 0; i < PEND_BUCKETS; i++) {
+                for (pend_entry *e = r->pend_buckets[i]; e != NULL; e = e->next) {
+                    memcpy(keybuf + off, e->key, e->len);
+                    items[k++] = (settle_item){keybuf + off, e->len, e->version};
+                    off += e->len;
                 }
             }
-        }
-        if (appended && argc > 1) {
-            appended = redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK;
-            batches++;
         }
     }
     tc__rconns_unlock(r->conns);
 
-    if (!overflow && count == 0)
-        return TC_OK; /* emptied by another thread meanwhile */
-    if (!appended)
-        return ctx_error(r, c, "queueing pending invalidations");
-
-    int rc = TC_OK;
-    if (overflow) {
+    if (rc == TC_OK && overflow) {
         rc = scan_drop(r, c, r->scan_pattern, r->scan_pattern_len, 0, NULL);
     } else {
-        for (size_t i = 0; i < batches; i++) {
-            void *p = NULL;
-            if (redisGetReply(c, &p) != REDIS_OK || p == NULL)
-                return ctx_error(r, c, "applying pending invalidations");
-            redisReply *rep = p;
-            /* Read every reply even after a bad one, to keep the connection in step. */
-            if (rep->type != REDIS_REPLY_INTEGER && rc == TC_OK)
-                rc = reply_error(r, rep, "DEL (pending invalidations)", "integer");
-            freeReplyObject(rep);
-        }
+        /* A failed write is replayed as a tombstone of its version, not as a DEL: between the
+         * failure and now, a read on this handle may have loaded the older row, and its late
+         * fill must be refused rather than find the key empty. */
+        for (size_t done = 0; rc == TC_OK && done < count; done += SETTLE_BATCH)
+            rc = conn_settle(r, c, items + done,
+                             count - done < SETTLE_BATCH ? count - done : SETTLE_BATCH, NULL);
     }
+    free(items);
+    free(keybuf);
     if (rc != TC_OK)
         return rc;
     pend_clear(r, upto);
@@ -654,6 +730,7 @@ int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner
     r->owner = owner;
     r->stats = stats != NULL ? stats : &r->own_stats;
     r->max_value_bytes = opts->max_value_bytes;
+    r->tombstone_ttl_ms = opts->tombstone_ttl_ms > 0 ? opts->tombstone_ttl_ms : 10000;
     atomic_init(&r->pend_active, 0);
     atomic_init(&r->pend_busy, 0);
 
@@ -843,7 +920,7 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
     }
     free(blob);
     if (rc != TC_OK)
-        pend_add(r, key, key_len);
+        pend_add(r, key, key_len, version);
     return rc;
 }
 
@@ -859,6 +936,13 @@ int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t v
     return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms);
 }
 
+static int op_settle_one(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    int rc = conn_settle(r, c, ctx, 1, NULL);
+    *broken = rc != TC_OK && c->err != 0;
+    return rc;
+}
+
 int tc__redis_del(tc__redis *r, const char *key, size_t key_len)
 {
     if (r == NULL)
@@ -869,20 +953,12 @@ int tc__redis_del(tc__redis *r, const char *key, size_t key_len)
     nskey k;
     rc = nskey_make(&k, r, key, key_len);
     if (rc == TC_OK) {
-        static const char magic[2] = {ENV_MAGIC, ENV_FORMAT};
-        const char *rest[3] = {"1", k.p, magic};
-        size_t lens[3] = {1, k.len, sizeof magic};
-        redisReply *rep;
-        rc = run_script(r, TC__SCRIPT_EVICT, 3, rest, lens, &rep);
-        if (rc == TC_OK) {
-            if (rep->type != REDIS_REPLY_INTEGER)
-                rc = reply_error(r, rep, "invalidate", "integer");
-            freeReplyObject(rep);
-        }
+        settle_item item = {k.p, k.len, -1};
+        rc = with_conn(r, op_settle_one, &item);
         nskey_free(&k);
     }
     if (rc != TC_OK)
-        pend_add(r, key, key_len);
+        pend_add(r, key, key_len, -1);
     return rc;
 }
 

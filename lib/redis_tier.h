@@ -18,6 +18,7 @@ typedef struct tc__redis_opts {
     const char *ns;          /* prefix of every key */
     int64_t connect_timeout_ms, command_timeout_ms, retry_interval_ms;
     size_t max_value_bytes;  /* a larger value in Redis is a protocol error */
+    int64_t tombstone_ttl_ms; /* life of the tombstones invalidations leave; 0: 10 s */
 } tc__redis_opts;
 
 /* Copies opts; connects nothing yet. */
@@ -41,19 +42,21 @@ int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *val
  * as above. */
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
                         int64_t ttl_ms);
-/* Drops the key from Redis, but not a tombstone (it goes on refusing late fills of the version
- * it deleted); on failure, remembered as above. */
+/* Takes the key's value out of Redis, leaving a tombstone of the value's version (for
+ * tombstone_ttl_ms) so that a late fill of an older version is still refused, while a fill of
+ * the same version (the next read-through) is accepted; on failure, remembered as above. */
 int tc__redis_del(tc__redis *r, const char *key, size_t key_len);
 
-/* Drops every key matching the path pattern (pattern.h), tombstones excepted, with cursor SCAN
- * (never KEYS: it blocks the server); *out_removed receives how many. TC_EINVAL for a bad
- * pattern, TC_EREDIS/TC_EPROTO when Redis fails (not remembered: the caller reports it). */
+/* tc__redis_del for every key matching the path pattern (pattern.h), found with cursor SCAN
+ * (never KEYS: it blocks the server); *out_removed receives how many values were taken out.
+ * TC_EINVAL for a bad pattern, TC_EREDIS/TC_EPROTO when Redis fails (not remembered: the
+ * caller reports it). */
 int tc__redis_invalidate_pattern(tc__redis *r, const char *pat, size_t pat_len,
                                  int64_t *out_removed);
 
 /* The server-side scripts and their SHA1s (a test checks each against SCRIPT LOAD). */
 #define TC__SCRIPT_GUARD 0
-#define TC__SCRIPT_EVICT 1
+#define TC__SCRIPT_SETTLE 1
 int tc__redis_script(int which, const char **out_text, const char **out_sha);
 
 #endif

@@ -105,6 +105,7 @@ START_TEST(test_every_error_names_the_key)
     expect_error("{\"store\": {\"path\": \"\"}}", "store.path: length 0 is out of range");
     expect_error("{\"default_ttl_ms\": 1, \"default_ttl_ms\": 2}", "duplicate");
     expect_error("{\"redis\": {\"namespace\": null}}", "redis.namespace: must be a string");
+    expect_error("{\"redis\": {\"namespace\": \"\"}}", "redis.namespace: length 0 is out of range");
 }
 END_TEST
 
