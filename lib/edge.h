@@ -35,6 +35,13 @@ int tc__edge_remove(tc__edge *e, const char *key, size_t key_len);
 /* Drops every entry (used when invalidations may have been missed). */
 void tc__edge_clear(tc__edge *e);
 
+/* Removes every entry (live or tombstone) whose key match accepts (returns non-zero), as
+ * tc__edge_remove would each. match runs with one shard held exclusively at a time: it must
+ * only look at the key and must not call into the edge. Returns how many entries that were not
+ * expired were removed. O(entries); reads of the shard being walked wait for it. */
+typedef int (*tc__edge_match_fn)(void *ctx, const char *key, size_t key_len);
+int64_t tc__edge_remove_matching(tc__edge *e, tc__edge_match_fn match, void *ctx);
+
 /* Current number of entries (tombstones included), bytes charged, evictions so far. */
 void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evictions);
 
