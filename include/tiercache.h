@@ -108,7 +108,7 @@ TC_API void tc_free(void *ptr);
  *   redis.host                 string  ""             empty and no unix_socket: no Redis tier
  *   redis.port                 int     6379           1 .. 65535
  *   redis.unix_socket          string  ""             a socket path, used instead of host/port
- *   redis.namespace            string  "tc:"          prefix of every Redis key
+ *   redis.namespace            string  "tc:"          prefix of every Redis key (1..128 bytes)
  *   redis.connect_timeout_ms   int     200            1 .. 60000
  *   redis.command_timeout_ms   int     500            1 .. 60000
  *   redis.retry_interval_ms    int     1000           after a failed connect, Redis is skipped
@@ -275,11 +275,32 @@ TC_API int tc_del(tc_cache *cache, const char *key, size_t key_len);
 /**
  * Removes a key from the caches only (edge and Redis); the store keeps it, and the next get
  * reads it from there. Succeeds whether or not a cache held the key.
- * @return TC_OK, TC_EINVAL, TC_EKEY, TC_EREDIS (the edge copy is gone but Redis could not be
- *         reached; the key is removed from Redis once it is back), TC_ENOMEM.
+ * @return TC_OK, TC_EINVAL, TC_EKEY, TC_EREDIS or TC_EPROTO (the edge copy is gone but Redis
+ *         could not be reached or answered nonsense; the key is removed from Redis before this
+ *         handle reads from it again), TC_ENOMEM.
  * Thread-safe.
  */
 TC_API int tc_invalidate(tc_cache *cache, const char *key, size_t key_len);
+
+/**
+ * Removes from the caches (edge and Redis; the store keeps them) every entry whose key matches a
+ * path pattern, as `aws cloudfront create-invalidation --paths` does:
+ *   '*'   any run of bytes, '/' included, possibly empty   ("/images/" then '*': all below)
+ *   '?'   exactly one byte
+ *   '\'   makes the next byte literal ("\*" is a star)
+ *   any other byte matches itself (case-sensitive). A pattern without wildcards names one key.
+ * The marker a tc_del left (a tombstone) is kept: it goes on refusing late copies of the
+ * deleted value. Redis is walked with SCAN (never KEYS), in batches, so the server is never
+ * blocked for long; entries written while the walk runs may or may not be removed.
+ * @param out_removed  if not NULL, receives the number of edge entries plus Redis keys removed
+ *                     (0 on failure).
+ * @param pattern      pattern_len bytes, 1..TC_KEY_MAX, no NUL byte, no dangling backslash.
+ * @return TC_OK, TC_EINVAL (NULL cache or pattern, bad pattern), TC_EREDIS or TC_EPROTO (the
+ *         edge entries are gone but Redis could not be walked: call again).
+ * Thread-safe.
+ */
+TC_API int tc_invalidate_pattern(int64_t *out_removed, tc_cache *cache, const char *pattern,
+                                 size_t pattern_len);
 
 /* ---- Stats --------------------------------------------------------------------------------- */
 /**

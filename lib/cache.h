@@ -11,7 +11,8 @@
  * cache is updated (to check write-through ordering, and to inject races). Not exported. */
 extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
 
-/* The handle's edge tier (NULL when disabled), for tests that look inside. */
+/* The handle's edge and Redis tiers (NULL when absent), for tests that look inside. */
 tc__edge *tc__cache_edge(tc_cache *cache);
+struct tc__redis *tc__cache_redis(tc_cache *cache);
 
 #endif

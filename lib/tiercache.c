@@ -12,28 +12,81 @@
 #include "cache.h"
 #include "config.h"
 #include "edge.h"
+#include "pattern.h"
 #include "redis_tier.h"
 #include "stats.h"
 #include "store.h"
 
+#include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct tc_cache {
     tc_config *cfg;
-    tc__edge *edge;   /* NULL when edge.enabled is false */
+    tc__edge *edge;   /* NULL when edge.enabled is false; replaced in a child after fork */
     tc__redis *redis; /* NULL when no Redis is configured */
     tc__store *store;
     tc__stats stats;
+    atomic_uint fork_gen; /* tc__fork_generation() the edge belongs to, or EDGE_REPAIRING */
 };
+
+#define EDGE_REPAIRING UINT_MAX
+
+/* Edges a child abandoned (see fork_check), kept reachable: they are never freed. */
+typedef struct grave {
+    struct grave *next;
+    tc__edge *edge;
+} grave;
+static _Atomic(grave *) graveyard;
+
+/* After fork() the child must not touch the edge it inherited: another parent thread may have
+ * been inside it (holding a shard) at the instant of fork, and would never leave it here. So a
+ * child's first call gives the handle a new, empty edge (it may have missed invalidations
+ * anyway, invariant 3) and abandons the old one without freeing it: freeing would touch the
+ * same shards. The Redis tier and the store repair themselves the same way. */
+static void fork_check(tc_cache *c)
+{
+    unsigned gen = tc__fork_generation();
+    unsigned seen = atomic_load_explicit(&c->fork_gen, memory_order_acquire);
+    while (seen != gen) {
+        if (seen != EDGE_REPAIRING &&
+            atomic_compare_exchange_strong(&c->fork_gen, &seen, EDGE_REPAIRING)) {
+            tc__edge *fresh = NULL;
+            if (c->edge != NULL) {
+                grave *g = malloc(sizeof *g);
+                if (g != NULL) {
+                    g->edge = c->edge;
+                    g->next = atomic_load(&graveyard);
+                    while (!atomic_compare_exchange_weak(&graveyard, &g->next, g))
+                        ;
+                }
+                /* On failure the child runs without an edge: slower, never wrong. */
+                if (tc__edge_new(&fresh, (size_t)c->cfg->edge_max_entries,
+                                 (size_t)c->cfg->edge_max_bytes) != TC_OK)
+                    fresh = NULL;
+                c->edge = fresh;
+            }
+            atomic_store_explicit(&c->fork_gen, gen, memory_order_release);
+            return;
+        }
+        sched_yield();
+        seen = atomic_load_explicit(&c->fork_gen, memory_order_acquire);
+    }
+}
 
 void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
 
 tc__edge *tc__cache_edge(tc_cache *c)
 {
     return c->edge;
+}
+
+tc__redis *tc__cache_redis(tc_cache *c)
+{
+    return c->redis;
 }
 
 int tc_version_number(void)
@@ -87,11 +140,13 @@ int tc_open(tc_cache **out, const tc_config *cfg)
             .command_timeout_ms = k->redis_command_timeout_ms,
             .retry_interval_ms = k->redis_retry_interval_ms,
             .max_value_bytes = (size_t)k->max_value_bytes,
+            .tombstone_ttl_ms = k->tombstone_ttl_ms,
         };
         rc = tc__redis_new(&c->redis, &o, c, &c->stats);
         if (rc != TC_OK)
             goto fail;
     }
+    atomic_store(&c->fork_gen, tc__fork_generation());
     *out = c;
     return TC_OK;
 fail:
@@ -206,6 +261,7 @@ static int check_get_args(tc_cache *c, const char *key, size_t key_len)
 {
     if (c == NULL)
         return tc__err(NULL, TC_EINVAL, "get: cache is NULL");
+    fork_check(c);
     return tc__check_key(c, key, key_len);
 }
 
@@ -269,10 +325,12 @@ int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_vers
         *out_info = 0;
     if (out_version != NULL)
         *out_version = 0;
+    if (out != NULL)
+        *out = NULL;
+    if (out_len != NULL)
+        *out_len = 0;
     if (out == NULL || out_len == NULL)
         return tc__err(c, TC_EINVAL, "get: out or out_len is NULL");
-    *out = NULL;
-    *out_len = 0;
     int rc = check_get_args(c, key, key_len);
     if (rc != TC_OK)
         return rc;
@@ -334,6 +392,7 @@ static int check_write_args(tc_cache *c, const char *op, const char *key, size_t
 {
     if (c == NULL)
         return tc__err(NULL, TC_EINVAL, "%s: cache is NULL", op);
+    fork_check(c);
     return tc__check_key(c, key, key_len);
 }
 
@@ -347,7 +406,8 @@ int tc_put(tc_cache *c, const char *key, size_t key_len, const void *value, size
         return tc__err(c, TC_EINVAL, "put: value is NULL but value_len is %zu", value_len);
     if (ttl_ms < 0)
         return tc__err(c, TC_EINVAL, "put: ttl_ms is negative (%lld)", (long long)ttl_ms);
-    if ((int64_t)value_len > c->cfg->max_value_bytes)
+    /* Compared unsigned: a huge size_t must not turn negative and slip through. */
+    if ((uint64_t)value_len > (uint64_t)c->cfg->max_value_bytes)
         return tc__err(c, TC_ETOOBIG, "put: value is %zu bytes, max_value_bytes is %lld",
                        value_len, (long long)c->cfg->max_value_bytes);
     if (value == NULL)
@@ -404,13 +464,33 @@ int tc_del(tc_cache *c, const char *key, size_t key_len)
     return TC_OK;
 }
 
+static int note_version(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    *(int64_t *)ctx = version;
+    return TC_OK;
+}
+
+/* Takes the key's value out of the edge but keeps its version, as a tombstone: a late fill of
+ * an older version (loaded before the write this invalidation follows) is still refused, the
+ * refill of the same version is not. If a newer value lands in between, the tombstone is
+ * refused and the newer value stays, which is as good. */
+static void edge_invalidate(tc_cache *c, const char *key, size_t key_len)
+{
+    int64_t version = -1;
+    if (tc__edge_get(c->edge, key, key_len, note_version, &version) != TC_OK || version < 0)
+        return;
+    if (tc__edge_tombstone(c->edge, key, key_len, version,
+                           min64(c->cfg->tombstone_ttl_ms, c->cfg->edge_max_ttl_ms)) < 0)
+        tc__edge_remove(c->edge, key, key_len);
+}
+
 int tc_invalidate(tc_cache *c, const char *key, size_t key_len)
 {
     int rc = check_write_args(c, "invalidate", key, key_len);
     if (rc != TC_OK)
         return rc;
     if (c->edge != NULL)
-        tc__edge_remove(c->edge, key, key_len);
+        edge_invalidate(c, key, key_len);
     if (c->redis != NULL) {
         rc = tc__redis_del(c->redis, key, key_len);
         if (rc != TC_OK) {
@@ -421,6 +501,47 @@ int tc_invalidate(tc_cache *c, const char *key, size_t key_len)
     return TC_OK;
 }
 
+typedef struct pattern_ref {
+    const char *p;
+    size_t n;
+} pattern_ref;
+
+static int match_pattern(void *ctx, const char *key, size_t key_len)
+{
+    const pattern_ref *pat = ctx;
+    return tc__pattern_match(pat->p, pat->n, key, key_len);
+}
+
+int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern,
+                          size_t pattern_len)
+{
+    if (out_removed != NULL)
+        *out_removed = 0;
+    if (c == NULL)
+        return tc__err(NULL, TC_EINVAL, "invalidate_pattern: cache is NULL");
+    fork_check(c);
+    int rc = tc__pattern_check(c, pattern, pattern_len);
+    if (rc != TC_OK)
+        return rc;
+    int64_t removed = 0;
+    if (c->edge != NULL) {
+        pattern_ref pat = {pattern, pattern_len};
+        removed += tc__edge_remove_matching(c->edge, match_pattern, &pat);
+    }
+    if (c->redis != NULL) {
+        int64_t n = 0;
+        rc = tc__redis_invalidate_pattern(c->redis, pattern, pattern_len, &n);
+        if (rc != TC_OK) {
+            TC__INC(c->stats.redis.errors);
+            return rc;
+        }
+        removed += n;
+    }
+    if (out_removed != NULL)
+        *out_removed = removed;
+    return TC_OK;
+}
+
 int tc_stats_json(char **out, tc_cache *c)
 {
     if (out == NULL)
@@ -428,6 +549,7 @@ int tc_stats_json(char **out, tc_cache *c)
     *out = NULL;
     if (c == NULL)
         return tc__err(NULL, TC_EINVAL, "stats: cache is NULL");
+    fork_check(c);
     return tc__stats_render(out, &c->stats, c->edge, c);
 }
 
@@ -475,7 +597,7 @@ static int config_from_env(tc_config **out)
         if (*p == '{')
             rc = tc_config_load_json(cfg, p, strlen(p));
         else if (*p != '\0')
-            rc = tc_config_load_file(cfg, env);
+            rc = tc_config_load_file(cfg, p);
         if (rc != TC_OK) {
             tc__err(NULL, rc, "TIERCACHE_CONFIG: %s", tc_config_errmsg(cfg));
             tc_config_free(cfg);
