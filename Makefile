@@ -86,8 +86,14 @@ $(BENCH_BIN): bench/bench.c tests/harness.c tests/tc_test.h $(STLIB)
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
-bench: $(BENCH_BIN)
+BENCH_EDGE_BIN := $(B)/bench/bench_edge
+$(BENCH_EDGE_BIN): bench/bench_edge.c $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -o $@ bench/bench_edge.c $(STLIB) $(REAL_LDFLAGS) $(DEP_LIBS) -lm
+
+bench: $(BENCH_BIN) $(BENCH_EDGE_BIN)
 	$(BENCH_BIN)
+	$(BENCH_EDGE_BIN)
 
 check: check-exports check-install check-examples check-unit
 

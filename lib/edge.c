@@ -12,18 +12,18 @@
  *    line only that thread writes), checks that no writer holds the shard, looks up, bumps the
  *    entry's 2-bit frequency if it is not already saturated, copies out and leaves. No lock,
  *    no list move, no clock call: two threads reading the same shard never write the same cache
- *    line, which is what lets reads scale (docs/eviction.md has the measurements; a
- *    pthread_rwlock's shared reader count made 2 threads slower than 1). The announcement is the
- *    hit's one fence; leaving is a plain store, because the counter has one writer.
+ *    line, which is what lets reads scale (docs/eviction.md has the measurements; with a
+ *    pthread_rwlock's shared reader count 2 threads read no faster than 1). The announcement is
+ *    the hit's one fence; leaving is a plain store, because the counter has one writer.
  *  - A writer takes the shard's mutex, raises the shard's writer flag and waits for the shard's
  *    reader counters to drain. Readers that find the flag raised wait on the mutex instead, so
  *    neither side starves. Copies and frees happen outside: the exclusive section covers only
  *    table and queue surgery.
  *
  * The table is open addressing with linear probing over (hash, entry) slots at most half full,
- * so a hit reads one slot line and then the entry, which is one allocation holding the key and
- * the value (a set is one malloc). Chaining at one entry per bucket cost half an extra entry
- * miss per hit on average, which was the largest item in the hit's cost at a million keys.
+ * so a hit compares hashes in one slot line and then reads one entry, a single allocation
+ * holding the key and the value (a set is one malloc). Chaining at one entry per bucket reads
+ * half an extra entry per hit on average.
  *
  * The eviction policy lives in its own section below and is reached only through policy_*
  * functions. It is S3-FIFO (Yang et al., SOSP'23), chosen over LRU, FIFO and SIEVE on the
@@ -145,8 +145,8 @@ struct edge_shard {
     uint32_t gclock;
 };
 
-/* One thread's (or a few threads') count of reads in progress in each shard: one cache line,
- * written only by its owner, read by writers. */
+/* A thread's count of reads in progress in each shard: one cache line, written only by its
+ * owner (or, for the shared slot, by every thread without one), read by writers. */
 struct edge_readers {
     alignas(64) atomic_uint n[EDGE_MAX_SHARDS];
 };
@@ -235,17 +235,17 @@ EDGE_INLINE uint64_t edge_hash(const tc__edge *e, const char *key, size_t len)
 /* ---- the edge clock ----------------------------------------------------------------------- */
 /* TTLs are checked against a process-wide copy of the coarse monotonic clock that a ticker
  * thread refreshes every EDGE_CLOCK_TICK_MS, so a hit costs one load of a line that changes once
- * per tick, instead of a vDSO clock call (about 6 ns here, a sixth of a hit). Sets use the same
- * clock, so a TTL is exact on it; against real time an entry may live up to a tick plus the
- * coarse clock's resolution (4 ms at HZ=250) plus the ticker's scheduling delay longer or shorter
- * than asked.
+ * per tick, instead of a vDSO clock call (4.5-8 ns here, a sixth to a quarter of a hit). Sets
+ * use the same clock, so a TTL is exact on it; against real time an entry may live up to a tick
+ * plus the coarse clock's resolution (4 ms at HZ=250) plus the ticker's scheduling delay longer
+ * or shorter than asked.
  *
  * The ticker starts on the first clock read while an edge exists, stops when the last edge is
  * freed, and parks EDGE_CLOCK_IDLE_TICKS after it was last woken, so an idle process is not woken
  * 500 times a second. While it is not publishing, `now` is 0 and readers read the clock
  * themselves, the first of them waking it: under load that is one wake-up a second, and the
- * hit path needs no store to say "still wanted" (such a store measured 15 ns a hit at a million
- * keys, where hits are bound by memory). In a fork()ed child the ticker is gone: the child
+ * hit path needs no store to say "still wanted" (such a store measured 15-20 ns a hit at a
+ * million keys, where hits are bound by memory). In a fork()ed child the ticker is gone: the child
  * handler marks it so, and the child's first read starts its own. */
 static struct {
     alignas(64) atomic_int_fast64_t now; /* ms on tc__now_ms()'s clock; 0 when not published */
@@ -310,7 +310,6 @@ static void clock_start(void)
         clock_direct = 1; /* correct, only slower: every read asks the clock */
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
-
 
 /* The slow path of edge_now: the ticker is parked, absent or not yet started. Kept out of line:
  * the hit path should carry one load and one branch for the clock. */
@@ -525,7 +524,8 @@ static void free_chain(struct edge_entry *en)
 
 static uint32_t ghost_tag(uint64_t hash)
 {
-    /* The low bits choose the bucket (and the table's bucket); bits 40-43 choose the shard. */
+    /* The low bits choose the bucket (and the table's slot), bits 40-43 the shard: 28 of the
+     * tag's 32 bits tell the keys of one bucket apart. */
     return (uint32_t)(hash >> 20) | 1;
 }
 
@@ -671,8 +671,8 @@ struct policy_hint {
 };
 
 /* Adds an entry. A key the ghost remembers goes to M. Until the first eviction, keys arriving
- * once S is full go to M too: otherwise the first tenth of a cold cache would be all S ever
- * keeps (libCacheSim's S3FIFO.c does the same). */
+ * once S is full go to M too, so a cold cache keeps its first keys in M rather than churning
+ * them through S before anything needs room (libCacheSim's S3FIFO.c does the same). */
 static void policy_insert(struct edge_shard *sh, struct edge_entry *en, struct policy_hint hint)
 {
     if (hint.known) {
@@ -856,10 +856,6 @@ EDGE_INLINE size_t shard_index(const tc__edge *e, uint64_t hash)
     return (size_t)(hash >> 40) & (e->nshards - 1);
 }
 
-/* Exclusive access: the mutex orders writers (and readers that found the shard busy); the flag
- * turns new readers away; then the readers already inside are waited out. The flag store and
- * the counter loads are sequentially consistent, as are the reader's increment and flag load
- * (a Dekker handshake): either the reader sees the flag or the writer sees the reader. */
 static void wait_readers(atomic_uint *n)
 {
     for (unsigned spins = 0; atomic_load(n) != 0; spins++) {
@@ -869,6 +865,10 @@ static void wait_readers(atomic_uint *n)
     }
 }
 
+/* Exclusive access: the mutex orders writers (and readers that found the shard busy); the flag
+ * turns new readers away; then the readers already inside are waited out. The flag store and
+ * the counter loads are sequentially consistent, as are the reader's counter store and flag load
+ * (a Dekker handshake): either the reader sees the flag or the writer sees the reader. */
 static void shard_write_lock(tc__edge *e, size_t si)
 {
     struct edge_shard *sh = &e->shards[si];

@@ -13,14 +13,16 @@ typedef struct tc__edge tc__edge;
 int tc__edge_new(tc__edge **out, size_t max_entries, size_t max_bytes);
 void tc__edge_free(tc__edge *e);
 
-/* TC_OK after calling fn with the live value (fn runs under a shard lock: copy and return),
- * TC_ENOTFOUND when absent, expired or a tombstone, or what fn returned. */
+/* TC_OK after calling fn with the live value, TC_ENOTFOUND when absent, expired or a tombstone,
+ * or what fn returned. fn runs while the shard is held for reading (its writers wait): copy and
+ * return, and never write to the edge from it. Takes no lock and writes no shared cache line
+ * unless a writer holds the shard. fn may be NULL. */
 int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
 
 /* Stores a copy for ttl_ms (> 0). Returns 1 if stored, 0 if refused because the entry already
  * holds a newer version or a newer tombstone (equal versions are accepted: a refresh), or
- * TC_ENOMEM. Values larger than the whole budget are not stored (returns 0) and any older copy
- * is removed. */
+ * TC_ENOMEM. Values larger than the shard's budget (or 4 GiB, or keys over 64 KiB) are not
+ * stored (returns 0) and any older copy is removed. */
 int tc__edge_set(tc__edge *e, const char *key, size_t key_len, const void *value, size_t len,
                  int64_t version, int64_t ttl_ms);
 
