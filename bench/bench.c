@@ -17,35 +17,10 @@
 #include <time.h>
 
 #include "tc_test.h"
+#include "bench_util.h"
 #include "tiercache.h"
 
 #define ROUNDS 5
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
-static void report(const char *id, const char *metric, double value, double baseline)
-{
-    printf("BENCH %s %s value=%.4g baseline=%.4g ratio=%.4g\n", id, metric, value, baseline,
-           value / baseline);
-    fflush(stdout);
-}
 
 static void die(const char *what, int rc, tc_cache *c)
 {
