@@ -427,7 +427,7 @@ int tc_put(tc_cache *c, const char *key, size_t key_len, const void *value, size
         tc__hook_after_commit(c, key, key_len);
 
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
-     * it could not overwrite and deletes it before it serves again. */
+     * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
     fill_redis(c, key, key_len, value, value_len, version, ttl_ms);
     reader r = {.c = c, .copy = (void *)value, .len = value_len, .version = version};
     fill_edge(c, key, key_len, &r, ttl_ms);
