@@ -388,12 +388,13 @@ END_TEST
  * never freezes: not after the ticker stopped with the last edge, not after it parked for lack
  * of readers, not in a fork()ed child (where the ticker thread does not exist). */
 
-/* A 50 ms entry is present at once and absent 250 ms later. */
+/* A 200 ms entry is present at once and absent 500 ms later (margins for valgrind: a forked
+ * child may start its ticker thread between the set and the get). */
 static int short_ttl_expires(tc__edge *e, const char *key)
 {
-    if (set(e, key, "v", 1, 50) != 1 || get(e, key) != TC_OK)
+    if (set(e, key, "v", 1, 200) != 1 || get(e, key) != TC_OK)
         return 0;
-    sleep_ms(250);
+    sleep_ms(500);
     return get(e, key) == TC_ENOTFOUND;
 }
 
@@ -1069,12 +1070,14 @@ static void *many_reader(void *p)
     return NULL;
 }
 
-static void set_checked(tc__edge *e, const char *key, int64_t v)
+/* A value stress_check_fn accepts. Returns what tc__edge_set returned (no assertion: it also
+ * runs on threads other than the test's). */
+static int set_checked(tc__edge *e, const char *key, int64_t v)
 {
     unsigned char value[64];
     memcpy(value, &v, sizeof v);
     memset(value + sizeof v, (unsigned char)(v * 31), sizeof value - sizeof v);
-    ck_assert_int_ge(tc__edge_set(e, key, strlen(key), value, sizeof value, v, LONG_TTL), 0);
+    return tc__edge_set(e, key, strlen(key), value, sizeof value, v, LONG_TTL);
 }
 
 START_TEST(test_more_threads_than_slots)
@@ -1091,7 +1094,8 @@ START_TEST(test_more_threads_than_slots)
         char key[16];
         for (int64_t v = 1; v <= 2000; v++) {
             snprintf(key, sizeof key, "k%d", (int)(v % 8));
-            set_checked(edge, key, v);
+            if (set_checked(edge, key, v) < 0)
+                atomic_fetch_add(&errors, 1);
         }
         for (int i = 0; i < MANY_THREADS; i++)
             ck_assert_int_eq(pthread_join(th[i], NULL), 0);
@@ -1101,11 +1105,11 @@ START_TEST(test_more_threads_than_slots)
 }
 END_TEST
 
-/* fork() while another thread reads and writes: the child must find no shard held, no reader
- * counted that it does not have, and a clock that runs. */
+/* fork() while another thread reads and writes: the child must find no shard held and no
+ * reader counted that it does not have (test_ttl_in_forked_child checks its clock). */
 typedef struct busy_arg {
     tc__edge *e;
-    atomic_int stop;
+    atomic_int stop, errors;
 } busy_arg;
 
 static void *busy_thread(void *p)
@@ -1115,10 +1119,10 @@ static void *busy_thread(void *p)
     unsigned seed = 4321;
     for (int64_t v = 1; !atomic_load(&a->stop); v++) {
         snprintf(key, sizeof key, "k%u", next_rand(&seed) % 64);
-        if (v % 3 == 0)
-            set_checked(a->e, key, v);
-        else
-            tc__edge_get(a->e, key, strlen(key), stress_check_fn, NULL);
+        int rc = v % 3 == 0 ? set_checked(a->e, key, v)
+                            : tc__edge_get(a->e, key, strlen(key), stress_check_fn, NULL);
+        if (rc < TC_ENOTFOUND)
+            atomic_fetch_add(&a->errors, 1);
     }
     return NULL;
 }
@@ -1127,6 +1131,7 @@ START_TEST(test_fork_while_busy)
 {
     busy_arg a = {.e = edge};
     atomic_init(&a.stop, 0);
+    atomic_init(&a.errors, 0);
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, busy_thread, &a), 0);
     int result = 0, i;
@@ -1143,7 +1148,6 @@ START_TEST(test_fork_while_busy)
                 bad |= tc__edge_set(edge, key, strlen(key), "c", 1, INT64_MAX / 2, LONG_TTL) != 1;
                 bad |= get(edge, key) != TC_OK;
             }
-            bad |= !short_ttl_expires(edge, "child");
             /* Leave by exec: the busy thread's memory did not survive the fork, and a leak
              * checker's report at exit would only be noise. */
             if (!bad)
@@ -1160,6 +1164,7 @@ START_TEST(test_fork_while_busy)
     atomic_store(&a.stop, 1);
     pthread_join(t, NULL);
     ck_assert_msg(result == 0, "child %d: status %d", i - 1, result);
+    ck_assert_int_eq(atomic_load(&a.errors), 0);
 }
 END_TEST
 
