@@ -81,13 +81,13 @@ $(TEST_BIN): $(TEST_SRC) $(wildcard tests/*.h) $(STLIB)
 	      $(CHECK_LIBS) $(DEP_LIBS)
 
 BENCH_BIN := $(B)/bench/bench
-$(BENCH_BIN): bench/bench.c tests/harness.c tests/tc_test.h $(STLIB)
+$(BENCH_BIN): bench/bench.c bench/bench_util.h tests/harness.c tests/tc_test.h $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
 BENCH_EDGE_BIN := $(B)/bench/bench_edge
-$(BENCH_EDGE_BIN): bench/bench_edge.c $(STLIB)
+$(BENCH_EDGE_BIN): bench/bench_edge.c bench/bench_util.h $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -Ilib -o $@ bench/bench_edge.c $(STLIB) $(REAL_LDFLAGS) $(DEP_LIBS) -lm
 
