@@ -26,27 +26,20 @@
 
 struct tc_cache {
     tc_config *cfg;
-    tc__edge *edge;   /* NULL when edge.enabled is false; replaced in a child after fork */
+    tc__edge *edge;   /* NULL when edge.enabled is false; emptied in a child after fork */
     tc__redis *redis; /* NULL when no Redis is configured */
     tc__store *store;
     tc__stats stats;
-    atomic_uint fork_gen; /* tc__fork_generation() the edge belongs to, or EDGE_REPAIRING */
+    atomic_uint fork_gen; /* tc__fork_generation() the edge was last emptied in, or
+                           * EDGE_REPAIRING while a child empties it */
 };
 
 #define EDGE_REPAIRING UINT_MAX
 
-/* Edges a child abandoned (see fork_check), kept reachable: they are never freed. */
-typedef struct grave {
-    struct grave *next;
-    tc__edge *edge;
-} grave;
-static _Atomic(grave *) graveyard;
-
-/* After fork() the child must not touch the edge it inherited: another parent thread may have
- * been inside it (holding a shard) at the instant of fork, and would never leave it here. So a
- * child's first call gives the handle a new, empty edge (it may have missed invalidations
- * anyway, invariant 3) and abandons the old one without freeing it: freeing would touch the
- * same shards. The Redis tier and the store repair themselves the same way. */
+/* A child of fork() may have missed invalidations its parent would have seen later (invariant
+ * 3), so its first call on the handle empties the edge it inherited. The edge itself is safe
+ * to use in the child (edge.c holds its shards across fork()); the Redis tier and the store
+ * repair their connections themselves. */
 static void fork_check(tc_cache *c)
 {
     unsigned gen = tc__fork_generation();
@@ -54,21 +47,7 @@ static void fork_check(tc_cache *c)
     while (seen != gen) {
         if (seen != EDGE_REPAIRING &&
             atomic_compare_exchange_strong(&c->fork_gen, &seen, EDGE_REPAIRING)) {
-            tc__edge *fresh = NULL;
-            if (c->edge != NULL) {
-                grave *g = malloc(sizeof *g);
-                if (g != NULL) {
-                    g->edge = c->edge;
-                    g->next = atomic_load(&graveyard);
-                    while (!atomic_compare_exchange_weak(&graveyard, &g->next, g))
-                        ;
-                }
-                /* On failure the child runs without an edge: slower, never wrong. */
-                if (tc__edge_new(&fresh, (size_t)c->cfg->edge_max_entries,
-                                 (size_t)c->cfg->edge_max_bytes) != TC_OK)
-                    fresh = NULL;
-                c->edge = fresh;
-            }
+            tc__edge_clear(c->edge);
             atomic_store_explicit(&c->fork_gen, gen, memory_order_release);
             return;
         }
