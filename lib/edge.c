@@ -264,6 +264,7 @@ static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
 static size_t clock_users;   /* live edges */
 static int clock_running;    /* the ticker thread exists and has not been joined */
 static int clock_stop;       /* asks the ticker to exit */
+static int clock_started;    /* the ticker reached clock_main: its start-up is over */
 static int clock_direct;     /* no ticker can be had here: every read goes to the clock */
 static pthread_t clock_thread;
 
@@ -284,6 +285,8 @@ static void *clock_main(void *arg)
     (void)arg;
     int idle = 0;
     pthread_mutex_lock(&clock_lock);
+    clock_started = 1;
+    pthread_cond_broadcast(&clock_cond); /* clock_start waits for this */
     while (!clock_stop) {
         atomic_store(&edge_clock.now, tc__now_ms());
         if (++idle < EDGE_CLOCK_IDLE_TICKS) {
@@ -303,17 +306,27 @@ static void *clock_main(void *arg)
     return NULL;
 }
 
-/* Under clock_lock. The ticker takes no signals: they belong to the application's threads. */
+/* Under clock_lock. The ticker takes no signals: they belong to the application's threads.
+ *
+ * It returns once the ticker runs clock_main, so that a thread's start-up (which allocates in
+ * the C library and in sanitizer runtimes) never overlaps a fork() the caller makes next: an
+ * allocator that does not lock itself around fork(), as GCC 12's AddressSanitizer does not,
+ * would leave the child a lock that nobody can release. The wait releases clock_lock, which
+ * clock_main takes; callers hold no shard mutex (see the lock order at fork()). */
 static void clock_start(void)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     clock_stop = 0;
-    if (pthread_create(&clock_thread, NULL, clock_main, NULL) == 0)
+    clock_started = 0;
+    if (pthread_create(&clock_thread, NULL, clock_main, NULL) == 0) {
         clock_running = 1;
-    else
+        while (!clock_started)
+            pthread_cond_wait(&clock_cond, &clock_lock);
+    } else {
         clock_direct = 1; /* correct, only slower: every read asks the clock */
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 

@@ -3,6 +3,8 @@
  * files in a temp dir.
  */
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +176,7 @@ static void *read_loop(void *arg)
     tc_cache *c = arg;
     /* tc_get_into: an edge hit allocates nothing, so the child cannot inherit an allocator
      * lock from this thread (glibc's malloc survives that, some sanitizers' do not). */
+    atomic_store(&reading, 2); /* started: its start-up allocations are behind it */
     while (atomic_load(&reading)) {
         char buf[8];
         size_t len;
@@ -189,11 +192,14 @@ START_TEST(test_fork_while_reading)
     atomic_store(&reading, 1);
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, read_loop, c), 0);
+    while (atomic_load(&reading) != 2)
+        sched_yield();
     for (int i = 0; i < 12; i++) {
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
-            alarm(10); /* a hang fails the test instead of stalling the suite */
+            signal(SIGALRM, SIG_DFL); /* Check handles SIGALRM: it would kill the test */
+            alarm(20); /* a hang fails the test instead of stalling the suite */
             void *v;
             size_t len;
             unsigned info;

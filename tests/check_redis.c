@@ -899,8 +899,11 @@ static void *churn_loop(void *arg)
     churn *c = arg;
     while (!atomic_load(&c->stop)) {
         pthread_t t;
+        /* The whole life of the thread, whose start and exit allocate too. */
+        tct_fork_quiet_enter();
         if (pthread_create(&t, NULL, churn_once, c) == 0)
             pthread_join(t, NULL);
+        tct_fork_quiet_leave();
     }
     return NULL;
 }
@@ -918,6 +921,7 @@ START_TEST(test_fork_while_threads_busy)
     ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
     churn c = {.r = r, .dead = dead};
     atomic_init(&c.stop, 0);
+    tct_fork_quiet_init();
     pthread_t th[3];
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(pthread_create(&th[i], NULL, churn_loop, &c), 0);

@@ -16,6 +16,7 @@
 #include "tc_test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -430,3 +431,79 @@ char *tct_redis_cmd(const tct_redis *r, const char *const *argv)
     free(lens);
     return out;
 }
+
+/* ---- fork() under AddressSanitizer -------------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TCT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TCT_ASAN 1
+#endif
+#endif
+
+#ifdef TCT_ASAN
+static pthread_rwlock_t fork_gate;
+
+static void fork_gate_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    /* A fork must not wait behind a stream of calls that keep the read side taken. */
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_gate, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+static void fork_gate_prepare(void)
+{
+    pthread_rwlock_wrlock(&fork_gate);
+}
+
+static void fork_gate_parent(void)
+{
+    pthread_rwlock_unlock(&fork_gate);
+}
+
+static void fork_gate_child(void)
+{
+    fork_gate_init(); /* the waiting readers are the parent's threads */
+}
+
+static void fork_gate_register(void)
+{
+    fork_gate_init();
+    pthread_atfork(fork_gate_prepare, fork_gate_parent, fork_gate_child);
+}
+
+/* Registered after the library's handlers (which it registers at load), so that this prepare
+ * handler runs first: the library's locks are then taken with no gated call running, which
+ * could be waiting for one of them. */
+void tct_fork_quiet_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fork_gate_register);
+}
+
+void tct_fork_quiet_enter(void)
+{
+    pthread_rwlock_rdlock(&fork_gate);
+}
+
+void tct_fork_quiet_leave(void)
+{
+    pthread_rwlock_unlock(&fork_gate);
+}
+#else
+void tct_fork_quiet_init(void)
+{
+}
+
+void tct_fork_quiet_enter(void)
+{
+}
+
+void tct_fork_quiet_leave(void)
+{
+}
+#endif

@@ -45,8 +45,6 @@ char *tct_redis_cmd(const tct_redis *r, const char *const *argv);
 int tct_tmpdir(char *out, size_t size);
 void tct_rmrf(const char *path);
 
-#endif
-
 /* ---- fixture.c: caches for integration tests ---- */
 /* Opens a cache on a SQLite file dir/name.db; with Redis at port (0: no Redis tier); extra is
  * a JSON object whose members are applied after those (NULL for none). Fails the test on error. */
@@ -55,3 +53,17 @@ tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char
 long long tct_stat(tc_cache *c, const char *section, const char *field);
 /* Sleeps ms milliseconds. */
 void tct_sleep_ms(int ms);
+
+/* ---- harness.c: fork() under AddressSanitizer ---- */
+/* GCC 12's AddressSanitizer (Debian 12's) does not lock its allocator around fork(), as glibc's
+ * malloc, TSan and valgrind do: a child forked while another thread was inside malloc waits on
+ * ASan's lock forever. A test thread that calls into the library while another thread forks
+ * wraps each call in tct_fork_quiet_enter/leave: under ASan the fork then waits until no such
+ * call is running (a writer-preferring lock, taken by an atfork handler); in every other build
+ * they do nothing, so the plain, TSan and valgrind runs fork in the middle of those calls.
+ * tct_fork_quiet_init is called once by the forking thread before it starts those threads. */
+void tct_fork_quiet_init(void);
+void tct_fork_quiet_enter(void);
+void tct_fork_quiet_leave(void);
+
+#endif
