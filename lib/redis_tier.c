@@ -26,6 +26,7 @@
 #include "pattern.h"
 #include "redis_conn.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@
 #define PEND_BUCKETS 16384 /* a power of two, about 1.6 x PEND_MAX */
 #define SETTLE_BATCH 256   /* keys per settle script call */
 #define SCAN_COUNT "1000"
+#define TAG_SCAN_COUNT "256" /* members per SSCAN: about one script batch */
+#define CURSOR_SIZE 24       /* a SCAN cursor: up to 20 digits and a NUL */
 
 typedef struct pend_entry {
     struct pend_entry *next;
@@ -140,6 +143,55 @@ static void nskey_free(nskey *k)
 {
     if (k->p != k->buf)
         free(k->p);
+}
+
+/* A tag's set: namespace, NUL, "tag:", tag. No data key has a NUL (tc__check_key), so a set
+ * never collides with one, and a SCAN can tell the two apart (is_tag_set). */
+#define TAG_INFIX "\0tag:"
+#define TAG_INFIX_LEN (sizeof TAG_INFIX - 1)
+
+static int check_tag(const tc__redis *r, const char *tag, size_t tag_len)
+{
+    if (tag == NULL)
+        return tc__err(r->owner, TC_EINVAL, "redis: tag is NULL");
+    if (tag_len == 0 || tag_len > TC_KEY_MAX)
+        return tc__err(r->owner, TC_EINVAL, "redis: tag is %zu bytes (1 .. %d)", tag_len,
+                       TC_KEY_MAX);
+    if (memchr(tag, '\0', tag_len) != NULL)
+        return tc__err(r->owner, TC_EINVAL, "redis: tag contains a NUL byte");
+    return TC_OK;
+}
+
+static size_t tagkey_len(const tc__redis *r, size_t tag_len)
+{
+    return r->ns_len + TAG_INFIX_LEN + tag_len;
+}
+
+/* Writes the (checked) tag's set name at out, which has tagkey_len bytes. */
+static void tagkey_write(char *out, const tc__redis *r, const char *tag, size_t tag_len)
+{
+    memcpy(out, r->ns, r->ns_len);
+    memcpy(out + r->ns_len, TAG_INFIX, TAG_INFIX_LEN);
+    memcpy(out + r->ns_len + TAG_INFIX_LEN, tag, tag_len);
+}
+
+static int tagkey_make(nskey *k, const tc__redis *r, const char *tag, size_t tag_len)
+{
+    k->len = tagkey_len(r, tag_len);
+    k->p = k->len <= sizeof k->buf ? k->buf : malloc(k->len);
+    if (k->p == NULL)
+        return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    tagkey_write(k->p, r, tag, tag_len);
+    return TC_OK;
+}
+
+/* For a key found by SCAN under the namespace: 1 if it cannot be a data key of ours (it has a
+ * NUL: a tag set). Settling a set would count and delete it; a DEL would lose the tag's
+ * members. Any NUL, not only the one right after the namespace: a namespace that is a prefix of
+ * another (the empty one is a prefix of all) must not take the other's sets for values. */
+static int is_tag_set(const char *key, size_t len)
+{
+    return len > 0 && memchr(key, '\0', len) != NULL;
 }
 
 /* ---- the journal ------------------------------------------------------------------------- */
@@ -335,7 +387,39 @@ static const char guard_script[] =
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "return 1\n";
 /* Invalidations, and the journal's replay, go through the settle script: it takes values out
- * of service but leaves a tombstone carrying their version (see its comment). */
+ * of service but leaves a tombstone carrying their version (see its comment). The rule lives
+ * once, in this Lua function, which the tag-drop script shares. */
+#define SETTLE_LUA_FN                                                                         \
+    "local function newer(a, b)\n"                                                            \
+    "  for i = 1, 8 do\n"                                                                     \
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n"                                 \
+    "    if x ~= y then return x > y end\n"                                                   \
+    "  end\n"                                                                                 \
+    "  return false\n"                                                                        \
+    "end\n"                                                                                   \
+    "-- Settles key k, not below version want ('' if none is known); ARGV[1..3] as for the\n" \
+    "-- settle script. Returns 1 if a value was taken out, else 0.\n"                         \
+    "local function settle(k, want)\n"                                                        \
+    "  local t = redis.call('TYPE', k).ok\n"                                                  \
+    "  local kind, ver = nil, nil\n"                                                          \
+    "  if t == 'string' then\n"                                                               \
+    "    local h = redis.call('GETRANGE', k, 0, 10)\n"                                        \
+    "    if #h == 11 and string.sub(h, 1, 2) == ARGV[1] then\n"                               \
+    "      kind, ver = string.sub(h, 3, 3), string.sub(h, 4, 11)\n"                           \
+    "    end\n"                                                                               \
+    "  end\n"                                                                                 \
+    "  local target = ver\n"                                                                  \
+    "  if want ~= '' and (target == nil or newer(want, target)) then target = want end\n"     \
+    "  if kind == 'X' and target == ver then\n"                                               \
+    "    -- already a tombstone at least that new\n"                                          \
+    "  elseif target ~= nil then\n"                                                           \
+    "    redis.call('SET', k, ARGV[1] .. 'X' .. target .. ARGV[3], 'PX', ARGV[2])\n"          \
+    "  elseif t ~= 'none' then\n"                                                             \
+    "    redis.call('DEL', k)\n"                                                              \
+    "  end\n"                                                                                 \
+    "  if t ~= 'none' and kind ~= 'X' then return 1 end\n"                                    \
+    "  return 0\n"                                                                            \
+    "end\n"
 static const char settle_script[] =
     "-- Takes KEYS out of service without forgetting their versions. ARGV[1]: the envelope's first\n"
     "-- two bytes; ARGV[2]: PX ms for tombstones; ARGV[3]: their expiry (8 bytes); ARGV[3 + i]: a\n"
@@ -344,35 +428,44 @@ static const char settle_script[] =
     "-- older version is still refused; a tombstone stays (raised to the given version); anything\n"
     "-- else is deleted, or replaced by a tombstone when a version is given. Returns how many\n"
     "-- values were taken out. Versions are compared byte by byte: Lua's string < uses strcoll.\n"
-    "local function newer(a, b)\n"
-    "  for i = 1, 8 do\n"
-    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
-    "    if x ~= y then return x > y end\n"
-    "  end\n"
-    "  return false\n"
-    "end\n"
+    SETTLE_LUA_FN
     "local n = 0\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local want = ARGV[3 + i]\n"
+    "for i, k in ipairs(KEYS) do n = n + settle(k, ARGV[3 + i]) end\n"
+    "return n\n";
+/* Tagging is one script so that a set's TTL can be raised but never lowered in one round trip
+ * on any server version (PEXPIRE ... GT needs Redis 7). */
+static const char tag_script[] =
+    "-- KEYS: tag sets; ARGV[1]: a member (a key without the namespace); ARGV[2]: PX ms.\n"
+    "-- Adds the member to every set and makes the set live at least ARGV[2] ms from now: a\n"
+    "-- longer TTL is kept, and so is none (such a set outlives any TTL). Anything but a set\n"
+    "-- under a set's name (only a foreign writer can put it there) is replaced. Returns the\n"
+    "-- number of sets.\n"
+    "local ttl = tonumber(ARGV[2])\n"
+    "for _, k in ipairs(KEYS) do\n"
     "  local t = redis.call('TYPE', k).ok\n"
-    "  local kind, ver = nil, nil\n"
-    "  if t == 'string' then\n"
-    "    local h = redis.call('GETRANGE', k, 0, 10)\n"
-    "    if #h == 11 and string.sub(h, 1, 2) == ARGV[1] then\n"
-    "      kind, ver = string.sub(h, 3, 3), string.sub(h, 4, 11)\n"
-    "    end\n"
-    "  end\n"
-    "  if t ~= 'none' and kind ~= 'X' then n = n + 1 end\n"
-    "  local target = ver\n"
-    "  if want ~= '' and (target == nil or newer(want, target)) then target = want end\n"
-    "  if kind == 'X' and target == ver then\n"
-    "    -- already a tombstone at least that new\n"
-    "  elseif target ~= nil then\n"
-    "    redis.call('SET', k, ARGV[1] .. 'X' .. target .. ARGV[3], 'PX', ARGV[2])\n"
-    "  elseif t ~= 'none' then\n"
-    "    redis.call('DEL', k)\n"
+    "  if t ~= 'set' and t ~= 'none' then redis.call('DEL', k) end\n"
+    "  redis.call('SADD', k, ARGV[1])\n"
+    "  local left = redis.call('PTTL', k)\n"
+    "  if t ~= 'set' or (left >= 0 and left < ttl) then redis.call('PEXPIRE', k, ARGV[2]) end\n"
+    "end\n"
+    "return #KEYS\n";
+/* One batch of a tag invalidation: membership and settling change together, so a key leaves
+ * its tag's set only when its value has been taken out. */
+static const char tag_drop_script[] =
+    "-- KEYS[1]: a tag set; KEYS[i] (i >= 2): the key (namespace + member) of member ARGV[2 + i];\n"
+    "-- ARGV[1..3] as for the settle script; ARGV[3 + #KEYS] and after: members that name no key\n"
+    "-- of ours (only a foreign writer can add them), just removed. A member still in the set is\n"
+    "-- settled, then removed: if the script fails part-way, what is left stays in the set for\n"
+    "-- the next try. Returns how many values were taken out.\n"
+    SETTLE_LUA_FN
+    "local n = 0\n"
+    "for i = 2, #KEYS do\n"
+    "  if redis.call('SISMEMBER', KEYS[1], ARGV[2 + i]) == 1 then\n"
+    "    n = n + settle(KEYS[i], '')\n"
+    "    redis.call('SREM', KEYS[1], ARGV[2 + i])\n"
     "  end\n"
     "end\n"
+    "for i = 3 + #KEYS, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end\n"
     "return n\n";
 
 /* SHA1s for EVALSHA; a test checks them against SCRIPT LOAD. */
@@ -384,8 +477,13 @@ static const struct script {
     [TC__SCRIPT_GUARD] = {guard_script, sizeof guard_script - 1,
                            "db2f3e519c72123972c965a21863aa0b27a23306"},
     [TC__SCRIPT_SETTLE] = {settle_script, sizeof settle_script - 1,
-                           "832633ddbbd2444cc412ac4ca29f62e8f8e30ffb"},
+                           "091c6f70559231514de9c39d932bb3d1fc521b98"},
+    [TC__SCRIPT_TAG] = {tag_script, sizeof tag_script - 1,
+                        "6c9e651a262969742614f4026a80aac00265d269"},
+    [TC__SCRIPT_TAG_DROP] = {tag_drop_script, sizeof tag_drop_script - 1,
+                             "ef4cd91f7f4e4b3cd93c278fbeefe9c459d471da"},
 };
+_Static_assert(sizeof scripts / sizeof scripts[0] == TC__SCRIPT_COUNT, "one entry per script");
 
 int tc__redis_script(int which, const char **out_text, const char **out_sha)
 {
@@ -488,14 +586,46 @@ done:
     return rc;
 }
 
+/* Checks a reply of the SCAN family ([cursor, [string, ...]]), copies its cursor into cursor
+ * (CURSOR_SIZE bytes) and points *out_items at the strings. TC_OK, TC_EREDIS (an error reply),
+ * TC_EPROTO (anything else that is not such a reply, or WRONGTYPE: a key that is not ours). */
+static int scan_reply(const tc__redis *r, const redisReply *rep, const char *what, char *cursor,
+                      const redisReply **out_items)
+{
+    if (rep->type == REDIS_REPLY_ERROR && rep->str != NULL && rep->len >= 9 &&
+        memcmp(rep->str, "WRONGTYPE", 9) == 0)
+        return tc__err(r->owner, TC_EPROTO, "redis %s: %s: the key holds another type (not "
+                       "written by tiercache)", tc__rconns_where(r->conns), what);
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return reply_error(r, rep, what, "array");
+    const redisReply *cur = rep->elements == 2 ? rep->element[0] : NULL;
+    const redisReply *items = rep->elements == 2 ? rep->element[1] : NULL;
+    int ok = cur != NULL && items != NULL && cur->type == REDIS_REPLY_STRING &&
+             cur->str != NULL && cur->len > 0 && cur->len < CURSOR_SIZE &&
+             items->type == REDIS_REPLY_ARRAY && items->elements < (size_t)INT32_MAX - 4;
+    for (size_t i = 0; ok && i < cur->len; i++)
+        ok = cur->str[i] >= '0' && cur->str[i] <= '9';
+    for (size_t i = 0; ok && i < items->elements; i++)
+        ok = items->element[i] != NULL && items->element[i]->type == REDIS_REPLY_STRING &&
+             (items->element[i]->str != NULL || items->element[i]->len == 0);
+    if (!ok)
+        return tc__err(r->owner, TC_EPROTO, "redis %s: %s: malformed reply",
+                       tc__rconns_where(r->conns), what);
+    memcpy(cursor, cur->str, cur->len);
+    cursor[cur->len] = '\0';
+    *out_items = items;
+    return TC_OK;
+}
+
 /* Drops every key matching a Redis glob: SCAN MATCH, then each batch of keys found with a
- * plain DEL (evict == 0: the journal's overflow, which must leave nothing behind) or through the
- * settle script (evict != 0: an invalidation, which leaves tombstones behind). *removed, if not
- * NULL, receives how many values were dropped. */
+ * plain DEL (evict == 0: the journal's overflow, which must leave no value behind) or through
+ * the settle script (evict != 0: an invalidation, which leaves tombstones behind). Tag sets
+ * are skipped in both cases: they hold no value, and a key they name is handled under its own
+ * name. *removed, if not NULL, receives how many values were dropped. */
 static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glob_len,
                      int evict, int64_t *removed)
 {
-    char cursor[24] = "0";
+    char cursor[CURSOR_SIZE] = "0";
     int64_t total = 0;
     do {
         const char *argv[6] = {"SCAN", cursor, "MATCH", glob, "COUNT", SCAN_COUNT};
@@ -503,37 +633,20 @@ static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glo
         redisReply *rep = redisCommandArgv(c, 6, argv, lens);
         if (rep == NULL)
             return ctx_error(r, c, "SCAN");
-        if (rep->type != REDIS_REPLY_ARRAY) {
-            int rc = reply_error(r, rep, "SCAN", "array");
-            freeReplyObject(rep);
-            return rc;
-        }
-        const redisReply *cur = rep->elements == 2 ? rep->element[0] : NULL;
-        const redisReply *keys = rep->elements == 2 ? rep->element[1] : NULL;
-        int ok = cur != NULL && keys != NULL && cur->type == REDIS_REPLY_STRING &&
-                 cur->len > 0 && cur->len < sizeof cursor && keys->type == REDIS_REPLY_ARRAY &&
-                 keys->elements < (size_t)INT32_MAX - 4;
-        for (size_t i = 0; ok && i < cur->len; i++)
-            ok = cur->str[i] >= '0' && cur->str[i] <= '9';
-        for (size_t i = 0; ok && i < keys->elements; i++)
-            ok = keys->element[i] != NULL && keys->element[i]->type == REDIS_REPLY_STRING;
-        if (!ok) {
-            freeReplyObject(rep);
-            return tc__err(r->owner, TC_EPROTO, "redis %s: SCAN: malformed reply",
-                           tc__rconns_where(r->conns));
-        }
-        memcpy(cursor, cur->str, cur->len);
-        cursor[cur->len] = '\0';
-        int rc = TC_OK;
-        for (size_t done = 0; rc == TC_OK && done < keys->elements;) {
-            size_t n = keys->elements - done;
-            if (n > SETTLE_BATCH)
-                n = SETTLE_BATCH;
+        const redisReply *keys = NULL;
+        int rc = scan_reply(r, rep, "SCAN", cursor, &keys);
+        for (size_t next = 0; rc == TC_OK && next < keys->elements;) {
+            const redisReply *batch[SETTLE_BATCH];
+            size_t n = 0;
+            for (; next < keys->elements && n < SETTLE_BATCH; next++)
+                if (!is_tag_set(keys->element[next]->str, keys->element[next]->len))
+                    batch[n++] = keys->element[next];
+            if (n == 0)
+                break;
             if (evict) {
                 settle_item items[SETTLE_BATCH];
                 for (size_t i = 0; i < n; i++)
-                    items[i] = (settle_item){keys->element[done + i]->str,
-                                             keys->element[done + i]->len, -1};
+                    items[i] = (settle_item){batch[i]->str, batch[i]->len, -1};
                 rc = conn_settle(r, c, items, n, &total);
             } else {
                 const char *dargv[1 + SETTLE_BATCH];
@@ -541,8 +654,8 @@ static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glo
                 dargv[0] = "DEL";
                 dlens[0] = 3;
                 for (size_t i = 0; i < n; i++) {
-                    dargv[1 + i] = keys->element[done + i]->str;
-                    dlens[1 + i] = keys->element[done + i]->len;
+                    dargv[1 + i] = batch[i]->str;
+                    dlens[1 + i] = batch[i]->len;
                 }
                 redisReply *drep = redisCommandArgv(c, (int)n + 1, dargv, dlens);
                 if (drep == NULL)
@@ -554,7 +667,6 @@ static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glo
                 if (drep != NULL)
                     freeReplyObject(drep);
             }
-            done += n;
         }
         freeReplyObject(rep);
         if (rc != TC_OK)
@@ -998,5 +1110,219 @@ int tc__redis_invalidate_pattern(tc__redis *r, const char *pat, size_t pat_len,
     free(glob);
     if (rc == TC_OK)
         *out_removed = pc.removed;
+    return rc;
+}
+
+/* ---- tags -------------------------------------------------------------------------------- */
+
+int tc__redis_tag(tc__redis *r, const char *key, size_t key_len, const char *const *tags,
+                  const size_t *tag_lens, size_t ntags, int64_t ttl_ms)
+{
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    int rc = tc__check_key(r->owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    if (ttl_ms <= 0 || ttl_ms > INT64_MAX - tc__wall_ms())
+        return tc__err(r->owner, TC_EINVAL, "redis: tag ttl_ms %lld is out of range",
+                       (long long)ttl_ms);
+    if (ntags == 0)
+        return TC_OK;
+    if (tags == NULL || tag_lens == NULL)
+        return tc__err(r->owner, TC_EINVAL, "redis: tags or tag_lens is NULL");
+    /* rest: numkeys, the sets, the member, PX; conn_eval adds two and counts in int. */
+    if (ntags > (size_t)INT_MAX - 8)
+        return tc__err(r->owner, TC_EINVAL, "redis: %zu tags in one call", ntags);
+    /* Every tag is checked before anything is sent: a bad one writes nothing. */
+    size_t bytes = 0;
+    for (size_t i = 0; i < ntags; i++) {
+        rc = check_tag(r, tags[i], tag_lens[i]);
+        if (rc != TC_OK)
+            return rc;
+        if (bytes > SIZE_MAX - tagkey_len(r, tag_lens[i]))
+            return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        bytes += tagkey_len(r, tag_lens[i]);
+    }
+    size_t nrest = ntags + 3;
+    const char **rest = malloc(nrest * sizeof *rest);
+    size_t *lens = malloc(nrest * sizeof *lens);
+    char *names = malloc(bytes);
+    char numkeys[24], px[24];
+    redisReply *rep;
+    if (rest == NULL || lens == NULL || names == NULL) {
+        rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        goto done;
+    }
+    snprintf(numkeys, sizeof numkeys, "%zu", ntags);
+    snprintf(px, sizeof px, "%lld", (long long)ttl_ms);
+    rest[0] = numkeys;
+    lens[0] = strlen(numkeys);
+    size_t off = 0;
+    for (size_t i = 0; i < ntags; i++) {
+        tagkey_write(names + off, r, tags[i], tag_lens[i]);
+        rest[1 + i] = names + off;
+        lens[1 + i] = tagkey_len(r, tag_lens[i]);
+        off += lens[1 + i];
+    }
+    rest[1 + ntags] = key;
+    lens[1 + ntags] = key_len;
+    rest[2 + ntags] = px;
+    lens[2 + ntags] = strlen(px);
+    rc = run_script(r, TC__SCRIPT_TAG, (int)nrest, rest, lens, &rep);
+    if (rc == TC_OK) {
+        if (rep->type != REDIS_REPLY_INTEGER)
+            rc = reply_error(r, rep, "tag", "integer");
+        else if (rep->integer != (long long)ntags)
+            rc = tc__err(r->owner, TC_EPROTO, "redis %s: tag: unexpected reply %lld",
+                         tc__rconns_where(r->conns), (long long)rep->integer);
+        freeReplyObject(rep);
+    }
+done:
+    free(rest);
+    free(lens);
+    free(names);
+    return rc;
+}
+
+/* Runs the tag-drop script on c over the members (at most SETTLE_BATCH) SSCAN found in the
+ * set; *removed += values taken out. A member that cannot be a key (empty, too long, with a
+ * NUL: a foreign writer's) is only removed from the set: namespace + it could even name a tag
+ * set. */
+static int conn_drop_tagged(tc__redis *r, redisContext *c, const char *set, size_t set_len,
+                            const redisReply *const *members, size_t n, int64_t *removed)
+{
+    static const char magic[2] = {ENV_MAGIC, ENV_FORMAT};
+    /* The members that name keys first, the others after them. */
+    const redisReply *order[SETTLE_BATCH];
+    size_t nkeys = 0, njunk = 0, bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *m = members[i];
+        if (m->len > 0 && m->len <= TC_KEY_MAX && memchr(m->str, '\0', m->len) == NULL) {
+            order[nkeys++] = m;
+            bytes += r->ns_len + m->len;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *m = members[i];
+        if (!(m->len > 0 && m->len <= TC_KEY_MAX && memchr(m->str, '\0', m->len) == NULL))
+            order[nkeys + njunk++] = m;
+    }
+    /* numkeys, the set, the keys, ARGV[1..3], the members */
+    size_t nrest = 2 + nkeys + 3 + n;
+    const char **rest = malloc(nrest * sizeof *rest);
+    size_t *lens = malloc(nrest * sizeof *lens);
+    char *keybuf = malloc(bytes + 1);
+    char numkeys[24], px[24];
+    unsigned char expiry[8];
+    redisReply *rep = NULL;
+    int rc = TC_OK;
+    if (rest == NULL || lens == NULL || keybuf == NULL) {
+        rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        goto done;
+    }
+    snprintf(numkeys, sizeof numkeys, "%zu", 1 + nkeys);
+    snprintf(px, sizeof px, "%lld", (long long)r->tombstone_ttl_ms);
+    put_be64(expiry, (uint64_t)(tc__wall_ms() + r->tombstone_ttl_ms));
+    rest[0] = numkeys;
+    lens[0] = strlen(numkeys);
+    rest[1] = set;
+    lens[1] = set_len;
+    size_t off = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        memcpy(keybuf + off, r->ns, r->ns_len);
+        memcpy(keybuf + off + r->ns_len, order[i]->str, order[i]->len);
+        rest[2 + i] = keybuf + off;
+        lens[2 + i] = r->ns_len + order[i]->len;
+        off += lens[2 + i];
+    }
+    rest[2 + nkeys] = magic;
+    lens[2 + nkeys] = sizeof magic;
+    rest[3 + nkeys] = px;
+    lens[3 + nkeys] = strlen(px);
+    rest[4 + nkeys] = (const char *)expiry;
+    lens[4 + nkeys] = sizeof expiry;
+    for (size_t i = 0; i < n; i++) {
+        rest[5 + nkeys + i] = order[i]->str;
+        lens[5 + nkeys + i] = order[i]->len;
+    }
+    rep = conn_eval(c, TC__SCRIPT_TAG_DROP, (int)nrest, rest, lens);
+    if (rep == NULL)
+        rc = c->err ? ctx_error(r, c, "tag invalidation")
+                    : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+    else if (rep->type != REDIS_REPLY_INTEGER)
+        rc = reply_error(r, rep, "tag invalidation", "integer");
+    else if (rep->integer < 0 || (unsigned long long)rep->integer > nkeys)
+        rc = tc__err(r->owner, TC_EPROTO, "redis %s: tag invalidation: unexpected reply %lld",
+                     tc__rconns_where(r->conns), (long long)rep->integer);
+    else
+        *removed += rep->integer;
+done:
+    if (rep != NULL)
+        freeReplyObject(rep);
+    free(rest);
+    free(lens);
+    free(keybuf);
+    return rc;
+}
+
+typedef struct tag_call {
+    const char *set;
+    size_t set_len;
+    int64_t removed; /* kept across with_conn's retry: what the first try took out is out */
+} tag_call;
+
+/* Walks the set with SSCAN; every batch found goes to the tag-drop script, which removes its
+ * members, so the walk is a plain cursor over a set that only shrinks behind it (SSCAN returns
+ * every member present from start to end at least once; a member returned twice is no longer
+ * in the set and the script skips it). */
+static int op_invalidate_tag(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    tag_call *tc = ctx;
+    char cursor[CURSOR_SIZE] = "0";
+    do {
+        const char *argv[5] = {"SSCAN", tc->set, cursor, "COUNT", TAG_SCAN_COUNT};
+        size_t lens[5] = {5, tc->set_len, strlen(cursor), 5, strlen(TAG_SCAN_COUNT)};
+        redisReply *rep = redisCommandArgv(c, 5, argv, lens);
+        if (rep == NULL) {
+            *broken = 1;
+            return ctx_error(r, c, "SSCAN");
+        }
+        const redisReply *members = NULL;
+        int rc = scan_reply(r, rep, "SSCAN", cursor, &members);
+        /* COUNT is a hint: a small set (intset, listpack) comes back whole in one reply. */
+        for (size_t done = 0; rc == TC_OK && done < members->elements; done += SETTLE_BATCH) {
+            size_t n = members->elements - done;
+            rc = conn_drop_tagged(r, c, tc->set, tc->set_len,
+                                  (const redisReply *const *)members->element + done,
+                                  n < SETTLE_BATCH ? n : SETTLE_BATCH, &tc->removed);
+        }
+        freeReplyObject(rep);
+        if (rc != TC_OK) {
+            *broken = c->err != 0;
+            return rc;
+        }
+    } while (strcmp(cursor, "0") != 0);
+    return TC_OK;
+}
+
+int tc__redis_invalidate_tag(tc__redis *r, const char *tag, size_t tag_len,
+                             int64_t *out_removed)
+{
+    if (out_removed == NULL)
+        return tc__err(r != NULL ? r->owner : NULL, TC_EINVAL, "redis: out_removed is NULL");
+    *out_removed = 0;
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    int rc = check_tag(r, tag, tag_len);
+    if (rc != TC_OK)
+        return rc;
+    nskey k;
+    rc = tagkey_make(&k, r, tag, tag_len);
+    if (rc != TC_OK)
+        return rc;
+    tag_call tc = {k.p, k.len, 0};
+    rc = with_conn(r, op_invalidate_tag, &tc);
+    nskey_free(&k);
+    *out_removed = tc.removed;
     return rc;
 }

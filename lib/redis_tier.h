@@ -54,9 +54,48 @@ int tc__redis_del(tc__redis *r, const char *key, size_t key_len);
 int tc__redis_invalidate_pattern(tc__redis *r, const char *pat, size_t pat_len,
                                  int64_t *out_removed);
 
-/* The server-side scripts and their SHA1s (a test checks each against SCRIPT LOAD). */
+/* Tags (surrogate keys). A tag's set lives at namespace + "\0" + "tag:" + tag: a NUL right
+ * after the namespace, which no data key can have (keys never contain a NUL), so a set never
+ * collides with a value, and the tier's SCANs over the namespace skip every key with a NUL
+ * (pattern invalidation and the journal's overflow clearing neither touch nor count tag sets,
+ * this namespace's or those of a namespace it is a prefix of). A set's members are the keys
+ * without the namespace. */
+
+/* Adds key to the set of each of the ntags tags (tags[i] is tag_lens[i] bytes: 1..TC_KEY_MAX,
+ * any bytes but NUL), and makes each set live at least ttl_ms (> 0) from now, never shortening
+ * a set's TTL (and leaving a set that has none without one). One round trip: a script
+ * (TC__SCRIPT_TAG); anything else found under a set's name is replaced. ntags == 0 is TC_OK
+ * without I/O (tags and tag_lens may then be NULL). The arguments are only read during the
+ * call. Returns TC_OK, TC_EINVAL (r, tags, tag_lens or a tag NULL; a tag empty, too long or with
+ * a NUL; ttl_ms out of range; nothing is written then), TC_EKEY / TC_EINVAL for a bad key as
+ * tc__check_key says, TC_EREDIS / TC_EPROTO when Redis fails, TC_ENOMEM. A failure is not
+ * journalled: the caller counts it. Safe to call from any thread, like the rest of the tier. */
+int tc__redis_tag(tc__redis *r, const char *key, size_t key_len, const char *const *tags,
+                  const size_t *tag_lens, size_t ntags, int64_t ttl_ms);
+
+/* Invalidates every key in the tag's set exactly as tc__redis_del does one key (the value is
+ * taken out, a tombstone of its version stays for tombstone_ttl_ms, so a late fill of an older
+ * version is refused and the next read-through's fill is accepted), and empties the set, which
+ * Redis then deletes. The set is walked with SSCAN, each batch (at most 256 keys) settled and
+ * removed from the set by one script call (TC__SCRIPT_TAG_DROP), so a large tag never blocks
+ * the server for long, and a member leaves the set only together with its value: after a
+ * failure part-way, the rest stays in the set for the next try. A key tagged while the walk
+ * runs may stay in the set (it is not lost for the next invalidation). *out_removed receives
+ * how many live values were taken out (keys whose value was already gone do not count; on
+ * failure, those taken out before it). Returns TC_OK (also for a tag that has no set),
+ * TC_EINVAL (r, tag or out_removed NULL; tag empty, too long or with a NUL), TC_EREDIS /
+ * TC_EPROTO when Redis fails (TC_EPROTO also when something else than a set is under the
+ * tag's name), TC_ENOMEM; a failure is not journalled: the caller reports it. */
+int tc__redis_invalidate_tag(tc__redis *r, const char *tag, size_t tag_len,
+                             int64_t *out_removed);
+
+/* The server-side scripts and their SHA1s (a test checks each against SCRIPT LOAD);
+ * TC__SCRIPT_COUNT is one past the last. */
 #define TC__SCRIPT_GUARD 0
 #define TC__SCRIPT_SETTLE 1
+#define TC__SCRIPT_TAG 2
+#define TC__SCRIPT_TAG_DROP 3
+#define TC__SCRIPT_COUNT 4
 int tc__redis_script(int which, const char **out_text, const char **out_sha);
 
 #endif

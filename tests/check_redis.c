@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,7 +422,7 @@ END_TEST
 
 START_TEST(test_guard_script_sha_and_noscript)
 {
-    for (int which = TC__SCRIPT_GUARD; which <= TC__SCRIPT_SETTLE; which++) {
+    for (int which = 0; which < TC__SCRIPT_COUNT; which++) {
         const char *text, *want;
         ck_assert_int_eq(tc__redis_script(which, &text, &want), TC_OK);
         const char *load[] = {"SCRIPT", "LOAD", text, NULL};
@@ -431,7 +432,8 @@ START_TEST(test_guard_script_sha_and_noscript)
         free(sha);
     }
     const char *text, *sha;
-    ck_assert_int_eq(tc__redis_script(2, &text, &sha), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_script(TC__SCRIPT_COUNT, &text, &sha), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_script(-1, &text, &sha), TC_EINVAL);
     /* An emptied script cache (restart, SCRIPT FLUSH) costs one EVAL, never an error. */
     const char *flush[] = {"SCRIPT", "FLUSH", NULL};
     free(tct_redis_cmd(&srv, flush));
@@ -672,6 +674,387 @@ START_TEST(test_arguments)
     expect_value(r, "k", "", 0, 1);
     ck_assert_int_eq(tc__redis_tombstone(r, "", 0, 1, 1000), TC_EKEY);
     ck_assert_int_eq(tc__redis_del(r, NULL, 0), TC_EINVAL);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* ---- tags ----------------------------------------------------------------------------------- */
+
+/* A raw command with binary arguments (tag sets have a NUL in their name); the reply is the
+ * caller's. */
+static redisReply *raw_cmd(const tct_redis *s, int argc, const char **argv, const size_t *lens)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+    ck_assert_msg(c != NULL && c->err == 0, "raw_cmd: cannot connect");
+    redisReply *rep = redisCommandArgv(c, argc, argv, lens);
+    ck_assert_msg(rep != NULL, "raw_cmd %s: no reply", argv[0]);
+    redisFree(c);
+    return rep;
+}
+
+/* The name of a tag's set: ns, NUL, "tag:", tag. */
+static size_t tagset_name(char *out, size_t size, const char *ns, const char *tag)
+{
+    size_t n = strlen(ns), t = strlen(tag);
+    ck_assert_uint_lt(n + 5 + t, size);
+    memcpy(out, ns, n);
+    memcpy(out + n, "\0tag:", 5);
+    memcpy(out + n + 5, tag, t);
+    return n + 5 + t;
+}
+
+/* cmd (EXISTS, PTTL, SCARD, ...) on a tag's set, for an integer reply. */
+static long long tagset_int(const tct_redis *s, const char *cmd, const char *ns, const char *tag)
+{
+    char name[1024];
+    const char *argv[2] = {cmd, name};
+    size_t lens[2] = {strlen(cmd), tagset_name(name, sizeof name, ns, tag)};
+    redisReply *rep = raw_cmd(s, 2, argv, lens);
+    ck_assert_msg(rep->type == REDIS_REPLY_INTEGER, "%s on tag %s: reply type %d", cmd, tag,
+                  rep->type);
+    long long v = rep->integer;
+    freeReplyObject(rep);
+    return v;
+}
+
+static int tag_strs(tc__redis *r, const char *key, int64_t ttl_ms, size_t ntags, ...)
+{
+    const char *tags[8];
+    size_t lens[8];
+    va_list ap;
+    va_start(ap, ntags);
+    for (size_t i = 0; i < ntags && i < 8; i++) {
+        tags[i] = va_arg(ap, const char *);
+        lens[i] = strlen(tags[i]);
+    }
+    va_end(ap);
+    return tc__redis_tag(r, key, strlen(key), tags, lens, ntags, ttl_ms);
+}
+
+static int64_t invalidate(tc__redis *r, const char *tag)
+{
+    int64_t n = -1;
+    int rc = tc__redis_invalidate_tag(r, tag, strlen(tag), &n);
+    ck_assert_msg(rc == TC_OK, "invalidate tag %s: %d %s", tag, rc, tc_errmsg(NULL));
+    return n;
+}
+
+START_TEST(test_tag_invalidate)
+{
+    /* The tag scripts are not in the server's cache yet: EVALSHA falls back to EVAL. */
+    const char *flush[] = {"SCRIPT", "FLUSH", NULL};
+    free(tct_redis_cmd(&srv, flush));
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "tg:");
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k1", "v1", 1), TC_OK);
+    ck_assert_int_eq(set_str(r, "k2", "v2", 2), TC_OK);
+    ck_assert_int_eq(set_str(r, "k3", "v3", 3), TC_OK);
+    ck_assert_int_eq(set_str(r, "k4", "v4", 4), TC_OK);
+    /* red: k1, k2; blue: k1, k2, k3; k4 untagged. Tags are binary and never a format. */
+    ck_assert_int_eq(tag_strs(r, "k1", 60000, 2, "red", "blue"), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "k2", 60000, 2, "red", "blue"), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "k3", 60000, 2, "blue", "%s%n *?[x]\r\n\377"), TC_OK);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tg:", "red"), 2);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tg:", "blue"), 3);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tg:", "%s%n *?[x]\r\n\377"), 1);
+    ck_assert_int_eq(exists(&srv, "tg:red"), 0); /* not under the tag's plain name */
+
+    ck_assert_int_eq(invalidate(r, "red"), 2);
+    ck_assert(gone(&srv, "tg:k1", 1)); /* tombstones of their own versions */
+    ck_assert(gone(&srv, "tg:k2", 2));
+    expect_value(r, "k3", "v3", 2, 3);
+    expect_value(r, "k4", "v4", 2, 4);
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tg:", "red"), 0); /* the set is gone */
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tg:", "blue"), 3); /* the others stay */
+    /* An older fill is refused; the same version (the read-through's refill) is accepted. */
+    ck_assert_int_eq(set_str(r, "k1", "v0", 0), TC_OK);
+    ck_assert_int_eq(get_rc(r, "k1"), TC_ENOTFOUND);
+    ck_assert_int_eq(set_str(r, "k1", "v1", 1), TC_OK);
+    expect_value(r, "k1", "v1", 2, 1);
+
+    /* blue: k1 (refilled) and k3 are taken out; k2 was gone already and does not count. */
+    ck_assert_int_eq(invalidate(r, "blue"), 2);
+    ck_assert(gone(&srv, "tg:k1", 1));
+    ck_assert(gone(&srv, "tg:k2", 2));
+    ck_assert(gone(&srv, "tg:k3", 3));
+    expect_value(r, "k4", "v4", 2, 4);
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tg:", "blue"), 0);
+    ck_assert_int_eq(invalidate(r, "%s%n *?[x]\r\n\377"), 0); /* k3: gone already */
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tg:", "%s%n *?[x]\r\n\377"), 0);
+
+    /* Again, and a tag that never had a set: nothing to do. */
+    ck_assert_int_eq(invalidate(r, "blue"), 0);
+    ck_assert_int_eq(invalidate(r, "never"), 0);
+    /* A tagged key that holds nothing (expired, never filled) is no error and no count. */
+    ck_assert_int_eq(tag_strs(r, "absent", 60000, 1, "green"), TC_OK);
+    ck_assert_int_eq(invalidate(r, "green"), 0);
+    ck_assert_int_eq(exists(&srv, "tg:absent"), 0);
+
+    /* Another namespace's tag of the same name is another set. */
+    tc__redis_opts o2 = opts_for(&srv, "tg2:");
+    tc__redis *r2 = tier_open(&o2, NULL);
+    ck_assert_int_eq(set_str(r2, "k4", "w", 9), TC_OK);
+    ck_assert_int_eq(tag_strs(r2, "k4", 60000, 1, "red"), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "k4", 60000, 1, "red"), TC_OK);
+    ck_assert_int_eq(invalidate(r2, "red"), 1);
+    expect_value(r, "k4", "v4", 2, 4);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tg:", "red"), 1);
+    ck_assert_int_eq(TC__GET(st.connects), 1); /* one connection, reused throughout */
+    tc__redis_free(r2);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_tag_ttl)
+{
+    tc__redis_opts o = opts_for(&srv, "tt:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(tag_strs(r, "k", 60000, 1, "t"), TC_OK);
+    long long ttl = tagset_int(&srv, "PTTL", "tt:", "t");
+    ck_assert_int_gt(ttl, 50000);
+    ck_assert_int_le(ttl, 60000);
+    /* A shorter TTL never shortens the set's. */
+    ck_assert_int_eq(tag_strs(r, "k2", 1000, 1, "t"), TC_OK);
+    ttl = tagset_int(&srv, "PTTL", "tt:", "t");
+    ck_assert_int_gt(ttl, 50000);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tt:", "t"), 2);
+    /* A longer one extends it; in the same call, a new set gets its own TTL. */
+    ck_assert_int_eq(tag_strs(r, "k", 120000, 2, "t", "u"), TC_OK);
+    ttl = tagset_int(&srv, "PTTL", "tt:", "t");
+    ck_assert_int_gt(ttl, 110000);
+    ck_assert_int_le(ttl, 120000);
+    ttl = tagset_int(&srv, "PTTL", "tt:", "u");
+    ck_assert_int_gt(ttl, 110000);
+    ck_assert_int_eq(tag_strs(r, "k", 5000, 2, "u", "v"), TC_OK);
+    ck_assert_int_gt(tagset_int(&srv, "PTTL", "tt:", "u"), 110000);
+    ttl = tagset_int(&srv, "PTTL", "tt:", "v");
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 5000);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tt:", "t"), 2); /* tagging twice: one member */
+
+    /* A set without a TTL outlives any: it keeps none. */
+    char name[64];
+    const char *persist[2] = {"PERSIST", name};
+    size_t plens[2] = {7, tagset_name(name, sizeof name, "tt:", "v")};
+    freeReplyObject(raw_cmd(&srv, 2, persist, plens));
+    ck_assert_int_eq(tag_strs(r, "k3", 5000, 1, "v"), TC_OK);
+    ck_assert_int_eq(tagset_int(&srv, "PTTL", "tt:", "v"), -1);
+
+    /* The set really expires. */
+    ck_assert_int_eq(tag_strs(r, "k", 150, 1, "short"), TC_OK);
+    sleep_ms(400);
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tt:", "short"), 0);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* Sets key prefix + i (version 7) and tags it. */
+static void fill_tagged(tc__redis *r, const char *prefix, int i, const char *tag)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s%d", prefix, i);
+    ck_assert_int_eq(set_str(r, key, "v", 7), TC_OK);
+    ck_assert_int_eq(tag_strs(r, key, 60000, 1, tag), TC_OK);
+}
+
+/* "calls=N" of a command in INFO commandstats, 0 if it never ran. */
+static long long command_calls(const char *info, const char *cmd)
+{
+    char field[64];
+    snprintf(field, sizeof field, "cmdstat_%s:calls=", cmd);
+    const char *p = strstr(info, field);
+    return p != NULL ? strtoll(p + strlen(field), NULL, 10) : 0;
+}
+
+START_TEST(test_tag_large)
+{
+    tc__redis_opts o = opts_for(&srv, "tl:");
+    tc__redis *r = tier_open(&o, NULL);
+    enum { NBIG = 5000, NNUM = 500 };
+    for (int i = 0; i < NBIG; i++)
+        fill_tagged(r, "/big/", i, "big");
+    /* Numeric members make a small set an intset, which SSCAN returns whole whatever COUNT
+     * says: more than one script batch in one reply. */
+    for (int i = 0; i < NNUM; i++)
+        fill_tagged(r, "", 1000 + i, "num");
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tl:", "big"), NBIG);
+    const char *encoding[3] = {"OBJECT", "ENCODING", NULL};
+    char name[64];
+    size_t elens[3] = {6, 8, tagset_name(name, sizeof name, "tl:", "num")};
+    encoding[2] = name;
+    redisReply *rep = raw_cmd(&srv, 3, encoding, elens);
+    ck_assert(rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS);
+    ck_assert_str_eq(rep->str, "intset");
+    freeReplyObject(rep);
+
+    const char *reset[] = {"CONFIG", "RESETSTAT", NULL};
+    free(tct_redis_cmd(&srv, reset));
+    ck_assert_int_eq(invalidate(r, "big"), NBIG);
+    const char *info[] = {"INFO", "commandstats", NULL};
+    char *stats = tct_redis_cmd(&srv, info);
+    ck_assert_ptr_nonnull(stats);
+    long long sscans = command_calls(stats, "sscan");
+    long long scripts = command_calls(stats, "evalsha") + command_calls(stats, "eval");
+    long long smembers = command_calls(stats, "smembers");
+    free(stats);
+    ck_assert_msg(sscans >= 2, "%lld SSCANs", sscans);
+    ck_assert_msg(scripts >= (NBIG + 255) / 256, "%lld script calls", scripts);
+    ck_assert_int_eq(smembers, 0);
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tl:", "big"), 0);
+    char key[64];
+    for (int i = 0; i < NBIG; i += 499) {
+        snprintf(key, sizeof key, "tl:/big/%d", i);
+        ck_assert(gone(&srv, key, 7));
+    }
+    const char *dbsize[] = {"DBSIZE", NULL};
+    ck_assert_int_eq(cmd_int(&srv, dbsize), NBIG + NNUM + 1); /* tombstones, values, num */
+
+    ck_assert_int_eq(invalidate(r, "num"), NNUM);
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tl:", "num"), 0);
+    ck_assert(gone(&srv, "tl:1000", 7));
+    ck_assert(gone(&srv, "tl:1499", 7));
+    ck_assert_int_eq(cmd_int(&srv, dbsize), NBIG + NNUM);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* Pattern invalidation neither touches nor counts tag sets, whatever the namespace: not even
+ * the empty namespace, to which every key belongs, touches another namespace's sets. */
+START_TEST(test_tag_pattern_ignores_sets)
+{
+    const char *namespaces[] = {"tp:", ""};
+    for (int i = 0; i < 2; i++) {
+        const char *ns = namespaces[i];
+        tc__redis_opts o = opts_for(&srv, ns);
+        tc__redis *r = tier_open(&o, NULL);
+        ck_assert_int_eq(set_str(r, "a", "v", 1), TC_OK);
+        ck_assert_int_eq(set_str(r, "b", "v", 1), TC_OK);
+        ck_assert_int_eq(tag_strs(r, "a", 60000, 2, "t", "u"), TC_OK);
+        ck_assert_int_eq(tag_strs(r, "b", 60000, 1, "t"), TC_OK);
+        int64_t n = -1;
+        ck_assert_int_eq(tc__redis_invalidate_pattern(r, "*", 1, &n), TC_OK);
+        ck_assert_int_eq(n, 2);
+        ck_assert_int_eq(tagset_int(&srv, "SCARD", ns, "t"), 2);
+        ck_assert_int_eq(tagset_int(&srv, "SCARD", ns, "u"), 1);
+        ck_assert_int_eq(tc__redis_invalidate_pattern(r, "?tag:*", 6, &n), TC_OK);
+        ck_assert_int_eq(n, 0);
+        ck_assert_int_eq(tagset_int(&srv, "SCARD", ns, "t"), 2);
+        /* The keys they name were invalidated under their own names: nothing left to count. */
+        ck_assert_int_eq(invalidate(r, "t"), 0);
+        ck_assert_int_eq(tagset_int(&srv, "EXISTS", ns, "t"), 0);
+        /* Reads, writes and deletes of data keys never meet a set. */
+        ck_assert_int_eq(set_str(r, "a", "v", 2), TC_OK);
+        expect_value(r, "a", "v", 1, 2);
+        ck_assert_int_eq(tc__redis_del(r, "a", 1), TC_OK);
+        ck_assert_int_eq(tc__redis_invalidate_pattern(r, "*", 1, &n), TC_OK);
+        ck_assert_int_eq(tagset_int(&srv, "SCARD", ns, "u"), 1);
+        tc__redis_free(r);
+    }
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tp:", "u"), 1);
+}
+END_TEST
+
+/* What a foreign writer may leave in or under a tag's set. */
+START_TEST(test_tag_garbage)
+{
+    tc__redis_opts o = opts_for(&srv, "tj:");
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "ok", "v", 1), TC_OK);
+    /* Members that cannot be keys: empty, with a NUL (namespace + "\0tag:x" would name a tag
+     * set), too long. They are dropped from the set, nothing else. */
+    ck_assert_int_eq(tag_strs(r, "ok", 60000, 1, "x"), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "ok", 60000, 1, "j"), TC_OK);
+    char name[64], big[TC_KEY_MAX + 1];
+    memset(big, 'b', sizeof big);
+    const char *sadd[5] = {"SADD", name, "", "\0tag:x", big};
+    size_t slens[5] = {4, tagset_name(name, sizeof name, "tj:", "j"), 0, 6, sizeof big};
+    redisReply *rep = raw_cmd(&srv, 5, sadd, slens);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_INTEGER);
+    ck_assert_int_eq(rep->integer, 3);
+    freeReplyObject(rep);
+    ck_assert_int_eq(invalidate(r, "j"), 1);
+    ck_assert_int_eq(tagset_int(&srv, "EXISTS", "tj:", "j"), 0);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tj:", "x"), 1); /* untouched */
+
+    /* A member whose key holds another type: taken out like any foreign value. */
+    const char *lpush[] = {"LPUSH", "tj:list", "a", NULL};
+    free(tct_redis_cmd(&srv, lpush));
+    ck_assert_int_eq(tag_strs(r, "list", 60000, 1, "l"), TC_OK);
+    ck_assert_int_eq(invalidate(r, "l"), 1);
+    ck_assert_int_eq(exists(&srv, "tj:list"), 0);
+
+    /* A string under a tag's name: invalidating says so (no crash, no count); tagging
+     * replaces it with the set. */
+    const char *set[3] = {"SET", name, "junk"};
+    size_t setlens[3] = {3, tagset_name(name, sizeof name, "tj:", "s"), 4};
+    freeReplyObject(raw_cmd(&srv, 3, set, setlens));
+    int64_t n = -1;
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, "s", 1, &n), TC_EPROTO);
+    ck_assert_int_eq(n, 0);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "another type") != NULL, "%s", tc_errmsg(NULL));
+    ck_assert_int_eq(set_str(r, "ok", "v", 2), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "ok", 60000, 1, "s"), TC_OK);
+    ck_assert_int_eq(tagset_int(&srv, "SCARD", "tj:", "s"), 1);
+    ck_assert_int_gt(tagset_int(&srv, "PTTL", "tj:", "s"), 0);
+    ck_assert_int_eq(invalidate(r, "s"), 1);
+    /* The connection is still good. */
+    ck_assert_int_eq(set_str(r, "ok", "w", 3), TC_OK);
+    expect_value(r, "ok", "w", 1, 3);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_tag_arguments)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "ta:");
+    tc__redis *r = tier_open(&o, &st);
+    const char *tags[2] = {"ok", "t"};
+    size_t lens[2] = {2, 1};
+    ck_assert_int_eq(tc__redis_tag(NULL, "k", 1, tags, lens, 2, 1000), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_tag(r, NULL, 1, tags, lens, 2, 1000), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_tag(r, "", 0, tags, lens, 2, 1000), TC_EKEY);
+    ck_assert_int_eq(tc__redis_tag(r, "a\0b", 3, tags, lens, 2, 1000), TC_EKEY);
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, NULL, lens, 2, 1000), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, tags, NULL, 2, 1000), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, tags, lens, 2, 0), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, tags, lens, 2, -1), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, tags, lens, 2, INT64_MAX), TC_EINVAL);
+    /* One bad tag among good ones: nothing is written. */
+    const char *bad_tags[][2] = {{"ok", NULL}, {"ok", ""}, {"ok", "a\0b"}, {"ok", "x"}};
+    size_t bad_lens[][2] = {{2, 1}, {2, 0}, {2, 3}, {2, TC_KEY_MAX + 1}};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(tc__redis_tag(r, "k", 1, bad_tags[i], bad_lens[i], 2, 1000),
+                         TC_EINVAL);
+        ck_assert_msg(strstr(tc_errmsg(NULL), "tag") != NULL, "%s", tc_errmsg(NULL));
+    }
+    /* No tags: nothing to do, not even a connection. */
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, NULL, NULL, 0, 1000), TC_OK);
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, tags, lens, 0, 1000), TC_OK);
+    ck_assert_int_eq(TC__GET(st.connects), 0);
+    const char *dbsize[] = {"DBSIZE", NULL};
+    ck_assert_int_eq(cmd_int(&srv, dbsize), 0);
+    /* The longest tag is fine. */
+    char longest[TC_KEY_MAX];
+    memset(longest, 'L', sizeof longest);
+    const char *lt[1] = {longest};
+    size_t ll[1] = {sizeof longest};
+    ck_assert_int_eq(tc__redis_tag(r, "k", 1, lt, ll, 1, 1000), TC_OK);
+    int64_t n = -1;
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, longest, sizeof longest, &n), TC_OK);
+    ck_assert_int_eq(n, 0);
+
+    n = -1;
+    ck_assert_int_eq(tc__redis_invalidate_tag(NULL, "t", 1, &n), TC_EINVAL);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, NULL, 1, &n), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, "", 0, &n), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, "a\0b", 3, &n), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, longest, TC_KEY_MAX + 1, &n), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, "t", 1, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__redis_invalidate_tag(NULL, "t", 1, NULL), TC_EINVAL);
     tc__redis_free(r);
 }
 END_TEST
@@ -1209,18 +1592,24 @@ START_TEST(test_pending_overflow)
     ck_assert_int_eq(set_str(neighbour, "keep", "n", 1), TC_OK);
     const char *plain[] = {"SET", "unrelated", "u", NULL};
     free(tct_redis_cmd(&own, plain));
+    /* A tag set holds no value: it stays, and still names the key once it is filled again. */
+    ck_assert_int_eq(tag_strs(writer, "a", 60000, 1, "t"), TC_OK);
 
     sleep_ms(300);
     ck_assert_int_eq(get_rc(r, "a"), TC_ENOTFOUND);
     const char *dbsize[] = {"DBSIZE", NULL};
-    ck_assert_int_eq(cmd_int(&own, dbsize), 2);
+    ck_assert_int_eq(cmd_int(&own, dbsize), 3);
     ck_assert_int_eq(exists(&own, "oZZx!:keep"), 1);
     ck_assert_int_eq(exists(&own, "unrelated"), 1);
+    ck_assert_int_eq(tagset_int(&own, "SCARD", ns, "t"), 1);
 
     /* Done once: the journal is empty again. */
     ck_assert_int_eq(set_str(writer, "b", "fresh", 5), TC_OK);
     expect_value(r, "b", "fresh", 5, 5);
-    ck_assert_int_eq(cmd_int(&own, dbsize), 3);
+    ck_assert_int_eq(cmd_int(&own, dbsize), 4);
+    ck_assert_int_eq(set_str(writer, "a", "again", 3), TC_OK);
+    ck_assert_int_eq(invalidate(r, "t"), 1);
+    ck_assert_int_eq(get_rc(r, "a"), TC_ENOTFOUND);
     tc__redis_free(neighbour);
     tc__redis_free(writer);
     tc__redis_free(r);
@@ -1292,6 +1681,51 @@ START_TEST(test_pending_threads)
 }
 END_TEST
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Tagging and tag invalidation while Redis is down: TC_EREDIS at once, no hang, and they work
+ * again once it is back. */
+START_TEST(test_tag_redis_down)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    tc__redis_opts o = opts_for(&own, "td:");
+    tc__redis *r = tier_open(&o, NULL);
+    tc__redis_opts ob = opts_for(&own, "td:");
+    ob.retry_interval_ms = 1000;
+    tc__redis *breaker = tier_open(&ob, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "k", 60000, 1, "t"), TC_OK);
+    ck_assert_int_eq(invalidate(breaker, "nothing"), 0); /* its connection is open */
+
+    tct_redis_kill(&own);
+    int64_t start = mono_ms();
+    ck_assert_int_eq(tag_strs(r, "k", 60000, 2, "t", "u"), TC_EREDIS);
+    int64_t n = -1;
+    ck_assert_int_eq(tc__redis_invalidate_tag(r, "t", 1, &n), TC_EREDIS);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(tc__redis_invalidate_tag(breaker, "t", 1, &n), TC_EREDIS);
+    ck_assert_int_eq(tc__redis_invalidate_tag(breaker, "t", 1, &n), TC_EREDIS);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "skipped") != NULL, "%s", tc_errmsg(NULL));
+    ck_assert_int_eq(tag_strs(breaker, "k", 60000, 1, "t"), TC_EREDIS);
+    ck_assert_msg(mono_ms() - start < 3000, "took %lld ms", (long long)(mono_ms() - start));
+
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    ck_assert_int_eq(set_str(r, "k", "v", 2), TC_OK);
+    ck_assert_int_eq(tag_strs(r, "k", 60000, 1, "t"), TC_OK);
+    ck_assert_int_eq(invalidate(r, "t"), 1);
+    ck_assert(gone(&own, "td:k", 2));
+    tc__redis_free(breaker);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -1322,6 +1756,12 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_fork);
     tcase_add_test(tc, test_fork_while_threads_busy);
     tcase_add_test(tc, test_fork_while_lock_held);
+    tcase_add_test(tc, test_tag_invalidate);
+    tcase_add_test(tc, test_tag_ttl);
+    tcase_add_test(tc, test_tag_large);
+    tcase_add_test(tc, test_tag_pattern_ignores_sets);
+    tcase_add_test(tc, test_tag_garbage);
+    tcase_add_test(tc, test_tag_arguments);
     suite_add_tcase(s, tc);
 
     TCase *out = tcase_create("outage");
@@ -1330,6 +1770,7 @@ Suite *redis_suite(void)
     tcase_add_test(out, test_pending_invalidation);
     tcase_add_test(out, test_pending_overflow);
     tcase_add_test(out, test_pending_threads);
+    tcase_add_test(out, test_tag_redis_down);
     suite_add_tcase(s, out);
     return s;
 }
