@@ -302,6 +302,85 @@ TC_API int tc_invalidate(tc_cache *cache, const char *key, size_t key_len);
 TC_API int tc_invalidate_pattern(int64_t *out_removed, tc_cache *cache, const char *pattern,
                                  size_t pattern_len);
 
+/**
+ * Removes from the caches (edge and Redis; the store keeps them) every entry put with this tag
+ * (tc_put_http's Surrogate-Key header). In Redis each tag is a set of keys, walked in batches.
+ * An entry whose newer value no longer carries the tag may be removed too (never the reverse):
+ * that costs one more read from the store, never a stale value.
+ * @param out_removed  if not NULL, receives the number of edge entries plus Redis values
+ *                     removed (0 on failure).
+ * @param tag          tag_len bytes, 1..TC_KEY_MAX, no NUL, space or tab.
+ * @return TC_OK, TC_EINVAL (NULL cache or tag, bad tag), TC_EREDIS or TC_EPROTO (the edge
+ *         entries are gone but Redis failed: call again).
+ * Thread-safe.
+ */
+TC_API int tc_invalidate_tag(int64_t *out_removed, tc_cache *cache, const char *tag,
+                             size_t tag_len);
+
+/* ---- HTTP responses ------------------------------------------------------------------------ */
+/**
+ * Puts a value with the caching headers of the HTTP response it came from, for the caches to
+ * follow as a shared cache (a CDN) does (RFC 9111): s-maxage over max-age over Expires - Date,
+ * less the response's age (Age, Date); stale-while-revalidate and stale-if-error (RFC 5861);
+ * no-cache, must-revalidate, proxy-revalidate and s-maxage forbid serving stale; immutable.
+ * A response with neither s-maxage, max-age nor Expires stays fresh for default_ttl_ms (the
+ * heuristic freshness of RFC 9111 §4.2.2, decided here by the configuration).
+ *
+ * Write-through as tc_put: the store commits the value (the body) first. A response that a
+ * shared cache may not store (no-store, private) is not stored anywhere: the key is deleted, as
+ * by tc_del, so that no older response is served in its place, and *out_stored is 0.
+ *
+ * The headers live in the caches with the value. A value that both caches lost (evicted,
+ * expired, invalidated) comes back from the store as a plain value, without them.
+ *
+ * @param out_stored  if not NULL, receives 1 when the value was stored, 0 when not.
+ * @param headers     n_headers NUL-terminated "Name: value" lines; names are matched
+ *                    case-insensitively; used: Cache-Control, Expires, Date, Age, ETag,
+ *                    Last-Modified, Surrogate-Key (space-separated tags, see
+ *                    tc_invalidate_tag); others are ignored. A repeated field is joined with
+ *                    ", " (Surrogate-Key with " "). May be NULL when n_headers is 0.
+ * @return TC_OK, TC_EINVAL (NULL argument, a line without ':', headers over 64 KiB in all, a
+ *         tag longer than TC_KEY_MAX), TC_EKEY, TC_ETOOBIG, TC_ESTORE, TC_ENOMEM.
+ * Thread-safe.
+ */
+TC_API int tc_put_http(unsigned *out_stored, tc_cache *cache, const char *key, size_t key_len,
+                       const void *value, size_t value_len, const char *const *headers,
+                       size_t n_headers);
+
+/** tc_get_http's *out_state. */
+#define TC_HTTP_FRESH 1           /* fresh (or just read from the store) */
+#define TC_HTTP_STALE 2           /* stale but usable: inside stale-while-revalidate (a refresh
+                                   * was started in the background) or stale-if-error (the store
+                                   * failed) */
+#define TC_HTTP_MUST_REVALIDATE 3 /* only with TC_HTTP_ONLY_IF_CACHED: stale, and not to be used
+                                   * before it is revalidated */
+/** tc_get_http's flags. */
+#define TC_HTTP_ONLY_IF_CACHED 1u /* look in the caches only, as the request directive
+                                   * only-if-cached asks: never the store, never a refresh;
+                                   * TC_ENOTFOUND when no cache holds the key */
+
+/**
+ * tc_get for values put with tc_put_http (a plain value reads as fresh, age 0, no headers).
+ * Without flags, a copy that is stale and may not be served is revalidated against the store
+ * (the origin) by this call: its value and version come from the store, its headers are kept
+ * (ETag and Last-Modified only if the version did not change), and it is fresh again for the
+ * same lifetime. Inside stale-while-revalidate the stale copy is returned at once and that
+ * refresh runs once, in the background, whatever the number of readers. Inside stale-if-error
+ * a store failure returns the stale copy.
+ * @param out, out_len  as tc_get.
+ * @param out_state     if not NULL, receives TC_HTTP_* (0 on failure).
+ * @param out_age_s     if not NULL, receives the copy's age in seconds (RFC 9111 §4.2.3).
+ * @param out_headers   if not NULL, receives the headers to send with the copy, each line
+ *                      ending in CRLF: Age, and Cache-Control, ETag, Last-Modified as put;
+ *                      "" for a plain value. Free with tc_free.
+ * @param flags         0 or TC_HTTP_ONLY_IF_CACHED.
+ * @return as tc_get.
+ * Thread-safe.
+ */
+TC_API int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_age_s,
+                       char **out_headers, tc_cache *cache, const char *key, size_t key_len,
+                       unsigned flags);
+
 /* ---- Stats --------------------------------------------------------------------------------- */
 /**
  * The handle's counters as a JSON object (NUL-terminated), e.g.

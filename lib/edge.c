@@ -1464,7 +1464,8 @@ static int64_t remove_matching_in(struct edge_shard *sh, struct edge_queue *q,
     struct edge_entry *en = q->oldest;
     while (en != NULL) {
         struct edge_entry *newer = newer_of(en);
-        if (match(ctx, en->data, en->key_len)) {
+        if (match(ctx, en->data, en->key_len, en->tombstone ? NULL : en->data + en->key_len,
+                  en->tombstone ? 0 : en->value_len)) {
             removed += !is_expired(en, now);
             shard_unlink(sh, slot_of(sh, en), 1, garbage);
         }

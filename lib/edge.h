@@ -37,11 +37,13 @@ int tc__edge_remove(tc__edge *e, const char *key, size_t key_len);
 /* Drops every entry (used when invalidations may have been missed). */
 void tc__edge_clear(tc__edge *e);
 
-/* Removes every entry (live or tombstone) whose key match accepts (returns non-zero), as
- * tc__edge_remove would each. match runs with one shard held exclusively at a time: it must
- * only look at the key and must not call into the edge. Returns how many entries that were not
- * expired were removed. O(entries); reads of the shard being walked wait for it. */
-typedef int (*tc__edge_match_fn)(void *ctx, const char *key, size_t key_len);
+/* Removes every entry (live or tombstone) that match accepts (returns non-zero), as
+ * tc__edge_remove would each. match sees the key and the value (NULL and 0 for a tombstone);
+ * it runs with one shard held exclusively at a time: it must only look and must not call into
+ * the edge. Returns how many entries that were not expired were removed. O(entries); reads of
+ * the shard being walked wait for it. */
+typedef int (*tc__edge_match_fn)(void *ctx, const char *key, size_t key_len, const void *value,
+                                 size_t value_len);
 int64_t tc__edge_remove_matching(tc__edge *e, tc__edge_match_fn match, void *ctx);
 
 /* Current number of entries (tombstones included), bytes charged, evictions so far. */

@@ -12,8 +12,11 @@
 #include "cache.h"
 #include "config.h"
 #include "edge.h"
+#include "cache_control.h"
 #include "pattern.h"
+#include "record.h"
 #include "redis_tier.h"
+#include "refresh.h"
 #include "stats.h"
 #include "store.h"
 
@@ -23,12 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct tc_cache {
     tc_config *cfg;
     tc__edge *edge;   /* NULL when edge.enabled is false; emptied in a child after fork */
     tc__redis *redis; /* NULL when no Redis is configured */
     tc__store *store;
+    tc__refresher *refresher; /* stale-while-revalidate refreshes */
     tc__stats stats;
     atomic_uint fork_gen; /* tc__fork_generation() the edge was last emptied in, or
                            * EDGE_REPAIRING while a child empties it */
@@ -48,6 +53,7 @@ static void fork_check(tc_cache *c)
         if (seen != EDGE_REPAIRING &&
             atomic_compare_exchange_strong(&c->fork_gen, &seen, EDGE_REPAIRING)) {
             tc__edge_clear(c->edge);
+            tc__refresher_after_fork(c->refresher);
             atomic_store_explicit(&c->fork_gen, gen, memory_order_release);
             return;
         }
@@ -68,6 +74,11 @@ tc__redis *tc__cache_redis(tc_cache *c)
     return c->redis;
 }
 
+struct tc__refresher *tc__cache_refresher(tc_cache *c)
+{
+    return c->refresher;
+}
+
 int tc_version_number(void)
 {
     return TC_VERSION_NUMBER;
@@ -77,6 +88,9 @@ const char *tc_version_string(void)
 {
     return TC_VERSION_STRING;
 }
+
+static int refresh_key(void *owner, const char *key, size_t key_len, const void *job,
+                       size_t job_len);
 
 /* ---- open / close ------------------------------------------------------------------------- */
 
@@ -118,12 +132,18 @@ int tc_open(tc_cache **out, const tc_config *cfg)
             .connect_timeout_ms = k->redis_connect_timeout_ms,
             .command_timeout_ms = k->redis_command_timeout_ms,
             .retry_interval_ms = k->redis_retry_interval_ms,
-            .max_value_bytes = (size_t)k->max_value_bytes,
+            /* Records add their header (HTTP headers are bounded by tc_put_http). */
+            .max_value_bytes = (size_t)k->max_value_bytes + 128 * 1024,
             .tombstone_ttl_ms = k->tombstone_ttl_ms,
         };
         rc = tc__redis_new(&c->redis, &o, c, &c->stats);
         if (rc != TC_OK)
             goto fail;
+    }
+    rc = tc__refresher_new(&c->refresher, refresh_key, c, 64);
+    if (rc != TC_OK) {
+        tc__err(NULL, rc, "tc_open: out of memory");
+        goto fail;
     }
     atomic_store(&c->fork_gen, tc__fork_generation());
     *out = c;
@@ -143,6 +163,7 @@ void tc_close(tc_cache *c)
 {
     if (c == NULL)
         return;
+    tc__refresher_free(c->refresher); /* its thread uses the tiers */
     tc__redis_free(c->redis);
     tc__edge_free(c->edge);
     if (c->store != NULL)
@@ -151,57 +172,20 @@ void tc_close(tc_cache *c)
     free(c);
 }
 
-/* ---- get ---------------------------------------------------------------------------------- */
+/* ---- records in the caches ------------------------------------------------------------- */
 
-/* Where a read delivers: a buffer it allocates (tc_get) or the caller's (tc_get_into). */
-typedef struct reader {
-    tc_cache *c;
-    void *buf;      /* caller's buffer, or NULL to allocate */
-    size_t cap;
-    void *copy;     /* allocated copy (tc_get; or a lower tier's value on its way up) */
-    size_t len;
-    int64_t version;
-    int64_t ttl_ms; /* remaining life in the tier that answered; -1 from the store */
-} reader;
-
-static int alloc_copy(reader *r, const void *data, size_t len)
+/* The caches hold records (record.h): the value behind a one-byte header, or an HTTP
+ * response's caching headers too. Encodes r into a new buffer. */
+static int rec_alloc(tc_cache *c, const tc__rec *r, void **out, size_t *out_len)
 {
-    /* One byte more for a terminating NUL: text values are then usable as C strings. */
-    char *p = malloc(len + 1);
+    size_t n = tc__rec_size(r);
+    void *p = n == SIZE_MAX ? NULL : malloc(n);
     if (p == NULL)
-        return tc__err(r->c, TC_ENOMEM, "get: out of memory for a %zu-byte value", len);
-    if (len > 0)
-        memcpy(p, data, len);
-    p[len] = '\0';
-    r->copy = p;
+        return tc__err(c, TC_ENOMEM, "out of memory for a %zu-byte cache record", n);
+    tc__rec_encode(p, r);
+    *out = p;
+    *out_len = n;
     return TC_OK;
-}
-
-/* Edge hits land here under the shard lock: copy straight to where the caller wants it. */
-static int deliver_edge(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
-{
-    reader *r = ctx;
-    r->len = len;
-    r->version = version;
-    r->ttl_ms = ttl;
-    if (r->buf == NULL)
-        return alloc_copy(r, data, len);
-    if (len > r->cap)
-        return TC_ERANGE;
-    if (len > 0)
-        memcpy(r->buf, data, len);
-    return TC_OK;
-}
-
-/* Lower tiers always hand over a copy: the upper tiers are filled from it after the tier's
- * reply or statement is released (never while holding a connection or a database lock). */
-static int deliver_copy(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
-{
-    reader *r = ctx;
-    r->len = len;
-    r->version = version;
-    r->ttl_ms = ttl;
-    return alloc_copy(r, data, len);
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -209,13 +193,28 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+static int64_t add_sat64(int64_t a, int64_t b)
+{
+    return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+/* How long the caches keep an HTTP record: while fresh, then through its stale windows. One
+ * that is stale at once and may not be served stale is kept for default_ttl_ms anyway: its
+ * headers are what the next revalidation keeps. */
+static int64_t http_cache_ttl(const tc_cache *c, const tc__rec *r, int64_t now)
+{
+    int64_t fresh = r->fresh_until_ms > now ? r->fresh_until_ms - now : 0;
+    int64_t ttl = add_sat64(fresh, r->swr_ms > r->sie_ms ? r->swr_ms : r->sie_ms);
+    return ttl > 0 ? ttl : c->cfg->default_ttl_ms;
+}
+
 /* An edge entry never outlives the Redis copy it came from (invariant 4), nor edge.max_ttl_ms. */
-static void fill_edge(tc_cache *c, const char *key, size_t key_len, const reader *r,
-                      int64_t ttl_ms)
+static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *rec,
+                      size_t rec_len, int64_t version, int64_t ttl_ms)
 {
     if (c->edge == NULL)
         return;
-    int rc = tc__edge_set(c->edge, key, key_len, r->copy, r->len, r->version,
+    int rc = tc__edge_set(c->edge, key, key_len, rec, rec_len, version,
                           min64(ttl_ms, c->cfg->edge_max_ttl_ms));
     if (rc < 0) {
         TC__INC(c->stats.edge.errors);
@@ -225,15 +224,235 @@ static void fill_edge(tc_cache *c, const char *key, size_t key_len, const reader
     }
 }
 
-static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void *value,
-                       size_t len, int64_t version, int64_t ttl_ms)
+typedef struct tag_args {
+    const char *tags[64];
+    size_t lens[64];
+    size_t n;
+} tag_args;
+
+static int collect_tag(void *ctx, const char *tag, size_t tag_len)
+{
+    tag_args *a = ctx;
+    if (a->n == sizeof a->tags / sizeof a->tags[0])
+        return 1;
+    a->tags[a->n] = tag;
+    a->lens[a->n++] = tag_len;
+    return 0;
+}
+
+static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void *rec,
+                       size_t rec_len, const tc__rec *r, int64_t version, int64_t ttl_ms)
 {
     if (c->redis == NULL)
         return;
-    if (tc__redis_set(c->redis, key, key_len, value, len, version, ttl_ms) == TC_OK)
-        TC__INC(c->stats.redis.sets);
-    else
+    if (tc__redis_set(c->redis, key, key_len, rec, rec_len, version, ttl_ms) != TC_OK) {
         TC__INC(c->stats.redis.errors);
+        return;
+    }
+    TC__INC(c->stats.redis.sets);
+    if (r != NULL && r->tags_len > 0) {
+        /* Batches of 64 tags: tc_put_http bounds their number, not their count per call. */
+        size_t off = 0;
+        while (off < r->tags_len) {
+            tag_args a = {.n = 0};
+            int full = tc__rec_each_tag(r->tags + off, r->tags_len - off, collect_tag, &a);
+            if (a.n > 0 && tc__redis_tag(c->redis, key, key_len, a.tags, a.lens, a.n, ttl_ms) !=
+                               TC_OK)
+                TC__INC(c->stats.redis.errors);
+            if (!full)
+                break;
+            off = (size_t)(a.tags[a.n - 1] + a.lens[a.n - 1] - r->tags);
+        }
+    }
+}
+
+/* After a commit, or a read from the store: the caches get the record of version. */
+static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec *r,
+                       int64_t version, int64_t ttl_ms)
+{
+    void *rec = NULL;
+    size_t rec_len = 0;
+    int rc = rec_alloc(c, r, &rec, &rec_len);
+    if (rc != TC_OK) {
+        /* The caches may hold an older version: take it out rather than leave it. */
+        if (c->edge != NULL)
+            tc__edge_remove(c->edge, key, key_len);
+        if (c->redis != NULL)
+            tc__redis_del(c->redis, key, key_len);
+        return rc;
+    }
+    fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms);
+    fill_edge(c, key, key_len, rec, rec_len, version, ttl_ms);
+    free(rec);
+    return TC_OK;
+}
+
+/* A stale HTTP record revalidated against the store's value: the same headers (ETag and
+ * Last-Modified only if the store still has the version they described), fresh again for the
+ * same lifetime from now. */
+static void revalidated(tc__rec *out, const tc__rec *old, int64_t old_version,
+                        const void *value, size_t len, int64_t version, int64_t now)
+{
+    *out = *old;
+    out->date_ms = now;
+    out->fresh_until_ms = add_sat64(now, old->lifetime_ms);
+    if (version != old_version) {
+        out->etag_len = out->last_modified_len = 0;
+    }
+    out->value = value;
+    out->value_len = len;
+}
+
+/* ---- get ---------------------------------------------------------------------------------- */
+
+/* Where a read delivers, and what it found. */
+typedef struct reader {
+    tc_cache *c;
+    void *buf;      /* caller's buffer (tc_get_into), or NULL to allocate */
+    size_t cap;
+    unsigned flags; /* TC_HTTP_ONLY_IF_CACHED */
+    /* The result. */
+    void *copy;     /* the value, allocated (when buf is NULL) */
+    size_t len;
+    int64_t version;
+    unsigned state; /* TC_HTTP_* */
+    void *rec;      /* the HTTP record behind the value (allocated), NULL for a plain one */
+    size_t rec_len;
+    /* A tier's bytes on their way up (a record, or the store's value), allocated. */
+    void *raw;
+    size_t raw_len;
+    int64_t raw_version, raw_ttl;
+} reader;
+
+static int deliver_value(reader *r, const void *data, size_t len)
+{
+    r->len = len;
+    if (r->buf != NULL) {
+        if (len > r->cap)
+            return TC_ERANGE;
+        if (len > 0)
+            memcpy(r->buf, data, len);
+        return TC_OK;
+    }
+    /* One byte more for a terminating NUL: text values are then usable as C strings. */
+    char *p = malloc(len + 1);
+    if (p == NULL)
+        return tc__err(r->c, TC_ENOMEM, "get: out of memory for a %zu-byte value", len);
+    if (len > 0)
+        memcpy(p, data, len);
+    p[len] = '\0';
+    free(r->copy);
+    r->copy = p;
+    return TC_OK;
+}
+
+/* NUL-terminated like deliver_value's copies, so that a store's value can be handed to the
+ * caller as it is (take_raw). */
+static int keep_raw(reader *r, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    char *p = malloc(len + 1);
+    if (p == NULL)
+        return tc__err(r->c, TC_ENOMEM, "get: out of memory for a %zu-byte value", len);
+    if (len > 0)
+        memcpy(p, data, len);
+    p[len] = '\0';
+    free(r->raw);
+    r->raw = p;
+    r->raw_len = len;
+    r->raw_version = version;
+    r->raw_ttl = ttl;
+    return TC_OK;
+}
+
+/* Edge hits land here under the shard lock: a plain record's value goes straight to where the
+ * caller wants it; an HTTP record is copied out, to be judged after the lock is released. */
+static int deliver_edge(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    reader *r = ctx;
+    r->version = version;
+    const unsigned char *p = data;
+    if (len >= 1 && p[0] == TC__REC_PLAIN)
+        return deliver_value(r, p + 1, len - 1);
+    return keep_raw(r, data, len, version, ttl);
+}
+
+/* Lower tiers always hand over a copy: the upper tiers are filled from it after the tier's
+ * reply or statement is released (never while holding a connection or a database lock). */
+static int deliver_copy(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    return keep_raw(ctx, data, len, version, ttl);
+}
+
+/* The value is r->raw from byte skip on: hand it over without another copy when the caller
+ * takes an allocated value. */
+static int take_raw(reader *r, size_t skip)
+{
+    if (r->buf != NULL)
+        return deliver_value(r, (char *)r->raw + skip, r->raw_len - skip);
+    char *p = r->raw;
+    if (skip > 0)
+        memmove(p, p + skip, r->raw_len - skip + 1); /* with its NUL */
+    free(r->copy);
+    r->copy = p;
+    r->len = r->raw_len - skip;
+    r->raw = NULL;
+    return TC_OK;
+}
+
+/* Takes r->raw as the value's HTTP record. */
+static void adopt_rec(reader *r)
+{
+    free(r->rec);
+    r->rec = r->raw;
+    r->rec_len = r->raw_len;
+    r->raw = NULL;
+}
+
+/* Queues the background refresh of a record served inside stale-while-revalidate. The job is
+ * the old version and the record's headers without the value. */
+static void start_refresh(tc_cache *c, const char *key, size_t key_len, const tc__rec *rec,
+                          int64_t version)
+{
+    if (c->refresher == NULL)
+        return;
+    tc__rec policy = *rec;
+    policy.value_len = 0;
+    size_t n = tc__rec_size(&policy);
+    unsigned char *job = malloc(8 + n);
+    if (job == NULL)
+        return; /* the stale copy is served; a later hit asks again */
+    memcpy(job, &version, 8);
+    tc__rec_encode(job + 8, &policy);
+    tc__refresher_submit(c->refresher, key, key_len, job, 8 + n);
+    free(job);
+}
+
+/* What a cache's HTTP record (in r->raw, from tier `source`) means for this read:
+ * 1 served (fresh, or inside stale-while-revalidate), 0 not usable as it is (r->raw stays, as
+ * the fallback and the headers to revalidate), or a negative error. */
+static int judge_http(tc_cache *c, const char *key, size_t key_len, reader *r, int from_redis,
+                      tc__rec *rec)
+{
+    if (tc__rec_decode(rec, r->raw, r->raw_len) != TC_OK)
+        return tc__err(c, TC_EPROTO, "get: a cached record is damaged");
+    int stale;
+    int fresh = tc__rec_fresh(rec, tc__wall_ms(), &stale);
+    int only_cached = (r->flags & TC_HTTP_ONLY_IF_CACHED) != 0;
+    if (!fresh && stale != TC__STALE_SWR && !only_cached)
+        return 0;
+    int64_t version = r->raw_version;
+    if (from_redis)
+        fill_edge(c, key, key_len, r->raw, r->raw_len, version, r->raw_ttl);
+    int rc = deliver_value(r, rec->value, rec->value_len);
+    if (rc != TC_OK)
+        return rc;
+    r->version = version;
+    r->state = fresh ? TC_HTTP_FRESH
+                     : stale != TC__STALE_NO ? TC_HTTP_STALE : TC_HTTP_MUST_REVALIDATE;
+    if (!fresh && !only_cached)
+        start_refresh(c, key, key_len, rec, version);
+    adopt_rec(r);
+    return 1;
 }
 
 static int check_get_args(tc_cache *c, const char *key, size_t key_len)
@@ -244,18 +463,37 @@ static int check_get_args(tc_cache *c, const char *key, size_t key_len)
     return tc__check_key(c, key, key_len);
 }
 
-/* The read path. On TC_OK the value is in r (r->copy when it was allocated). */
+/* The read path. On TC_OK the value is in r. */
 static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
                         unsigned *source)
 {
     int rc;
+    tc__rec rec;
+    /* A stale HTTP record a cache held: its headers for the revalidation, and the value to
+     * serve inside stale-if-error if the store fails. */
+    void *fallback = NULL;
+    size_t fallback_len = 0;
+    int64_t fallback_version = 0;
+
+    r->state = TC_HTTP_FRESH;
     if (c->edge != NULL) {
         rc = tc__edge_get(c->edge, key, key_len, deliver_edge, r);
+        if (rc == TC_OK && r->raw != NULL) {
+            rc = judge_http(c, key, key_len, r, 0, &rec);
+            if (rc == 0) {
+                fallback = r->raw, fallback_len = r->raw_len, fallback_version = r->raw_version;
+                r->raw = NULL;
+                rc = TC_ENOTFOUND;
+            } else if (rc == 1) {
+                rc = TC_OK;
+            }
+        }
         if (rc != TC_ENOTFOUND) {
             if (rc == TC_OK || rc == TC_ERANGE) {
                 TC__INC(c->stats.edge.hits);
                 *source = TC_SOURCE_EDGE;
             }
+            free(fallback);
             return rc;
         }
         TC__INC(c->stats.edge.misses);
@@ -264,13 +502,41 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
     if (c->redis != NULL) {
         rc = tc__redis_get(c->redis, key, key_len, deliver_copy, r);
         if (rc == TC_OK) {
-            TC__INC(c->stats.redis.hits);
-            fill_edge(c, key, key_len, r, r->ttl_ms);
-            *source = TC_SOURCE_REDIS;
-            return TC_OK;
+            const unsigned char *p = r->raw;
+            if (r->raw_len >= 1 && p[0] == TC__REC_PLAIN) {
+                fill_edge(c, key, key_len, r->raw, r->raw_len, r->raw_version, r->raw_ttl);
+                r->version = r->raw_version;
+                rc = take_raw(r, 1);
+            } else {
+                rc = judge_http(c, key, key_len, r, 1, &rec);
+                if (rc == TC_EPROTO)
+                    rc = TC_EREDIS; /* nonsense in Redis: the store answers */
+                if (rc == 0) {
+                    /* Stale here too: keep the newer of the two as the fallback. */
+                    if (fallback == NULL || r->raw_version >= fallback_version) {
+                        free(fallback);
+                        fallback = r->raw, fallback_len = r->raw_len;
+                        fallback_version = r->raw_version;
+                        r->raw = NULL;
+                    }
+                    rc = TC_ENOTFOUND;
+                } else if (rc == 1) {
+                    rc = TC_OK;
+                }
+            }
+            if (rc != TC_ENOTFOUND && rc != TC_EREDIS) {
+                if (rc == TC_OK || rc == TC_ERANGE) {
+                    TC__INC(c->stats.redis.hits);
+                    *source = TC_SOURCE_REDIS;
+                }
+                free(fallback);
+                return rc;
+            }
         }
-        if (rc == TC_ENOMEM)
+        if (rc == TC_ENOMEM) {
+            free(fallback);
             return rc;
+        }
         /* A miss, or Redis down or confused: either way the store answers (slower, not wrong). */
         if (rc == TC_ENOTFOUND)
             TC__INC(c->stats.redis.misses);
@@ -278,23 +544,69 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
             TC__INC(c->stats.redis.errors);
     }
 
+    if (r->flags & TC_HTTP_ONLY_IF_CACHED) {
+        free(fallback);
+        return tc__err(c, TC_ENOTFOUND, "key not in the caches (only-if-cached)");
+    }
+    free(r->raw);
+    r->raw = NULL;
     rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
     if (rc == TC_ENOTFOUND) {
         TC__INC(c->stats.store.misses);
+        free(fallback);
         tc__err(c, TC_ENOTFOUND, "key not found");
         return rc;
     }
     if (rc != TC_OK) {
         if (rc == TC_ESTORE)
             TC__INC(c->stats.store.errors);
+        /* stale-if-error: the store failed, a stale copy inside its window is served. */
+        int stale = TC__STALE_NO;
+        if (fallback != NULL && tc__rec_decode(&rec, fallback, fallback_len) == TC_OK &&
+            !tc__rec_fresh(&rec, tc__wall_ms(), &stale) && stale != TC__STALE_NO) {
+            int drc = deliver_value(r, rec.value, rec.value_len);
+            if (drc == TC_OK || drc == TC_ERANGE) {
+                r->version = fallback_version;
+                r->state = TC_HTTP_STALE;
+                r->rec = fallback;
+                r->rec_len = fallback_len;
+                *source = TC_SOURCE_STORE;
+                return drc;
+            }
+        }
+        free(fallback);
         return rc;
     }
     TC__INC(c->stats.store.hits);
-    int64_t ttl = c->cfg->default_ttl_ms;
-    fill_redis(c, key, key_len, r->copy, r->len, r->version, ttl);
-    fill_edge(c, key, key_len, r, ttl);
+    r->version = r->raw_version;
     *source = TC_SOURCE_STORE;
-    return TC_OK;
+    int64_t now = tc__wall_ms();
+    tc__rec fresh = {.kind = TC__REC_PLAIN, .value = r->raw, .value_len = r->raw_len};
+    int64_t ttl = c->cfg->default_ttl_ms;
+    if (fallback != NULL && tc__rec_decode(&rec, fallback, fallback_len) == TC_OK &&
+        rec.kind == TC__REC_HTTP) {
+        revalidated(&fresh, &rec, fallback_version, r->raw, r->raw_len, r->raw_version, now);
+        ttl = http_cache_ttl(c, &fresh, now);
+    }
+    fill_caches(c, key, key_len, &fresh, r->raw_version, ttl);
+    if (fresh.kind == TC__REC_HTTP) {
+        tc__rec header = fresh;
+        header.value_len = 0;
+        void *h = NULL;
+        size_t hl = 0;
+        if (rec_alloc(c, &header, &h, &hl) == TC_OK) {
+            r->rec = h;
+            r->rec_len = hl;
+        }
+    }
+    free(fallback);
+    return take_raw(r, 0);
+}
+
+static void reader_done(reader *r)
+{
+    free(r->raw);
+    free(r->rec);
 }
 
 int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_version,
@@ -316,6 +628,7 @@ int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_vers
     reader r = {.c = c};
     unsigned source = 0;
     rc = read_through(c, key, key_len, &r, &source);
+    reader_done(&r);
     if (rc != TC_OK) {
         free(r.copy);
         return rc;
@@ -345,24 +658,167 @@ int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, v
     int rc = check_get_args(c, key, key_len);
     if (rc != TC_OK)
         return rc;
-    /* A non-NULL buf tells the edge path to copy in place; a 0-byte buffer still needs one. */
+    /* A non-NULL buf makes every path copy in place; a 0-byte buffer still needs one. */
     char dummy;
     reader r = {.c = c, .buf = buf ? buf : &dummy, .cap = buf_size};
     unsigned source = 0;
     rc = read_through(c, key, key_len, &r, &source);
-    if (rc == TC_OK && r.copy != NULL) {
-        /* A lower tier answered into an allocated copy. */
-        if (r.len > buf_size)
-            rc = TC_ERANGE;
-        else if (r.len > 0)
-            memcpy(buf, r.copy, r.len);
-    }
-    free(r.copy);
+    reader_done(&r);
     if (rc == TC_OK || rc == TC_ERANGE)
         *out_len = r.len;
     if (rc == TC_ERANGE)
         tc__err(c, TC_ERANGE, "get_into: value is %zu bytes, buffer is %zu", r.len, buf_size);
     return rc;
+}
+
+/* "Name: value\r\n" appended to a growing string. */
+typedef struct strbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} strbuf;
+
+static void sb_add(strbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_field(strbuf *b, const char *name, const char *v, size_t n)
+{
+    if (n == 0)
+        return;
+    sb_add(b, name, strlen(name));
+    sb_add(b, ": ", 2);
+    sb_add(b, v, n);
+    sb_add(b, "\r\n", 2);
+}
+
+int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_age_s,
+                char **out_headers, tc_cache *c, const char *key, size_t key_len,
+                unsigned flags)
+{
+    if (out_state != NULL)
+        *out_state = 0;
+    if (out_age_s != NULL)
+        *out_age_s = 0;
+    if (out_headers != NULL)
+        *out_headers = NULL;
+    if (out != NULL)
+        *out = NULL;
+    if (out_len != NULL)
+        *out_len = 0;
+    if (out == NULL || out_len == NULL)
+        return tc__err(c, TC_EINVAL, "get_http: out or out_len is NULL");
+    if (flags & ~TC_HTTP_ONLY_IF_CACHED)
+        return tc__err(c, TC_EINVAL, "get_http: unknown flags 0x%x", flags);
+    int rc = check_get_args(c, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    reader r = {.c = c, .flags = flags};
+    unsigned source = 0;
+    rc = read_through(c, key, key_len, &r, &source);
+    int64_t age_s = 0;
+    strbuf h = {0};
+    sb_add(&h, "", 0);
+    tc__rec rec;
+    if (rc == TC_OK && r.rec != NULL && tc__rec_decode(&rec, r.rec, r.rec_len) == TC_OK &&
+        rec.kind == TC__REC_HTTP) {
+        int64_t now = tc__wall_ms();
+        age_s = now > rec.date_ms ? (now - rec.date_ms) / 1000 : 0;
+        char age[32];
+        int n = snprintf(age, sizeof age, "%lld", (long long)age_s);
+        sb_field(&h, "Age", age, (size_t)n);
+        sb_field(&h, "Cache-Control", rec.cache_control, rec.cache_control_len);
+        sb_field(&h, "ETag", rec.etag, rec.etag_len);
+        sb_field(&h, "Last-Modified", rec.last_modified, rec.last_modified_len);
+    }
+    reader_done(&r);
+    if (rc == TC_OK && h.failed)
+        rc = tc__err(c, TC_ENOMEM, "get_http: out of memory for the headers");
+    if (rc != TC_OK) {
+        free(r.copy);
+        free(h.p);
+        return rc;
+    }
+    *out = r.copy;
+    *out_len = r.len;
+    if (out_state != NULL)
+        *out_state = r.state;
+    if (out_age_s != NULL)
+        *out_age_s = age_s;
+    if (out_headers != NULL)
+        *out_headers = h.p;
+    else
+        free(h.p);
+    return TC_OK;
+}
+
+/* The background refresh of a record served inside stale-while-revalidate: the read-through
+ * path below the edge. A reader that saw the stale copy just before a refresh ended may ask
+ * again: a fresh copy in the edge or in Redis (another process refreshed it) then ends the job
+ * without asking the store, so the store is asked once. */
+static int fresh_in(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    reader *r = ctx;
+    tc__rec rec;
+    int stale;
+    r->raw_version = version;
+    return tc__rec_decode(&rec, data, len) == TC_OK && tc__rec_fresh(&rec, tc__wall_ms(), &stale)
+               ? TC_OK
+               : TC_ENOTFOUND;
+}
+
+static int refresh_key(void *owner, const char *key, size_t key_len, const void *job,
+                       size_t job_len)
+{
+    tc_cache *c = owner;
+    int64_t old_version;
+    tc__rec old;
+    if (job_len < 8)
+        return 0;
+    memcpy(&old_version, job, 8);
+    if (tc__rec_decode(&old, (const char *)job + 8, job_len - 8) != TC_OK)
+        return 0;
+    reader r = {.c = c};
+    if (c->edge != NULL && tc__edge_get(c->edge, key, key_len, fresh_in, &r) == TC_OK &&
+        r.raw_version >= old_version)
+        return 0;
+    tc__rec rec;
+    int stale;
+    if (c->redis != NULL &&
+        tc__redis_get(c->redis, key, key_len, deliver_copy, &r) == TC_OK &&
+        tc__rec_decode(&rec, r.raw, r.raw_len) == TC_OK &&
+        tc__rec_fresh(&rec, tc__wall_ms(), &stale) && r.raw_version >= old_version) {
+        fill_edge(c, key, key_len, r.raw, r.raw_len, r.raw_version, r.raw_ttl);
+        reader_done(&r);
+        return 0;
+    }
+    free(r.raw);
+    r.raw = NULL;
+    int done = 0;
+    if (c->store->ops->get(c->store, key, key_len, deliver_copy, &r) == TC_OK) {
+        TC__INC(c->stats.store.hits);
+        int64_t now = tc__wall_ms();
+        revalidated(&rec, &old, old_version, r.raw, r.raw_len, r.raw_version, now);
+        fill_caches(c, key, key_len, &rec, r.raw_version, http_cache_ttl(c, &rec, now));
+        done = 1;
+    }
+    reader_done(&r);
+    return done;
 }
 
 /* ---- writes ------------------------------------------------------------------------------- */
@@ -375,27 +831,23 @@ static int check_write_args(tc_cache *c, const char *op, const char *key, size_t
     return tc__check_key(c, key, key_len);
 }
 
-int tc_put(tc_cache *c, const char *key, size_t key_len, const void *value, size_t value_len,
-           int64_t ttl_ms)
+static int check_value(tc_cache *c, const char *op, const void *value, size_t value_len)
 {
-    int rc = check_write_args(c, "put", key, key_len);
-    if (rc != TC_OK)
-        return rc;
     if (value == NULL && value_len > 0)
-        return tc__err(c, TC_EINVAL, "put: value is NULL but value_len is %zu", value_len);
-    if (ttl_ms < 0)
-        return tc__err(c, TC_EINVAL, "put: ttl_ms is negative (%lld)", (long long)ttl_ms);
+        return tc__err(c, TC_EINVAL, "%s: value is NULL but value_len is %zu", op, value_len);
     /* Compared unsigned: a huge size_t must not turn negative and slip through. */
     if ((uint64_t)value_len > (uint64_t)c->cfg->max_value_bytes)
-        return tc__err(c, TC_ETOOBIG, "put: value is %zu bytes, max_value_bytes is %lld",
+        return tc__err(c, TC_ETOOBIG, "%s: value is %zu bytes, max_value_bytes is %lld", op,
                        value_len, (long long)c->cfg->max_value_bytes);
-    if (value == NULL)
-        value = "";
-    if (ttl_ms == 0)
-        ttl_ms = c->cfg->default_ttl_ms;
+    return TC_OK;
+}
 
+/* Commits value and fills the caches with r (whose value is value). */
+static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *r,
+                         int64_t ttl_ms)
+{
     int64_t version = 0;
-    rc = c->store->ops->put(c->store, key, key_len, value, value_len, &version);
+    int rc = c->store->ops->put(c->store, key, key_len, r->value, r->value_len, &version);
     if (rc != TC_OK) {
         if (rc == TC_ESTORE)
             TC__INC(c->stats.store.errors);
@@ -407,10 +859,163 @@ int tc_put(tc_cache *c, const char *key, size_t key_len, const void *value, size
 
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
      * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
-    fill_redis(c, key, key_len, value, value_len, version, ttl_ms);
-    reader r = {.c = c, .copy = (void *)value, .len = value_len, .version = version};
-    fill_edge(c, key, key_len, &r, ttl_ms);
+    fill_caches(c, key, key_len, r, version, ttl_ms);
     return TC_OK;
+}
+
+int tc_put(tc_cache *c, const char *key, size_t key_len, const void *value, size_t value_len,
+           int64_t ttl_ms)
+{
+    int rc = check_write_args(c, "put", key, key_len);
+    if (rc == TC_OK)
+        rc = check_value(c, "put", value, value_len);
+    if (rc != TC_OK)
+        return rc;
+    if (ttl_ms < 0)
+        return tc__err(c, TC_EINVAL, "put: ttl_ms is negative (%lld)", (long long)ttl_ms);
+    if (ttl_ms == 0)
+        ttl_ms = c->cfg->default_ttl_ms;
+    tc__rec r = {.kind = TC__REC_PLAIN, .value = value ? value : "", .value_len = value_len};
+    return write_through(c, key, key_len, &r, ttl_ms);
+}
+
+/* The fields tc_put_http reads, each repeated line joined. */
+enum { H_CC, H_EXPIRES, H_DATE, H_AGE, H_ETAG, H_LM, H_TAGS, H_COUNT };
+static const char *const http_names[H_COUNT] = {
+    "cache-control", "expires", "date", "age", "etag", "last-modified", "surrogate-key",
+};
+#define HTTP_HEADERS_MAX (64 * 1024)
+
+static int is_ows(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+/* Splits a "Name: value" line; 0 if it has no ':'. */
+static int split_line(const char *line, const char **name, size_t *name_len, const char **v,
+                      size_t *v_len)
+{
+    const char *colon = strchr(line, ':');
+    if (colon == NULL)
+        return 0;
+    const char *n = line, *n_end = colon;
+    while (n < n_end && is_ows(*n))
+        n++;
+    while (n_end > n && is_ows(n_end[-1]))
+        n_end--;
+    const char *p = colon + 1, *p_end = colon + strlen(colon);
+    while (p < p_end && is_ows(*p))
+        p++;
+    while (p_end > p && (is_ows(p_end[-1]) || p_end[-1] == '\r' || p_end[-1] == '\n'))
+        p_end--;
+    *name = n;
+    *name_len = (size_t)(n_end - n);
+    *v = p;
+    *v_len = (size_t)(p_end - p);
+    return 1;
+}
+
+/* Gathers the fields tc_put_http reads into buf (HTTP_HEADERS_MAX bytes), one field after the
+ * other, each field's repeated lines joined. */
+static int http_fields(tc_cache *c, const char *const *headers, size_t n, char *buf,
+                       const char **val, size_t *len)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name, *v;
+        size_t nl, vl;
+        if (headers[i] == NULL)
+            return tc__err(c, TC_EINVAL, "put_http: headers[%zu] is NULL", i);
+        if (!split_line(headers[i], &name, &nl, &v, &vl))
+            return tc__err(c, TC_EINVAL, "put_http: headers[%zu] has no ':'", i);
+    }
+    for (int f = 0; f < H_COUNT; f++) {
+        val[f] = NULL;
+        len[f] = 0;
+        const char *sep = f == H_TAGS ? " " : ", ";
+        for (size_t i = 0; i < n; i++) {
+            const char *name, *v;
+            size_t nl, vl;
+            split_line(headers[i], &name, &nl, &v, &vl);
+            if (nl != strlen(http_names[f]) || strncasecmp(name, http_names[f], nl) != 0)
+                continue;
+            size_t sl = val[f] != NULL ? strlen(sep) : 0;
+            if (used + sl + vl > HTTP_HEADERS_MAX)
+                return tc__err(c, TC_EINVAL, "put_http: headers over %d bytes",
+                               HTTP_HEADERS_MAX);
+            if (val[f] == NULL)
+                val[f] = buf + used;
+            memcpy(buf + used, sep, sl);
+            memcpy(buf + used + sl, v, vl);
+            used += sl + vl;
+            len[f] += sl + vl;
+        }
+    }
+    return TC_OK;
+}
+
+static int check_tag(void *ctx, const char *tag, size_t tag_len)
+{
+    return tag_len > TC_KEY_MAX;
+}
+
+int tc_put_http(unsigned *out_stored, tc_cache *c, const char *key, size_t key_len,
+                const void *value, size_t value_len, const char *const *headers,
+                size_t n_headers)
+{
+    if (out_stored != NULL)
+        *out_stored = 0;
+    int rc = check_write_args(c, "put_http", key, key_len);
+    if (rc == TC_OK)
+        rc = check_value(c, "put_http", value, value_len);
+    if (rc != TC_OK)
+        return rc;
+    if (headers == NULL && n_headers > 0)
+        return tc__err(c, TC_EINVAL, "put_http: headers is NULL but n_headers is %zu",
+                       n_headers);
+    char *buf = malloc(HTTP_HEADERS_MAX);
+    if (buf == NULL)
+        return tc__err(c, TC_ENOMEM, "put_http: out of memory");
+    const char *v[H_COUNT];
+    size_t l[H_COUNT];
+    rc = http_fields(c, headers, n_headers, buf, v, l);
+    if (rc == TC_OK && tc__rec_each_tag(v[H_TAGS], l[H_TAGS], check_tag, NULL) != 0)
+        rc = tc__err(c, TC_EINVAL, "put_http: a Surrogate-Key tag is over %d bytes",
+                     TC_KEY_MAX);
+    if (rc != TC_OK) {
+        free(buf);
+        return rc;
+    }
+    int64_t now = tc__wall_ms();
+    tc__freshness f;
+    tc__freshness_compute(&f, v[H_CC], l[H_CC], v[H_EXPIRES], l[H_EXPIRES], v[H_DATE],
+                          l[H_DATE], v[H_AGE], l[H_AGE], now, now);
+    if (!f.storable) {
+        /* A shared cache may not store it; nothing older may be served in its place. */
+        free(buf);
+        return tc_del(c, key, key_len);
+    }
+    tc__rec r = {
+        .kind = TC__REC_HTTP,
+        .flags = (f.must_revalidate ? TC__REC_MUST_REVALIDATE : 0) |
+                 (f.no_cache ? TC__REC_NO_CACHE : 0) | (f.immutable ? TC__REC_IMMUTABLE : 0),
+        .date_ms = now - f.age_ms,
+        .lifetime_ms = f.explicit_lifetime ? f.lifetime_ms : c->cfg->default_ttl_ms,
+        .swr_ms = f.swr_ms,
+        .sie_ms = f.sie_ms,
+        .etag = v[H_ETAG], .etag_len = l[H_ETAG],
+        .last_modified = v[H_LM], .last_modified_len = l[H_LM],
+        .cache_control = v[H_CC], .cache_control_len = l[H_CC],
+        .tags = v[H_TAGS], .tags_len = l[H_TAGS],
+        .value = value ? value : "",
+        .value_len = value_len,
+    };
+    r.fresh_until_ms = add_sat64(now, f.explicit_lifetime ? f.ttl_ms : c->cfg->default_ttl_ms);
+    rc = write_through(c, key, key_len, &r, http_cache_ttl(c, &r, now));
+    free(buf);
+    if (rc == TC_OK && out_stored != NULL)
+        *out_stored = 1;
+    return rc;
 }
 
 int tc_del(tc_cache *c, const char *key, size_t key_len)
@@ -485,7 +1090,8 @@ typedef struct pattern_ref {
     size_t n;
 } pattern_ref;
 
-static int match_pattern(void *ctx, const char *key, size_t key_len)
+static int match_pattern(void *ctx, const char *key, size_t key_len, const void *value,
+                         size_t value_len)
 {
     const pattern_ref *pat = ctx;
     return tc__pattern_match(pat->p, pat->n, key, key_len);
@@ -510,6 +1116,57 @@ int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern
     if (c->redis != NULL) {
         int64_t n = 0;
         rc = tc__redis_invalidate_pattern(c->redis, pattern, pattern_len, &n);
+        if (rc != TC_OK) {
+            TC__INC(c->stats.redis.errors);
+            return rc;
+        }
+        removed += n;
+    }
+    if (out_removed != NULL)
+        *out_removed = removed;
+    return TC_OK;
+}
+
+typedef struct tag_ref {
+    const char *tag;
+    size_t len;
+} tag_ref;
+
+static int tag_is(void *ctx, const char *tag, size_t tag_len)
+{
+    const tag_ref *t = ctx;
+    return tag_len == t->len && memcmp(tag, t->tag, tag_len) == 0;
+}
+
+static int match_tag(void *ctx, const char *key, size_t key_len, const void *value,
+                     size_t value_len)
+{
+    tc__rec rec;
+    if (value == NULL || tc__rec_decode(&rec, value, value_len) != TC_OK)
+        return 0;
+    return tc__rec_each_tag(rec.tags, rec.tags_len, tag_is, ctx);
+}
+
+int tc_invalidate_tag(int64_t *out_removed, tc_cache *c, const char *tag, size_t tag_len)
+{
+    if (out_removed != NULL)
+        *out_removed = 0;
+    if (c == NULL)
+        return tc__err(NULL, TC_EINVAL, "invalidate_tag: cache is NULL");
+    fork_check(c);
+    if (tag == NULL || tag_len == 0 || tag_len > TC_KEY_MAX)
+        return tc__err(c, TC_EINVAL, "invalidate_tag: the tag must be 1..%d bytes", TC_KEY_MAX);
+    for (size_t i = 0; i < tag_len; i++)
+        if (tag[i] == '\0' || is_ows(tag[i]))
+            return tc__err(c, TC_EINVAL, "invalidate_tag: the tag holds a NUL, space or tab");
+    int64_t removed = 0;
+    if (c->edge != NULL) {
+        tag_ref t = {tag, tag_len};
+        removed += tc__edge_remove_matching(c->edge, match_tag, &t);
+    }
+    if (c->redis != NULL) {
+        int64_t n = 0;
+        int rc = tc__redis_invalidate_tag(c->redis, tag, tag_len, &n);
         if (rc != TC_OK) {
             TC__INC(c->stats.redis.errors);
             return rc;

@@ -345,8 +345,9 @@ START_TEST(test_edge_ttl_capped_by_redis_ttl)
 }
 END_TEST
 
-/* The payload of a stored Redis value, past its 19-byte header (version, expiry). */
-static const char *payload[] = {"GETRANGE", "tc:k", "19", "-1", NULL};
+/* The value in a stored Redis value, past its 19-byte header (version, expiry) and the record
+ * header of a plain value (lib/record.h). */
+static const char *payload[] = {"GETRANGE", "tc:k", "20", "-1", NULL};
 static tc_cache *hook_cache, *hook_store_reader;
 static int hook_calls;
 
@@ -577,7 +578,7 @@ START_TEST(test_no_stale_after_failed_redis_write)
     ck_assert_int_eq(tc_put(a, K("k"), "v2", 2, 0), TC_OK);  /* Redis times out: still TC_OK */
     tct_sleep_ms(800);
     expect_value(a, "k", "v2", 2, 0);
-    const char *get_payload[] = {"GETRANGE", "tc:k", "19", "-1", NULL};
+    const char *get_payload[] = {"GETRANGE", "tc:k", "20", "-1", NULL};
     char *r = tct_redis_cmd(&own, get_payload);
     ck_assert_str_eq(r, "v2");   /* the read-through refilled it with the committed value */
     free(r);

@@ -488,7 +488,8 @@ START_TEST(test_clear)
 }
 END_TEST
 
-static int prefix_match(void *ctx, const char *key, size_t key_len)
+static int prefix_match(void *ctx, const char *key, size_t key_len, const void *value,
+                        size_t value_len)
 {
     const char *prefix = ctx;
     size_t n = strlen(prefix);

@@ -17,6 +17,7 @@ int main(void)
     srunner_add_suite(sr, cache_suite());
     srunner_add_suite(sr, shared_suite());
     srunner_add_suite(sr, cache_control_suite());
+    srunner_add_suite(sr, http_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

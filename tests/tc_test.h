@@ -19,6 +19,7 @@ Suite *cache_suite(void);
 Suite *shared_suite(void);
 Suite *cache_control_suite(void);
 Suite *pattern_suite(void);
+Suite *http_suite(void);
 
 /* A private redis-server. */
 typedef struct tct_redis {

@@ -1,0 +1,485 @@
+/*
+ * check_http.c - values put with their HTTP caching headers (tc_put_http, tc_get_http):
+ * freshness as a shared cache judges it, stale-while-revalidate refreshed once in the
+ * background, stale-if-error when the store fails, tags (Surrogate-Key) across both caches.
+ *
+ * No test waits for a response to go stale: an Age header as large as max-age makes it stale
+ * the moment it is put.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "refresh.h"
+#include "tc_test.h"
+
+static tct_redis redis; /* shared by a TCase's tests; started in the parent */
+static char dir[256];   /* per test */
+
+static void redis_up(void)
+{
+    ck_assert_msg(tct_redis_start(&redis) == 0, "cannot start redis-server");
+}
+
+static void redis_down(void)
+{
+    tct_redis_stop(&redis);
+}
+
+static void dir_setup(void)
+{
+    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
+    if (redis.port > 0) {
+        const char *flush[] = {"FLUSHALL", NULL};
+        free(tct_redis_cmd(&redis, flush));
+    }
+}
+
+static void dir_teardown(void)
+{
+    tct_rmrf(dir);
+}
+
+#define K(s) (s), strlen(s)
+#define N(a) (sizeof(a) / sizeof(a)[0])
+
+static void put_http(tc_cache *c, const char *key, const char *value,
+                     const char *const *headers, size_t n, unsigned want_stored)
+{
+    unsigned stored = 99;
+    int rc = tc_put_http(&stored, c, K(key), value, strlen(value), headers, n);
+    ck_assert_msg(rc == TC_OK, "put_http %s: %s (%s)", key, tc_strerror(rc), tc_errmsg(c));
+    ck_assert_uint_eq(stored, want_stored);
+}
+
+typedef struct got {
+    char value[64];
+    unsigned state;
+    int64_t age;
+    char headers[512];
+    unsigned source;
+} got;
+
+/* tc_get_http, then tc_get_ex for the tier: both must agree on the value. */
+static int get_http(got *g, tc_cache *c, const char *key, unsigned flags)
+{
+    void *v = NULL;
+    size_t len = 0;
+    char *h = NULL;
+    memset(g, 0, sizeof *g);
+    int rc = tc_get_http(&v, &len, &g->state, &g->age, &h, c, K(key), flags);
+    if (rc != TC_OK) {
+        ck_assert_ptr_null(v);
+        ck_assert_ptr_null(h);
+        ck_assert_uint_eq(g->state, 0);
+        return rc;
+    }
+    ck_assert_uint_lt(len, sizeof g->value);
+    ck_assert_int_eq(((char *)v)[len], '\0');
+    memcpy(g->value, v, len + 1);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_uint_lt(strlen(h), sizeof g->headers);
+    strcpy(g->headers, h);
+    tc_free(v);
+    tc_free(h);
+    return TC_OK;
+}
+
+static void expect_http(tc_cache *c, const char *key, unsigned flags, const char *value,
+                        unsigned state)
+{
+    got g;
+    int rc = get_http(&g, c, key, flags);
+    ck_assert_msg(rc == TC_OK, "get_http %s: %s (%s)", key, tc_strerror(rc), tc_errmsg(c));
+    ck_assert_str_eq(g.value, value);
+    ck_assert_uint_eq(g.state, state);
+}
+
+static unsigned source_of(tc_cache *c, const char *key)
+{
+    void *v;
+    size_t len;
+    unsigned info = 0;
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, NULL, c, K(key)), TC_OK);
+    tc_free(v);
+    return info & 0xff;
+}
+
+/* ---- freshness ------------------------------------------------------------------------------ */
+
+START_TEST(test_fresh_with_headers)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    const char *h[] = {"Cache-Control: public, max-age=3600", "ETag: \"v1\"",
+                       "last-modified: Wed, 21 Oct 2015 07:28:00 GMT", "X-Other: ignored",
+                       "Age: 100"};
+    put_http(c, "/a", "body-a", h, N(h), 1);
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/a", 0), TC_OK);
+    ck_assert_str_eq(g.value, "body-a");
+    ck_assert_uint_eq(g.state, TC_HTTP_FRESH);
+    ck_assert_int_ge(g.age, 100);
+    ck_assert_int_lt(g.age, 200);
+    ck_assert_ptr_nonnull(strstr(g.headers, "Cache-Control: public, max-age=3600\r\n"));
+    ck_assert_ptr_nonnull(strstr(g.headers, "ETag: \"v1\"\r\n"));
+    ck_assert_ptr_nonnull(strstr(g.headers, "Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n"));
+    ck_assert_ptr_nonnull(strstr(g.headers, "Age: 1"));
+    ck_assert_ptr_null(strstr(g.headers, "X-Other"));
+    /* The plain API reads the body, from the edge. */
+    ck_assert_uint_eq(source_of(c, "/a"), TC_SOURCE_EDGE);
+    char buf[16];
+    size_t len;
+    ck_assert_int_eq(tc_get_into(&len, c, K("/a"), buf, sizeof buf), TC_OK);
+    ck_assert_uint_eq(len, 6);
+    ck_assert_int_eq(memcmp(buf, "body-a", 6), 0);
+    ck_assert_int_eq(tc_get_into(&len, c, K("/a"), buf, 3), TC_ERANGE);
+    ck_assert_uint_eq(len, 6);
+
+    /* A plain value through tc_get_http: fresh, age 0, no headers. */
+    ck_assert_int_eq(tc_put(c, K("plain"), "p", 1, 0), TC_OK);
+    ck_assert_int_eq(get_http(&g, c, "plain", 0), TC_OK);
+    ck_assert_str_eq(g.value, "p");
+    ck_assert_uint_eq(g.state, TC_HTTP_FRESH);
+    ck_assert_int_eq(g.age, 0);
+    ck_assert_str_eq(g.headers, "");
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_not_storable_deletes)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    const char *ok[] = {"Cache-Control: max-age=60"};
+    const char *no_store[] = {"Cache-Control: no-store"};
+    const char *priv[] = {"Cache-Control: private, max-age=60"};
+    put_http(c, "/x", "old", ok, 1, 1);
+    put_http(c, "/x", "new", no_store, 1, 0);
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/x", 0), TC_ENOTFOUND);
+    put_http(c, "/y", "old", ok, 1, 1);
+    put_http(c, "/y", "new", priv, 1, 0);
+    ck_assert_int_eq(get_http(&g, c, "/y", 0), TC_ENOTFOUND);
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_smaxage_and_must_revalidate)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    /* s-maxage wins over max-age for a shared cache, and forbids serving stale. */
+    const char *h[] = {"Cache-Control: max-age=3600, s-maxage=10, stale-while-revalidate=600",
+                       "Age: 20", "ETag: \"e\""};
+    put_http(c, "/s", "v", h, N(h), 1);
+    expect_http(c, "/s", TC_HTTP_ONLY_IF_CACHED, "v", TC_HTTP_MUST_REVALIDATE);
+    /* Without only-if-cached the call revalidates against the store: fresh, same headers. */
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/s", 0), TC_OK);
+    ck_assert_uint_eq(g.state, TC_HTTP_FRESH);
+    ck_assert_int_lt(g.age, 5);
+    ck_assert_ptr_nonnull(strstr(g.headers, "ETag: \"e\""));
+    expect_http(c, "/s", TC_HTTP_ONLY_IF_CACHED, "v", TC_HTTP_FRESH);
+    ck_assert_int_eq(tct_stat(c, "store", "hits"), 1);
+
+    const char *mr[] = {"Cache-Control: max-age=60, must-revalidate, stale-if-error=600",
+                        "Age: 61"};
+    put_http(c, "/m", "w", mr, N(mr), 1);
+    expect_http(c, "/m", TC_HTTP_ONLY_IF_CACHED, "w", TC_HTTP_MUST_REVALIDATE);
+    expect_http(c, "/m", 0, "w", TC_HTTP_FRESH);
+
+    /* A malformed max-age is stale at once (RFC 9111 §4.2.1). */
+    const char *bad[] = {"Cache-Control: max-age=ten"};
+    put_http(c, "/b", "b", bad, 1, 1);
+    expect_http(c, "/b", TC_HTTP_ONLY_IF_CACHED, "b", TC_HTTP_MUST_REVALIDATE);
+
+    /* Expires in the past: stale; Expires "0": stale. */
+    const char *exp0[] = {"Expires: 0"};
+    put_http(c, "/e", "e", exp0, 1, 1);
+    expect_http(c, "/e", TC_HTTP_ONLY_IF_CACHED, "e", TC_HTTP_MUST_REVALIDATE);
+    /* No explicit freshness: default_ttl_ms. */
+    put_http(c, "/d", "d", NULL, 0, 1);
+    expect_http(c, "/d", TC_HTTP_ONLY_IF_CACHED, "d", TC_HTTP_FRESH);
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_no_cache_revalidates_each_time)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    const char *h[] = {"Cache-Control: no-cache, max-age=3600", "ETag: \"n1\""};
+    put_http(c, "/n", "v1", h, N(h), 1);
+    for (int i = 0; i < 3; i++) {
+        got g;
+        ck_assert_int_eq(get_http(&g, c, "/n", 0), TC_OK);
+        ck_assert_str_eq(g.value, "v1");
+        ck_assert_uint_eq(g.state, TC_HTTP_FRESH);
+        ck_assert_ptr_nonnull(strstr(g.headers, "ETag: \"n1\""));
+    }
+    ck_assert_int_eq(tct_stat(c, "store", "hits"), 3);
+    /* A write made behind the caches' back is seen at once; the ETag no longer describes it. */
+    tc_cache *other = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    ck_assert_int_eq(tc_put(other, K("/n"), "v2", 2, 0), TC_OK);
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/n", 0), TC_OK);
+    ck_assert_str_eq(g.value, "v2");
+    ck_assert_ptr_null(strstr(g.headers, "ETag"));
+    ck_assert_ptr_nonnull(strstr(g.headers, "Cache-Control: no-cache, max-age=3600"));
+    tc_close(other);
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_bad_arguments)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    unsigned stored = 7;
+    const char *no_colon[] = {"Cache-Control max-age=1"};
+    ck_assert_int_eq(tc_put_http(&stored, c, K("/k"), "v", 1, no_colon, 1), TC_EINVAL);
+    ck_assert_uint_eq(stored, 0);
+    const char *null_line[] = {NULL};
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/k"), "v", 1, null_line, 1), TC_EINVAL);
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/k"), "v", 1, NULL, 1), TC_EINVAL);
+    ck_assert_int_eq(tc_put_http(NULL, NULL, K("/k"), "v", 1, NULL, 0), TC_EINVAL);
+    ck_assert_int_eq(tc_put_http(NULL, c, "", 0, "v", 1, NULL, 0), TC_EKEY);
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/k"), NULL, 1, NULL, 0), TC_EINVAL);
+    char longtag[600];
+    memcpy(longtag, "Surrogate-Key: a ", 17);
+    memset(longtag + 17, 't', 520);
+    longtag[537] = '\0';
+    const char *lt[] = {longtag};
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/k"), "v", 1, lt, 1), TC_EINVAL);
+    char *huge = malloc(70 * 1024);
+    memcpy(huge, "ETag: ", 6);
+    memset(huge + 6, 'e', 70 * 1024 - 7);
+    huge[70 * 1024 - 1] = '\0';
+    const char *hh[] = {huge};
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/k"), "v", 1, hh, 1), TC_EINVAL);
+    free(huge);
+    /* Nothing of the failed puts was stored. */
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/k", 0), TC_ENOTFOUND);
+
+    void *v = (void *)1;
+    size_t len = 9;
+    ck_assert_int_eq(tc_get_http(&v, &len, NULL, NULL, NULL, c, K("/k"), 0x80), TC_EINVAL);
+    ck_assert_ptr_null(v);
+    ck_assert_int_eq(tc_get_http(NULL, &len, NULL, NULL, NULL, c, K("/k"), 0), TC_EINVAL);
+    ck_assert_int_eq(tc_get_http(&v, &len, NULL, NULL, NULL, NULL, K("/k"), 0), TC_EINVAL);
+    ck_assert_int_eq(get_http(&g, c, "/k", TC_HTTP_ONLY_IF_CACHED), TC_ENOTFOUND);
+
+    int64_t n = 5;
+    ck_assert_int_eq(tc_invalidate_tag(&n, c, "a b", 3), TC_EINVAL);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(tc_invalidate_tag(&n, c, "", 0), TC_EINVAL);
+    ck_assert_int_eq(tc_invalidate_tag(&n, c, NULL, 1), TC_EINVAL);
+    ck_assert_int_eq(tc_invalidate_tag(&n, c, "a\0b", 3), TC_EINVAL);
+    ck_assert_int_eq(tc_invalidate_tag(&n, NULL, "a", 1), TC_EINVAL);
+    ck_assert_int_eq(tc_invalidate_tag(NULL, c, "nothing", 7), TC_OK);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- stale-while-revalidate ----------------------------------------------------------------- */
+
+typedef struct swr_reader {
+    tc_cache *c;
+    int stale, fresh, bad;
+} swr_reader;
+
+static void *swr_read(void *arg)
+{
+    swr_reader *s = arg;
+    for (int i = 0; i < 200; i++) {
+        void *v;
+        size_t len;
+        unsigned state;
+        if (tc_get_http(&v, &len, &state, NULL, NULL, s->c, K("/swr"), 0) != TC_OK) {
+            s->bad++;
+            continue;
+        }
+        s->bad += len != 2 || memcmp(v, "v1", 2) != 0;
+        s->stale += state == TC_HTTP_STALE;
+        s->fresh += state == TC_HTTP_FRESH;
+        tc_free(v);
+    }
+    return NULL;
+}
+
+/* Stale inside stale-while-revalidate: every reader gets the stale copy at once, and the store
+ * is asked once, in the background, however many readers saw it stale. */
+static void swr_once(int redis_port)
+{
+    tc_cache *c = tct_open(dir, "db", redis_port, NULL);
+    const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
+    put_http(c, "/swr", "v1", h, N(h), 1);
+    long long store_hits = tct_stat(c, "store", "hits");
+    swr_reader r[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (swr_reader){.c = c};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, swr_read, &r[i]), 0);
+    }
+    int stale = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(r[i].bad, 0);
+        stale += r[i].stale;
+        ck_assert_int_eq(r[i].stale + r[i].fresh, 200);
+    }
+    ck_assert_int_ge(stale, 1);
+    tc__refresher_drain(tc__cache_refresher(c));
+    ck_assert_int_eq(tc__refresher_done(tc__cache_refresher(c)), 1);
+    ck_assert_int_eq(tct_stat(c, "store", "hits") - store_hits, 1);
+    /* Refreshed: fresh for its lifetime again, from the edge. */
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/swr", 0), TC_OK);
+    ck_assert_uint_eq(g.state, TC_HTTP_FRESH);
+    ck_assert_int_lt(g.age, 5);
+    ck_assert_uint_eq(source_of(c, "/swr"), TC_SOURCE_EDGE);
+    tc_close(c);
+}
+
+START_TEST(test_swr_refreshes_once)
+{
+    swr_once(0);
+}
+END_TEST
+
+START_TEST(test_swr_refreshes_once_with_redis)
+{
+    swr_once(redis.port);
+}
+END_TEST
+
+/* Another process refreshed the copy in Redis: the refresh takes it and leaves the store. */
+START_TEST(test_swr_takes_a_fresh_redis_copy)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
+    put_http(a, "/r", "v1", h, N(h), 1);
+    expect_http(b, "/r", 0, "v1", TC_HTTP_STALE); /* b's edge now holds the stale copy too */
+    tc__refresher_drain(tc__cache_refresher(b));
+    ck_assert_int_eq(tc__refresher_done(tc__cache_refresher(b)), 1); /* b refreshed Redis */
+    expect_http(a, "/r", 0, "v1", TC_HTTP_STALE);                    /* a's edge: stale */
+    tc__refresher_drain(tc__cache_refresher(a));
+    ck_assert_int_eq(tc__refresher_done(tc__cache_refresher(a)), 0); /* found b's copy */
+    ck_assert_int_eq(tct_stat(a, "store", "hits"), 0);
+    expect_http(a, "/r", 0, "v1", TC_HTTP_FRESH);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+/* ---- stale-if-error -------------------------------------------------------------------------- */
+
+static void sql(const char *path, const char *stmt)
+{
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, stmt, NULL, NULL, &err);
+    ck_assert_msg(rc == SQLITE_OK, "%s: %s", stmt, err ? err : "?");
+    sqlite3_close(db);
+}
+
+START_TEST(test_stale_if_error)
+{
+    tc_cache *c = tct_open(dir, "db", 0, "{\"store\": {\"busy_timeout_ms\": 10}}");
+    const char *sie[] = {"Cache-Control: max-age=60, stale-if-error=600", "Age: 61"};
+    const char *none[] = {"Cache-Control: max-age=60", "Age: 61"};
+    put_http(c, "/sie", "v1", sie, N(sie), 1);
+    put_http(c, "/none", "n1", none, N(none), 1);
+    expect_http(c, "/sie", TC_HTTP_ONLY_IF_CACHED, "v1", TC_HTTP_STALE);
+    /* The store fails: its table is gone (renamed by another program). */
+    char path[512];
+    snprintf(path, sizeof path, "%s/db.db", dir);
+    sql(path, "ALTER TABLE tiercache RENAME TO tiercache_away");
+    expect_http(c, "/sie", 0, "v1", TC_HTTP_STALE);
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/none", 0), TC_ESTORE); /* no window: the error */
+    /* The store is back: the stale copy is revalidated. */
+    sql(path, "ALTER TABLE tiercache_away RENAME TO tiercache");
+    expect_http(c, "/sie", 0, "v1", TC_HTTP_FRESH);
+    expect_http(c, "/none", 0, "n1", TC_HTTP_FRESH);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- tags ------------------------------------------------------------------------------------ */
+
+START_TEST(test_tags_both_tiers)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *noedge = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    const char *ab[] = {"Cache-Control: max-age=3600", "Surrogate-Key: red  blue"};
+    const char *b[] = {"Surrogate-Key: blue", "surrogate-key: green"};
+    const char *none[] = {"Cache-Control: max-age=3600"};
+    put_http(a, "/1", "one", ab, N(ab), 1);
+    put_http(a, "/2", "two", b, N(b), 1);
+    put_http(a, "/3", "three", none, N(none), 1);
+    int64_t n = -1;
+    ck_assert_int_eq(tc_invalidate_tag(&n, a, K("red")), TC_OK);
+    ck_assert_int_eq(n, 2); /* /1 in the edge and in Redis */
+    ck_assert_uint_eq(source_of(noedge, "/1"), TC_SOURCE_STORE);
+    ck_assert_uint_eq(source_of(noedge, "/2"), TC_SOURCE_REDIS);
+    ck_assert_uint_eq(source_of(a, "/2"), TC_SOURCE_EDGE);
+    ck_assert_int_eq(tc_invalidate_tag(&n, a, K("green")), TC_OK); /* a joined Surrogate-Key */
+    ck_assert_int_eq(n, 2);
+    ck_assert_uint_eq(source_of(a, "/2"), TC_SOURCE_STORE);
+    ck_assert_uint_eq(source_of(a, "/3"), TC_SOURCE_EDGE);
+    ck_assert_int_eq(tc_invalidate_tag(&n, a, K("nothing")), TC_OK);
+    ck_assert_int_eq(n, 0);
+    /* Pattern invalidation takes HTTP entries as well. */
+    ck_assert_int_eq(tc_invalidate_pattern(&n, a, K("/*")), TC_OK);
+    ck_assert_int_ge(n, 3);
+    ck_assert_uint_eq(source_of(a, "/3"), TC_SOURCE_STORE);
+    tc_close(noedge);
+    tc_close(a);
+}
+END_TEST
+
+/* A record in Redis that makes no sense: the store answers, and the caller sees no error. */
+START_TEST(test_damaged_record_in_redis)
+{
+    tc_cache *c = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    const char *h[] = {"Cache-Control: max-age=3600"};
+    put_http(c, "/d", "body", h, N(h), 1);
+    ck_assert_uint_eq(source_of(c, "/d"), TC_SOURCE_REDIS);
+    /* The record's kind byte follows the tier's 19-byte header. */
+    const char *bad_d[] = {"SETRANGE", "tc:/d", "19", "Z", NULL};
+    free(tct_redis_cmd(&redis, bad_d));
+    expect_http(c, "/d", 0, "body", TC_HTTP_FRESH);
+    ck_assert_uint_eq(source_of(c, "/d"), TC_SOURCE_REDIS); /* repaired by the refill */
+    tc_close(c);
+}
+END_TEST
+
+Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *local = tcase_create("local");
+    tcase_set_timeout(local, 30);
+    tcase_add_checked_fixture(local, dir_setup, dir_teardown);
+    tcase_add_test(local, test_fresh_with_headers);
+    tcase_add_test(local, test_not_storable_deletes);
+    tcase_add_test(local, test_smaxage_and_must_revalidate);
+    tcase_add_test(local, test_no_cache_revalidates_each_time);
+    tcase_add_test(local, test_bad_arguments);
+    tcase_add_test(local, test_swr_refreshes_once);
+    tcase_add_test(local, test_stale_if_error);
+    suite_add_tcase(s, local);
+
+    TCase *tiers = tcase_create("tiers");
+    tcase_set_timeout(tiers, 30);
+    tcase_add_unchecked_fixture(tiers, redis_up, redis_down);
+    tcase_add_checked_fixture(tiers, dir_setup, dir_teardown);
+    tcase_add_test(tiers, test_swr_refreshes_once_with_redis);
+    tcase_add_test(tiers, test_swr_takes_a_fresh_redis_copy);
+    tcase_add_test(tiers, test_tags_both_tiers);
+    tcase_add_test(tiers, test_damaged_record_in_redis);
+    suite_add_tcase(s, tiers);
+    return s;
+}
