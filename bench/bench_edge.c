@@ -2,8 +2,9 @@
  * bench_edge.c - the edge tier's benchmarks, each figure next to its baseline from the same run:
  *   BENCH <id> <metric> value=<v> baseline=<b> ratio=<value/baseline>
  *
- *   edge-hit-<keys>-<dist>        ns per tc__edge_get hit copying a 64-byte value out, vs a bare
- *                                 open-addressing lookup plus memcpy on the same keys and trace
+ *   edge-hit-<keys>-<dist>        ns per tc__edge_get_into hit (tc_get_into's read) copying a
+ *                                 64-byte value out, vs a bare open-addressing lookup plus
+ *                                 memcpy on the same keys and trace
  *   edge-scale-self-<set>         2-thread aggregate hits/s vs the same edge at 1 thread
  *   edge-scale-vs-mutex-lru-<set> 2-thread hits/s vs a global-mutex LRU map at 2 threads
  *   edge-scale-machine-<set>      (reference) the bare table's own 2-thread vs 1-thread scaling:
@@ -32,6 +33,9 @@
 #define tc__edge_new nottl_edge_new
 #define tc__edge_free nottl_edge_free
 #define tc__edge_get nottl_edge_get
+#define tc__edge_get_flags nottl_edge_get_flags
+#define tc__edge_get_into nottl_edge_get_into
+#define tc__edge_set_flags nottl_edge_set_flags
 #define tc__edge_set nottl_edge_set
 #define tc__edge_tombstone nottl_edge_tombstone
 #define tc__edge_remove nottl_edge_remove
@@ -42,6 +46,9 @@
 #undef tc__edge_new
 #undef tc__edge_free
 #undef tc__edge_get
+#undef tc__edge_get_flags
+#undef tc__edge_get_into
+#undef tc__edge_set_flags
 #undef tc__edge_set
 #undef tc__edge_tombstone
 #undef tc__edge_remove
@@ -366,14 +373,6 @@ typedef struct tables {
     mutex_lru lru;
 } tables;
 
-/* The callback tiercache.c's hit path uses, in essence: copy to the caller's buffer. */
-static int copy_out(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
-{
-    (void)version, (void)ttl_ms;
-    memcpy(ctx, data, len);
-    return 0;
-}
-
 static tc__edge *filled_edge(const keyset *ks, const char *value, int nottl)
 {
     tc__edge *e;
@@ -422,7 +421,8 @@ static size_t read_trace(tables *t, enum table_kind kind, const uint32_t *trace,
                          size_t from, size_t count, atomic_int *stop, size_t *done)
 {
     char out[VALUE_LEN];
-    size_t hits = 0, i = 0, j = from % len;
+    size_t hits = 0, i = 0, j = from % len, vlen;
+    int64_t ver;
     const keyset *ks = t->ks;
     for (; i < count; i++, j = j + 1 < len ? j + 1 : 0) {
         if (stop != NULL && (i & 255) == 0 && atomic_load_explicit(stop, memory_order_relaxed))
@@ -432,10 +432,11 @@ static size_t read_trace(tables *t, enum table_kind kind, const uint32_t *trace,
         size_t klen = ks->len[k];
         switch (kind) {
         case T_EDGE:
-            hits += tc__edge_get(t->edge, key, klen, copy_out, out) == TC_OK;
+            hits += tc__edge_get_into(t->edge, key, klen, out, sizeof out, &vlen, &ver) == TC_OK;
             break;
         case T_EDGE_NOTTL:
-            hits += nottl_edge_get(t->nottl, key, klen, copy_out, out) == TC_OK;
+            hits += nottl_edge_get_into(t->nottl, key, klen, out, sizeof out, &vlen, &ver) ==
+                    TC_OK;
             break;
         case T_BARE:
             hits += (size_t)bare_get(&t->bare, key, klen, out);

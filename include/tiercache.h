@@ -338,9 +338,12 @@ TC_API int tc_invalidate_tag(int64_t *out_removed, tc_cache *cache, const char *
  *                    case-insensitively; used: Cache-Control, Expires, Date, Age, ETag,
  *                    Last-Modified, Surrogate-Key (space-separated tags, see
  *                    tc_invalidate_tag); others are ignored. A repeated field is joined with
- *                    ", " (Surrogate-Key with " "). May be NULL when n_headers is 0.
- * @return TC_OK, TC_EINVAL (NULL argument, a line without ':', headers over 64 KiB in all, a
- *         tag longer than TC_KEY_MAX), TC_EKEY, TC_ETOOBIG, TC_ESTORE, TC_ENOMEM.
+ *                    ", " (Surrogate-Key with " "), but for ETag and Last-Modified, where the
+ *                    last line wins. A trailing CRLF is dropped. May be NULL when n_headers
+ *                    is 0.
+ * @return TC_OK, TC_EINVAL (NULL argument, a line without ':', a control character other than
+ *         HTAB in a line, the fields used over 64 KiB in all, a tag longer than TC_KEY_MAX),
+ *         TC_EKEY, TC_ETOOBIG, TC_ESTORE, TC_ENOMEM.
  * Thread-safe.
  */
 TC_API int tc_put_http(unsigned *out_stored, tc_cache *cache, const char *key, size_t key_len,
@@ -351,7 +354,8 @@ TC_API int tc_put_http(unsigned *out_stored, tc_cache *cache, const char *key, s
 #define TC_HTTP_FRESH 1           /* fresh (or just read from the store) */
 #define TC_HTTP_STALE 2           /* stale but usable: inside stale-while-revalidate (a refresh
                                    * was started in the background) or stale-if-error (the store
-                                   * failed) */
+                                   * failed); with TC_HTTP_ONLY_IF_CACHED, inside either window
+                                   * (no refresh started, the store not asked) */
 #define TC_HTTP_MUST_REVALIDATE 3 /* only with TC_HTTP_ONLY_IF_CACHED: stale, and not to be used
                                    * before it is revalidated */
 /** tc_get_http's flags. */
@@ -362,9 +366,9 @@ TC_API int tc_put_http(unsigned *out_stored, tc_cache *cache, const char *key, s
 /**
  * tc_get for values put with tc_put_http (a plain value reads as fresh, age 0, no headers).
  * Without flags, a copy that is stale and may not be served is revalidated against the store
- * (the origin) by this call: its value and version come from the store, its headers are kept
- * (ETag and Last-Modified only if the version did not change), and it is fresh again for the
- * same lifetime. Inside stale-while-revalidate the stale copy is returned at once and that
+ * (the origin) by this call: if the store still holds the same version, the headers are kept
+ * and the copy is fresh again for the same lifetime; a newer version (whose headers the caches
+ * lost) comes back as a plain value. Inside stale-while-revalidate the stale copy is returned at once and that
  * refresh runs once, in the background, whatever the number of readers. Inside stale-if-error
  * a store failure returns the stale copy.
  * @param out, out_len  as tc_get.

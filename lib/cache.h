@@ -14,6 +14,9 @@ extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t ke
 /* The handle's edge and Redis tiers (NULL when absent), for tests that look inside. */
 tc__edge *tc__cache_edge(tc_cache *cache);
 struct tc__redis *tc__cache_redis(tc_cache *cache);
+/* Its configuration, and its pub/sub subscriber (NULL without Redis). */
+const struct tc_config *tc__cache_config(tc_cache *cache);
+struct tc__pubsub *tc__cache_pubsub(tc_cache *cache);
 /* Its stale-while-revalidate refresher (refresh.h). */
 struct tc__refresher *tc__cache_refresher(tc_cache *cache);
 

@@ -45,6 +45,13 @@ static const opt options[] = {
     {"redis.connect_timeout_ms", OPT_INT, F(redis_connect_timeout_ms), 1, 60000, NULL},
     {"redis.command_timeout_ms", OPT_INT, F(redis_command_timeout_ms), 1, 60000, NULL},
     {"redis.retry_interval_ms", OPT_INT, F(redis_retry_interval_ms), 0, 600000, NULL},
+    {"redis.retry_max_ms", OPT_INT, F(redis_retry_max_ms), 0, 3600000, NULL},
+    {"redis.username", OPT_STR, F(redis_username), 0, 255, NULL},
+    {"redis.password", OPT_STR, F(redis_password), 0, 1024, NULL},
+    {"redis.database", OPT_INT, F(redis_database), 0, 65535, NULL},
+    {"redis.keepalive", OPT_BOOL, F(redis_keepalive), 0, 1, NULL},
+    {"redis.bus", OPT_BOOL, F(redis_bus), 0, 1, NULL},
+    {"redis.bus_channel", OPT_STR, F(redis_bus_channel), 1, 128, NULL},
     {"store.type", OPT_STR, F(store_type), 1, 32, check_store_type},
     {"store.path", OPT_STR, F(store_path), 1, 4096, NULL},
     {"store.table", OPT_STR, F(store_table), 1, 64, check_table},
@@ -159,6 +166,7 @@ static const opt *lookup(tc_config *cfg, const char *name, enum opt_type want, i
 
 static const char *const string_defaults[][2] = {
     {"redis.host", ""},          {"redis.unix_socket", ""}, {"redis.namespace", "tc:"},
+    {"redis.username", ""},      {"redis.password", ""},    {"redis.bus_channel", "bus"},
     {"store.type", "sqlite"},    {"store.path", "tiercache.db"},
     {"store.table", "tiercache"},
 };
@@ -182,6 +190,9 @@ int tc_config_new(tc_config **out)
     cfg->redis_connect_timeout_ms = 200;
     cfg->redis_command_timeout_ms = 500;
     cfg->redis_retry_interval_ms = 1000;
+    cfg->redis_retry_max_ms = 30000;
+    cfg->redis_keepalive = 1;
+    cfg->redis_bus = 1;
     cfg->store_busy_timeout_ms = 5000;
     for (size_t i = 0; i < sizeof string_defaults / sizeof string_defaults[0]; i++) {
         const char *v = string_defaults[i][1];

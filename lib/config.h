@@ -12,7 +12,12 @@ struct tc_config {
     int64_t edge_max_entries, edge_max_bytes, edge_max_ttl_ms;
     char *redis_host, *redis_unix_socket, *redis_namespace;
     int64_t redis_port, redis_connect_timeout_ms, redis_command_timeout_ms,
-        redis_retry_interval_ms;
+        redis_retry_interval_ms, redis_retry_max_ms;
+    char *redis_username, *redis_password; /* "" for none */
+    int64_t redis_database;                /* SELECT when > 0 */
+    int redis_keepalive;
+    int redis_bus;             /* the invalidation bus: publish writes, evict on messages */
+    char *redis_bus_channel;   /* under the namespace */
     char *store_type, *store_path, *store_table;
     int64_t store_busy_timeout_ms;
     char errmsg[320];

@@ -91,6 +91,7 @@ struct edge_entry {
     uint16_t key_len;
     unsigned char tombstone : 1;
     unsigned char queue : 1; /* EDGE_SMALL or EDGE_MAIN */
+    unsigned char flags : 2; /* the caller's (tc__edge_set_flags) */
     /* Reads since eviction last looked, saturating at EDGE_FREQ_MAX. Readers bump it
      * concurrently: a lost increment only makes the entry look a little colder. */
     atomic_uchar freq;
@@ -149,6 +150,9 @@ struct edge_shard {
  * owner (or, for the shared slot, by every thread without one), read by writers. */
 struct edge_readers {
     alignas(64) atomic_uint n[EDGE_MAX_SHARDS];
+    /* Hits of tc__edge_get_into and tc__edge_get_flags, counted where the owner alone writes:
+     * one shared counter would be the one line every hit of every thread writes. */
+    alignas(64) atomic_llong hits;
 };
 
 struct tc__edge {
@@ -497,7 +501,7 @@ static void entry_free(struct edge_entry *en)
  * The caller has checked the lengths against the fields. NULL when out of memory. */
 static struct edge_entry *entry_new(uint64_t hash, const char *key, size_t key_len,
                                     const void *value, size_t value_len, int64_t version,
-                                    int64_t expires_ms, int tombstone)
+                                    int64_t expires_ms, int tombstone, unsigned flags)
 {
     struct edge_entry *en =
         malloc(links_offset(key_len, value_len) + sizeof(struct edge_links));
@@ -507,6 +511,7 @@ static struct edge_entry *entry_new(uint64_t hash, const char *key, size_t key_l
     en->key_len = (uint16_t)key_len;
     en->tombstone = tombstone != 0;
     en->queue = EDGE_SMALL;
+    en->flags = flags & TC__EDGE_FLAGS_MASK;
     atomic_init(&en->freq, 0);
     en->expires_ms = expires_ms;
     en->version = version;
@@ -1198,9 +1203,11 @@ int tc__edge_new(tc__edge **out, size_t max_entries, size_t max_bytes)
         return tc__err(NULL, TC_ENOMEM, "edge: out of memory");
     }
     memset(e->shards, 0, n * sizeof *e->shards);
-    for (size_t s = 0; s <= EDGE_READER_SLOTS; s++)
+    for (size_t s = 0; s <= EDGE_READER_SLOTS; s++) {
         for (size_t i = 0; i < EDGE_MAX_SHARDS; i++)
             atomic_init(&e->readers[s].n[i], 0);
+        atomic_init(&e->readers[s].hits, 0);
+    }
     e->nshards = n;
     make_secret(e);
 
@@ -1238,7 +1245,7 @@ void tc__edge_free(tc__edge *e)
 
 /* Places a value or a tombstone under the version rule shared by set and tombstone. */
 static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *value, size_t len,
-                    int64_t version, int64_t ttl_ms, int tombstone)
+                    int64_t version, int64_t ttl_ms, int tombstone, unsigned flags)
 {
     if (e == NULL || key == NULL || (value == NULL && len > 0))
         return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
@@ -1255,7 +1262,7 @@ static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *va
     struct edge_entry *fresh = NULL;
     if (!too_big)
         fresh = entry_new(hash, key, key_len, value, len, version, expiry_after(now, ttl_ms),
-                          tombstone);
+                          tombstone, flags);
 
     struct edge_entry *garbage = NULL;
     int rc;
@@ -1295,22 +1302,54 @@ static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *va
 int tc__edge_set(tc__edge *e, const char *key, size_t key_len, const void *value, size_t len,
                  int64_t version, int64_t ttl_ms)
 {
-    return edge_put(e, key, key_len, value, len, version, ttl_ms, 0);
+    return edge_put(e, key, key_len, value, len, version, ttl_ms, 0, 0);
+}
+
+int tc__edge_set_flags(tc__edge *e, const char *key, size_t key_len, const void *value,
+                       size_t len, int64_t version, int64_t ttl_ms, unsigned flags)
+{
+    return edge_put(e, key, key_len, value, len, version, ttl_ms, 0, flags);
 }
 
 int tc__edge_tombstone(tc__edge *e, const char *key, size_t key_len, int64_t version,
                        int64_t ttl_ms)
 {
-    return edge_put(e, key, key_len, NULL, 0, version, ttl_ms, 1);
+    return edge_put(e, key, key_len, NULL, 0, version, ttl_ms, 1, 0);
 }
 
 /* Returned by lookup() for an expired entry, which only a writer may remove. */
 #define EDGE_EXPIRED 1
 
+/* What a read does with the entry it finds: call fn (with *flags set first, when flags is not
+ * NULL), or, without fn, copy the value into buf (tc__edge_get_into). */
+struct edge_read {
+    int count; /* a hit counts in the thread's hits counter */
+    tc__value_fn fn;
+    void *ctx;
+    unsigned *flags;
+    void *buf;
+    size_t cap;
+    size_t *len;
+    int64_t *version;
+};
+
+/* Copies a plain entry's value out, inline: the hit path of tc_get_into. */
+EDGE_INLINE int copy_into(const struct edge_read *rd, const struct edge_entry *en)
+{
+    if (en->flags != 0)
+        return TC__EDGE_FLAGGED;
+    *rd->len = en->value_len;
+    *rd->version = en->version;
+    if (en->value_len > rd->cap)
+        return TC_ERANGE;
+    memcpy(rd->buf, en->data + en->key_len, en->value_len);
+    return TC_OK;
+}
+
 /* The read itself, shared by the lock-free and the locked path: it changes nothing but the
  * entry's frequency. */
 EDGE_INLINE int lookup(struct edge_shard *sh, uint64_t hash, const char *key, size_t key_len,
-                       int64_t now, tc__value_fn fn, void *ctx)
+                       int64_t now, const struct edge_read *rd)
 {
     struct edge_entry *en = sh->slots[find_slot(sh, hash, key, key_len)].en;
     if (en == NULL)
@@ -1322,9 +1361,13 @@ EDGE_INLINE int lookup(struct edge_shard *sh, uint64_t hash, const char *key, si
     policy_hit(en);
     if (en->tombstone)
         return TC_ENOTFOUND;
-    if (fn != NULL) {
-        int r = fn(ctx, en->data + en->key_len, en->value_len, en->version,
-                   en->expires_ms - now);
+    if (rd->fn == NULL && rd->buf != NULL)
+        return copy_into(rd, en);
+    if (rd->flags != NULL)
+        *rd->flags = en->flags;
+    if (rd->fn != NULL) {
+        int r = rd->fn(rd->ctx, en->data + en->key_len, en->value_len, en->version,
+                       en->expires_ms - now);
         if (r != 0)
             return r;
     }
@@ -1349,10 +1392,10 @@ static void drop_expired(tc__edge *e, size_t si, uint64_t hash, const char *key,
 /* The read under the shard's mutex, for a reader that found a writer in: it queues behind it
  * as writers do. */
 EDGE_COLD static int get_locked(struct edge_shard *sh, uint64_t hash, const char *key,
-                                size_t key_len, int64_t now, tc__value_fn fn, void *ctx)
+                                size_t key_len, int64_t now, const struct edge_read *rd)
 {
     pthread_mutex_lock(&sh->lock);
-    int rc = lookup(sh, hash, key, key_len, now, fn, ctx);
+    int rc = lookup(sh, hash, key, key_len, now, rd);
     pthread_mutex_unlock(&sh->lock);
     return rc;
 }
@@ -1360,15 +1403,15 @@ EDGE_COLD static int get_locked(struct edge_shard *sh, uint64_t hash, const char
 /* The read of a thread without a slot of its own (past EDGE_READER_SLOTS threads): the shared
  * counter takes read-modify-writes. */
 EDGE_COLD static int get_shared(tc__edge *e, size_t si, uint64_t hash, const char *key,
-                                size_t key_len, int64_t now, tc__value_fn fn, void *ctx)
+                                size_t key_len, int64_t now, const struct edge_read *rd)
 {
     struct edge_shard *sh = &e->shards[si];
     atomic_uint *shared = &e->readers[EDGE_SHARED_SLOT].n[si];
     atomic_fetch_add(shared, 1);
     int busy = atomic_load(&sh->writer) != 0;
-    int rc = busy ? TC_ENOTFOUND : lookup(sh, hash, key, key_len, now, fn, ctx);
+    int rc = busy ? TC_ENOTFOUND : lookup(sh, hash, key, key_len, now, rd);
     atomic_fetch_sub_explicit(shared, 1, memory_order_release);
-    return busy ? get_locked(sh, hash, key, key_len, now, fn, ctx) : rc;
+    return busy ? get_locked(sh, hash, key, key_len, now, rd) : rc;
 }
 
 #if defined(__GNUC__)
@@ -1377,10 +1420,10 @@ EDGE_COLD static int get_shared(tc__edge *e, size_t si, uint64_t hash, const cha
 #define EDGE_UNLIKELY(x) (x)
 #endif
 
-int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
+/* Every read: hash, the reader protocol, lookup, and the removal of an expired entry. */
+EDGE_INLINE int edge_read(tc__edge *e, const char *key, size_t key_len,
+                          const struct edge_read *rd)
 {
-    if (e == NULL || key == NULL)
-        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
     uint64_t hash = edge_hash(e, key, key_len);
     size_t si = shard_index(e, hash);
     struct edge_shard *sh = &e->shards[si];
@@ -1389,7 +1432,9 @@ int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, 
     int rc;
 
     if (EDGE_UNLIKELY(slot == EDGE_SHARED_SLOT)) {
-        rc = get_shared(e, si, hash, key, key_len, now, fn, ctx);
+        rc = get_shared(e, si, hash, key, key_len, now, rd);
+        if (rd->count && (rc == TC_OK || rc == TC_ERANGE))
+            atomic_fetch_add_explicit(&e->readers[slot].hits, 1, memory_order_relaxed);
     } else {
         /* The counter is this thread's alone: a load and a store do (a nested read from a
          * callback just counts up). The store is the hit's one fence. */
@@ -1398,10 +1443,16 @@ int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, 
         atomic_store(mine, mark + 1);
         if (EDGE_UNLIKELY(atomic_load(&sh->writer) != 0)) {
             atomic_store_explicit(mine, mark, memory_order_release);
-            rc = get_locked(sh, hash, key, key_len, now, fn, ctx);
+            rc = get_locked(sh, hash, key, key_len, now, rd);
         } else {
-            rc = lookup(sh, hash, key, key_len, now, fn, ctx);
+            rc = lookup(sh, hash, key, key_len, now, rd);
             atomic_store_explicit(mine, mark, memory_order_release);
+        }
+        if (rd->count && (rc == TC_OK || rc == TC_ERANGE)) {
+            /* This thread's own counter: a load and a store, no read-modify-write. */
+            atomic_llong *h = &e->readers[slot].hits;
+            atomic_store_explicit(h, atomic_load_explicit(h, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
         }
     }
     if (EDGE_UNLIKELY(rc == EDGE_EXPIRED)) {
@@ -1409,6 +1460,34 @@ int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, 
         rc = TC_ENOTFOUND;
     }
     return rc;
+}
+
+int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
+{
+    if (e == NULL || key == NULL)
+        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
+    struct edge_read rd = {.fn = fn, .ctx = ctx};
+    return edge_read(e, key, key_len, &rd);
+}
+
+int tc__edge_get_flags(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
+                       unsigned *out_flags)
+{
+    if (e == NULL || key == NULL || out_flags == NULL)
+        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
+    *out_flags = 0;
+    struct edge_read rd = {.count = 1, .fn = fn, .ctx = ctx, .flags = out_flags};
+    return edge_read(e, key, key_len, &rd);
+}
+
+int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
+                      size_t *out_len, int64_t *out_version)
+{
+    if (e == NULL || key == NULL || buf == NULL || out_len == NULL || out_version == NULL)
+        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
+    struct edge_read rd = {
+        .count = 1, .buf = buf, .cap = cap, .len = out_len, .version = out_version};
+    return edge_read(e, key, key_len, &rd);
 }
 
 int tc__edge_remove(tc__edge *e, const char *key, size_t key_len)
@@ -1465,7 +1544,7 @@ static int64_t remove_matching_in(struct edge_shard *sh, struct edge_queue *q,
     while (en != NULL) {
         struct edge_entry *newer = newer_of(en);
         if (match(ctx, en->data, en->key_len, en->tombstone ? NULL : en->data + en->key_len,
-                  en->tombstone ? 0 : en->value_len)) {
+                  en->tombstone ? 0 : en->value_len, en->flags)) {
             removed += !is_expired(en, now);
             shard_unlink(sh, slot_of(sh, en), 1, garbage);
         }
@@ -1492,10 +1571,13 @@ int64_t tc__edge_remove_matching(tc__edge *e, tc__edge_match_fn match, void *ctx
     return removed;
 }
 
-void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evictions)
+void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evictions,
+                     int64_t *hits)
 {
-    int64_t n = 0, b = 0, ev = 0;
+    int64_t n = 0, b = 0, ev = 0, h = 0;
     if (e != NULL) {
+        for (unsigned s = 0; s <= EDGE_READER_SLOTS; s++)
+            h += atomic_load_explicit(&e->readers[s].hits, memory_order_relaxed);
         for (size_t i = 0; i < e->nshards; i++) {
             /* The counts change only under the mutex; readers never touch them. */
             struct edge_shard *sh = &e->shards[i];
@@ -1512,4 +1594,6 @@ void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evi
         *bytes = b;
     if (evictions != NULL)
         *evictions = ev;
+    if (hits != NULL)
+        *hits = h;
 }

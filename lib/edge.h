@@ -19,12 +19,33 @@ void tc__edge_free(tc__edge *e);
  * unless a writer holds the shard. fn may be NULL. */
 int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
 
+/* Flags a caller may keep with an entry (tc__edge_set_flags), 2 bits. */
+#define TC__EDGE_FLAGS_MASK 3u
+/* tc__edge_get_into's answer for an entry with flags: it copies only entries without. */
+#define TC__EDGE_FLAGGED 2
+
+/* tc__edge_get that also gives the entry's flags: *out_flags is set before fn is called (0
+ * when nothing was found). */
+int tc__edge_get_flags(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
+                       unsigned *out_flags);
+
+/* The read without a callback, for callers that want the bytes in their own buffer: the value
+ * is copied in with an inline memcpy. TC_OK (copied; *out_len and *out_version set),
+ * TC_ERANGE (longer than cap: *out_len is its length, buf untouched), TC_ENOTFOUND,
+ * TC__EDGE_FLAGGED (the entry has flags: nothing copied, read it with tc__edge_get_flags),
+ * TC_EINVAL. The locking is tc__edge_get's. */
+int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
+                      size_t *out_len, int64_t *out_version);
+
 /* Stores a copy for ttl_ms (> 0). Returns 1 if stored, 0 if refused because the entry already
  * holds a newer version or a newer tombstone (equal versions are accepted: a refresh), or
  * TC_ENOMEM. Values larger than the shard's budget (or 4 GiB, or keys over 64 KiB) are not
  * stored (returns 0) and any older copy is removed. */
 int tc__edge_set(tc__edge *e, const char *key, size_t key_len, const void *value, size_t len,
                  int64_t version, int64_t ttl_ms);
+/* tc__edge_set keeping flags (TC__EDGE_FLAGS_MASK bits) with the entry. */
+int tc__edge_set_flags(tc__edge *e, const char *key, size_t key_len, const void *value,
+                       size_t len, int64_t version, int64_t ttl_ms, unsigned flags);
 
 /* Replaces the entry with a tombstone of this version for ttl_ms, unless the entry is newer.
  * Returns 1 if placed, 0 if the entry was newer, or TC_ENOMEM (then the entry is removed). */
@@ -38,15 +59,19 @@ int tc__edge_remove(tc__edge *e, const char *key, size_t key_len);
 void tc__edge_clear(tc__edge *e);
 
 /* Removes every entry (live or tombstone) that match accepts (returns non-zero), as
- * tc__edge_remove would each. match sees the key and the value (NULL and 0 for a tombstone);
+ * tc__edge_remove would each. match sees the key, the value (NULL and 0 for a tombstone) and
+ * the entry's flags;
  * it runs with one shard held exclusively at a time: it must only look and must not call into
  * the edge. Returns how many entries that were not expired were removed. O(entries); reads of
  * the shard being walked wait for it. */
 typedef int (*tc__edge_match_fn)(void *ctx, const char *key, size_t key_len, const void *value,
-                                 size_t value_len);
+                                 size_t value_len, unsigned flags);
 int64_t tc__edge_remove_matching(tc__edge *e, tc__edge_match_fn match, void *ctx);
 
-/* Current number of entries (tombstones included), bytes charged, evictions so far. */
-void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evictions);
+/* Current number of entries (tombstones included), bytes charged, evictions so far, and hits
+ * (live values found by tc__edge_get_into and tc__edge_get_flags: TC_OK or TC_ERANGE). Any
+ * pointer may be NULL. */
+void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evictions,
+                     int64_t *hits);
 
 #endif

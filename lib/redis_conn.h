@@ -25,6 +25,13 @@ typedef struct tc__rconns_opts {
     const char *unix_socket; /* NULL or "" for TCP */
     int64_t connect_timeout_ms, command_timeout_ms;
     int64_t retry_interval_ms; /* 0: never skip, try to connect every time */
+    /* Capped exponential backoff: each failed connect in a row doubles the skip interval,
+     * from retry_interval_ms up to retry_max_ms (<= retry_interval_ms: no growth). */
+    int64_t retry_max_ms;
+    const char *username; /* NULL or "": AUTH with the password alone (Redis < 6 style) */
+    const char *password; /* NULL or "": no AUTH */
+    int database;         /* SELECT it after connecting when > 0 */
+    int keepalive;        /* TCP keepalive on TCP connections */
     /* Called (may be NULL), in a child after fork(), when the object's mutex turned out to
      * have been held by a parent thread at the instant of fork: whatever the owner was
      * changing under tc__rconns_lock at that instant may be half-changed (the owner marks

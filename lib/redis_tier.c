@@ -826,6 +826,22 @@ static int run_script(tc__redis *r, int which, int nrest, const char **rest,
     return rc;
 }
 
+const char *tc__redis_namespace(const tc__redis *r, size_t *len)
+{
+    *len = r->ns_len;
+    return r->ns;
+}
+
+int tc__redis_run(tc__redis *r, const char *what, int idempotent, int argc, const char **argv,
+                  const size_t *lens, redisReply **out)
+{
+    *out = NULL;
+    if (r == NULL || argc < 1 || argv == NULL || lens == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: bad command arguments");
+    (void)idempotent; /* TODO: no resend of a non-idempotent command */
+    return run(r, what, argc, argv, lens, out);
+}
+
 /* ---- the tier ---------------------------------------------------------------------------- */
 
 int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner,
@@ -876,6 +892,11 @@ int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner
         .connect_timeout_ms = opts->connect_timeout_ms,
         .command_timeout_ms = opts->command_timeout_ms,
         .retry_interval_ms = opts->retry_interval_ms,
+        .retry_max_ms = opts->retry_max_ms,
+        .username = opts->username,
+        .password = opts->password,
+        .database = opts->database,
+        .keepalive = opts->keepalive,
         .on_torn = journal_torn,
         .on_torn_arg = r,
     };

@@ -16,7 +16,10 @@ typedef struct tc__redis_opts {
     int port;
     const char *unix_socket; /* NULL or "" for TCP */
     const char *ns;          /* prefix of every key */
-    int64_t connect_timeout_ms, command_timeout_ms, retry_interval_ms;
+    int64_t connect_timeout_ms, command_timeout_ms, retry_interval_ms, retry_max_ms;
+    const char *username, *password; /* NULL or "" for none */
+    int database;                    /* SELECT when > 0 */
+    int keepalive;
     size_t max_value_bytes;  /* a larger value in Redis is a protocol error */
     int64_t tombstone_ttl_ms; /* life of the tombstones invalidations leave; 0: 10 s */
 } tc__redis_opts;
@@ -88,6 +91,18 @@ int tc__redis_tag(tc__redis *r, const char *key, size_t key_len, const char *con
  * tag's name), TC_ENOMEM; a failure is not journalled: the caller reports it. */
 int tc__redis_invalidate_tag(tc__redis *r, const char *tag, size_t tag_len,
                              int64_t *out_removed);
+
+/* Runs one command (argv-style; user bytes never in a format string) on the calling thread's
+ * connection, with the tier's reconnect, breaker and journal. A command that is not idempotent
+ * (ZINCRBY, PUBLISH, ...) is never sent twice: it is retried only when it certainly was not
+ * sent. *out receives the reply (any type: the caller checks it and frees it with
+ * freeReplyObject) or NULL on failure. TC_OK, TC_EINVAL, TC_EREDIS, TC_ENOMEM. */
+struct redisReply;
+int tc__redis_run(tc__redis *r, const char *what, int idempotent, int argc, const char **argv,
+                  const size_t *lens, struct redisReply **out);
+
+/* The tier's namespace (the prefix of every key), and its length. */
+const char *tc__redis_namespace(const tc__redis *r, size_t *len);
 
 /* The server-side scripts and their SHA1s (a test checks each against SCRIPT LOAD);
  * TC__SCRIPT_COUNT is one past the last. */

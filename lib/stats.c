@@ -16,9 +16,9 @@ static json_t *tier_json(const tc__tier_stats *t)
 
 int tc__stats_render(char **out, tc__stats *s, tc__edge *edge, const void *owner)
 {
-    int64_t entries = 0, bytes = 0, evictions = 0, cold = 0, warm = 0;
+    int64_t entries = 0, bytes = 0, evictions = 0, hits = 0, cold = 0, warm = 0;
     if (edge != NULL)
-        tc__edge_counts(edge, &entries, &bytes, &evictions);
+        tc__edge_counts(edge, &entries, &bytes, &evictions, &hits);
     tc__shared_counts(&cold, &warm);
 
     json_t *e = tier_json(&s->edge), *r = tier_json(&s->redis), *st = tier_json(&s->store);
@@ -27,6 +27,8 @@ int tc__stats_render(char **out, tc__stats *s, tc__edge *edge, const void *owner
     json_t *root = NULL;
     char *text = NULL;
     if (e && r && st && sh &&
+        /* Edge hits are counted by the edge, per thread (tc__edge_counts). */
+        json_object_set_new(e, "hits", json_integer(hits)) == 0 &&
         json_object_set_new(e, "evictions", json_integer(evictions)) == 0 &&
         json_object_set_new(e, "entries", json_integer(entries)) == 0 &&
         json_object_set_new(e, "bytes", json_integer(bytes)) == 0 &&

@@ -14,6 +14,7 @@
 #include "edge.h"
 #include "cache_control.h"
 #include "pattern.h"
+#include "pubsub.h"
 #include "record.h"
 #include "redis_tier.h"
 #include "refresh.h"
@@ -32,6 +33,7 @@ struct tc_cache {
     tc_config *cfg;
     tc__edge *edge;   /* NULL when edge.enabled is false; emptied in a child after fork */
     tc__redis *redis; /* NULL when no Redis is configured */
+    tc__pubsub *pubsub; /* subscriptions; NULL without Redis */
     tc__store *store;
     tc__refresher *refresher; /* stale-while-revalidate refreshes */
     tc__stats stats;
@@ -54,6 +56,8 @@ static void fork_check(tc_cache *c)
             atomic_compare_exchange_strong(&c->fork_gen, &seen, EDGE_REPAIRING)) {
             tc__edge_clear(c->edge);
             tc__refresher_after_fork(c->refresher);
+            tc__pubsub_after_fork(c->pubsub);
+            tc__pubsub_resume(c->pubsub);
             atomic_store_explicit(&c->fork_gen, gen, memory_order_release);
             return;
         }
@@ -72,6 +76,16 @@ tc__edge *tc__cache_edge(tc_cache *c)
 tc__redis *tc__cache_redis(tc_cache *c)
 {
     return c->redis;
+}
+
+const struct tc_config *tc__cache_config(tc_cache *c)
+{
+    return c->cfg;
+}
+
+struct tc__pubsub *tc__cache_pubsub(tc_cache *c)
+{
+    return c->pubsub;
 }
 
 struct tc__refresher *tc__cache_refresher(tc_cache *c)
@@ -132,11 +146,34 @@ int tc_open(tc_cache **out, const tc_config *cfg)
             .connect_timeout_ms = k->redis_connect_timeout_ms,
             .command_timeout_ms = k->redis_command_timeout_ms,
             .retry_interval_ms = k->redis_retry_interval_ms,
+            .retry_max_ms = k->redis_retry_max_ms,
+            .username = k->redis_username,
+            .password = k->redis_password,
+            .database = (int)k->redis_database,
+            .keepalive = k->redis_keepalive,
             /* Records add their header (HTTP headers are bounded by tc_put_http). */
             .max_value_bytes = (size_t)k->max_value_bytes + 128 * 1024,
             .tombstone_ttl_ms = k->tombstone_ttl_ms,
         };
         rc = tc__redis_new(&c->redis, &o, c, &c->stats);
+        if (rc != TC_OK)
+            goto fail;
+        tc__pubsub_opts po = {
+            .host = k->redis_host,
+            .port = (int)k->redis_port,
+            .unix_socket = k->redis_unix_socket,
+            .username = k->redis_username,
+            .password = k->redis_password,
+            .database = (int)k->redis_database,
+            .keepalive = k->redis_keepalive,
+            .connect_timeout_ms = k->redis_connect_timeout_ms,
+            .retry_interval_ms = k->redis_retry_interval_ms,
+            .retry_max_ms = k->redis_retry_max_ms,
+            .ping_interval_ms = 1000,
+            .ns = k->redis_namespace,
+            .ns_len = strlen(k->redis_namespace),
+        };
+        rc = tc__pubsub_new(&c->pubsub, &po, c);
         if (rc != TC_OK)
             goto fail;
     }
@@ -163,6 +200,8 @@ void tc_close(tc_cache *c)
 {
     if (c == NULL)
         return;
+    fork_check(c); /* in a fork()ed child, forget the parent's threads first */
+    tc__pubsub_free(c->pubsub);       /* no callback runs after this */
     tc__refresher_free(c->refresher); /* its thread uses the tiers */
     tc__redis_free(c->redis);
     tc__edge_free(c->edge);
@@ -208,20 +247,35 @@ static int64_t http_cache_ttl(const tc_cache *c, const tc__rec *r, int64_t now)
     return ttl > 0 ? ttl : c->cfg->default_ttl_ms;
 }
 
+/* The edge keeps a plain value bare, so that a hit copies it straight into the caller's buffer
+ * (tc__edge_get_into), and an HTTP record whole, flagged EDGE_HTTP. */
+#define EDGE_HTTP 1u
+
 /* An edge entry never outlives the Redis copy it came from (invariant 4), nor edge.max_ttl_ms. */
-static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *rec,
-                      size_t rec_len, int64_t version, int64_t ttl_ms)
+static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *data,
+                      size_t len, unsigned flags, int64_t version, int64_t ttl_ms)
 {
     if (c->edge == NULL)
         return;
-    int rc = tc__edge_set(c->edge, key, key_len, rec, rec_len, version,
-                          min64(ttl_ms, c->cfg->edge_max_ttl_ms));
+    int rc = tc__edge_set_flags(c->edge, key, key_len, data, len, version,
+                                min64(ttl_ms, c->cfg->edge_max_ttl_ms), flags);
     if (rc < 0) {
         TC__INC(c->stats.edge.errors);
         tc__edge_remove(c->edge, key, key_len);
     } else if (rc > 0) {
         TC__INC(c->stats.edge.sets);
     }
+}
+
+/* A record from Redis into the edge: a plain value bare, an HTTP record whole. */
+static void fill_edge_rec(tc_cache *c, const char *key, size_t key_len, const void *rec,
+                          size_t rec_len, int64_t version, int64_t ttl_ms)
+{
+    const unsigned char *p = rec;
+    if (rec_len >= 1 && p[0] == TC__REC_PLAIN)
+        fill_edge(c, key, key_len, p + 1, rec_len - 1, 0, version, ttl_ms);
+    else
+        fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms);
 }
 
 typedef struct tag_args {
@@ -256,9 +310,14 @@ static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void 
         while (off < r->tags_len) {
             tag_args a = {.n = 0};
             int full = tc__rec_each_tag(r->tags + off, r->tags_len - off, collect_tag, &a);
-            if (a.n > 0 && tc__redis_tag(c->redis, key, key_len, a.tags, a.lens, a.n, ttl_ms) !=
-                               TC_OK)
+            if (a.n > 0 &&
+                tc__redis_tag(c->redis, key, key_len, a.tags, a.lens, a.n, ttl_ms) != TC_OK) {
+                /* A tagged value whose tag set does not list it would survive the tag's
+                 * invalidation: take it out instead (journalled if Redis is gone). */
                 TC__INC(c->stats.redis.errors);
+                tc__redis_del(c->redis, key, key_len);
+                return;
+            }
             if (!full)
                 break;
             off = (size_t)(a.tags[a.n - 1] + a.lens[a.n - 1] - r->tags);
@@ -282,7 +341,10 @@ static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__r
         return rc;
     }
     fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms);
-    fill_edge(c, key, key_len, rec, rec_len, version, ttl_ms);
+    if (r->kind == TC__REC_HTTP)
+        fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms);
+    else
+        fill_edge(c, key, key_len, r->value, r->value_len, 0, version, ttl_ms);
     free(rec);
     return TC_OK;
 }
@@ -322,6 +384,7 @@ typedef struct reader {
     void *raw;
     size_t raw_len;
     int64_t raw_version, raw_ttl;
+    unsigned edge_flags; /* the flags of the edge entry being read */
 } reader;
 
 static int deliver_value(reader *r, const void *data, size_t len)
@@ -364,15 +427,14 @@ static int keep_raw(reader *r, const void *data, size_t len, int64_t version, in
     return TC_OK;
 }
 
-/* Edge hits land here under the shard lock: a plain record's value goes straight to where the
- * caller wants it; an HTTP record is copied out, to be judged after the lock is released. */
+/* Edge hits land here under the shard lock: a plain value goes straight to where the caller
+ * wants it; an HTTP record is copied out, to be judged after the lock is released. */
 static int deliver_edge(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
 {
     reader *r = ctx;
     r->version = version;
-    const unsigned char *p = data;
-    if (len >= 1 && p[0] == TC__REC_PLAIN)
-        return deliver_value(r, p + 1, len - 1);
+    if (r->edge_flags == 0)
+        return deliver_value(r, data, len);
     return keep_raw(r, data, len, version, ttl);
 }
 
@@ -442,7 +504,7 @@ static int judge_http(tc_cache *c, const char *key, size_t key_len, reader *r, i
         return 0;
     int64_t version = r->raw_version;
     if (from_redis)
-        fill_edge(c, key, key_len, r->raw, r->raw_len, version, r->raw_ttl);
+        fill_edge(c, key, key_len, r->raw, r->raw_len, EDGE_HTTP, version, r->raw_ttl);
     int rc = deliver_value(r, rec->value, rec->value_len);
     if (rc != TC_OK)
         return rc;
@@ -477,7 +539,11 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
 
     r->state = TC_HTTP_FRESH;
     if (c->edge != NULL) {
-        rc = tc__edge_get(c->edge, key, key_len, deliver_edge, r);
+        rc = TC__EDGE_FLAGGED;
+        if (r->buf != NULL) /* tc_get_into: a plain value is copied in without a callback */
+            rc = tc__edge_get_into(c->edge, key, key_len, r->buf, r->cap, &r->len, &r->version);
+        if (rc == TC__EDGE_FLAGGED)
+            rc = tc__edge_get_flags(c->edge, key, key_len, deliver_edge, r, &r->edge_flags);
         if (rc == TC_OK && r->raw != NULL) {
             rc = judge_http(c, key, key_len, r, 0, &rec);
             if (rc == 0) {
@@ -489,10 +555,8 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
             }
         }
         if (rc != TC_ENOTFOUND) {
-            if (rc == TC_OK || rc == TC_ERANGE) {
-                TC__INC(c->stats.edge.hits);
-                *source = TC_SOURCE_EDGE;
-            }
+            if (rc == TC_OK || rc == TC_ERANGE)
+                *source = TC_SOURCE_EDGE; /* the edge counts its hits itself */
             free(fallback);
             return rc;
         }
@@ -501,10 +565,14 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
 
     if (c->redis != NULL) {
         rc = tc__redis_get(c->redis, key, key_len, deliver_copy, r);
-        if (rc == TC_OK) {
+        if (rc == TC_OK && fallback != NULL && r->raw_version < fallback_version) {
+            /* Older than what the edge held: a late fill after Redis lost the newer copy.
+             * Invariant 2: never served; the store answers. */
+            rc = TC_ENOTFOUND;
+        } else if (rc == TC_OK) {
             const unsigned char *p = r->raw;
             if (r->raw_len >= 1 && p[0] == TC__REC_PLAIN) {
-                fill_edge(c, key, key_len, r->raw, r->raw_len, r->raw_version, r->raw_ttl);
+                fill_edge(c, key, key_len, p + 1, r->raw_len - 1, 0, r->raw_version, r->raw_ttl);
                 r->version = r->raw_version;
                 rc = take_raw(r, 1);
             } else {
@@ -583,8 +651,10 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
     int64_t now = tc__wall_ms();
     tc__rec fresh = {.kind = TC__REC_PLAIN, .value = r->raw, .value_len = r->raw_len};
     int64_t ttl = c->cfg->default_ttl_ms;
-    if (fallback != NULL && tc__rec_decode(&rec, fallback, fallback_len) == TC_OK &&
-        rec.kind == TC__REC_HTTP) {
+    /* The kept headers describe the version they came with: a newer value (written in plain
+     * SQL, or put by another process whose record Redis lost) comes back plain. */
+    if (fallback != NULL && fallback_version == r->raw_version &&
+        tc__rec_decode(&rec, fallback, fallback_len) == TC_OK && rec.kind == TC__REC_HTTP) {
         revalidated(&fresh, &rec, fallback_version, r->raw, r->raw_len, r->raw_version, now);
         ttl = http_cache_ttl(c, &fresh, now);
     }
@@ -738,7 +808,8 @@ int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_a
     if (rc == TC_OK && r.rec != NULL && tc__rec_decode(&rec, r.rec, r.rec_len) == TC_OK &&
         rec.kind == TC__REC_HTTP) {
         int64_t now = tc__wall_ms();
-        age_s = now > rec.date_ms ? (now - rec.date_ms) / 1000 : 0;
+        /* Saturating: a damaged record from Redis may hold any date. */
+        age_s = rec.date_ms < 0 || now <= rec.date_ms ? 0 : (now - rec.date_ms) / 1000;
         char age[32];
         int n = snprintf(age, sizeof age, "%lld", (long long)age_s);
         sb_field(&h, "Age", age, (size_t)n);
@@ -777,6 +848,8 @@ static int fresh_in(void *ctx, const void *data, size_t len, int64_t version, in
     tc__rec rec;
     int stale;
     r->raw_version = version;
+    if (r->edge_flags == 0)
+        return TC_OK; /* a plain value put since: nothing to refresh */
     return tc__rec_decode(&rec, data, len) == TC_OK && tc__rec_fresh(&rec, tc__wall_ms(), &stale)
                ? TC_OK
                : TC_ENOTFOUND;
@@ -794,16 +867,20 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
     if (tc__rec_decode(&old, (const char *)job + 8, job_len - 8) != TC_OK)
         return 0;
     reader r = {.c = c};
-    if (c->edge != NULL && tc__edge_get(c->edge, key, key_len, fresh_in, &r) == TC_OK &&
+    if (c->edge != NULL &&
+        tc__edge_get_flags(c->edge, key, key_len, fresh_in, &r, &r.edge_flags) == TC_OK &&
         r.raw_version >= old_version)
         return 0;
     tc__rec rec;
     int stale;
+    /* In Redis, a newer version (another writer's, with its own headers) or a fresh copy of
+     * this one (another process refreshed it) ends the job. */
     if (c->redis != NULL &&
         tc__redis_get(c->redis, key, key_len, deliver_copy, &r) == TC_OK &&
         tc__rec_decode(&rec, r.raw, r.raw_len) == TC_OK &&
-        tc__rec_fresh(&rec, tc__wall_ms(), &stale) && r.raw_version >= old_version) {
-        fill_edge(c, key, key_len, r.raw, r.raw_len, r.raw_version, r.raw_ttl);
+        (r.raw_version > old_version ||
+         (r.raw_version == old_version && tc__rec_fresh(&rec, tc__wall_ms(), &stale)))) {
+        fill_edge_rec(c, key, key_len, r.raw, r.raw_len, r.raw_version, r.raw_ttl);
         reader_done(&r);
         return 0;
     }
@@ -813,8 +890,15 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
     if (c->store->ops->get(c->store, key, key_len, deliver_copy, &r) == TC_OK) {
         TC__INC(c->stats.store.hits);
         int64_t now = tc__wall_ms();
-        revalidated(&rec, &old, old_version, r.raw, r.raw_len, r.raw_version, now);
-        fill_caches(c, key, key_len, &rec, r.raw_version, http_cache_ttl(c, &rec, now));
+        int64_t ttl = c->cfg->default_ttl_ms;
+        if (r.raw_version == old_version) {
+            revalidated(&rec, &old, old_version, r.raw, r.raw_len, r.raw_version, now);
+            ttl = http_cache_ttl(c, &rec, now);
+        } else {
+            /* A newer value: the old headers do not describe it. */
+            rec = (tc__rec){.kind = TC__REC_PLAIN, .value = r.raw, .value_len = r.raw_len};
+        }
+        fill_caches(c, key, key_len, &rec, r.raw_version, ttl);
         done = 1;
     }
     reader_done(&r);
@@ -891,7 +975,9 @@ static int is_ows(char ch)
     return ch == ' ' || ch == '\t';
 }
 
-/* Splits a "Name: value" line; 0 if it has no ':'. */
+/* Splits a "Name: value" line (a trailing CRLF is dropped); 0 if it has no ':' or holds a
+ * control byte other than HTAB: a CR or LF inside would come back out of tc_get_http as a
+ * header line of its own (response splitting). */
 static int split_line(const char *line, const char **name, size_t *name_len, const char **v,
                       size_t *v_len)
 {
@@ -908,6 +994,11 @@ static int split_line(const char *line, const char **name, size_t *name_len, con
         p++;
     while (p_end > p && (is_ows(p_end[-1]) || p_end[-1] == '\r' || p_end[-1] == '\n'))
         p_end--;
+    for (const char *q = line; q < p_end; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
     *name = n;
     *name_len = (size_t)(n_end - n);
     *v = p;
@@ -927,7 +1018,8 @@ static int http_fields(tc_cache *c, const char *const *headers, size_t n, char *
         if (headers[i] == NULL)
             return tc__err(c, TC_EINVAL, "put_http: headers[%zu] is NULL", i);
         if (!split_line(headers[i], &name, &nl, &v, &vl))
-            return tc__err(c, TC_EINVAL, "put_http: headers[%zu] has no ':'", i);
+            return tc__err(c, TC_EINVAL,
+                           "put_http: headers[%zu] has no ':' or holds a control character", i);
     }
     for (int f = 0; f < H_COUNT; f++) {
         val[f] = NULL;
@@ -939,6 +1031,11 @@ static int http_fields(tc_cache *c, const char *const *headers, size_t n, char *
             split_line(headers[i], &name, &nl, &v, &vl);
             if (nl != strlen(http_names[f]) || strncasecmp(name, http_names[f], nl) != 0)
                 continue;
+            if (val[f] != NULL && (f == H_ETAG || f == H_LM)) {
+                /* One value each: the last line wins (a joined list would be no ETag). */
+                val[f] = NULL;
+                len[f] = 0;
+            }
             size_t sl = val[f] != NULL ? strlen(sep) : 0;
             if (used + sl + vl > HTTP_HEADERS_MAX)
                 return tc__err(c, TC_EINVAL, "put_http: headers over %d bytes",
@@ -1091,7 +1188,7 @@ typedef struct pattern_ref {
 } pattern_ref;
 
 static int match_pattern(void *ctx, const char *key, size_t key_len, const void *value,
-                         size_t value_len)
+                         size_t value_len, unsigned flags)
 {
     const pattern_ref *pat = ctx;
     return tc__pattern_match(pat->p, pat->n, key, key_len);
@@ -1139,10 +1236,10 @@ static int tag_is(void *ctx, const char *tag, size_t tag_len)
 }
 
 static int match_tag(void *ctx, const char *key, size_t key_len, const void *value,
-                     size_t value_len)
+                     size_t value_len, unsigned flags)
 {
     tc__rec rec;
-    if (value == NULL || tc__rec_decode(&rec, value, value_len) != TC_OK)
+    if (!(flags & EDGE_HTTP) || value == NULL || tc__rec_decode(&rec, value, value_len) != TC_OK)
         return 0;
     return tc__rec_each_tag(rec.tags, rec.tags_len, tag_is, ctx);
 }

@@ -62,21 +62,21 @@ static int set(tc__edge *e, const char *key, const char *value, int64_t version,
 static int64_t entries_of(tc__edge *e)
 {
     int64_t n;
-    tc__edge_counts(e, &n, NULL, NULL);
+    tc__edge_counts(e, &n, NULL, NULL, NULL);
     return n;
 }
 
 static int64_t bytes_of(tc__edge *e)
 {
     int64_t b;
-    tc__edge_counts(e, NULL, &b, NULL);
+    tc__edge_counts(e, NULL, &b, NULL, NULL);
     return b;
 }
 
 static int64_t evictions_of(tc__edge *e)
 {
     int64_t ev;
-    tc__edge_counts(e, NULL, NULL, &ev);
+    tc__edge_counts(e, NULL, NULL, &ev, NULL);
     return ev;
 }
 
@@ -489,7 +489,7 @@ START_TEST(test_clear)
 END_TEST
 
 static int prefix_match(void *ctx, const char *key, size_t key_len, const void *value,
-                        size_t value_len)
+                        size_t value_len, unsigned flags)
 {
     const char *prefix = ctx;
     size_t n = strlen(prefix);
@@ -878,7 +878,7 @@ static void *stress_thread(void *p)
             tc__edge_clear(a->e);
         } else {
             int64_t n, b, ev;
-            tc__edge_counts(a->e, &n, &b, &ev);
+            tc__edge_counts(a->e, &n, &b, &ev, NULL);
             if (n < 0 || b < 0 || ev < 0)
                 atomic_fetch_add(a->errors, 1);
         }
@@ -904,7 +904,7 @@ START_TEST(test_threads_stress)
 
     ck_assert_int_eq(atomic_load(&errors), 0);
     int64_t n, b, ev;
-    tc__edge_counts(e, &n, &b, &ev);
+    tc__edge_counts(e, &n, &b, &ev, NULL);
     ck_assert_int_ge(n, 0);
     ck_assert_int_le(n, (int64_t)max_entries);
     ck_assert_int_le(b, (int64_t)max_bytes);
@@ -916,7 +916,7 @@ START_TEST(test_threads_stress)
         snprintf(key, sizeof key, "key-%d", k);
         tc__edge_remove(e, key, strlen(key));
     }
-    tc__edge_counts(e, &n, &b, NULL);
+    tc__edge_counts(e, &n, &b, NULL, NULL);
     ck_assert_int_eq(n, 0);
     ck_assert_int_eq(b, 0);
     tc__edge_free(e);

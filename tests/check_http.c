@@ -7,12 +7,16 @@
  * the moment it is put.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cache.h"
+#include "redis_tier.h"
 #include "refresh.h"
 #include "tc_test.h"
 
@@ -126,7 +130,9 @@ START_TEST(test_fresh_with_headers)
     ck_assert_ptr_nonnull(strstr(g.headers, "Cache-Control: public, max-age=3600\r\n"));
     ck_assert_ptr_nonnull(strstr(g.headers, "ETag: \"v1\"\r\n"));
     ck_assert_ptr_nonnull(strstr(g.headers, "Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n"));
-    ck_assert_ptr_nonnull(strstr(g.headers, "Age: 1"));
+    char age[32];
+    snprintf(age, sizeof age, "Age: %lld\r\n", (long long)g.age);
+    ck_assert_ptr_nonnull(strstr(g.headers, age));
     ck_assert_ptr_null(strstr(g.headers, "X-Other"));
     /* The plain API reads the body, from the edge. */
     ck_assert_uint_eq(source_of(c, "/a"), TC_SOURCE_EDGE);
@@ -218,14 +224,14 @@ START_TEST(test_no_cache_revalidates_each_time)
         ck_assert_ptr_nonnull(strstr(g.headers, "ETag: \"n1\""));
     }
     ck_assert_int_eq(tct_stat(c, "store", "hits"), 3);
-    /* A write made behind the caches' back is seen at once; the ETag no longer describes it. */
+    /* A write made behind the caches' back is seen at once; the headers put with v1 do not
+     * describe it: it comes back plain. */
     tc_cache *other = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     ck_assert_int_eq(tc_put(other, K("/n"), "v2", 2, 0), TC_OK);
     got g;
     ck_assert_int_eq(get_http(&g, c, "/n", 0), TC_OK);
     ck_assert_str_eq(g.value, "v2");
-    ck_assert_ptr_null(strstr(g.headers, "ETag"));
-    ck_assert_ptr_nonnull(strstr(g.headers, "Cache-Control: no-cache, max-age=3600"));
+    ck_assert_str_eq(g.headers, "");
     tc_close(other);
     tc_close(c);
 }
@@ -457,6 +463,100 @@ START_TEST(test_damaged_record_in_redis)
 }
 END_TEST
 
+/* A CR or LF inside a value would come back as a header line of its own. */
+START_TEST(test_control_characters_refused)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    const char *crlf[] = {"Cache-Control: max-age=60", "ETag: \"x\"\r\nSet-Cookie: s=evil"};
+    const char *lf[] = {"Cache-Control: max-age=60\nX: y"};
+    const char *del[] = {"ETag: a\x7f"};
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/i"), "v", 1, crlf, N(crlf)), TC_EINVAL);
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/i"), "v", 1, lf, N(lf)), TC_EINVAL);
+    ck_assert_int_eq(tc_put_http(NULL, c, K("/i"), "v", 1, del, N(del)), TC_EINVAL);
+    /* A trailing CRLF and a tab are fine; the last ETag wins. */
+    const char *ok[] = {"Cache-Control:\tmax-age=60\r\n", "ETag: \"a\"", "ETag: \"b\""};
+    put_http(c, "/i", "v", ok, N(ok), 1);
+    got g;
+    ck_assert_int_eq(get_http(&g, c, "/i", 0), TC_OK);
+    ck_assert_ptr_nonnull(strstr(g.headers, "Cache-Control: max-age=60\r\nETag: \"b\"\r\n"));
+    tc_close(c);
+}
+END_TEST
+
+/* A child of fork() closes the handle its parent used for refreshes: no thread to join. */
+START_TEST(test_close_in_child)
+{
+    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
+    put_http(c, "/swr", "v1", h, N(h), 1);
+    expect_http(c, "/swr", 0, "v1", TC_HTTP_STALE); /* starts the refresher thread */
+    tc__refresher_drain(tc__cache_refresher(c));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGALRM, SIG_DFL); /* Check handles SIGALRM: it would kill the test */
+        alarm(20);                /* a hang fails the test */
+        tc_close(c);
+        _exit(0);
+    }
+    int status = -1;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d", status);
+    tc_close(c);
+}
+END_TEST
+
+/* A refresh of an old record must not put the old headers over a newer value. */
+START_TEST(test_refresh_keeps_newer_headers)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    const char *old[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60",
+                         "Surrogate-Key: oldtag"};
+    put_http(a, "/r", "v1", old, N(old), 1);
+    const char *nw[] = {"Cache-Control: no-cache", "Surrogate-Key: newtag", "ETag: \"v2\""};
+    put_http(b, "/r", "v2", nw, N(nw), 1);
+    expect_http(a, "/r", 0, "v1", TC_HTTP_STALE); /* a's edge: the old one, stale */
+    tc__refresher_drain(tc__cache_refresher(a));
+    got g;
+    ck_assert_int_eq(get_http(&g, b, "/r", 0), TC_OK);
+    ck_assert_str_eq(g.value, "v2");
+    ck_assert_ptr_nonnull(strstr(g.headers, "Cache-Control: no-cache"));
+    ck_assert_int_eq(get_http(&g, a, "/r", 0), TC_OK); /* a took v2's record from Redis */
+    ck_assert_str_eq(g.value, "v2");
+    ck_assert_ptr_nonnull(strstr(g.headers, "ETag: \"v2\""));
+    int64_t n = 0;
+    ck_assert_int_eq(tc_invalidate_tag(&n, a, K("newtag")), TC_OK);
+    ck_assert_int_ge(n, 1);
+    ck_assert_uint_ne(source_of(a, "/r"), TC_SOURCE_EDGE);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+/* Redis lost the newer copy and got a late fill of an older one: the edge's newer (stale)
+ * record must win over it (invariant 2). */
+START_TEST(test_older_redis_copy_not_served)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    const char *h1[] = {"Cache-Control: max-age=3600"};
+    const char *h2[] = {"Cache-Control: max-age=60, must-revalidate", "Age: 61"};
+    put_http(a, "/o", "v1", h1, N(h1), 1);
+    int64_t v1 = 0;
+    void *v;
+    size_t len;
+    unsigned info;
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, &v1, a, K("/o")), TC_OK);
+    tc_free(v);
+    put_http(a, "/o", "v2", h2, N(h2), 1);
+    const char *flush[] = {"FLUSHALL", NULL};
+    free(tct_redis_cmd(&redis, flush));
+    ck_assert_int_eq(tc__redis_set(tc__cache_redis(a), K("/o"), "Pv1", 3, v1, 60000), TC_OK);
+    expect_http(a, "/o", 0, "v2", TC_HTTP_FRESH);
+    tc_close(a);
+}
+END_TEST
+
 Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -470,6 +570,8 @@ Suite *http_suite(void)
     tcase_add_test(local, test_bad_arguments);
     tcase_add_test(local, test_swr_refreshes_once);
     tcase_add_test(local, test_stale_if_error);
+    tcase_add_test(local, test_control_characters_refused);
+    tcase_add_test(local, test_close_in_child);
     suite_add_tcase(s, local);
 
     TCase *tiers = tcase_create("tiers");
@@ -480,6 +582,8 @@ Suite *http_suite(void)
     tcase_add_test(tiers, test_swr_takes_a_fresh_redis_copy);
     tcase_add_test(tiers, test_tags_both_tiers);
     tcase_add_test(tiers, test_damaged_record_in_redis);
+    tcase_add_test(tiers, test_refresh_keeps_newer_headers);
+    tcase_add_test(tiers, test_older_redis_copy_not_served);
     suite_add_tcase(s, tiers);
     return s;
 }
