@@ -103,7 +103,7 @@ check-unit: $(TEST_BIN) check-fuzz-replay
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, corpus in tests/fuzz/corpus/NAME/). Every check replays
 # the corpus through a plain driver, with whatever compiler and sanitizers the build uses
 # (zstd tests/fuzz/regression_driver.c); `make fuzz` runs libFuzzer itself, with clang.
-FUZZ_TARGETS := cache_control
+FUZZ_TARGETS := cache_control pattern record
 FUZZ_REPLAY  := $(patsubst %,$(B)/tests/fuzz/replay_%,$(FUZZ_TARGETS))
 
 $(B)/tests/fuzz/replay_%: tests/fuzz/replay.c tests/fuzz/fuzz_%.c $(STLIB)
@@ -124,6 +124,8 @@ FUZZ_TIME  ?= 60
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_SRC_cache_control := lib/cache_control.c
+FUZZ_SRC_pattern       := lib/pattern.c lib/error.c
+FUZZ_SRC_record        := lib/record.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard lib/*.c lib/*.h) include/tiercache.h
 	@mkdir -p $(@D)

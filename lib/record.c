@@ -100,9 +100,9 @@ static int get_str(const unsigned char **p, const unsigned char *end, const char
 int tc__rec_decode(tc__rec *out, const void *data, size_t len)
 {
     memset(out, 0, sizeof *out);
-    const unsigned char *p = data, *end = p + len;
-    if (len < 1)
+    if (data == NULL || len < 1)
         return TC_EPROTO;
+    const unsigned char *p = data, *end = p + len;
     if (p[0] == TC__REC_PLAIN) {
         out->kind = TC__REC_PLAIN;
         out->value = p + 1;
