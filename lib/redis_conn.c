@@ -32,10 +32,28 @@
  * fork time at all.
  * The mutex is only ever held for short sections without I/O.
  *
- * Breaker. A failed connect stores "skip until now + retry_interval_ms" (monotonic) in an
- * atomic shared by all threads; until then acquire fails at once instead of waiting for another
- * connect timeout. A thread whose connection is already open keeps using it: it is not the
- * connect that failed for it. A successful connect clears the breaker.
+ * Connecting. A connection is usable only after every step succeeded: the TCP or unix-socket
+ * connect, the command timeout, TCP keepalive (when asked for), AUTH (when a password is set)
+ * and SELECT (when database > 0). A step that fails is a failed connect: the connection is
+ * closed, the breaker counts it, and the message names the step and the server's error text,
+ * never the password.
+ *
+ * Breaker. A failed connect stores "skip until now + interval" (monotonic) in an atomic shared
+ * by all threads; until then acquire fails at once instead of waiting for another connect
+ * timeout. The interval is retry_interval_ms after one failure and doubles with each further
+ * failed connect in a row, up to retry_max_ms (no growth when that is <= retry_interval_ms);
+ * a successful connect clears the breaker and the count. So a dead Redis costs one connect
+ * attempt per interval and thread that needs one, not one per call; threads whose attempts
+ * fail together count as one failure (trip_breaker). A thread whose connection is already open
+ * keeps using it: it is not the connect that failed for it.
+ *
+ * NOAUTH. A server that lost our authentication (restarted with a password, or one that needs
+ * a password we were not given) answers every command with a NOAUTH error on a connection that
+ * is otherwise fine. Each connection's reply reader is wrapped (reader_hook) to notice such a
+ * reply; the connection is then closed on release like a broken one (the next use reconnects
+ * and authenticates again), and the breaker counts a failed connect. Until a connect proves
+ * otherwise, connects without a password send a PING and count a NOAUTH answer as a failure,
+ * so a tier without the password backs off instead of reconnecting on every call.
  */
 #include "redis_conn.h"
 
@@ -56,6 +74,7 @@ typedef struct slot {
     redisContext *ctx;        /* NULL: not open. Set and cleared under cs->mu */
     unsigned gen;             /* tc__fork_generation() when ctx was opened */
     atomic_int busy;          /* between acquire and release: hiredis may be mid-update */
+    int noauth;               /* ctx received a NOAUTH error (set by reader_hook, this thread) */
 } slot;
 
 struct tc__rconns {
@@ -66,12 +85,15 @@ struct tc__rconns {
     atomic_uint gen;                 /* the fork generation the state belongs to */
     atomic_uint repairing;           /* generation + 1 of a repair in progress, or 0 */
     atomic_int reg_busy;             /* the registry is being relinked (see fork_repair) */
-    char last_err[192];              /* the last connect failure, under mu */
+    char last_err[320];              /* the last connect failure, under mu */
     char *host, *unix_socket, *where;
-    int port;
+    char *username, *password;       /* NULL: none. password is wiped before it is freed */
+    int port, database, keepalive;
     struct timeval connect_tv, command_tv;
-    int64_t retry_interval_ms;
+    int64_t retry_interval_ms, retry_max_ms;
     atomic_llong skip_until;         /* tc__now_ms() before which connects are skipped; 0: none */
+    atomic_int fails;                /* failed connects in a row (the backoff's exponent) */
+    atomic_int probe_auth;           /* a NOAUTH was seen: PING after connects without AUTH */
     const void *owner;
     tc__stats *stats;
     void (*on_torn)(void *);
@@ -216,6 +238,39 @@ static char *dup_str(const char *s)
     return d;
 }
 
+/* NULL for NULL or "" (both mean "not set"); *oom on a failed copy. */
+static char *dup_opt(const char *s, int *oom)
+{
+    if (s == NULL || s[0] == '\0')
+        return NULL;
+    char *d = dup_str(s);
+    if (d == NULL)
+        *oom = 1;
+    return d;
+}
+
+/* Frees a secret after overwriting it: the heap block would otherwise keep the password until
+ * it is reused, for a core dump or a heap read to find. The volatile pointer keeps the compiler
+ * from removing the stores as dead (explicit_bzero needs glibc 2.25). */
+static void free_secret(char *s)
+{
+    if (s == NULL)
+        return;
+    volatile char *v = s;
+    while (*v != '\0')
+        *v++ = '\0';
+    free(s);
+}
+
+static void free_strings(tc__rconns *cs)
+{
+    free(cs->host);
+    free(cs->unix_socket);
+    free(cs->where);
+    free(cs->username);
+    free_secret(cs->password);
+}
+
 static struct timeval ms_to_tv(int64_t ms)
 {
     struct timeval tv;
@@ -242,6 +297,14 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
         return tc__err(owner, TC_EINVAL, "redis: timeouts must be at least 1 ms");
     if (opts->retry_interval_ms < 0)
         return tc__err(owner, TC_EINVAL, "redis: retry_interval_ms is negative");
+    if (opts->retry_max_ms < 0)
+        return tc__err(owner, TC_EINVAL, "redis: retry_max_ms is negative");
+    if (opts->database < 0)
+        return tc__err(owner, TC_EINVAL, "redis: database %d is negative", opts->database);
+    /* AUTH username password needs both; a user name alone would silently run as default. */
+    if (opts->username != NULL && opts->username[0] != '\0' &&
+        (opts->password == NULL || opts->password[0] == '\0'))
+        return tc__err(owner, TC_EINVAL, "redis: a username is set but no password");
 
     tc__rconns *cs = calloc(1, sizeof *cs);
     if (cs == NULL)
@@ -259,7 +322,15 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
     cs->connect_tv = ms_to_tv(opts->connect_timeout_ms);
     cs->command_tv = ms_to_tv(opts->command_timeout_ms);
     cs->retry_interval_ms = opts->retry_interval_ms;
+    cs->retry_max_ms = opts->retry_max_ms;
+    cs->database = opts->database;
+    cs->keepalive = opts->keepalive != 0;
     atomic_init(&cs->skip_until, 0);
+    atomic_init(&cs->fails, 0);
+    atomic_init(&cs->probe_auth, 0);
+    int oom = 0;
+    cs->username = dup_opt(opts->username, &oom);
+    cs->password = dup_opt(opts->password, &oom);
     if (use_unix) {
         cs->unix_socket = dup_str(opts->unix_socket);
         cs->where = dup_str(opts->unix_socket);
@@ -270,10 +341,8 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
         if (cs->where != NULL)
             snprintf(cs->where, n, "%s:%d", opts->host, opts->port);
     }
-    if ((use_unix ? cs->unix_socket : cs->host) == NULL || cs->where == NULL) {
-        free(cs->host);
-        free(cs->unix_socket);
-        free(cs->where);
+    if (oom || (use_unix ? cs->unix_socket : cs->host) == NULL || cs->where == NULL) {
+        free_strings(cs);
         free(cs);
         return tc__err(owner, TC_ENOMEM, "redis: out of memory");
     }
@@ -284,9 +353,7 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
             pthread_mutex_destroy(&cs->mu);
     }
     if (err != 0) {
-        free(cs->host);
-        free(cs->unix_socket);
-        free(cs->where);
+        free_strings(cs);
         free(cs);
         return tc__err(owner, TC_ENOMEM, "redis: cannot create a lock or thread key: %s",
                        strerror(err));
@@ -315,9 +382,7 @@ void tc__rconns_free(tc__rconns *cs)
         s = next;
     }
     pthread_mutex_destroy(&cs->mu);
-    free(cs->host);
-    free(cs->unix_socket);
-    free(cs->where);
+    free_strings(cs);
     free(cs);
 }
 
@@ -339,16 +404,186 @@ void tc__rconns_unlock(tc__rconns *cs)
 
 /* ---- connecting -------------------------------------------------------------------------- */
 
-static void trip_breaker(tc__rconns *cs, const char *why)
+/* How long connects are skipped after fails failed connects in a row (fails >= 1):
+ * retry_interval_ms, doubled per further failure, capped at retry_max_ms. */
+static int64_t backoff_ms(const tc__rconns *cs, int fails)
+{
+    int64_t iv = cs->retry_interval_ms;
+    int64_t cap = cs->retry_max_ms > iv ? cs->retry_max_ms : iv;
+    for (int i = 1; i < fails && iv < cap; i++)
+        iv = iv > cap / 2 ? cap : iv * 2;
+    return iv;
+}
+
+/* Records a failed connect; returns how long connects are now skipped (0: never skipped).
+ * seen is the skip time the attempt started from. Threads whose attempts started from the same
+ * one (they all found it passed, or unset) fail as one: the first re-arms the breaker and counts
+ * the failure, the others find it re-armed and leave it, so N threads failing together do not
+ * multiply the interval by 2^N. A thread that finds it cleared by a connect that worked in the
+ * meantime leaves it cleared. */
+static int64_t trip_breaker(tc__rconns *cs, const char *why, int64_t seen)
 {
     pthread_mutex_lock(&cs->mu);
     snprintf(cs->last_err, sizeof cs->last_err, "%s", why);
     pthread_mutex_unlock(&cs->mu);
-    if (cs->retry_interval_ms > 0)
-        atomic_store(&cs->skip_until, tc__now_ms() + cs->retry_interval_ms);
+    if (cs->retry_interval_ms <= 0)
+        return 0;
+    /* Saturates far above the point where the interval stops growing (2^62 ms). */
+    int fails = atomic_load(&cs->fails) + 1;
+    if (fails > 64)
+        fails = 64;
+    int64_t iv = backoff_ms(cs, fails);
+    long long expected = seen; /* skip_until is an atomic_llong */
+    if (atomic_compare_exchange_strong(&cs->skip_until, &expected, tc__now_ms() + iv)) {
+        atomic_store(&cs->fails, fails);
+        return iv;
+    }
+    /* Another thread re-armed (or cleared) it since: report what stands. */
+    int64_t left = expected != 0 ? expected - tc__now_ms() : 0;
+    return left > 0 ? left : 0;
 }
 
-static int open_ctx(tc__rconns *cs, slot *s)
+/* NOAUTH replies, seen where they are parsed. hiredis builds every reply through the reader's
+ * function table; each connection gets a copy of hiredis's default table whose createString
+ * also flags, in the connection's slot (the reader's privdata, handed to every read task), an
+ * error reply that starts with NOAUTH. The table is copied from a reader hiredis creates with
+ * its defaults, so it has whatever members the linked hiredis version defines. */
+static redisReplyObjectFunctions hook_fns;
+static const redisReplyObjectFunctions *default_fns; /* NULL: the hook is not available */
+static void *(*default_create_string)(const redisReadTask *, char *, size_t);
+static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
+
+static void *hooked_create_string(const redisReadTask *task, char *str, size_t len)
+{
+    if (task->type == REDIS_REPLY_ERROR && task->privdata != NULL && len >= 6 &&
+        memcmp(str, "NOAUTH", 6) == 0)
+        ((slot *)task->privdata)->noauth = 1;
+    return default_create_string(task, str, len);
+}
+
+static void hook_init(void)
+{
+    redisReader *rd = redisReaderCreate();
+    if (rd == NULL)
+        return; /* out of memory: connections go unhooked (NOAUTH is then a plain error) */
+    if (rd->fn != NULL && rd->fn->createString != NULL) {
+        hook_fns = *rd->fn;
+        default_create_string = hook_fns.createString;
+        hook_fns.createString = hooked_create_string;
+        default_fns = rd->fn; /* hiredis's static table: outlives the reader */
+    }
+    redisReaderFree(rd);
+}
+
+static void reader_hook(redisContext *c, slot *s)
+{
+    pthread_once(&hook_once, hook_init);
+    /* Only a reader that uses the defaults: someone else's table is not ours to wrap. */
+    if (default_fns != NULL && c->reader != NULL && c->reader->fn == default_fns &&
+        c->reader->privdata == NULL) {
+        c->reader->fn = &hook_fns;
+        c->reader->privdata = s;
+    }
+}
+
+/* Appends src[0 .. len) to out (size n, NUL-terminated) with every occurrence of secret
+ * replaced: a server may echo what it was sent, and the password must never reach a message. */
+static void append_redacted(char *out, size_t n, const char *src, size_t len, const char *secret)
+{
+    size_t o = strlen(out), sl = secret != NULL ? strlen(secret) : 0;
+    for (size_t i = 0; i < len && o + 1 < n;) {
+        if (sl > 0 && len - i >= sl && memcmp(src + i, secret, sl) == 0) {
+            o += (size_t)snprintf(out + o, n - o, "%s", "(password)");
+            if (o >= n)
+                o = n - 1;
+            i += sl;
+            continue;
+        }
+        out[o++] = src[i] == '\r' || src[i] == '\n' ? ' ' : src[i];
+        out[o] = '\0';
+        i++;
+    }
+}
+
+/* Sends one setup command (AUTH, SELECT, PING) and wants expect as its status reply. 0 on
+ * success; otherwise -1 with why = "<label> failed: <reason>". what the server says is
+ * passed through, redacted; the command itself (which may hold the password) is never shown. */
+static int setup_cmd(tc__rconns *cs, redisContext *c, const char *label, int argc,
+                     const char **argv, const char *expect, char *why, size_t n)
+{
+    size_t lens[3];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *rep = redisCommandArgv(c, argc, argv, lens);
+    if (rep == NULL) {
+        snprintf(why, n, "%s failed: %s", label, c->err != 0 ? c->errstr : "no reply");
+        return -1;
+    }
+    int ok = rep->type == REDIS_REPLY_STATUS && rep->str != NULL && strcmp(rep->str, expect) == 0;
+    if (!ok) {
+        snprintf(why, n, "%s failed: ", label);
+        if (rep->type == REDIS_REPLY_ERROR && rep->str != NULL)
+            append_redacted(why, n, rep->str, rep->len > 200 ? 200 : rep->len, cs->password);
+        else
+            append_redacted(why, n, "unexpected reply", 16, NULL);
+    }
+    freeReplyObject(rep);
+    return ok ? 0 : -1;
+}
+
+/* Everything between the socket's connect and the connection's first use. 0 on success;
+ * otherwise -1 and why says which step failed (c->err may be set, or a reply was an error). */
+static int setup_ctx(tc__rconns *cs, slot *s, redisContext *c, char *why, size_t n)
+{
+    if (c->err != 0) {
+        snprintf(why, n, "connect failed: %s", c->errstr);
+        return -1;
+    }
+    /* hiredis 0.14 also applies the connect timeout to commands; replace it. */
+    if (redisSetTimeout(c, cs->command_tv) != REDIS_OK) {
+        snprintf(why, n, "setting the command timeout failed%s%s", c->err != 0 ? ": " : "",
+                 c->err != 0 ? c->errstr : "");
+        return -1;
+    }
+    /* Finds a peer that vanished without a FIN (host down, NAT dropped the flow). */
+    if (cs->keepalive && cs->unix_socket == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
+        snprintf(why, n, "enabling TCP keepalive failed%s%s", c->err != 0 ? ": " : "",
+                 c->err != 0 ? c->errstr : "");
+        return -1;
+    }
+    reader_hook(c, s);
+    if (cs->password != NULL) {
+        /* argv-style: the password goes out as one bulk string, whatever bytes it holds. */
+        const char *argv[3] = {"AUTH", cs->username != NULL ? cs->username : cs->password,
+                               cs->password};
+        char label[300];
+        if (cs->username != NULL)
+            snprintf(label, sizeof label, "AUTH as user \"%.200s\"", cs->username);
+        else
+            snprintf(label, sizeof label, "AUTH");
+        if (setup_cmd(cs, c, label, cs->username != NULL ? 3 : 2, argv, "OK", why, n) != 0)
+            return -1;
+    } else if (atomic_load(&cs->probe_auth)) {
+        /* A connection of ours was told NOAUTH: find out now whether this one would be too,
+         * so that it counts as a failed connect (and backs off) instead of a working one. */
+        const char *argv[1] = {"PING"};
+        if (setup_cmd(cs, c, "PING (the server wanted authentication, no password is set)", 1,
+                      argv, "PONG", why, n) != 0)
+            return -1;
+    }
+    if (cs->database > 0) {
+        char db[16], label[32];
+        snprintf(db, sizeof db, "%d", cs->database);
+        snprintf(label, sizeof label, "SELECT %d", cs->database);
+        const char *argv[2] = {"SELECT", db};
+        if (setup_cmd(cs, c, label, 2, argv, "OK", why, n) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* seen: the breaker's skip time when the attempt began (see trip_breaker). */
+static int open_ctx(tc__rconns *cs, slot *s, int64_t seen)
 {
     redisContext *c = cs->unix_socket != NULL
                           ? redisConnectUnixWithTimeout(cs->unix_socket, cs->connect_tv)
@@ -356,43 +591,28 @@ static int open_ctx(tc__rconns *cs, slot *s)
     if (c == NULL)
         return tc__err(cs->owner, TC_ENOMEM, "redis %s: out of memory opening a connection",
                        cs->where);
-    const char *step = "connect failed";
-    if (c->err == 0) {
-        /* hiredis 0.14 also applies the connect timeout to commands; replace it. */
-        step = "setting the command timeout failed";
-        if (redisSetTimeout(c, cs->command_tv) != REDIS_OK && c->err == 0) {
-            redisFree(c);
-            trip_breaker(cs, step);
-            return tc__err(cs->owner, TC_EREDIS, "redis %s: %s", cs->where, step);
-        }
-    }
-    if (c->err == 0 && cs->unix_socket == NULL) {
-        /* Finds a peer that vanished without a FIN (host down, NAT dropped the flow). */
-        step = "enabling TCP keepalive failed";
-        if (redisEnableKeepAlive(c) != REDIS_OK && c->err == 0) {
-            redisFree(c);
-            trip_breaker(cs, step);
-            return tc__err(cs->owner, TC_EREDIS, "redis %s: %s", cs->where, step);
-        }
-    }
-    if (c->err != 0) {
-        char why[sizeof c->errstr + 64];
-        snprintf(why, sizeof why, "%s: %s", step, c->errstr);
+    char why[sizeof cs->last_err];
+    why[0] = '\0';
+    s->noauth = 0;
+    if (setup_ctx(cs, s, c, why, sizeof why) != 0) {
         int oom = c->err == REDIS_ERR_OOM;
         redisFree(c);
+        s->noauth = 0;
         if (oom)
             return tc__err(cs->owner, TC_ENOMEM, "redis %s: %s", cs->where, why);
-        trip_breaker(cs, why);
-        if (cs->retry_interval_ms > 0)
+        int64_t skip = trip_breaker(cs, why, seen);
+        if (skip > 0)
             return tc__err(cs->owner, TC_EREDIS, "redis %s: %s (skipping Redis for %lld ms)",
-                           cs->where, why, (long long)cs->retry_interval_ms);
+                           cs->where, why, (long long)skip);
         return tc__err(cs->owner, TC_EREDIS, "redis %s: %s", cs->where, why);
     }
     pthread_mutex_lock(&cs->mu);
     s->ctx = c;
     s->gen = tc__fork_generation();
     pthread_mutex_unlock(&cs->mu);
+    atomic_store(&cs->fails, 0);
     atomic_store(&cs->skip_until, 0);
+    atomic_store(&cs->probe_auth, 0);
     TC__INC(cs->stats->connects);
     return TC_OK;
 }
@@ -417,7 +637,7 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
     }
     if (s->ctx != NULL && s->gen != tc__fork_generation())
         slot_close(cs, s); /* the parent's socket: close our copy, never write to it */
-    if (s->ctx != NULL && s->ctx->err != 0)
+    if (s->ctx != NULL && (s->ctx->err != 0 || s->noauth))
         slot_close(cs, s);
     if (s->ctx != NULL) {
         TC__INC(cs->stats->reuses);
@@ -426,10 +646,10 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
         return TC_OK;
     }
 
-    if (cs->retry_interval_ms > 0) {
-        int64_t until = atomic_load(&cs->skip_until);
+    int64_t until = atomic_load(&cs->skip_until);
+    if (cs->retry_interval_ms > 0 && until != 0) {
         int64_t now = tc__now_ms();
-        if (until != 0 && now < until) {
+        if (now < until) {
             char why[sizeof cs->last_err];
             pthread_mutex_lock(&cs->mu);
             memcpy(why, cs->last_err, sizeof why);
@@ -439,7 +659,7 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
                            cs->where, (long long)(until - now), why);
         }
     }
-    int rc = open_ctx(cs, s);
+    int rc = open_ctx(cs, s, until);
     if (rc != TC_OK)
         return rc;
     atomic_store(&s->busy, 1);
@@ -453,6 +673,12 @@ void tc__rconns_release(tc__rconns *cs, int close_it)
     if (s == NULL)
         return;
     atomic_store(&s->busy, 0);
+    if (s->noauth) {
+        /* The server no longer accepts this connection's commands: reconnect (and AUTH) on
+         * the next use; connects without a password check first (see setup_ctx). */
+        atomic_store(&cs->probe_auth, 1);
+        close_it = 1;
+    }
     if (close_it)
         slot_close(cs, s);
 }

@@ -28,10 +28,12 @@ typedef struct tc__rconns_opts {
     /* Capped exponential backoff: each failed connect in a row doubles the skip interval,
      * from retry_interval_ms up to retry_max_ms (<= retry_interval_ms: no growth). */
     int64_t retry_max_ms;
-    const char *username; /* NULL or "": AUTH with the password alone (Redis < 6 style) */
-    const char *password; /* NULL or "": no AUTH */
+    const char *username; /* NULL or "": AUTH with the password alone (Redis < 6 style);
+                           * set: AUTH username password (Redis 6 ACL), needs a password */
+    const char *password; /* NULL or "": no AUTH. Copied, and wiped before the copy is freed;
+                           * never part of a message */
     int database;         /* SELECT it after connecting when > 0 */
-    int keepalive;        /* TCP keepalive on TCP connections */
+    int keepalive;        /* nonzero: TCP keepalive (redisEnableKeepAlive) on TCP connections */
     /* Called (may be NULL), in a child after fork(), when the object's mutex turned out to
      * have been held by a parent thread at the instant of fork: whatever the owner was
      * changing under tc__rconns_lock at that instant may be half-changed (the owner marks
@@ -41,9 +43,10 @@ typedef struct tc__rconns_opts {
     void *on_torn_arg;
 } tc__rconns_opts;
 
-/* Copies opts; connects nothing yet. owner tags error messages, stats receives connects and
- * reuses (both must outlive the object). TC_OK, TC_EINVAL, TC_ENOMEM (also when the process
- * ran out of pthread keys). */
+/* Copies opts (the strings too); connects nothing yet. owner tags error messages, stats
+ * receives connects and reuses (both must outlive the object). TC_OK, TC_EINVAL (also for a
+ * username without a password, a negative retry_max_ms or database), TC_ENOMEM (also when the
+ * process ran out of pthread keys). */
 int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *owner,
                    tc__stats *stats);
 
@@ -57,12 +60,16 @@ void tc__rconns_free(tc__rconns *cs);
 /* The calling thread's usable connection in *out, opening one if the thread has none, its
  * last one broke, or it was inherited across fork(). Counts stats->reuses or stats->connects.
  * TC_OK, TC_EREDIS (the connect failed, or connects are skipped after a recent failure: the
- * message says which), TC_ENOMEM. The connection stays owned by this object and the thread;
- * after TC_OK the caller must call tc__rconns_release once it is done with it. */
+ * message says which and names the failed step, e.g. "AUTH failed: WRONGPASS ...",
+ * "SELECT 99 failed: ..."; a failed AUTH or SELECT counts as a failed connect), TC_ENOMEM.
+ * The connection stays owned by this object and the thread; after TC_OK the caller must call
+ * tc__rconns_release once it is done with it. */
 int tc__rconns_acquire(redisContext **out, tc__rconns *cs);
 
 /* Ends the use acquire began. close_it: an error made the connection unusable (c->err set, or
- * a reply stream out of step), so it is closed and the next acquire opens a new one. */
+ * a reply stream out of step), so it is closed and the next acquire opens a new one. A
+ * connection that received a NOAUTH error reply since acquire is closed the same way, whatever
+ * close_it says (the caller still sees that reply as an error reply). */
 void tc__rconns_release(tc__rconns *cs, int close_it);
 
 /* "host:port" or the socket path, for messages. Valid as long as the object. */

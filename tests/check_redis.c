@@ -3,8 +3,9 @@
  * redis-server.
  *
  * TCase "redis": one server shared by the tests, started in the runner process (an unchecked
- * fixture) and flushed before each test. TCase "outage": tests that kill and restart a server
- * start their own, inside the test.
+ * fixture) and flushed before each test. TCase "auth": two servers that want a password
+ * (requirepass; an ACL user), shared the same way. TCase "outage": tests that kill and restart
+ * a server start their own, inside the test.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1726,6 +1728,428 @@ START_TEST(test_tag_redis_down)
 }
 END_TEST
 
+/* ---- AUTH, SELECT, keepalive, backoff ------------------------------------------------------- */
+
+/* Servers that want a password: pw_srv (requirepass) and acl_srv (an ACL user restricted to
+ * two key patterns; the default user is off). Started in the runner, like srv. */
+static tct_redis pw_srv, acl_srv;
+static int pw_ok, acl_ok;
+#define PW "sekret"
+#define ACL_USER "app"
+#define ACL_PASS "apppass"
+
+static void auth_up(void)
+{
+    pw_ok = tct_redis_start_conf(&pw_srv, "requirepass " PW) == 0;
+    acl_ok = tct_redis_start_conf(&acl_srv, "user default off\n"
+                                            "user " ACL_USER " on >" ACL_PASS
+                                            " ~tc:* ~other:* &* +@all") == 0;
+}
+
+static void auth_down(void)
+{
+    if (pw_ok)
+        tct_redis_stop(&pw_srv);
+    if (acl_ok)
+        tct_redis_stop(&acl_srv);
+    pw_ok = acl_ok = 0;
+}
+
+static void auth_flush(void)
+{
+    ck_assert_msg(pw_ok && acl_ok, "redis-server with a password could not be started");
+    const char *flush[] = {"FLUSHALL", NULL};
+    free(tct_redis_cmd_auth(&pw_srv, NULL, PW, flush));
+    free(tct_redis_cmd_auth(&acl_srv, ACL_USER, ACL_PASS, flush));
+}
+
+static void expect_msg(const char *must, const char *must_not)
+{
+    const char *m = tc_errmsg(NULL);
+    ck_assert_msg(must == NULL || strstr(m, must) != NULL, "\"%s\" not in: %s", must, m);
+    ck_assert_msg(must_not == NULL || strstr(m, must_not) == NULL, "\"%s\" in: %s", must_not,
+                  m);
+}
+
+START_TEST(test_auth_password)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&pw_srv, "tc:");
+    o.password = PW;
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    expect_value(r, "k", "v", 1, 1);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    const char *ex[] = {"EXISTS", "tc:k", NULL};
+    char *out = tct_redis_cmd_auth(&pw_srv, NULL, PW, ex);
+    ck_assert_str_eq(out, "1");
+    free(out);
+    /* A server restart drops the connection; the new one authenticates again. */
+    const char *kill_cmd[] = {"CLIENT", "KILL", "TYPE", "normal", NULL};
+    free(tct_redis_cmd_auth(&pw_srv, NULL, PW, kill_cmd));
+    expect_value(r, "k", "v", 1, 1);
+    ck_assert_int_eq(TC__GET(st.connects), 2);
+    tc__redis_free(r);
+
+    /* Over the unix socket too. */
+    char path[300];
+    snprintf(path, sizeof path, "%s/redis.sock", pw_srv.dir);
+    if (access(path, F_OK) == 0) {
+        o.host = NULL;
+        o.port = 0;
+        o.unix_socket = path;
+        r = tier_open(&o, NULL);
+        expect_value(r, "k", "v", 1, 1);
+        tc__redis_free(r);
+    }
+}
+END_TEST
+
+START_TEST(test_auth_wrong_password)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&pw_srv, "tc:");
+    o.password = "not-the-pw-4711";
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_EREDIS);
+    expect_msg("AUTH failed", "not-the-pw-4711");
+    expect_msg("WRONGPASS", NULL);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("AUTH failed", "not-the-pw-4711");
+    ck_assert_int_eq(TC__GET(st.connects), 0);
+    tc__redis_free(r);
+
+    /* With the breaker: the failed AUTH counts as a failed connect, later calls skip. */
+    o.retry_interval_ms = 60000;
+    r = tier_open(&o, &st);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("skipping Redis for 60000 ms", "not-the-pw-4711");
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("skipped until retry", "not-the-pw-4711");
+    expect_msg("AUTH failed", NULL);
+    tc__redis_free(r);
+
+    /* No password: the connect works, the first command is refused with NOAUTH; the
+     * connection is then dropped, and the next connect checks (PING) and fails. */
+    tc__stats st2 = {0};
+    tc__redis_opts o2 = opts_for(&pw_srv, "tc:");
+    r = tier_open(&o2, &st2);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("NOAUTH", NULL);
+    ck_assert_int_eq(TC__GET(st2.connects), 1);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("NOAUTH", NULL);
+    expect_msg("PING", NULL);
+    ck_assert_int_eq(TC__GET(st2.connects), 1);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_auth_acl_user)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&acl_srv, "tc:");
+    o.username = ACL_USER;
+    o.password = ACL_PASS;
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    expect_value(r, "k", "v", 1, 1);
+    ck_assert_int_eq(tc__redis_del(r, "k", 1), TC_OK);
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    tc__redis_free(r);
+
+    o.ns = "other:";
+    r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "w", 2), TC_OK);
+    expect_value(r, "k", "w", 1, 2);
+    tc__redis_free(r);
+    const char *ex[] = {"EXISTS", "other:k", NULL};
+    char *out = tct_redis_cmd_auth(&acl_srv, ACL_USER, ACL_PASS, ex);
+    ck_assert_str_eq(out, "1");
+    free(out);
+
+    /* A namespace outside the user's key patterns: every command gets NOPERM, an error reply
+     * like any other (TC_EREDIS), the connection stays usable. */
+    tc__stats st3 = {0};
+    o.ns = "forbidden:";
+    r = tier_open(&o, &st3);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_EREDIS);
+    expect_msg("NOPERM", ACL_PASS);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("NOPERM", NULL);
+    ck_assert_int_eq(TC__GET(st3.connects), 1);
+    tc__redis_free(r);
+}
+END_TEST
+
+START_TEST(test_auth_acl_wrong)
+{
+    tc__redis_opts o = opts_for(&acl_srv, "tc:");
+    o.username = ACL_USER;
+    o.password = "bad-acl-pw-0815";
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("AUTH as user \"app\" failed", "bad-acl-pw-0815");
+    expect_msg("WRONGPASS", NULL);
+    tc__redis_free(r);
+
+    o.username = "nosuchuser";
+    o.password = ACL_PASS;
+    r = tier_open(&o, NULL);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("AUTH as user \"nosuchuser\" failed", ACL_PASS);
+    tc__redis_free(r);
+
+    /* The right password without the user name: AUTH as the default user, which is off. */
+    o.username = NULL;
+    r = tier_open(&o, NULL);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("AUTH failed", ACL_PASS);
+    tc__redis_free(r);
+
+    /* A user name without a password is refused when the tier is made. */
+    tc__redis_opts bad = opts_for(&acl_srv, "tc:");
+    bad.username = ACL_USER;
+    tc__redis *none = NULL;
+    ck_assert_int_eq(tc__redis_new(&none, &bad, NULL, NULL), TC_EINVAL);
+    ck_assert_ptr_null(none);
+}
+END_TEST
+
+/* The public API: redis.password from JSON, against the requirepass server. */
+START_TEST(test_auth_public_api)
+{
+    char dir[256];
+    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
+    tc_cache *c = tct_open(dir, "pw", pw_srv.port, "{\"redis\": {\"password\": \"" PW "\"}}");
+    ck_assert_int_eq(tc_put(c, "key", 3, "value", 5, 60000), TC_OK);
+    void *v = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(tc_get(&v, &len, c, "key", 3), TC_OK);
+    ck_assert_uint_eq(len, 5);
+    ck_assert_int_eq(memcmp(v, "value", 5), 0);
+    tc_free(v);
+    ck_assert_int_ge(tct_stat(c, "redis", "connects"), 1);
+    tc_close(c);
+    const char *ex[] = {"EXISTS", "tc:key", NULL};
+    char *out = tct_redis_cmd_auth(&pw_srv, NULL, PW, ex);
+    ck_assert_str_eq(out, "1");
+    free(out);
+    tct_rmrf(dir);
+}
+END_TEST
+
+START_TEST(test_select_database)
+{
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&srv, "db:");
+    o.database = 3;
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "in three", 1), TC_OK);
+    expect_value(r, "k", "in three", 8, 1);
+    ck_assert_int_eq(exists(&srv, "db:k"), 0); /* not in db 0 */
+    const char *info[] = {"INFO", "keyspace", NULL};
+    char *out = tct_redis_cmd(&srv, info);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strstr(out, "db3:keys=1,") != NULL, "no key in db3: %s", out);
+    ck_assert_msg(strstr(out, "db0:") == NULL, "keys in db0: %s", out);
+    free(out);
+    /* Every new connection selects it again. */
+    const char *kill_cmd[] = {"CLIENT", "KILL", "TYPE", "normal", NULL};
+    ck_assert_int_ge(cmd_int(&srv, kill_cmd), 1);
+    expect_value(r, "k", "in three", 8, 1);
+    ck_assert_int_eq(TC__GET(st.connects), 2);
+    tc__redis_free(r);
+
+    tc__stats st99 = {0};
+    o.database = 99; /* redis-server has 16 */
+    r = tier_open(&o, &st99);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("SELECT 99 failed", NULL);
+    expect_msg("out of range", NULL);
+    ck_assert_int_eq(TC__GET(st99.connects), 0);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* One connection of a tc__rconns, its socket's SO_KEEPALIVE. */
+static int keepalive_of(int on)
+{
+    tc__stats st = {0};
+    tc__rconns_opts co = {
+        .host = "127.0.0.1",
+        .port = srv.port,
+        .connect_timeout_ms = 2000,
+        .command_timeout_ms = 5000,
+        .keepalive = on,
+    };
+    tc__rconns *cs = NULL;
+    ck_assert_int_eq(tc__rconns_new(&cs, &co, NULL, &st), TC_OK);
+    redisContext *c = NULL;
+    ck_assert_int_eq(tc__rconns_acquire(&c, cs), TC_OK);
+    int v = -1;
+    socklen_t len = sizeof v;
+    int rc = getsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &v, &len);
+    redisReply *rep = redisCommand(c, "PING");
+    int pong = rep != NULL && rep->type == REDIS_REPLY_STATUS;
+    if (rep != NULL)
+        freeReplyObject(rep);
+    tc__rconns_release(cs, 0);
+    tc__rconns_free(cs);
+    ck_assert_int_eq(rc, 0);
+    ck_assert(pong);
+    return v;
+}
+
+START_TEST(test_keepalive)
+{
+    ck_assert_int_ne(keepalive_of(1), 0);
+#if HIREDIS_MAJOR == 0 /* 0.14 leaves the socket alone unless asked */
+    ck_assert_int_eq(keepalive_of(0), 0);
+#endif
+    tc__redis_opts o = opts_for(&srv, "ka:");
+    o.keepalive = 1;
+    tc__redis *r = tier_open(&o, NULL);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    expect_value(r, "k", "v", 1, 1);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* The connection's copy of the password is its own (the caller's buffer may change). */
+START_TEST(test_auth_opts_copied)
+{
+    char pw[16], user[16];
+    snprintf(pw, sizeof pw, "%s", PW);
+    snprintf(user, sizeof user, "%s", "default");
+    tc__redis_opts o = opts_for(&pw_srv, "tc:");
+    o.password = pw;
+    o.username = user; /* "AUTH default sekret": the requirepass user by its name */
+    tc__redis *r = tier_open(&o, NULL);
+    memset(pw, 'x', sizeof pw - 1);
+    memset(user, 'y', sizeof user - 1);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    tc__redis_free(r);
+}
+END_TEST
+
+/* The number after "skipping Redis for " in the last message; -1 if absent. */
+static long long skip_ms(void)
+{
+    const char *p = strstr(tc_errmsg(NULL), "skipping Redis for ");
+    return p != NULL ? strtoll(p + strlen("skipping Redis for "), NULL, 10) : -1;
+}
+
+/* Each failed connect in a row doubles the interval, up to retry_max_ms; a successful connect
+ * starts over. The sleeps only need to be long enough (a slow run waits longer, which changes
+ * nothing); the intervals are read from the messages. */
+START_TEST(test_backoff)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    tct_redis_kill(&own); /* a dead port, reserved for the restart */
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&own, "bo:");
+    o.retry_interval_ms = 50;
+    o.retry_max_ms = 400;
+    tc__redis *r = tier_open(&o, &st);
+    const long long want[] = {50, 100, 200, 400, 400};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+        ck_assert_msg(skip_ms() == want[i], "attempt %zu: want %lld ms: %s", i, want[i],
+                      tc_errmsg(NULL));
+        sleep_ms(want[i] + 20);
+    }
+
+    /* Continuous calls for 1.5 s cost a handful of connect attempts (a fixed 50 ms would give
+     * 30): every other call is skipped without one. */
+    int attempts = 0, skipped = 0;
+    int64_t end = mono_ms() + 1500;
+    while (mono_ms() < end) {
+        ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+        if (strstr(tc_errmsg(NULL), "skipped until retry") != NULL)
+            skipped++;
+        else
+            attempts++;
+        sleep_ms(1);
+    }
+    ck_assert_msg(attempts >= 2 && attempts <= 8, "%d attempts, %d skipped", attempts, skipped);
+    ck_assert_int_gt(skipped, attempts);
+
+    /* Back up: the next attempt connects and resets the backoff. */
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    sleep_ms(450);
+    ck_assert_int_eq(get_rc(r, "k"), TC_ENOTFOUND);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+    tct_redis_kill(&own);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    ck_assert_msg(skip_ms() == 50, "not reset: %s", tc_errmsg(NULL));
+
+    /* retry_max_ms <= retry_interval_ms: no growth. */
+    tc__redis_opts flat = o;
+    flat.retry_interval_ms = 60;
+    flat.retry_max_ms = 0;
+    tc__redis *f = tier_open(&flat, NULL);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(get_rc(f, "k"), TC_EREDIS);
+        ck_assert_msg(skip_ms() == 60, "attempt %d: %s", i, tc_errmsg(NULL));
+        sleep_ms(80);
+    }
+    tc__redis_free(f);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+/* The server comes back with a password the tier was not given: the reconnect works, the
+ * command gets NOAUTH; that connection is dropped and later connects check first, so the tier
+ * backs off instead of reconnecting on every call. */
+START_TEST(test_noauth_after_restart)
+{
+    tct_redis own;
+    ck_assert_msg(tct_redis_start(&own) == 0, "cannot start redis-server");
+    tc__stats st = {0};
+    tc__redis_opts o = opts_for(&own, "na:");
+    o.retry_interval_ms = 300; /* long enough for the next call to come before it, even slow */
+    o.retry_max_ms = 600;
+    tc__redis *r = tier_open(&o, &st);
+    ck_assert_int_eq(set_str(r, "k", "v", 1), TC_OK);
+    ck_assert_int_eq(TC__GET(st.connects), 1);
+
+    tct_redis_kill(&own);
+    ck_assert_int_eq(tct_redis_write_conf(&own, "requirepass " PW), 0);
+    ck_assert_int_eq(tct_redis_restart(&own), 0);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("NOAUTH", NULL);
+    ck_assert_int_eq(TC__GET(st.connects), 2);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("NOAUTH", NULL);
+    expect_msg("skipping Redis for 300 ms", NULL);
+    ck_assert_int_eq(get_rc(r, "k"), TC_EREDIS);
+    expect_msg("skipped until retry", NULL);
+    ck_assert_int_eq(TC__GET(st.connects), 2);
+
+    /* With the password it works. */
+    tc__redis_opts ok = o;
+    ok.password = PW;
+    tc__redis *r2 = tier_open(&ok, NULL);
+    ck_assert_int_eq(set_str(r2, "k", "v", 2), TC_OK);
+    expect_value(r2, "k", "v", 1, 2);
+    tc__redis_free(r2);
+
+    /* The password goes away again: the tier without one recovers at its next try. */
+    const char *unset[] = {"CONFIG", "SET", "requirepass", "", NULL};
+    char *out = tct_redis_cmd_auth(&own, NULL, PW, unset);
+    ck_assert_str_eq(out, "OK");
+    free(out);
+    sleep_ms(350);
+    expect_value(r, "k", "v", 1, 2);
+    ck_assert_int_eq(TC__GET(st.connects), 3);
+    tc__redis_free(r);
+    tct_redis_stop(&own);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -1762,7 +2186,21 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_tag_pattern_ignores_sets);
     tcase_add_test(tc, test_tag_garbage);
     tcase_add_test(tc, test_tag_arguments);
+    tcase_add_test(tc, test_select_database);
+    tcase_add_test(tc, test_keepalive);
     suite_add_tcase(s, tc);
+
+    TCase *au = tcase_create("auth");
+    tcase_add_unchecked_fixture(au, auth_up, auth_down);
+    tcase_add_checked_fixture(au, auth_flush, NULL);
+    tcase_set_timeout(au, 60);
+    tcase_add_test(au, test_auth_password);
+    tcase_add_test(au, test_auth_wrong_password);
+    tcase_add_test(au, test_auth_acl_user);
+    tcase_add_test(au, test_auth_acl_wrong);
+    tcase_add_test(au, test_auth_opts_copied);
+    tcase_add_test(au, test_auth_public_api);
+    suite_add_tcase(s, au);
 
     TCase *out = tcase_create("outage");
     tcase_set_timeout(out, 120);
@@ -1771,6 +2209,8 @@ Suite *redis_suite(void)
     tcase_add_test(out, test_pending_overflow);
     tcase_add_test(out, test_pending_threads);
     tcase_add_test(out, test_tag_redis_down);
+    tcase_add_test(out, test_backoff);
+    tcase_add_test(out, test_noauth_after_restart);
     suite_add_tcase(s, out);
     return s;
 }

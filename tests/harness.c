@@ -5,6 +5,10 @@
  * Besides 127.0.0.1:port, every server also listens on the unix socket DIR/redis.sock (when that
  * path fits in sun_path), so a suite can test unix-socket connections on the same server.
  *
+ * Extra configuration (requirepass, ACL users, ...) goes into DIR/redis.conf, which the server
+ * reads first when it exists (tct_redis_start_conf, tct_redis_write_conf); the command-line
+ * options (port, bind, dir, no persistence, socket) come after it and win.
+ *
  * A failing test must never leave a redis-server behind:
  *  - Check runs each test in a forked child and exits it on a failed assertion, skipping the
  *    checked teardown: an atexit handler stops every server this process started and still
@@ -189,7 +193,10 @@ static int ping(int port)
     if (c != NULL && c->err == 0) {
         redisSetTimeout(c, tv);
         redisReply *rep = redisCommand(c, "PING");
-        ok = rep != NULL && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+        /* A server that wants AUTH first (requirepass, "user default off") is up too. */
+        ok = rep != NULL &&
+             ((rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0) ||
+              (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOAUTH", 6) == 0));
         if (rep != NULL)
             freeReplyObject(rep);
     }
@@ -201,11 +208,31 @@ static int ping(int port)
  * -1 if it exited (port taken) or did not answer in time (then it is killed). */
 static int spawn(tct_redis *r, const char *exe)
 {
-    char port_s[16], logfile[300], sock[300];
+    char port_s[16], logfile[300], sock[300], conf[300];
     snprintf(port_s, sizeof port_s, "%d", r->port);
     snprintf(logfile, sizeof logfile, "%s/redis.log", r->dir);
+    snprintf(conf, sizeof conf, "%s/redis.conf", r->dir);
+    int with_conf = access(conf, R_OK) == 0;
     int n = snprintf(sock, sizeof sock, "%s/redis.sock", r->dir);
     int with_unix = n > 0 && (size_t)n < sizeof(((struct sockaddr_un *)0)->sun_path);
+    /* Built before fork: the child only execs. The config file must be the first argument. */
+    const char *args[32];
+    int na = 0;
+    args[na++] = "redis-server";
+    if (with_conf)
+        args[na++] = conf;
+    const char *common[] = {"--port", port_s, "--bind", "127.0.0.1", "--dir", r->dir,
+                            "--save", "", "--appendonly", "no", "--daemonize", "no",
+                            "--logfile", logfile};
+    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
+        args[na++] = common[i];
+    if (with_unix) {
+        args[na++] = "--unixsocket";
+        args[na++] = sock;
+        args[na++] = "--unixsocketperm";
+        args[na++] = "700";
+    }
+    args[na] = NULL;
     long max_fd = sysconf(_SC_OPEN_MAX);
     if (max_fd < 0 || max_fd > 65536)
         max_fd = 65536;
@@ -229,14 +256,7 @@ static int spawn(tct_redis *r, const char *exe)
         /* Not the test's sockets: the server must not hold copies of client connections. */
         for (long fd = 3; fd < max_fd; fd++)
             close((int)fd);
-        if (with_unix)
-            execl(exe, "redis-server", "--port", port_s, "--bind", "127.0.0.1", "--dir", r->dir,
-                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", logfile,
-                  "--unixsocket", sock, "--unixsocketperm", "700", (char *)NULL);
-        else
-            execl(exe, "redis-server", "--port", port_s, "--bind", "127.0.0.1", "--dir", r->dir,
-                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", logfile,
-                  (char *)NULL);
+        execv(exe, (char *const *)args);
         _exit(127);
     }
     r->pid = pid;
@@ -256,7 +276,28 @@ static int spawn(tct_redis *r, const char *exe)
     return -1;
 }
 
+int tct_redis_write_conf(const tct_redis *r, const char *lines)
+{
+    char conf[300];
+    snprintf(conf, sizeof conf, "%s/redis.conf", r->dir);
+    if (lines == NULL || lines[0] == '\0')
+        return unlink(conf) == 0 || errno == ENOENT ? 0 : -1;
+    FILE *f = fopen(conf, "w");
+    if (f == NULL) {
+        fprintf(stderr, "tct_redis_write_conf: %s: %s\n", conf, strerror(errno));
+        return -1;
+    }
+    int ok = fputs(lines, f) >= 0 && fputc('\n', f) != EOF;
+    ok = fclose(f) == 0 && ok;
+    return ok ? 0 : -1;
+}
+
 int tct_redis_start(tct_redis *r)
+{
+    return tct_redis_start_conf(r, NULL);
+}
+
+int tct_redis_start_conf(tct_redis *r, const char *extra_conf_lines)
 {
     char exe[PATH_MAX];
     memset(r, 0, sizeof *r);
@@ -267,6 +308,11 @@ int tct_redis_start(tct_redis *r)
     }
     if (tct_tmpdir(r->dir, sizeof r->dir) != 0)
         return -1;
+    if (tct_redis_write_conf(r, extra_conf_lines) != 0) {
+        tct_rmrf(r->dir);
+        r->dir[0] = '\0';
+        return -1;
+    }
     for (int attempt = 0; attempt < 5; attempt++) {
         r->port = free_port();
         if (r->port > 0 && spawn(r, exe) == 0) {
@@ -401,6 +447,13 @@ static void format_reply(strbuf *b, const redisReply *rep)
 
 char *tct_redis_cmd(const tct_redis *r, const char *const *argv)
 {
+    return tct_redis_cmd_auth(r, NULL, NULL, argv);
+}
+
+/* AUTH (when pass is set), then the command. A failed AUTH returns its error text. */
+char *tct_redis_cmd_auth(const tct_redis *r, const char *user, const char *pass,
+                         const char *const *argv)
+{
     int argc = 0;
     while (argv[argc] != NULL)
         argc++;
@@ -415,7 +468,18 @@ char *tct_redis_cmd(const tct_redis *r, const char *const *argv)
     redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, ctv);
     char *out = NULL;
     if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) {
-        redisReply *rep = redisCommandArgv(c, argc, (const char **)argv, lens);
+        redisReply *rep = NULL;
+        if (pass != NULL) {
+            const char *auth[3] = {"AUTH", user != NULL ? user : pass, pass};
+            size_t alens[3] = {4, strlen(auth[1]), strlen(pass)};
+            rep = redisCommandArgv(c, user != NULL ? 3 : 2, auth, alens);
+            if (rep != NULL && rep->type != REDIS_REPLY_ERROR) {
+                freeReplyObject(rep);
+                rep = redisCommandArgv(c, argc, (const char **)argv, lens);
+            }
+        } else {
+            rep = redisCommandArgv(c, argc, (const char **)argv, lens);
+        }
         if (rep != NULL) {
             strbuf b = {0};
             sb_add(&b, "", 0);

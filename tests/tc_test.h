@@ -20,6 +20,12 @@ Suite *shared_suite(void);
 Suite *cache_control_suite(void);
 Suite *pattern_suite(void);
 Suite *http_suite(void);
+Suite *structs_suite(void);
+Suite *pubsub_suite(void);
+Suite *bus_suite(void);
+/* check_bus.c: the second process of the bus test (check_main.c runs it when TCT_BUS_PEER is
+ * set); returns the exit status. */
+int tct_bus_peer_main(const char *spec);
 
 /* A private redis-server. */
 typedef struct tct_redis {
@@ -31,6 +37,14 @@ typedef struct tct_redis {
 /* Starts redis-server (no persistence) on 127.0.0.1 at a free port, in a fresh temp dir, and
  * waits until it answers PING. 0 on success. */
 int tct_redis_start(tct_redis *r);
+/* tct_redis_start with extra_conf_lines (NULL for none; lines separated by '\n', e.g.
+ * "requirepass sekret" or ACL "user ..." lines) written to dir/redis.conf, which the server
+ * reads before its command-line options. A server that wants AUTH counts as up when it answers
+ * NOAUTH. */
+int tct_redis_start_conf(tct_redis *r, const char *extra_conf_lines);
+/* Replaces dir/redis.conf (NULL or "": removes it) for the next tct_redis_restart. 0 on
+ * success. */
+int tct_redis_write_conf(const tct_redis *r, const char *lines);
 /* SIGKILLs it (a crash); the port and dir stay reserved for tct_redis_restart. */
 void tct_redis_kill(tct_redis *r);
 /* Starts it again on the same port after a kill. 0 on success. */
@@ -41,6 +55,10 @@ void tct_redis_stop(tct_redis *r);
  * string ("(nil)", integers in decimal, errors as "ERR ...", arrays joined by '\n'), or NULL if
  * unreachable. For assertions on what Redis really holds. */
 char *tct_redis_cmd(const tct_redis *r, const char *const *argv);
+/* tct_redis_cmd after AUTH [user] pass on the same connection (pass NULL: no AUTH, user NULL:
+ * AUTH pass alone). A failed AUTH returns the AUTH error instead of running argv. */
+char *tct_redis_cmd_auth(const tct_redis *r, const char *user, const char *pass,
+                         const char *const *argv);
 
 /* A fresh temp dir (mkdtemp) in out; 0 on success. tct_rmrf removes a tree. */
 int tct_tmpdir(char *out, size_t size);
