@@ -385,6 +385,134 @@ TC_API int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t
                        char **out_headers, tc_cache *cache, const char *key, size_t key_len,
                        unsigned flags);
 
+/* ---- Lists of results ------------------------------------------------------------------------ */
+/**
+ * An opaque list the library returns: the answers of tc_get_many, the members of a leaderboard,
+ * the fields of a hash. Each item has a name (a key, member or field), a value (may be absent)
+ * and a score. Names and values are binary-safe and followed by a NUL byte for convenience.
+ * Free it with tc_items_free. Immutable: any thread may read it.
+ */
+typedef struct tc_items tc_items;
+
+/** Number of items; 0 for NULL. */
+TC_API size_t tc_items_count(const tc_items *items);
+/** Item i's name and its length (NULL and 0 when i is out of range). */
+TC_API const char *tc_items_name(const tc_items *items, size_t i, size_t *out_len);
+/** Item i's value and its length; NULL and 0 when the item has none (a key tc_get_many did not
+ *  find) or i is out of range. */
+TC_API const void *tc_items_value(const tc_items *items, size_t i, size_t *out_len);
+/** Item i's score (leaderboards); 0 for other lists or when i is out of range. */
+TC_API double tc_items_score(const tc_items *items, size_t i);
+/** Frees the list. NULL is accepted. */
+TC_API void tc_items_free(tc_items *items);
+
+/* ---- Batched reads --------------------------------------------------------------------------- */
+/**
+ * Reads n keys at once: edge hits are answered locally, the other keys are asked of Redis in
+ * one pipelined round trip, and what Redis lacks goes on to the store. The result has one item
+ * per key, in the order of keys: its name is the key, its value NULL when the key exists
+ * nowhere. Tiers are filled on the way back as by tc_get.
+ * @param out       receives the list (tc_items_free).
+ * @param keys      n keys, key_lens[i] bytes each (the rules of tc_get); a key may repeat.
+ * @param n         0..TC_GET_MANY_MAX.
+ * @return TC_OK (also when some keys were not found), TC_EINVAL, TC_EKEY (one bad key: nothing
+ *         is read; tc_errmsg names its index), TC_ESTORE, TC_ENOMEM.
+ * Thread-safe.
+ */
+#define TC_GET_MANY_MAX 10000
+TC_API int tc_get_many(tc_items **out, tc_cache *cache, const char *const *keys,
+                       const size_t *key_lens, size_t n);
+
+/* ---- Redis structures: leaderboards and hashes --------------------------------------------- */
+/*
+ * Sorted sets and hashes in the handle's Redis, under its namespace, on the same per-thread
+ * connections as the cache (no edge, no store: Redis is where they live). Their names are
+ * apart from cache keys: a structure and a cached value may share a name. Names, members and
+ * fields are 1..TC_KEY_MAX bytes, no NUL; hash values are binary-safe, up to max_value_bytes.
+ * Without Redis configured they fail with TC_EREDIS. All are thread-safe.
+ * Errors common to all: TC_EINVAL (NULL or bad argument), TC_EKEY (bad name, member or field),
+ * TC_EREDIS (unreachable), TC_EPROTO (an unexpected reply, e.g. the name holds another type),
+ * TC_ENOMEM.
+ */
+
+/** Sets member's score in leaderboard set (adding the member if absent). score is finite. */
+TC_API int tc_zadd(tc_cache *cache, const char *set, size_t set_len, const char *member,
+                   size_t member_len, double score);
+/** Adds delta to member's score (from 0 if absent); *out_score (may be NULL) gets the new one. */
+TC_API int tc_zincrby(double *out_score, tc_cache *cache, const char *set, size_t set_len,
+                      const char *member, size_t member_len, double delta);
+/** The n highest scores, highest first (ties by member, as Redis orders them), as items with
+ *  names (members) and scores. An absent set gives an empty list. n 0..TC_GET_MANY_MAX. */
+TC_API int tc_ztop(tc_items **out, tc_cache *cache, const char *set, size_t set_len, size_t n);
+/** member's rank (0 for the highest score) and score; either out may be NULL.
+ *  TC_ENOTFOUND when the member (or the set) is absent. */
+TC_API int tc_zrank(int64_t *out_rank, double *out_score, tc_cache *cache, const char *set,
+                    size_t set_len, const char *member, size_t member_len);
+/** Removes member; *out_removed (may be NULL) gets 1 if it was there, else 0. */
+TC_API int tc_zrem(int *out_removed, tc_cache *cache, const char *set, size_t set_len,
+                   const char *member, size_t member_len);
+
+/** Sets a field of hash to value (binary-safe). */
+TC_API int tc_hset(tc_cache *cache, const char *hash, size_t hash_len, const char *field,
+                   size_t field_len, const void *value, size_t value_len);
+/** A field's value (tc_free; NUL-terminated for convenience). TC_ENOTFOUND when absent. */
+TC_API int tc_hget(void **out, size_t *out_len, tc_cache *cache, const char *hash,
+                   size_t hash_len, const char *field, size_t field_len);
+/** Removes a field; *out_removed (may be NULL) gets 1 if it was there, else 0. */
+TC_API int tc_hdel(int *out_removed, tc_cache *cache, const char *hash, size_t hash_len,
+                   const char *field, size_t field_len);
+/** Every field with its value, as items (names: fields), in Redis's order. An absent hash
+ *  gives an empty list. */
+TC_API int tc_hgetall(tc_items **out, tc_cache *cache, const char *hash, size_t hash_len);
+/** Makes a structure (sorted set or hash) expire after ttl_ms (> 0), as a cart or a session
+ *  does. TC_ENOTFOUND when it does not exist. */
+TC_API int tc_struct_expire(tc_cache *cache, const char *name, size_t name_len, int64_t ttl_ms);
+/** Deletes a structure; *out_removed (may be NULL) gets 1 if it existed. */
+TC_API int tc_struct_del(int *out_removed, tc_cache *cache, const char *name, size_t name_len);
+
+/* ---- Publish / subscribe --------------------------------------------------------------------- */
+/** A message callback: channel and message are valid during the call only. */
+typedef void (*tc_message_fn)(void *ctx, const char *channel, size_t channel_len,
+                              const void *message, size_t message_len);
+/** A subscription (tc_subscribe); ended by tc_unsubscribe. */
+typedef struct tc_subscription tc_subscription;
+
+/**
+ * Publishes message (binary-safe) on channel, under the handle's namespace.
+ * @param out_receivers  if not NULL, receives how many subscribers Redis delivered it to.
+ * @return TC_OK, TC_EINVAL, TC_EKEY (channel: 1..TC_KEY_MAX bytes, no NUL), TC_EREDIS,
+ *         TC_EPROTO, TC_ENOMEM. Thread-safe.
+ */
+TC_API int tc_publish(int64_t *out_receivers, tc_cache *cache, const char *channel,
+                      size_t channel_len, const void *message, size_t message_len);
+
+/**
+ * Subscribes fn to channel (under the handle's namespace). fn runs on a thread the library
+ * owns, one per handle, with a connection of its own, one message after another (never two at
+ * once for one handle); it must not call tc_unsubscribe on its own subscription except to end
+ * it (that is allowed), nor block for long: it holds up every subscription of the handle. The
+ * subscription survives a dropped connection: the thread reconnects (with the handle's
+ * backoff) and subscribes again; messages published while it was disconnected are lost, as
+ * Redis pub/sub loses them. Returns once Redis confirmed the subscription, so a message
+ * published after the call returns is delivered.
+ * @param out  receives the subscription; valid until tc_unsubscribe or tc_close of the handle.
+ * @return TC_OK, TC_EINVAL, TC_EKEY, TC_EREDIS (no Redis configured, or Redis could not be
+ *         reached or did not confirm within a few connect timeouts: nothing subscribed; the
+ *         call does not wait out the reconnect backoff), TC_ENOMEM. Thread-safe; may be called
+ *         from fn (of any subscription).
+ */
+TC_API int tc_subscribe(tc_subscription **out, tc_cache *cache, const char *channel,
+                        size_t channel_len, tc_message_fn fn, void *ctx);
+
+/**
+ * Ends a subscription: when it returns, fn is not running and will not run again for it
+ * (called from fn itself, it returns at once and the subscription ends when fn returns).
+ * NULL is accepted. tc_close ends the handle's remaining subscriptions (their pointers are then
+ * invalid: do not call tc_unsubscribe on them afterwards). Thread-safe; may be called from any
+ * subscription's fn.
+ */
+TC_API void tc_unsubscribe(tc_subscription *sub);
+
 /* ---- Stats --------------------------------------------------------------------------------- */
 /**
  * The handle's counters as a JSON object (NUL-terminated), e.g.

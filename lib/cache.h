@@ -10,10 +10,15 @@
 /* Test hook: when set, called by put and del right after the store committed and before any
  * cache is updated (to check write-through ordering, and to inject races). Not exported. */
 extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
+/* Bench hook: when set, called on the subscriber thread after a bus message from another
+ * handle was applied to this handle's edge. Not exported. */
+extern void (*tc__hook_bus_applied)(tc_cache *cache);
 
 /* The handle's edge and Redis tiers (NULL when absent), for tests that look inside. */
 tc__edge *tc__cache_edge(tc_cache *cache);
 struct tc__redis *tc__cache_redis(tc_cache *cache);
+/* In a fork()ed child, repairs the handle (once): what every public call does first. */
+void tc__cache_fork_check(tc_cache *cache);
 /* Its configuration, and its pub/sub subscriber (NULL without Redis). */
 const struct tc_config *tc__cache_config(tc_cache *cache);
 struct tc__pubsub *tc__cache_pubsub(tc_cache *cache);

@@ -31,10 +31,13 @@ typedef struct tc__pubsub_opts {
     size_t ns_len;
 } tc__pubsub_opts;
 
-/* Copies opts; no thread and no connection yet. */
+/* Copies opts; no thread and no connection yet. Thread-safe from here on: every function below
+ * may be called from any thread (tc__pubsub_free and tc__pubsub_after_fork excepted). */
 int tc__pubsub_new(tc__pubsub **out, const tc__pubsub_opts *opts, const void *owner);
-/* Ends every subscription (no callback runs after it returns), joins the thread, frees. NULL is
- * accepted. Not from a callback. */
+/* Ends every subscription (no callback runs after it returns, and every tc__sub of p is freed:
+ * pointers to them are invalid), joins the thread (waiting for a connect in progress: at most
+ * the connect timeout and the handshake), frees. NULL is accepted. Not from a callback, and not
+ * concurrently with any other call on p. */
 void tc__pubsub_free(tc__pubsub *p);
 
 /* A message: channel without the namespace. */
@@ -47,7 +50,9 @@ typedef void (*tc__link_fn)(void *ctx, int up);
 
 /* Subscribes fn (and on_link, may be NULL) to channel. With wait, returns once the server
  * confirmed it (on_link(ctx, 1) has then run), or TC_EREDIS if the server could not be reached
- * within the connect timeout (nothing subscribed). Without wait, returns at once; the thread
+ * within the connect timeout (nothing subscribed; the waiting call makes the thread try at once
+ * instead of after the backoff, and gives up after 4 x connect timeout + 1 s at the latest,
+ * which covers connect, AUTH, SELECT and SUBSCRIBE). Without wait, returns at once; the thread
  * keeps trying in the background with the backoff, calling on_link(ctx, 0) while it cannot.
  * TC_OK, TC_EINVAL, TC_EKEY (channel 1..TC_KEY_MAX bytes, no NUL), TC_EREDIS, TC_ENOMEM. */
 int tc__pubsub_subscribe(tc__sub **out, tc__pubsub *p, const char *channel, size_t channel_len,

@@ -26,10 +26,13 @@
 #include "pattern.h"
 #include "redis_conn.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 /* ---- the stored envelope ------------------------------------------------------------------
  *   byte 0      'T'
@@ -738,12 +741,16 @@ static int apply_pending(tc__redis *r, redisContext *c)
 /* ---- running a command ------------------------------------------------------------------- */
 
 /* One piece of work on a connection. It returns TC_OK or an error; *broken says the connection
- * failed (then the error is already recorded). */
+ * failed (then the error is already recorded): BROKEN when the step may run again on a new
+ * connection, BROKEN_SENT when it must not (a command that is not idempotent was written). */
 typedef int (*conn_op)(tc__redis *r, redisContext *c, void *ctx, int *broken);
+#define BROKEN 1
+#define BROKEN_SENT 2
 
 /* Runs op on the calling thread's connection, after the journal was applied on it. If the
  * connection turns out to be closed (server restart, CLIENT KILL, idle timeout), it is replaced
- * and the whole step runs once more: every operation we send is idempotent. */
+ * and the whole step runs once more, unless op said BROKEN_SENT: every other operation we send
+ * is idempotent. */
 static int with_conn(tc__redis *r, conn_op op, void *ctx)
 {
     for (int attempt = 0;; attempt++) {
@@ -761,7 +768,7 @@ static int with_conn(tc__redis *r, conn_op op, void *ctx)
             rc = op(r, c, ctx, &broken);
         }
         if (broken)
-            retry = c->err == 0 || retryable(c->err);
+            retry = broken != BROKEN_SENT && (c->err == 0 || retryable(c->err));
         tc__sigpipe_restore(&guard, broken);
         tc__rconns_release(r->conns, broken); /* c is invalid from here if broken */
         if (rc == TC_OK || !retry || attempt > 0)
@@ -832,14 +839,120 @@ const char *tc__redis_namespace(const tc__redis *r, size_t *len)
     return r->ns;
 }
 
+/* Whether the server already closed c (idle timeout, CLIENT KILL, restart), seen without
+ * sending anything: a peek at the socket. EOF or a socket error means closed; bytes nobody
+ * asked for mean the reply stream is out of step (a RESP2 server speaks only when spoken to),
+ * which is as unusable. Nothing to read (EAGAIN) is the healthy case. A few microseconds: one
+ * system call, no round trip. */
+static int conn_closed(const redisContext *c)
+{
+    char b;
+    ssize_t n;
+    int saved = errno;
+    do {
+        n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    int closed = n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+    errno = saved;
+    return closed;
+}
+
+/* A command that must not run twice. The only retry is for a connection found closed before
+ * anything was written on it: then the command certainly was not sent, and with_conn replaces
+ * the connection and comes back. Once the command has been handed to the socket, a failure
+ * (the server closed the connection meanwhile, a timeout) is returned as it is: the server may
+ * or may not have executed it, and sending it again could execute it twice. */
+static int op_command_once(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    command *cmd = ctx;
+    if (conn_closed(c)) {
+        *broken = BROKEN;
+        return tc__err(r->owner, TC_EREDIS, "redis %s: %s: the server closed the connection",
+                       tc__rconns_where(r->conns), cmd->what);
+    }
+    cmd->reply = redisCommandArgv(c, cmd->argc, cmd->argv, cmd->lens);
+    if (cmd->reply != NULL)
+        return TC_OK;
+    *broken = BROKEN_SENT;
+    return ctx_error(r, c, cmd->what);
+}
+
 int tc__redis_run(tc__redis *r, const char *what, int idempotent, int argc, const char **argv,
                   const size_t *lens, redisReply **out)
 {
+    if (out == NULL)
+        return tc__err(r != NULL ? r->owner : NULL, TC_EINVAL, "redis: out is NULL");
     *out = NULL;
     if (r == NULL || argc < 1 || argv == NULL || lens == NULL)
-        return tc__err(NULL, TC_EINVAL, "redis: bad command arguments");
-    (void)idempotent; /* TODO: no resend of a non-idempotent command */
-    return run(r, what, argc, argv, lens, out);
+        return tc__err(r != NULL ? r->owner : NULL, TC_EINVAL, "redis: bad command arguments");
+    if (what == NULL)
+        what = "command";
+    if (idempotent)
+        return run(r, what, argc, argv, lens, out);
+    command cmd = {what, argc, argv, lens, NULL};
+    int rc = with_conn(r, op_command_once, &cmd);
+    *out = cmd.reply;
+    return rc;
+}
+
+/* Pipelining: every command appended to the connection's output buffer, then every reply read,
+ * so n commands cost one round trip. */
+typedef struct pipe_call {
+    const char *what;
+    size_t n;
+    const tc__redis_cmd *cmds;
+    redisReply **replies; /* n entries; all NULL unless the step succeeded */
+} pipe_call;
+
+static int op_pipeline(tc__redis *r, redisContext *c, void *ctx, int *broken)
+{
+    pipe_call *pc = ctx;
+    int rc = TC_OK;
+    for (size_t i = 0; i < pc->n; i++)
+        pc->replies[i] = NULL;
+    for (size_t i = 0; i < pc->n; i++) {
+        /* A failed append (out of memory) leaves earlier commands in the output buffer: the
+         * connection is out of step and must go (hiredis has set c->err). */
+        if (redisAppendCommandArgv(c, pc->cmds[i].argc, pc->cmds[i].argv,
+                                   pc->cmds[i].lens) != REDIS_OK) {
+            *broken = BROKEN;
+            return c->err != 0 ? ctx_error(r, c, pc->what)
+                               : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        }
+    }
+    for (size_t i = 0; i < pc->n; i++) {
+        void *rep = NULL;
+        if (redisGetReply(c, &rep) != REDIS_OK || rep == NULL) {
+            *broken = BROKEN;
+            rc = ctx_error(r, c, pc->what);
+            break;
+        }
+        pc->replies[i] = rep;
+    }
+    if (rc != TC_OK) {
+        for (size_t i = 0; i < pc->n; i++) {
+            if (pc->replies[i] != NULL)
+                freeReplyObject(pc->replies[i]);
+            pc->replies[i] = NULL;
+        }
+    }
+    return rc;
+}
+
+int tc__redis_pipeline(tc__redis *r, const char *what, size_t n, const tc__redis_cmd *cmds,
+                       redisReply **replies)
+{
+    if (r == NULL || (n > 0 && (cmds == NULL || replies == NULL)))
+        return tc__err(r != NULL ? r->owner : NULL, TC_EINVAL, "redis: bad pipeline arguments");
+    for (size_t i = 0; i < n; i++) {
+        replies[i] = NULL;
+        if (cmds[i].argc < 1 || cmds[i].argv == NULL || cmds[i].lens == NULL)
+            return tc__err(r->owner, TC_EINVAL, "redis: bad command %zu in a pipeline", i);
+    }
+    if (n == 0)
+        return TC_OK;
+    pipe_call pc = {what != NULL ? what : "pipeline", n, cmds, replies};
+    return with_conn(r, op_pipeline, &pc);
 }
 
 /* ---- the tier ---------------------------------------------------------------------------- */
@@ -1345,5 +1458,105 @@ int tc__redis_invalidate_tag(tc__redis *r, const char *tag, size_t tag_len,
     rc = with_conn(r, op_invalidate_tag, &tc);
     nskey_free(&k);
     *out_removed = tc.removed;
+    return rc;
+}
+
+/* ---- batched reads ------------------------------------------------------------------------- */
+
+#define MANY_CHUNK 1000 /* GETs per pipeline: bounds the replies held at once */
+
+/* Hands one hit of tc__redis_get_many to its index-aware callback through deliver. */
+typedef struct many_hit {
+    tc__many_fn fn;
+    void *ctx;
+    size_t i;
+    int fn_rc;
+} many_hit;
+
+static int many_hit_fn(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    many_hit *h = ctx;
+    h->fn_rc = h->fn(h->ctx, h->i, data, len, version, ttl_ms);
+    return h->fn_rc;
+}
+
+int tc__redis_get_many(tc__redis *r, size_t n, const char *const *keys, const size_t *key_lens,
+                       tc__many_fn fn, void *ctx)
+{
+    if (r == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
+    if (n == 0)
+        return TC_OK;
+    if (keys == NULL || key_lens == NULL)
+        return tc__err(r->owner, TC_EINVAL, "redis: keys or key_lens is NULL");
+    /* Every key is checked before anything is sent; the largest chunk sizes the buffers. */
+    size_t max_bytes = 0;
+    for (size_t start = 0; start < n; start += MANY_CHUNK) {
+        size_t bytes = 0;
+        for (size_t i = start; i < n && i < start + MANY_CHUNK; i++) {
+            int rc = tc__check_key(r->owner, keys[i], key_lens[i]);
+            if (rc != TC_OK) {
+                char why[200];
+                snprintf(why, sizeof why, "%s", tc_errmsg(NULL));
+                return tc__err(r->owner, rc, "redis: keys[%zu]: %s", i, why);
+            }
+            bytes += r->ns_len + key_lens[i];
+        }
+        if (bytes > max_bytes)
+            max_bytes = bytes;
+    }
+    size_t chunk = n < MANY_CHUNK ? n : MANY_CHUNK;
+    tc__redis_cmd *cmds = malloc(chunk * sizeof *cmds);
+    const char **argv = malloc(2 * chunk * sizeof *argv);
+    size_t *lens = malloc(2 * chunk * sizeof *lens);
+    redisReply **replies = malloc(chunk * sizeof *replies);
+    char *keybuf = malloc(max_bytes);
+    int rc = TC_OK;
+    if (cmds == NULL || argv == NULL || lens == NULL || replies == NULL || keybuf == NULL) {
+        rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        goto done;
+    }
+    for (size_t start = 0; rc == TC_OK && start < n; start += chunk) {
+        size_t m = n - start < chunk ? n - start : chunk, off = 0;
+        for (size_t j = 0; j < m; j++) {
+            size_t klen = r->ns_len + key_lens[start + j];
+            memcpy(keybuf + off, r->ns, r->ns_len);
+            memcpy(keybuf + off + r->ns_len, keys[start + j], key_lens[start + j]);
+            argv[2 * j] = "GET";
+            lens[2 * j] = 3;
+            argv[2 * j + 1] = keybuf + off;
+            lens[2 * j + 1] = klen;
+            cmds[j] = (tc__redis_cmd){2, argv + 2 * j, lens + 2 * j};
+            off += klen;
+        }
+        /* GET is idempotent: with_conn reruns the whole chunk on a new connection after a
+         * dropped one; nothing was delivered from it yet. */
+        pipe_call pc = {"GET (pipelined)", m, cmds, replies};
+        rc = with_conn(r, op_pipeline, &pc);
+        if (rc != TC_OK)
+            break;
+        /* The connection is released: fn may do anything but its replies are ours. */
+        for (size_t j = 0; j < m; j++) {
+            if (rc == TC_OK) {
+                const redisReply *rep = replies[j];
+                many_hit h = {fn, ctx, start + j, 0};
+                int d = deliver(r, rep, fn != NULL ? many_hit_fn : NULL, &h);
+                if (h.fn_rc != 0)
+                    rc = h.fn_rc; /* the callback's own failure: stop there */
+                else if (d == TC_EPROTO)
+                    d = TC_ENOTFOUND; /* not our value (a foreign writer's): a miss, which
+                                       * the store answers and whose fill replaces it */
+                if (rc == TC_OK && d != TC_OK && d != TC_ENOTFOUND)
+                    rc = d; /* an error reply: Redis is failing */
+            }
+            freeReplyObject(replies[j]);
+        }
+    }
+done:
+    free(cmds);
+    free(argv);
+    free(lens);
+    free(replies);
+    free(keybuf);
     return rc;
 }

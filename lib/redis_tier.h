@@ -62,7 +62,8 @@ int tc__redis_invalidate_pattern(tc__redis *r, const char *pat, size_t pat_len,
  * collides with a value, and the tier's SCANs over the namespace skip every key with a NUL
  * (pattern invalidation and the journal's overflow clearing neither touch nor count tag sets,
  * this namespace's or those of a namespace it is a prefix of). A set's members are the keys
- * without the namespace. */
+ * without the namespace. The Redis structures of the public API (redis_structs.c) live the same
+ * way at namespace + "\0" + "s:" + name, and are skipped by the same SCANs. */
 
 /* Adds key to the set of each of the ntags tags (tags[i] is tag_lens[i] bytes: 1..TC_KEY_MAX,
  * any bytes but NUL), and makes each set live at least ttl_ms (> 0) from now, never shortening
@@ -93,13 +94,64 @@ int tc__redis_invalidate_tag(tc__redis *r, const char *tag, size_t tag_len,
                              int64_t *out_removed);
 
 /* Runs one command (argv-style; user bytes never in a format string) on the calling thread's
- * connection, with the tier's reconnect, breaker and journal. A command that is not idempotent
- * (ZINCRBY, PUBLISH, ...) is never sent twice: it is retried only when it certainly was not
- * sent. *out receives the reply (any type: the caller checks it and frees it with
- * freeReplyObject) or NULL on failure. TC_OK, TC_EINVAL, TC_EREDIS, TC_ENOMEM. */
+ * connection, with the tier's reconnect, breaker and journal. what names the command in
+ * messages (NULL: "command").
+ *
+ * idempotent != 0 (GET, ZADD, HSET, PEXPIRE, ...): a connection found broken while running it
+ * (closed by the server, a timeout) is replaced and the command sent once more.
+ * idempotent == 0 (ZINCRBY, HINCRBY, PUBLISH, ...): the command is never sent twice. Just
+ * before it is written, the connection is checked without a round trip (a MSG_PEEK recv: EOF, a
+ * socket error or unsolicited bytes mean the server closed it, e.g. an idle timeout, CLIENT
+ * KILL or a restart); such a connection is released as broken and the command goes on a fresh
+ * one. Once the command was written, any failure (the connection closed under it, a timeout)
+ * is returned as TC_EREDIS without a resend: the server may or may not have executed it.
+ *
+ * *out receives the reply (any type, error replies included: the caller checks it and frees it
+ * with freeReplyObject) or NULL on failure. TC_OK, TC_EINVAL, TC_EREDIS, TC_EPROTO (the reply
+ * stream made no sense), TC_ENOMEM. */
 struct redisReply;
 int tc__redis_run(tc__redis *r, const char *what, int idempotent, int argc, const char **argv,
                   const size_t *lens, struct redisReply **out);
+
+/* One command for tc__redis_pipeline: argc arguments, argv[i] lens[i] bytes each. */
+typedef struct tc__redis_cmd {
+    int argc;
+    const char **argv;
+    const size_t *lens;
+} tc__redis_cmd;
+
+/* Runs n idempotent commands pipelined (all written, then all replies read: one round trip)
+ * on the calling thread's connection, with the tier's reconnect, breaker and journal as
+ * tc__redis_run; a broken connection is replaced and the whole pipeline sent once more (so
+ * only commands that may run twice: reads, MULTI ... EXEC of reads, absolute writes).
+ * replies[i] receives command i's reply (any type; free each with freeReplyObject); on failure
+ * every replies[i] is NULL. n == 0 is TC_OK without I/O. TC_OK, TC_EINVAL, TC_EREDIS,
+ * TC_EPROTO, TC_ENOMEM. */
+int tc__redis_pipeline(tc__redis *r, const char *what, size_t n, const tc__redis_cmd *cmds,
+                       struct redisReply **replies);
+
+/* Receives one hit of tc__redis_get_many: key i's value (len bytes, valid during the call
+ * only), its version and remaining life in Redis. A non-zero return stops the walk and is
+ * returned by tc__redis_get_many. */
+typedef int (*tc__many_fn)(void *ctx, size_t i, const void *data, size_t len, int64_t version,
+                           int64_t ttl_ms);
+
+/* Reads n keys (keys[i], key_lens[i] bytes, the rules of tc__check_key; a key may repeat)
+ * with pipelined GETs: one round trip per 1000 keys. Each value is decoded as tc__redis_get
+ * decodes it, and fn(ctx, i, ...) is called for every key that holds a live value, in
+ * increasing i, on the calling thread, after the connection was released (fn may call into the
+ * tier). Absent and expired keys, tombstones, and keys holding something that is not one of our
+ * values (another type, a foreign string) are misses: fn is not called for them. fn may be
+ * NULL (then nothing is delivered).
+ * The journal is applied first (as before every command); a connection found broken is
+ * replaced and the chunk of 1000 retried once (GET is idempotent); a chunk's hits are
+ * delivered only once all its replies arrived, so no key is delivered twice.
+ * Returns TC_OK (whatever the number of hits), TC_EINVAL (r NULL; keys or key_lens NULL with
+ * n > 0), TC_EKEY / TC_EINVAL (a bad key: nothing is sent, the message names its index),
+ * TC_EREDIS / TC_EPROTO (Redis failed: fn may have been called for hits of earlier chunks;
+ * treat the other keys as misses), TC_ENOMEM, or fn's non-zero result. n == 0: TC_OK, no I/O. */
+int tc__redis_get_many(tc__redis *r, size_t n, const char *const *keys, const size_t *key_lens,
+                       tc__many_fn fn, void *ctx);
 
 /* The tier's namespace (the prefix of every key), and its length. */
 const char *tc__redis_namespace(const tc__redis *r, size_t *len);

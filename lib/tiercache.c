@@ -9,10 +9,12 @@
  * Every cached value carries the store's version, and the tiers refuse to replace a newer
  * version by an older one, so the order in which concurrent fills land does not matter.
  */
+#include "bus.h"
 #include "cache.h"
+#include "cache_control.h"
 #include "config.h"
 #include "edge.h"
-#include "cache_control.h"
+#include "items.h"
 #include "pattern.h"
 #include "pubsub.h"
 #include "record.h"
@@ -21,6 +23,7 @@
 #include "stats.h"
 #include "store.h"
 
+#include <hiredis.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -34,6 +37,16 @@ struct tc_cache {
     tc__edge *edge;   /* NULL when edge.enabled is false; emptied in a child after fork */
     tc__redis *redis; /* NULL when no Redis is configured */
     tc__pubsub *pubsub; /* subscriptions; NULL without Redis */
+    /* The invalidation bus (bus.h). Writes publish on it when publish is set; the subscription
+     * evicts what other handles' writes changed from this handle's edge. While it is not
+     * confirmed (edge_synced 0) messages may be lost, so the edge is neither read nor filled,
+     * and it is emptied before it is used again. */
+    int publish;
+    tc__sub *bus;
+    atomic_int edge_synced;
+    char *bus_channel; /* namespace + redis.bus_channel, for PUBLISH */
+    size_t bus_channel_len;
+    unsigned char bus_id[TC__BUS_ID_LEN];
     tc__store *store;
     tc__refresher *refresher; /* stale-while-revalidate refreshes */
     tc__stats stats;
@@ -47,7 +60,15 @@ struct tc_cache {
  * 3), so its first call on the handle empties the edge it inherited. The edge itself is safe
  * to use in the child (edge.c holds its shards across fork()); the Redis tier and the store
  * repair their connections themselves. */
-static void fork_check(tc_cache *c)
+#if defined(__SANITIZE_THREAD__)
+#define TC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TC_TSAN 1
+#endif
+#endif
+
+static void fork_repair(tc_cache *c, int resume)
 {
     unsigned gen = tc__fork_generation();
     unsigned seen = atomic_load_explicit(&c->fork_gen, memory_order_acquire);
@@ -56,8 +77,13 @@ static void fork_check(tc_cache *c)
             atomic_compare_exchange_strong(&c->fork_gen, &seen, EDGE_REPAIRING)) {
             tc__edge_clear(c->edge);
             tc__refresher_after_fork(c->refresher);
-            tc__pubsub_after_fork(c->pubsub);
-            tc__pubsub_resume(c->pubsub);
+            tc__pubsub_after_fork(c->pubsub); /* the bus is down: the edge is not used */
+#ifndef TC_TSAN
+            /* ThreadSanitizer aborts a child of a multi-threaded process that starts a
+             * thread: under it, a child goes without its bus (and so without its edge). */
+            if (resume)
+                tc__pubsub_resume(c->pubsub);
+#endif
             atomic_store_explicit(&c->fork_gen, gen, memory_order_release);
             return;
         }
@@ -66,7 +92,18 @@ static void fork_check(tc_cache *c)
     }
 }
 
+static void fork_check(tc_cache *c)
+{
+    fork_repair(c, 1);
+}
+
+void tc__cache_fork_check(tc_cache *c)
+{
+    fork_check(c);
+}
+
 void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
+void (*tc__hook_bus_applied)(tc_cache *cache);
 
 tc__edge *tc__cache_edge(tc_cache *c)
 {
@@ -105,6 +142,127 @@ const char *tc_version_string(void)
 
 static int refresh_key(void *owner, const char *key, size_t key_len, const void *job,
                        size_t job_len);
+
+/* ---- the invalidation bus ------------------------------------------------------------------ */
+
+static int64_t min64(int64_t a, int64_t b);
+
+/* Tells the other handles what changed. A failure is counted, not reported: the write itself
+ * succeeded, and the receivers' edges hold copies for at most edge.max_ttl_ms. */
+static void bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
+                        size_t arg_len)
+{
+    if (!c->publish)
+        return;
+    unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
+    tc__bus_msg m = {.op = op, .version = version, .arg = arg, .arg_len = arg_len};
+    memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
+    tc__bus_encode(msg, &m);
+    const char *argv[] = {"PUBLISH", c->bus_channel, (const char *)msg};
+    const size_t lens[] = {7, c->bus_channel_len, tc__bus_size(arg_len)};
+    struct redisReply *reply = NULL;
+    /* Idempotent as far as the receivers go: an invalidation applied twice is one. */
+    if (tc__redis_run(c->redis, "PUBLISH", 1, 3, argv, lens, &reply) != TC_OK)
+        TC__INC(c->stats.redis.errors);
+    if (reply != NULL)
+        freeReplyObject(reply);
+}
+
+static int match_pattern(void *ctx, const char *key, size_t key_len, const void *value,
+                         size_t value_len, unsigned flags);
+static int match_tag(void *ctx, const char *key, size_t key_len, const void *value,
+                     size_t value_len, unsigned flags);
+
+typedef struct pattern_ref {
+    const char *p;
+    size_t n;
+} pattern_ref;
+
+typedef struct tag_ref {
+    const char *tag;
+    size_t len;
+} tag_ref;
+
+/* On the subscriber thread: another handle's write. Its own are skipped: they updated this
+ * edge already. A message that makes no sense is dropped. */
+static void bus_message(void *ctx, const char *channel, size_t channel_len, const void *data,
+                        size_t len)
+{
+    tc_cache *c = ctx;
+    tc__bus_msg m;
+    if (tc__bus_decode(&m, data, len) != TC_OK) {
+        TC__INC(c->stats.redis.errors);
+        return;
+    }
+    if (memcmp(m.sender, c->bus_id, TC__BUS_ID_LEN) == 0)
+        return;
+    switch (m.op) {
+    case TC__BUS_CHANGED:
+        /* Copies older than the new version go; one of the very version is replaced too,
+         * which costs a read, never a stale value. */
+        if (tc__edge_tombstone(c->edge, m.arg, m.arg_len, m.version,
+                               min64(c->cfg->tombstone_ttl_ms, c->cfg->edge_max_ttl_ms)) < 0)
+            tc__edge_remove(c->edge, m.arg, m.arg_len);
+        break;
+    case TC__BUS_DROP:
+        tc__edge_remove(c->edge, m.arg, m.arg_len);
+        break;
+    case TC__BUS_PATTERN:
+        if (tc__pattern_check(NULL, m.arg, m.arg_len) == TC_OK) {
+            pattern_ref pat = {m.arg, m.arg_len};
+            tc__edge_remove_matching(c->edge, match_pattern, &pat);
+        }
+        break;
+    case TC__BUS_TAG: {
+        tag_ref t = {m.arg, m.arg_len};
+        tc__edge_remove_matching(c->edge, match_tag, &t);
+        break;
+    }
+    }
+    if (tc__hook_bus_applied != NULL)
+        tc__hook_bus_applied(c);
+}
+
+/* On the subscriber thread: while the subscription is down, messages may be lost. */
+static void bus_link(void *ctx, int up)
+{
+    tc_cache *c = ctx;
+    if (!up) {
+        atomic_store_explicit(&c->edge_synced, 0, memory_order_release);
+        return;
+    }
+    /* Emptied before it is used again: what it holds may have been invalidated meanwhile. */
+    tc__edge_clear(c->edge);
+    atomic_store_explicit(&c->edge_synced, 1, memory_order_release);
+}
+
+static int bus_start(tc_cache *c)
+{
+    const tc_config *k = c->cfg;
+    atomic_store(&c->edge_synced, 1);
+    if (c->redis == NULL || !k->redis_bus)
+        return TC_OK;
+    size_t ns_len = strlen(k->redis_namespace), ch_len = strlen(k->redis_bus_channel);
+    c->bus_channel = malloc(ns_len + ch_len + 1);
+    if (c->bus_channel == NULL)
+        return tc__err(NULL, TC_ENOMEM, "tc_open: out of memory");
+    memcpy(c->bus_channel, k->redis_namespace, ns_len);
+    memcpy(c->bus_channel + ns_len, k->redis_bus_channel, ch_len + 1);
+    c->bus_channel_len = ns_len + ch_len;
+    tc__bus_new_id(c->bus_id);
+    c->publish = 1;
+    if (c->edge == NULL)
+        return TC_OK; /* nothing to evict here: publish only */
+    atomic_store(&c->edge_synced, 0);
+    /* Waiting for the first subscription makes a handle whose Redis is up use its edge from
+     * the first call; with Redis down it goes on trying in the background. */
+    int rc = tc__pubsub_subscribe(&c->bus, c->pubsub, k->redis_bus_channel, ch_len, bus_message,
+                                  bus_link, c, 1);
+    if (rc == TC_EREDIS)
+        rc = tc__pubsub_subscribe(&c->bus, c->pubsub, k->redis_bus_channel, ch_len, bus_message,
+                                  bus_link, c, 0);
+    return rc;
+}
 
 /* ---- open / close ------------------------------------------------------------------------- */
 
@@ -182,6 +340,9 @@ int tc_open(tc_cache **out, const tc_config *cfg)
         tc__err(NULL, rc, "tc_open: out of memory");
         goto fail;
     }
+    rc = bus_start(c);
+    if (rc != TC_OK)
+        goto fail;
     atomic_store(&c->fork_gen, tc__fork_generation());
     *out = c;
     return TC_OK;
@@ -200,8 +361,9 @@ void tc_close(tc_cache *c)
 {
     if (c == NULL)
         return;
-    fork_check(c); /* in a fork()ed child, forget the parent's threads first */
+    fork_repair(c, 0); /* in a fork()ed child, forget the parent's threads (start none) */
     tc__pubsub_free(c->pubsub);       /* no callback runs after this */
+    free(c->bus_channel);
     tc__refresher_free(c->refresher); /* its thread uses the tiers */
     tc__redis_free(c->redis);
     tc__edge_free(c->edge);
@@ -232,6 +394,12 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* The edge may be read and filled: it exists and has missed no invalidation the bus carries. */
+static int edge_usable(tc_cache *c)
+{
+    return c->edge != NULL && atomic_load_explicit(&c->edge_synced, memory_order_acquire);
+}
+
 static int64_t add_sat64(int64_t a, int64_t b)
 {
     return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b;
@@ -255,7 +423,7 @@ static int64_t http_cache_ttl(const tc_cache *c, const tc__rec *r, int64_t now)
 static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *data,
                       size_t len, unsigned flags, int64_t version, int64_t ttl_ms)
 {
-    if (c->edge == NULL)
+    if (!edge_usable(c))
         return;
     int rc = tc__edge_set_flags(c->edge, key, key_len, data, len, version,
                                 min64(ttl_ms, c->cfg->edge_max_ttl_ms), flags);
@@ -366,6 +534,9 @@ static void revalidated(tc__rec *out, const tc__rec *old, int64_t old_version,
 }
 
 /* ---- get ---------------------------------------------------------------------------------- */
+
+/* A reader flag of tc_get_many's: the caches were asked already, the read starts at the store. */
+#define READ_STORE_ONLY 0x100u
 
 /* Where a read delivers, and what it found. */
 typedef struct reader {
@@ -538,7 +709,9 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
     int64_t fallback_version = 0;
 
     r->state = TC_HTTP_FRESH;
-    if (c->edge != NULL) {
+    if (r->flags & READ_STORE_ONLY)
+        goto store;
+    if (edge_usable(c)) {
         rc = TC__EDGE_FLAGGED;
         if (r->buf != NULL) /* tc_get_into: a plain value is copied in without a callback */
             rc = tc__edge_get_into(c->edge, key, key_len, r->buf, r->cap, &r->len, &r->version);
@@ -616,6 +789,7 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
         free(fallback);
         return tc__err(c, TC_ENOTFOUND, "key not in the caches (only-if-cached)");
     }
+store:
     free(r->raw);
     r->raw = NULL;
     rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
@@ -739,6 +913,168 @@ int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, v
     if (rc == TC_ERANGE)
         tc__err(c, TC_ERANGE, "get_into: value is %zu bytes, buffer is %zu", r.len, buf_size);
     return rc;
+}
+
+/* ---- get many ----------------------------------------------------------------------------- */
+
+typedef struct many {
+    tc_cache *c;
+    tc_items *items;
+    const char *const *keys;
+    const size_t *key_lens;
+    size_t *rest;     /* indexes of the keys the edge did not answer */
+    size_t nrest;
+    unsigned char *state; /* per key: MANY_* */
+    const char **rest_keys;
+    size_t *rest_lens;
+} many;
+
+enum { MANY_TODO, MANY_DONE, MANY_STORE, MANY_FULL };
+
+/* An edge hit of tc_get_many: a plain value is the answer; an HTTP record is judged by the
+ * single-key path (its staleness rules), so it is left to it. */
+static int many_edge(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    reader *r = ctx;
+    if (r->edge_flags != 0)
+        return TC_ENOTFOUND;
+    r->version = version;
+    return deliver_value(r, data, len);
+}
+
+static int many_redis(void *ctx, size_t j, const void *data, size_t len, int64_t version,
+                      int64_t ttl)
+{
+    many *m = ctx;
+    size_t i = m->rest[j];
+    const unsigned char *p = data;
+    tc__rec rec;
+    int stale;
+    if (len >= 1 && p[0] == TC__REC_PLAIN) {
+        fill_edge(m->c, m->keys[i], m->key_lens[i], p + 1, len - 1, 0, version, ttl);
+        if (tc__items_set_value(m->items, i, p + 1, len - 1) != TC_OK)
+            return TC_ENOMEM;
+        m->state[i] = MANY_DONE;
+    } else if (tc__rec_decode(&rec, data, len) == TC_OK && tc__rec_fresh(&rec, tc__wall_ms(),
+                                                                         &stale)) {
+        fill_edge(m->c, m->keys[i], m->key_lens[i], data, len, EDGE_HTTP, version, ttl);
+        if (tc__items_set_value(m->items, i, rec.value, rec.value_len) != TC_OK)
+            return TC_ENOMEM;
+        m->state[i] = MANY_DONE;
+    } else {
+        m->state[i] = MANY_FULL; /* stale or damaged: the single-key path decides */
+    }
+    TC__INC(m->c->stats.redis.hits);
+    return TC_OK;
+}
+
+/* One key through read_through (from the store, or the whole path); the value into the list. */
+static int many_one(many *m, size_t i, unsigned flags)
+{
+    reader r = {.c = m->c, .flags = flags};
+    unsigned source = 0;
+    int rc = read_through(m->c, m->keys[i], m->key_lens[i], &r, &source);
+    reader_done(&r);
+    if (rc == TC_OK)
+        rc = tc__items_set_value(m->items, i, r.copy, r.len) == TC_OK ? TC_OK : TC_ENOMEM;
+    else if (rc == TC_ENOTFOUND)
+        rc = TC_OK; /* the item keeps no value */
+    free(r.copy);
+    return rc;
+}
+
+static int get_many_run(many *m, size_t n)
+{
+    tc_cache *c = m->c;
+    int rc;
+    for (size_t i = 0; i < n; i++) {
+        if (tc__items_add(m->items, m->keys[i], m->key_lens[i], NULL, 0, 0) != TC_OK)
+            return tc__err(c, TC_ENOMEM, "get_many: out of memory");
+        m->state[i] = MANY_TODO;
+        if (!edge_usable(c))
+            continue;
+        reader r = {.c = c};
+        rc = tc__edge_get_flags(c->edge, m->keys[i], m->key_lens[i], many_edge, &r,
+                                &r.edge_flags);
+        if (rc == TC_OK)
+            rc = tc__items_set_value(m->items, i, r.copy, r.len) == TC_OK ? TC_OK : TC_ENOMEM;
+        free(r.copy);
+        if (rc == TC_ENOMEM)
+            return tc__err(c, TC_ENOMEM, "get_many: out of memory");
+        if (rc == TC_OK)
+            m->state[i] = MANY_DONE;
+        else
+            TC__INC(c->stats.edge.misses);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (m->state[i] != MANY_DONE) {
+            m->rest[m->nrest] = i;
+            m->rest_keys[m->nrest] = m->keys[i];
+            m->rest_lens[m->nrest++] = m->key_lens[i];
+            m->state[i] = MANY_STORE;
+        }
+    }
+    if (c->redis != NULL && m->nrest > 0) {
+        /* One pipelined round trip for every key the edge did not answer. */
+        rc = tc__redis_get_many(c->redis, m->nrest, m->rest_keys, m->rest_lens, many_redis, m);
+        if (rc == TC_ENOMEM)
+            return tc__err(c, TC_ENOMEM, "get_many: out of memory");
+        if (rc != TC_OK)
+            TC__INC(c->stats.redis.errors); /* the store answers the rest */
+    }
+    for (size_t j = 0; j < m->nrest; j++) {
+        size_t i = m->rest[j];
+        if (m->state[i] == MANY_DONE)
+            continue;
+        if (m->state[i] == MANY_STORE && c->redis != NULL)
+            TC__INC(c->stats.redis.misses);
+        rc = many_one(m, i, m->state[i] == MANY_FULL ? 0 : READ_STORE_ONLY);
+        if (rc != TC_OK)
+            return rc;
+    }
+    return TC_OK;
+}
+
+int tc_get_many(tc_items **out, tc_cache *c, const char *const *keys, const size_t *key_lens,
+                size_t n)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (out == NULL || c == NULL)
+        return tc__err(c, TC_EINVAL, "get_many: out or cache is NULL");
+    if (n > TC_GET_MANY_MAX)
+        return tc__err(c, TC_EINVAL, "get_many: %zu keys, the most is %d", n, TC_GET_MANY_MAX);
+    if (n > 0 && (keys == NULL || key_lens == NULL))
+        return tc__err(c, TC_EINVAL, "get_many: keys or key_lens is NULL");
+    fork_check(c);
+    for (size_t i = 0; i < n; i++) {
+        int rc = tc__check_key(c, keys[i], key_lens[i]);
+        if (rc != TC_OK) {
+            char why[256]; /* the message is about to be rewritten: copy it first */
+            snprintf(why, sizeof why, "%s", tc_errmsg(c));
+            return tc__err(c, rc, "get_many: key %zu: %s", i, why);
+        }
+    }
+    many m = {.c = c, .keys = keys, .key_lens = key_lens};
+    int rc = tc__items_new(&m.items, n);
+    m.rest = malloc((n ? n : 1) * sizeof *m.rest);
+    m.state = malloc(n ? n : 1);
+    m.rest_keys = malloc((n ? n : 1) * sizeof *m.rest_keys);
+    m.rest_lens = malloc((n ? n : 1) * sizeof *m.rest_lens);
+    if (rc != TC_OK || !m.rest || !m.state || !m.rest_keys || !m.rest_lens)
+        rc = tc__err(c, TC_ENOMEM, "get_many: out of memory");
+    else
+        rc = get_many_run(&m, n);
+    free(m.rest);
+    free(m.state);
+    free(m.rest_keys);
+    free(m.rest_lens);
+    if (rc != TC_OK) {
+        tc_items_free(m.items);
+        return rc;
+    }
+    *out = m.items;
+    return TC_OK;
 }
 
 /* "Name: value\r\n" appended to a growing string. */
@@ -867,7 +1203,7 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
     if (tc__rec_decode(&old, (const char *)job + 8, job_len - 8) != TC_OK)
         return 0;
     reader r = {.c = c};
-    if (c->edge != NULL &&
+    if (edge_usable(c) &&
         tc__edge_get_flags(c->edge, key, key_len, fresh_in, &r, &r.edge_flags) == TC_OK &&
         r.raw_version >= old_version)
         return 0;
@@ -944,6 +1280,7 @@ static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
      * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
     fill_caches(c, key, key_len, r, version, ttl_ms);
+    bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
     return TC_OK;
 }
 
@@ -1142,6 +1479,7 @@ int tc_del(tc_cache *c, const char *key, size_t key_len)
         TC__INC(c->stats.edge.errors);
         tc__edge_remove(c->edge, key, key_len);
     }
+    bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
     return TC_OK;
 }
 
@@ -1174,18 +1512,12 @@ int tc_invalidate(tc_cache *c, const char *key, size_t key_len)
         edge_invalidate(c, key, key_len);
     if (c->redis != NULL) {
         rc = tc__redis_del(c->redis, key, key_len);
-        if (rc != TC_OK) {
+        if (rc != TC_OK)
             TC__INC(c->stats.redis.errors);
-            return rc;
-        }
     }
-    return TC_OK;
+    bus_publish(c, TC__BUS_DROP, 0, key, key_len);
+    return rc;
 }
-
-typedef struct pattern_ref {
-    const char *p;
-    size_t n;
-} pattern_ref;
 
 static int match_pattern(void *ctx, const char *key, size_t key_len, const void *value,
                          size_t value_len, unsigned flags)
@@ -1210,6 +1542,7 @@ int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern
         pattern_ref pat = {pattern, pattern_len};
         removed += tc__edge_remove_matching(c->edge, match_pattern, &pat);
     }
+    bus_publish(c, TC__BUS_PATTERN, 0, pattern, pattern_len);
     if (c->redis != NULL) {
         int64_t n = 0;
         rc = tc__redis_invalidate_pattern(c->redis, pattern, pattern_len, &n);
@@ -1223,11 +1556,6 @@ int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern
         *out_removed = removed;
     return TC_OK;
 }
-
-typedef struct tag_ref {
-    const char *tag;
-    size_t len;
-} tag_ref;
 
 static int tag_is(void *ctx, const char *tag, size_t tag_len)
 {
@@ -1261,6 +1589,7 @@ int tc_invalidate_tag(int64_t *out_removed, tc_cache *c, const char *tag, size_t
         tag_ref t = {tag, tag_len};
         removed += tc__edge_remove_matching(c->edge, match_tag, &t);
     }
+    bus_publish(c, TC__BUS_TAG, 0, tag, tag_len);
     if (c->redis != NULL) {
         int64_t n = 0;
         int rc = tc__redis_invalidate_tag(c->redis, tag, tag_len, &n);

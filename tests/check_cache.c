@@ -589,18 +589,114 @@ END_TEST
 
 START_TEST(test_redis_unreachable_from_start)
 {
-    /* A port where nothing listens: open succeeds, everything works from the store. */
+    /* A port where nothing listens: open succeeds, everything works from the store. The edge
+     * is not used while the invalidation bus cannot be subscribed (it would not hear other
+     * processes' writes); without the bus it is. */
     tct_redis own;
     ck_assert_int_eq(tct_redis_start(&own), 0);
     int port = own.port;
     tct_redis_stop(&own);
     tc_cache *a = tct_open(dir, "db", port, NULL);
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
-    expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
+    expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
     ck_assert_int_eq(tc_invalidate(a, K("k")), TC_EREDIS);
     expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
     ck_assert_int_eq(tct_stat(a, "redis", "connects"), 0);
     tc_close(a);
+
+    a = tct_open(dir, "db", port, "{\"redis\": {\"bus\": false}}");
+    ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
+    expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
+    ck_assert_int_eq(tc_invalidate(a, K("k")), TC_EREDIS);
+    expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
+    tc_close(a);
+}
+END_TEST
+
+/* tc_get_many: the edge answers what it holds, Redis the rest in one round trip, the store
+ * what Redis lacks; one item per key, in order. */
+START_TEST(test_get_many)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    ck_assert_int_eq(tc_put(a, K("e"), "edge", 4, 0), TC_OK);    /* in b: Redis, then edge */
+    ck_assert_int_eq(tc_put(a, K("r"), "redis", 5, 0), TC_OK);
+    ck_assert_int_eq(tc_put(a, K("s"), "st\0re", 6, 0), TC_OK);
+    const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
+    ck_assert_int_eq(tc_put_http(NULL, a, K("h"), "http", 4, h, 2), TC_OK);
+    expect_value(b, "e", "edge", 4, TC_SOURCE_REDIS);
+    const char *del[] = {"DEL", "tc:s", NULL};
+    free(tct_redis_cmd(&redis, del)); /* only the store has it now */
+    const char *keys[] = {"e", "r", "s", "missing", "e", "h"};
+    size_t lens[6];
+    for (int i = 0; i < 6; i++)
+        lens[i] = strlen(keys[i]);
+    long long redis_hits = tct_stat(b, "redis", "hits");
+    tc_items *items = NULL;
+    ck_assert_int_eq(tc_get_many(&items, b, keys, lens, 6), TC_OK);
+    ck_assert_uint_eq(tc_items_count(items), 6);
+    const char *want[] = {"edge", "redis", "st\0re", NULL, "edge", "http"};
+    size_t want_len[] = {4, 5, 6, 0, 4, 4};
+    for (size_t i = 0; i < 6; i++) {
+        size_t nl, vl;
+        ck_assert_str_eq(tc_items_name(items, i, &nl), keys[i]);
+        const void *v = tc_items_value(items, i, &vl);
+        if (want[i] == NULL) {
+            ck_assert_ptr_null(v);
+            continue;
+        }
+        ck_assert_ptr_nonnull(v);
+        ck_assert_uint_eq(vl, want_len[i]);
+        ck_assert_int_eq(memcmp(v, want[i], vl), 0);
+    }
+    tc_items_free(items);
+    ck_assert_int_ge(tct_stat(b, "redis", "hits") - redis_hits, 2); /* r, and h (stale) */
+    /* Filled on the way back: the next read of each is an edge hit. */
+    expect_value(b, "r", "redis", 5, TC_SOURCE_EDGE);
+    expect_value(b, "s", "st\0re", 6, TC_SOURCE_EDGE);
+
+    /* Arguments. */
+    ck_assert_int_eq(tc_get_many(&items, b, keys, lens, 0), TC_OK);
+    ck_assert_uint_eq(tc_items_count(items), 0);
+    tc_items_free(items);
+    ck_assert_int_eq(tc_get_many(NULL, b, keys, lens, 1), TC_EINVAL);
+    ck_assert_int_eq(tc_get_many(&items, NULL, keys, lens, 1), TC_EINVAL);
+    ck_assert_ptr_null(items);
+    ck_assert_int_eq(tc_get_many(&items, b, NULL, lens, 1), TC_EINVAL);
+    ck_assert_int_eq(tc_get_many(&items, b, keys, lens, TC_GET_MANY_MAX + 1), TC_EINVAL);
+    const char *bad[] = {"ok", ""};
+    size_t bad_lens[] = {2, 0};
+    ck_assert_int_eq(tc_get_many(&items, b, bad, bad_lens, 2), TC_EKEY);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(b), "key 1"));
+    ck_assert_uint_eq(tc_items_count(NULL), 0);
+    ck_assert_ptr_null(tc_items_name(NULL, 0, NULL));
+    tc_items_free(NULL);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+/* Redis down: get_many answers from the edge and the store. */
+START_TEST(test_get_many_redis_down)
+{
+    tct_redis own;
+    ck_assert_int_eq(tct_redis_start(&own), 0);
+    tc_cache *a = tct_open(dir, "db", own.port, "{\"redis\": {\"bus\": false}}");
+    ck_assert_int_eq(tc_put(a, K("x"), "1", 1, 0), TC_OK);
+    ck_assert_int_eq(tc_put(a, K("y"), "2", 1, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(a, K("y")), TC_OK);
+    tct_redis_kill(&own);
+    const char *keys[] = {"x", "y", "z"};
+    size_t lens[] = {1, 1, 1};
+    tc_items *items;
+    ck_assert_int_eq(tc_get_many(&items, a, keys, lens, 3), TC_OK);
+    size_t vl;
+    ck_assert_str_eq(tc_items_value(items, 0, &vl), "1");
+    ck_assert_str_eq(tc_items_value(items, 1, &vl), "2");
+    ck_assert_ptr_null(tc_items_value(items, 2, &vl));
+    tc_items_free(items);
+    tc_close(a);
+    tct_redis_stop(&own);
 }
 END_TEST
 
@@ -631,6 +727,7 @@ Suite *cache_suite(void)
     tcase_add_test(tiers, test_invalidate_pattern);
     tcase_add_test(tiers, test_cache_aside_race);
     tcase_add_test(tiers, test_stats_json);
+    tcase_add_test(tiers, test_get_many);
     suite_add_tcase(s, tiers);
 
     TCase *faults = tcase_create("faults");
@@ -639,6 +736,7 @@ Suite *cache_suite(void)
     tcase_add_test(faults, test_redis_killed_mid_run);
     tcase_add_test(faults, test_no_stale_after_failed_redis_write);
     tcase_add_test(faults, test_redis_unreachable_from_start);
+    tcase_add_test(faults, test_get_many_redis_down);
     suite_add_tcase(s, faults);
     return s;
 }

@@ -8,6 +8,9 @@
 
 int main(void)
 {
+    const char *peer = getenv("TCT_BUS_PEER");
+    if (peer != NULL)
+        return tct_bus_peer_main(peer);
     SRunner *sr = srunner_create(error_suite());
     srunner_add_suite(sr, config_suite());
     srunner_add_suite(sr, pattern_suite());
@@ -18,6 +21,9 @@ int main(void)
     srunner_add_suite(sr, shared_suite());
     srunner_add_suite(sr, cache_control_suite());
     srunner_add_suite(sr, http_suite());
+    srunner_add_suite(sr, structs_suite());
+    srunner_add_suite(sr, pubsub_suite());
+    srunner_add_suite(sr, bus_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
