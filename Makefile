@@ -91,9 +91,16 @@ $(BENCH_EDGE_BIN): bench/bench_edge.c bench/bench_util.h $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -Ilib -o $@ bench/bench_edge.c $(STLIB) $(REAL_LDFLAGS) $(DEP_LIBS) -lm
 
-bench: $(BENCH_BIN) $(BENCH_EDGE_BIN)
+BENCH_REDIS_BIN := $(B)/bench/bench_redis
+$(BENCH_REDIS_BIN): bench/bench_redis.c bench/bench_util.h tests/harness.c tests/tc_test.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_redis.c tests/harness.c $(STLIB) \
+	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
+bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN)
 	$(BENCH_BIN)
 	$(BENCH_EDGE_BIN)
+	$(BENCH_REDIS_BIN)
 
 check: check-exports check-install check-examples check-unit
 

@@ -432,10 +432,11 @@ static size_t read_trace(tables *t, enum table_kind kind, const uint32_t *trace,
         size_t klen = ks->len[k];
         switch (kind) {
         case T_EDGE:
-            hits += tc__edge_get_into(t->edge, key, klen, out, sizeof out, &vlen, &ver) == TC_OK;
+            hits += tc__edge_get_into(t->edge, key, klen, out, sizeof out, &vlen, &ver, NULL) ==
+                    TC_OK;
             break;
         case T_EDGE_NOTTL:
-            hits += nottl_edge_get_into(t->nottl, key, klen, out, sizeof out, &vlen, &ver) ==
+            hits += nottl_edge_get_into(t->nottl, key, klen, out, sizeof out, &vlen, &ver, NULL) ==
                     TC_OK;
             break;
         case T_BARE:

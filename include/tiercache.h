@@ -499,7 +499,8 @@ TC_API int tc_publish(int64_t *out_receivers, tc_cache *cache, const char *chann
  * @return TC_OK, TC_EINVAL, TC_EKEY, TC_EREDIS (no Redis configured, or Redis could not be
  *         reached or did not confirm within a few connect timeouts: nothing subscribed; the
  *         call does not wait out the reconnect backoff), TC_ENOMEM. Thread-safe; may be called
- *         from fn (of any subscription).
+ *         from fn (of any subscription): it then returns at once, and the subscription is
+ *         confirmed after fn returns.
  */
 TC_API int tc_subscribe(tc_subscription **out, tc_cache *cache, const char *channel,
                         size_t channel_len, tc_message_fn fn, void *ctx);

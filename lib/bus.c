@@ -39,6 +39,7 @@ int tc__bus_decode(tc__bus_msg *m, const void *data, size_t len)
     case TC__BUS_DROP:
     case TC__BUS_PATTERN:
     case TC__BUS_TAG:
+    case TC__BUS_FLUSH:
         break;
     default:
         return TC_EPROTO;

@@ -19,6 +19,7 @@
 #define TC__BUS_DROP 'I'    /* tc_invalidate: the key's copy goes, whatever its version */
 #define TC__BUS_PATTERN 'P' /* tc_invalidate_pattern: every key matching the argument goes */
 #define TC__BUS_TAG 'T'     /* tc_invalidate_tag: every entry with the tag goes */
+#define TC__BUS_FLUSH 'F'   /* the sender lost messages (a publish failed): everything goes */
 
 typedef struct tc__bus_msg {
     unsigned op;

@@ -1327,6 +1327,7 @@ struct edge_read {
     tc__value_fn fn;
     void *ctx;
     unsigned *flags;
+    int64_t *tomb_version; /* receives a tombstone's version, when not NULL */
     void *buf;
     size_t cap;
     size_t *len;
@@ -1359,8 +1360,11 @@ EDGE_INLINE int lookup(struct edge_shard *sh, uint64_t hash, const char *key, si
     /* A tombstone counts as read too: it is worth keeping exactly while its key is being asked
      * for, since that is when a late fill of an older version would arrive. */
     policy_hit(en);
-    if (en->tombstone)
+    if (en->tombstone) {
+        if (rd->tomb_version != NULL)
+            *rd->tomb_version = en->version;
         return TC_ENOTFOUND;
+    }
     if (rd->fn == NULL && rd->buf != NULL)
         return copy_into(rd, en);
     if (rd->flags != NULL)
@@ -1471,22 +1475,31 @@ int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, 
 }
 
 int tc__edge_get_flags(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
-                       unsigned *out_flags)
+                       unsigned *out_flags, int64_t *out_tomb_version)
 {
     if (e == NULL || key == NULL || out_flags == NULL)
         return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
     *out_flags = 0;
-    struct edge_read rd = {.count = 1, .fn = fn, .ctx = ctx, .flags = out_flags};
+    if (out_tomb_version != NULL)
+        *out_tomb_version = -1;
+    struct edge_read rd = {
+        .count = 1, .fn = fn, .ctx = ctx, .flags = out_flags, .tomb_version = out_tomb_version};
     return edge_read(e, key, key_len, &rd);
 }
 
 int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
-                      size_t *out_len, int64_t *out_version)
+                      size_t *out_len, int64_t *out_version, int64_t *out_tomb_version)
 {
     if (e == NULL || key == NULL || buf == NULL || out_len == NULL || out_version == NULL)
         return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
-    struct edge_read rd = {
-        .count = 1, .buf = buf, .cap = cap, .len = out_len, .version = out_version};
+    if (out_tomb_version != NULL)
+        *out_tomb_version = -1;
+    struct edge_read rd = {.count = 1,
+                           .buf = buf,
+                           .cap = cap,
+                           .len = out_len,
+                           .version = out_version,
+                           .tomb_version = out_tomb_version};
     return edge_read(e, key, key_len, &rd);
 }
 

@@ -301,8 +301,12 @@ static int handshake(tc__pubsub *p, redisContext *c, const char *what, int argc,
     int ok = r->type == REDIS_REPLY_STATUS && r->len == 2 && memcmp(r->str, "OK", 2) == 0;
     if (!ok) {
         /* The server's words, never the arguments: AUTH's hold the password. */
-        if (r->type == REDIS_REPLY_ERROR)
-            set_err(p, "%s refused: %.120s", what, r->str);
+        if (r->type == REDIS_REPLY_ERROR) {
+            char said[160] = "";
+            tc__append_redacted(said, sizeof said, r->str, r->len > 150 ? 150 : r->len,
+                                p->password);
+            set_err(p, "%s refused: %s", what, said);
+        }
         else
             set_err(p, "%s: unexpected reply", what);
     }
@@ -826,7 +830,7 @@ static void free_fields(tc__pubsub *p)
     free(p->host);
     free(p->unix_socket);
     free(p->username);
-    free(p->password);
+    tc__free_secret(p->password);
     free(p->where);
     free(p->ns);
 }
@@ -979,6 +983,12 @@ int tc__pubsub_subscribe(tc__sub **out, tc__pubsub *p, const char *channel, size
     memcpy(s->name + p->ns_len, channel, channel_len);
 
     pthread_mutex_lock(&p->mu);
+    /* From a callback, on the subscriber thread: it cannot confirm while it waits for itself,
+     * so the subscription is confirmed after the callback returns. */
+    if (wait && p->started && pthread_equal(pthread_self(), p->thread)) {
+        wait = 0;
+        s->waiter = 0;
+    }
     rc = start_thread(p);
     if (rc != TC_OK) {
         pthread_mutex_unlock(&p->mu);
@@ -1000,12 +1010,21 @@ int tc__pubsub_subscribe(tc__sub **out, tc__pubsub *p, const char *channel, size
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     add_ms(&deadline, 4 * p->connect_timeout_ms + 1000);
+    int late = 0;
     while (s->result == 0) {
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &deadline) == ETIMEDOUT &&
-            s->result == 0 && p->running != s) {
-            s->result = TC_EREDIS;
-            s->dead = 1;
-            snprintf(p->last_err, sizeof p->last_err, "no confirmation from the server in time");
+        /* Past the deadline while its on_link runs: wait for that without a deadline (a
+         * timed wait would return at once, again and again). */
+        int w = late ? pthread_cond_wait(&p->cv, &p->mu)
+                     : pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
+        if (w == ETIMEDOUT && s->result == 0) {
+            if (p->running != s) {
+                s->result = TC_EREDIS;
+                s->dead = 1;
+                snprintf(p->last_err, sizeof p->last_err,
+                         "no confirmation from the server in time");
+            } else {
+                late = 1;
+            }
         }
     }
     s->waiter = 0;

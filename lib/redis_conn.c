@@ -252,7 +252,7 @@ static char *dup_opt(const char *s, int *oom)
 /* Frees a secret after overwriting it: the heap block would otherwise keep the password until
  * it is reused, for a core dump or a heap read to find. The volatile pointer keeps the compiler
  * from removing the stores as dead (explicit_bzero needs glibc 2.25). */
-static void free_secret(char *s)
+void tc__free_secret(char *s)
 {
     if (s == NULL)
         return;
@@ -268,7 +268,7 @@ static void free_strings(tc__rconns *cs)
     free(cs->unix_socket);
     free(cs->where);
     free(cs->username);
-    free_secret(cs->password);
+    tc__free_secret(cs->password);
 }
 
 static struct timeval ms_to_tv(int64_t ms)
@@ -488,7 +488,7 @@ static void reader_hook(redisContext *c, slot *s)
 
 /* Appends src[0 .. len) to out (size n, NUL-terminated) with every occurrence of secret
  * replaced: a server may echo what it was sent, and the password must never reach a message. */
-static void append_redacted(char *out, size_t n, const char *src, size_t len, const char *secret)
+void tc__append_redacted(char *out, size_t n, const char *src, size_t len, const char *secret)
 {
     size_t o = strlen(out), sl = secret != NULL ? strlen(secret) : 0;
     for (size_t i = 0; i < len && o + 1 < n;) {
@@ -523,9 +523,9 @@ static int setup_cmd(tc__rconns *cs, redisContext *c, const char *label, int arg
     if (!ok) {
         snprintf(why, n, "%s failed: ", label);
         if (rep->type == REDIS_REPLY_ERROR && rep->str != NULL)
-            append_redacted(why, n, rep->str, rep->len > 200 ? 200 : rep->len, cs->password);
+            tc__append_redacted(why, n, rep->str, rep->len > 200 ? 200 : rep->len, cs->password);
         else
-            append_redacted(why, n, "unexpected reply", 16, NULL);
+            tc__append_redacted(why, n, "unexpected reply", 16, NULL);
     }
     freeReplyObject(rep);
     return ok ? 0 : -1;

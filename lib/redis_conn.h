@@ -97,4 +97,10 @@ void tc__sigpipe_restore(tc__sigpipe_guard *g, int io_failed);
 }
 #endif
 
+/* Frees a NUL-terminated secret (a password copy) after overwriting it. NULL is accepted. */
+void tc__free_secret(char *s);
+/* Appends src[0 .. len) to out (size n, NUL-terminated), every occurrence of secret (may be
+ * NULL) replaced by "(password)" and CR/LF by spaces: for server replies put in messages. */
+void tc__append_redacted(char *out, size_t n, const char *src, size_t len, const char *secret);
+
 #endif

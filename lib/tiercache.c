@@ -44,6 +44,11 @@ struct tc_cache {
     int publish;
     tc__sub *bus;
     atomic_int edge_synced;
+    /* Bumped when the link goes down or up and before every unversioned eviction a message
+     * asks for (a key, pattern or tag): a fill whose lower-tier read began under another
+     * epoch is dropped, so a copy read before the eviction cannot land after it. */
+    atomic_ullong edge_epoch;
+    atomic_int publish_lost; /* a publish failed: a FLUSH goes out before the next message */
     char *bus_channel; /* namespace + redis.bus_channel, for PUBLISH */
     size_t bus_channel_len;
     unsigned char bus_id[TC__BUS_ID_LEN];
@@ -75,6 +80,11 @@ static void fork_repair(tc_cache *c, int resume)
     while (seen != gen) {
         if (seen != EDGE_REPAIRING &&
             atomic_compare_exchange_strong(&c->fork_gen, &seen, EDGE_REPAIRING)) {
+            if (c->bus != NULL) {
+                /* Down until the child's own subscription is confirmed (bus_link). */
+                atomic_store(&c->edge_synced, 0);
+                atomic_fetch_add(&c->edge_epoch, 1);
+            }
             tc__edge_clear(c->edge);
             tc__refresher_after_fork(c->refresher);
             tc__pubsub_after_fork(c->pubsub); /* the bus is down: the edge is not used */
@@ -149,11 +159,30 @@ static int64_t min64(int64_t a, int64_t b);
 
 /* Tells the other handles what changed. A failure is counted, not reported: the write itself
  * succeeded, and the receivers' edges hold copies for at most edge.max_ttl_ms. */
+static int bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
+                    size_t arg_len);
+
+/* Tells the other handles what changed. A failure is counted, not reported (the write itself
+ * succeeded), and remembered: before this handle's next message, a FLUSH tells every other
+ * handle to empty its edge, since one of its copies may be the one the lost message named.
+ * Until then, their copies live at most edge.max_ttl_ms. */
 static void bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
                         size_t arg_len)
 {
     if (!c->publish)
         return;
+    if (atomic_load(&c->publish_lost)) {
+        if (bus_send(c, TC__BUS_FLUSH, 0, "*", 1) != TC_OK)
+            return; /* still lost; the flush covers this message too */
+        atomic_store(&c->publish_lost, 0);
+    }
+    if (bus_send(c, op, version, arg, arg_len) != TC_OK)
+        atomic_store(&c->publish_lost, 1);
+}
+
+static int bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
+                    size_t arg_len)
+{
     unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
     tc__bus_msg m = {.op = op, .version = version, .arg = arg, .arg_len = arg_len};
     memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
@@ -162,10 +191,14 @@ static void bus_publish(tc_cache *c, unsigned op, int64_t version, const char *a
     const size_t lens[] = {7, c->bus_channel_len, tc__bus_size(arg_len)};
     struct redisReply *reply = NULL;
     /* Idempotent as far as the receivers go: an invalidation applied twice is one. */
-    if (tc__redis_run(c->redis, "PUBLISH", 1, 3, argv, lens, &reply) != TC_OK)
+    int rc = tc__redis_run(c->redis, "PUBLISH", 1, 3, argv, lens, &reply);
+    if (rc == TC_OK && (reply == NULL || reply->type != REDIS_REPLY_INTEGER))
+        rc = TC_EPROTO;
+    if (rc != TC_OK)
         TC__INC(c->stats.redis.errors);
     if (reply != NULL)
         freeReplyObject(reply);
+    return rc;
 }
 
 static int match_pattern(void *ctx, const char *key, size_t key_len, const void *value,
@@ -196,6 +229,10 @@ static void bus_message(void *ctx, const char *channel, size_t channel_len, cons
     }
     if (memcmp(m.sender, c->bus_id, TC__BUS_ID_LEN) == 0)
         return;
+    /* Unversioned evictions void the fills whose reads began before them (fill_edge). The
+     * epoch moves first: a fill that lands after the eviction walked its shard then sees it. */
+    if (m.op != TC__BUS_CHANGED)
+        atomic_fetch_add(&c->edge_epoch, 1);
     switch (m.op) {
     case TC__BUS_CHANGED:
         /* Copies older than the new version go; one of the very version is replaced too,
@@ -218,6 +255,9 @@ static void bus_message(void *ctx, const char *channel, size_t channel_len, cons
         tc__edge_remove_matching(c->edge, match_tag, &t);
         break;
     }
+    case TC__BUS_FLUSH:
+        tc__edge_clear(c->edge);
+        break;
     }
     if (tc__hook_bus_applied != NULL)
         tc__hook_bus_applied(c);
@@ -227,6 +267,7 @@ static void bus_message(void *ctx, const char *channel, size_t channel_len, cons
 static void bus_link(void *ctx, int up)
 {
     tc_cache *c = ctx;
+    atomic_fetch_add(&c->edge_epoch, 1); /* fills begun before the change are dropped */
     if (!up) {
         atomic_store_explicit(&c->edge_synced, 0, memory_order_release);
         return;
@@ -421,12 +462,19 @@ static int64_t http_cache_ttl(const tc_cache *c, const tc__rec *r, int64_t now)
 
 /* An edge entry never outlives the Redis copy it came from (invariant 4), nor edge.max_ttl_ms. */
 static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *data,
-                      size_t len, unsigned flags, int64_t version, int64_t ttl_ms)
+                      size_t len, unsigned flags, int64_t version, int64_t ttl_ms,
+                      uint64_t epoch)
 {
-    if (!edge_usable(c))
+    if (!edge_usable(c) || atomic_load(&c->edge_epoch) != epoch)
         return;
     int rc = tc__edge_set_flags(c->edge, key, key_len, data, len, version,
                                 min64(ttl_ms, c->cfg->edge_max_ttl_ms), flags);
+    /* An eviction bumps the epoch before it walks the shards: one that missed this copy
+     * shows here, and the copy goes. */
+    if (rc > 0 && atomic_load(&c->edge_epoch) != epoch) {
+        tc__edge_remove(c->edge, key, key_len);
+        return;
+    }
     if (rc < 0) {
         TC__INC(c->stats.edge.errors);
         tc__edge_remove(c->edge, key, key_len);
@@ -437,13 +485,13 @@ static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *
 
 /* A record from Redis into the edge: a plain value bare, an HTTP record whole. */
 static void fill_edge_rec(tc_cache *c, const char *key, size_t key_len, const void *rec,
-                          size_t rec_len, int64_t version, int64_t ttl_ms)
+                          size_t rec_len, int64_t version, int64_t ttl_ms, uint64_t epoch)
 {
     const unsigned char *p = rec;
     if (rec_len >= 1 && p[0] == TC__REC_PLAIN)
-        fill_edge(c, key, key_len, p + 1, rec_len - 1, 0, version, ttl_ms);
+        fill_edge(c, key, key_len, p + 1, rec_len - 1, 0, version, ttl_ms, epoch);
     else
-        fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms);
+        fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms, epoch);
 }
 
 typedef struct tag_args {
@@ -495,7 +543,7 @@ static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void 
 
 /* After a commit, or a read from the store: the caches get the record of version. */
 static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec *r,
-                       int64_t version, int64_t ttl_ms)
+                       int64_t version, int64_t ttl_ms, uint64_t epoch)
 {
     void *rec = NULL;
     size_t rec_len = 0;
@@ -510,9 +558,9 @@ static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__r
     }
     fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms);
     if (r->kind == TC__REC_HTTP)
-        fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms);
+        fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms, epoch);
     else
-        fill_edge(c, key, key_len, r->value, r->value_len, 0, version, ttl_ms);
+        fill_edge(c, key, key_len, r->value, r->value_len, 0, version, ttl_ms, epoch);
     free(rec);
     return TC_OK;
 }
@@ -556,6 +604,8 @@ typedef struct reader {
     size_t raw_len;
     int64_t raw_version, raw_ttl;
     unsigned edge_flags; /* the flags of the edge entry being read */
+    int64_t tomb_version; /* a tombstone the edge holds for the key, -1 for none */
+    uint64_t epoch;       /* edge_epoch when the read began (fill_edge) */
 } reader;
 
 static int deliver_value(reader *r, const void *data, size_t len)
@@ -675,7 +725,8 @@ static int judge_http(tc_cache *c, const char *key, size_t key_len, reader *r, i
         return 0;
     int64_t version = r->raw_version;
     if (from_redis)
-        fill_edge(c, key, key_len, r->raw, r->raw_len, EDGE_HTTP, version, r->raw_ttl);
+        fill_edge(c, key, key_len, r->raw, r->raw_len, EDGE_HTTP, version, r->raw_ttl,
+                  r->epoch);
     int rc = deliver_value(r, rec->value, rec->value_len);
     if (rc != TC_OK)
         return rc;
@@ -709,14 +760,18 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
     int64_t fallback_version = 0;
 
     r->state = TC_HTTP_FRESH;
+    r->tomb_version = -1;
+    r->epoch = atomic_load(&c->edge_epoch);
     if (r->flags & READ_STORE_ONLY)
         goto store;
     if (edge_usable(c)) {
         rc = TC__EDGE_FLAGGED;
         if (r->buf != NULL) /* tc_get_into: a plain value is copied in without a callback */
-            rc = tc__edge_get_into(c->edge, key, key_len, r->buf, r->cap, &r->len, &r->version);
+            rc = tc__edge_get_into(c->edge, key, key_len, r->buf, r->cap, &r->len, &r->version,
+                                   &r->tomb_version);
         if (rc == TC__EDGE_FLAGGED)
-            rc = tc__edge_get_flags(c->edge, key, key_len, deliver_edge, r, &r->edge_flags);
+            rc = tc__edge_get_flags(c->edge, key, key_len, deliver_edge, r, &r->edge_flags,
+                                    &r->tomb_version);
         if (rc == TC_OK && r->raw != NULL) {
             rc = judge_http(c, key, key_len, r, 0, &rec);
             if (rc == 0) {
@@ -738,14 +793,17 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
 
     if (c->redis != NULL) {
         rc = tc__redis_get(c->redis, key, key_len, deliver_copy, r);
-        if (rc == TC_OK && fallback != NULL && r->raw_version < fallback_version) {
-            /* Older than what the edge held: a late fill after Redis lost the newer copy.
-             * Invariant 2: never served; the store answers. */
+        if (rc == TC_OK && ((fallback != NULL && r->raw_version < fallback_version) ||
+                            r->raw_version < r->tomb_version)) {
+            /* Older than what the edge held (a stale record, or a tombstone a write or a bus
+             * message left): a late fill, or a write Redis missed. Invariant 2: never served;
+             * the store answers. */
             rc = TC_ENOTFOUND;
         } else if (rc == TC_OK) {
             const unsigned char *p = r->raw;
             if (r->raw_len >= 1 && p[0] == TC__REC_PLAIN) {
-                fill_edge(c, key, key_len, p + 1, r->raw_len - 1, 0, r->raw_version, r->raw_ttl);
+                fill_edge(c, key, key_len, p + 1, r->raw_len - 1, 0, r->raw_version, r->raw_ttl,
+                          r->epoch);
                 r->version = r->raw_version;
                 rc = take_raw(r, 1);
             } else {
@@ -832,7 +890,7 @@ store:
         revalidated(&fresh, &rec, fallback_version, r->raw, r->raw_len, r->raw_version, now);
         ttl = http_cache_ttl(c, &fresh, now);
     }
-    fill_caches(c, key, key_len, &fresh, r->raw_version, ttl);
+    fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch);
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;
         header.value_len = 0;
@@ -919,6 +977,7 @@ int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, v
 
 typedef struct many {
     tc_cache *c;
+    uint64_t epoch;
     tc_items *items;
     const char *const *keys;
     const size_t *key_lens;
@@ -951,13 +1010,14 @@ static int many_redis(void *ctx, size_t j, const void *data, size_t len, int64_t
     tc__rec rec;
     int stale;
     if (len >= 1 && p[0] == TC__REC_PLAIN) {
-        fill_edge(m->c, m->keys[i], m->key_lens[i], p + 1, len - 1, 0, version, ttl);
+        fill_edge(m->c, m->keys[i], m->key_lens[i], p + 1, len - 1, 0, version, ttl, m->epoch);
         if (tc__items_set_value(m->items, i, p + 1, len - 1) != TC_OK)
             return TC_ENOMEM;
         m->state[i] = MANY_DONE;
     } else if (tc__rec_decode(&rec, data, len) == TC_OK && tc__rec_fresh(&rec, tc__wall_ms(),
                                                                          &stale)) {
-        fill_edge(m->c, m->keys[i], m->key_lens[i], data, len, EDGE_HTTP, version, ttl);
+        fill_edge(m->c, m->keys[i], m->key_lens[i], data, len, EDGE_HTTP, version, ttl,
+                  m->epoch);
         if (tc__items_set_value(m->items, i, rec.value, rec.value_len) != TC_OK)
             return TC_ENOMEM;
         m->state[i] = MANY_DONE;
@@ -994,20 +1054,25 @@ static int get_many_run(many *m, size_t n)
         if (!edge_usable(c))
             continue;
         reader r = {.c = c};
+        int64_t tomb = -1;
         rc = tc__edge_get_flags(c->edge, m->keys[i], m->key_lens[i], many_edge, &r,
-                                &r.edge_flags);
+                                &r.edge_flags, &tomb);
         if (rc == TC_OK)
             rc = tc__items_set_value(m->items, i, r.copy, r.len) == TC_OK ? TC_OK : TC_ENOMEM;
         free(r.copy);
         if (rc == TC_ENOMEM)
             return tc__err(c, TC_ENOMEM, "get_many: out of memory");
-        if (rc == TC_OK)
+        if (rc == TC_OK) {
             m->state[i] = MANY_DONE;
-        else
+        } else {
             TC__INC(c->stats.edge.misses);
+            /* A tombstone: Redis may hold an older copy; the single-key path checks. */
+            if (tomb >= 0)
+                m->state[i] = MANY_FULL;
+        }
     }
     for (size_t i = 0; i < n; i++) {
-        if (m->state[i] != MANY_DONE) {
+        if (m->state[i] == MANY_TODO) {
             m->rest[m->nrest] = i;
             m->rest_keys[m->nrest] = m->keys[i];
             m->rest_lens[m->nrest++] = m->key_lens[i];
@@ -1022,8 +1087,7 @@ static int get_many_run(many *m, size_t n)
         if (rc != TC_OK)
             TC__INC(c->stats.redis.errors); /* the store answers the rest */
     }
-    for (size_t j = 0; j < m->nrest; j++) {
-        size_t i = m->rest[j];
+    for (size_t i = 0; i < n; i++) {
         if (m->state[i] == MANY_DONE)
             continue;
         if (m->state[i] == MANY_STORE && c->redis != NULL)
@@ -1055,7 +1119,7 @@ int tc_get_many(tc_items **out, tc_cache *c, const char *const *keys, const size
             return tc__err(c, rc, "get_many: key %zu: %s", i, why);
         }
     }
-    many m = {.c = c, .keys = keys, .key_lens = key_lens};
+    many m = {.c = c, .keys = keys, .key_lens = key_lens, .epoch = atomic_load(&c->edge_epoch)};
     int rc = tc__items_new(&m.items, n);
     m.rest = malloc((n ? n : 1) * sizeof *m.rest);
     m.state = malloc(n ? n : 1);
@@ -1202,9 +1266,10 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
     memcpy(&old_version, job, 8);
     if (tc__rec_decode(&old, (const char *)job + 8, job_len - 8) != TC_OK)
         return 0;
-    reader r = {.c = c};
+    uint64_t epoch = atomic_load(&c->edge_epoch);
+    reader r = {.c = c, .epoch = epoch};
     if (edge_usable(c) &&
-        tc__edge_get_flags(c->edge, key, key_len, fresh_in, &r, &r.edge_flags) == TC_OK &&
+        tc__edge_get_flags(c->edge, key, key_len, fresh_in, &r, &r.edge_flags, NULL) == TC_OK &&
         r.raw_version >= old_version)
         return 0;
     tc__rec rec;
@@ -1216,7 +1281,7 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
         tc__rec_decode(&rec, r.raw, r.raw_len) == TC_OK &&
         (r.raw_version > old_version ||
          (r.raw_version == old_version && tc__rec_fresh(&rec, tc__wall_ms(), &stale)))) {
-        fill_edge_rec(c, key, key_len, r.raw, r.raw_len, r.raw_version, r.raw_ttl);
+        fill_edge_rec(c, key, key_len, r.raw, r.raw_len, r.raw_version, r.raw_ttl, epoch);
         reader_done(&r);
         return 0;
     }
@@ -1234,7 +1299,7 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
             /* A newer value: the old headers do not describe it. */
             rec = (tc__rec){.kind = TC__REC_PLAIN, .value = r.raw, .value_len = r.raw_len};
         }
-        fill_caches(c, key, key_len, &rec, r.raw_version, ttl);
+        fill_caches(c, key, key_len, &rec, r.raw_version, ttl, epoch);
         done = 1;
     }
     reader_done(&r);
@@ -1266,6 +1331,7 @@ static int check_value(tc_cache *c, const char *op, const void *value, size_t va
 static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *r,
                          int64_t ttl_ms)
 {
+    uint64_t epoch = atomic_load(&c->edge_epoch);
     int64_t version = 0;
     int rc = c->store->ops->put(c->store, key, key_len, r->value, r->value_len, &version);
     if (rc != TC_OK) {
@@ -1279,7 +1345,7 @@ static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *
 
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
      * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
-    fill_caches(c, key, key_len, r, version, ttl_ms);
+    fill_caches(c, key, key_len, r, version, ttl_ms, epoch);
     bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
     return TC_OK;
 }
@@ -1537,23 +1603,27 @@ int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern
     int rc = tc__pattern_check(c, pattern, pattern_len);
     if (rc != TC_OK)
         return rc;
-    int64_t removed = 0;
-    if (c->edge != NULL) {
-        pattern_ref pat = {pattern, pattern_len};
-        removed += tc__edge_remove_matching(c->edge, match_pattern, &pat);
-    }
-    bus_publish(c, TC__BUS_PATTERN, 0, pattern, pattern_len);
+    /* Redis first, then this edge, then the other handles' edges: a handle that refills from
+     * Redis after its edge was walked must find the copies gone there already. The epoch
+     * voids fills whose reads began before the walk. */
+    int64_t removed = 0, n = 0;
     if (c->redis != NULL) {
-        int64_t n = 0;
         rc = tc__redis_invalidate_pattern(c->redis, pattern, pattern_len, &n);
         if (rc != TC_OK) {
             TC__INC(c->stats.redis.errors);
-            return rc;
+            n = 0;
         }
-        removed += n;
     }
+    if (c->edge != NULL) {
+        pattern_ref pat = {pattern, pattern_len};
+        atomic_fetch_add(&c->edge_epoch, 1);
+        removed += tc__edge_remove_matching(c->edge, match_pattern, &pat);
+    }
+    bus_publish(c, TC__BUS_PATTERN, 0, pattern, pattern_len);
+    if (rc != TC_OK)
+        return rc;
     if (out_removed != NULL)
-        *out_removed = removed;
+        *out_removed = removed + n;
     return TC_OK;
 }
 
@@ -1584,23 +1654,26 @@ int tc_invalidate_tag(int64_t *out_removed, tc_cache *c, const char *tag, size_t
     for (size_t i = 0; i < tag_len; i++)
         if (tag[i] == '\0' || is_ows(tag[i]))
             return tc__err(c, TC_EINVAL, "invalidate_tag: the tag holds a NUL, space or tab");
-    int64_t removed = 0;
+    /* In the order of tc_invalidate_pattern, for the same reason. */
+    int rc = TC_OK;
+    int64_t removed = 0, n = 0;
+    if (c->redis != NULL) {
+        rc = tc__redis_invalidate_tag(c->redis, tag, tag_len, &n);
+        if (rc != TC_OK) {
+            TC__INC(c->stats.redis.errors);
+            n = 0;
+        }
+    }
     if (c->edge != NULL) {
         tag_ref t = {tag, tag_len};
+        atomic_fetch_add(&c->edge_epoch, 1);
         removed += tc__edge_remove_matching(c->edge, match_tag, &t);
     }
     bus_publish(c, TC__BUS_TAG, 0, tag, tag_len);
-    if (c->redis != NULL) {
-        int64_t n = 0;
-        int rc = tc__redis_invalidate_tag(c->redis, tag, tag_len, &n);
-        if (rc != TC_OK) {
-            TC__INC(c->stats.redis.errors);
-            return rc;
-        }
-        removed += n;
-    }
+    if (rc != TC_OK)
+        return rc;
     if (out_removed != NULL)
-        *out_removed = removed;
+        *out_removed = removed + n;
     return TC_OK;
 }
 

@@ -7,6 +7,8 @@
  * Arrival is polled with a generous deadline: a test never asserts how fast it is.
  */
 #include <signal.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "tc_test.h"
 
 static tct_redis redis; /* shared by a TCase's tests; started in the parent */
@@ -159,7 +162,7 @@ START_TEST(test_two_processes)
     if (pid == 0) {
         setenv("TCT_BUS_PEER", spec, 1);
         setenv("CK_FORK", "no", 1);
-        execl("/proc/self/exe", "check_tiercache", (char *)NULL);
+        execl(tct_self_path, "check_tiercache", (char *)NULL);
         _exit(127);
     }
     close(ready[1]); /* a peer that dies gives EOF, not a wait */
@@ -276,6 +279,61 @@ START_TEST(test_garbage_on_the_bus)
 }
 END_TEST
 
+/* A pattern invalidation must reach Redis before the other handles hear of it: one that
+ * refills from Redis as soon as its edge was walked (here: from inside the bus callback, the
+ * worst moment) must not find the old copy there. */
+static tc_cache *order_b;
+static atomic_int order_armed, order_refilled, order_done;
+
+static void refill_on_apply(tc_cache *c)
+{
+    if (c != order_b || !atomic_exchange(&order_armed, 0))
+        return;
+    void *v;
+    size_t n;
+    if (tc_get(&v, &n, c, K("/p/x")) == TC_OK) {
+        atomic_store(&order_refilled, 1);
+        tc_free(v);
+    }
+    atomic_store(&order_done, 1);
+}
+
+START_TEST(test_pattern_reaches_redis_before_the_bus)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    order_b = tct_open(dir, "db", redis.port, NULL);
+    /* Unrelated keys, so that the SCAN of the invalidation takes a while. */
+    const char *fill[] = {"EVAL", "for i=1,100000 do redis.call('SET','zz'..i,'x') end", "0",
+                          NULL};
+    free(tct_redis_cmd(&redis, fill));
+    put_str(a, "/p/x", "v1");
+    char buf[64];
+    ck_assert_int_gt(read_src(order_b, "/p/x", buf, sizeof buf), 0);
+    /* A write made in plain SQL (the caches do not know), then the path is invalidated. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/db.db", dir);
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    ck_assert_int_eq(
+        sqlite3_exec(db, "UPDATE tiercache SET value = 'v2' WHERE key = '/p/x'", 0, 0, 0),
+        SQLITE_OK);
+    sqlite3_close(db);
+    tc__hook_bus_applied = refill_on_apply;
+    atomic_store(&order_armed, 1);
+    int64_t removed;
+    ck_assert_int_eq(tc_invalidate_pattern(&removed, a, K("/p/*")), TC_OK);
+    for (int waited = 0; waited < DEADLINE_MS && !atomic_load(&order_done); waited += 5)
+        tct_sleep_ms(5);
+    tc__hook_bus_applied = NULL;
+    ck_assert_int_eq(atomic_load(&order_refilled), 1);
+    ck_assert_int_gt(read_src(order_b, "/p/x", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "v2");
+    tc_close(order_b);
+    tc_close(a);
+}
+END_TEST
+
 Suite *bus_suite(void)
 {
     Suite *s = suite_create("bus");
@@ -288,6 +346,7 @@ Suite *bus_suite(void)
     tcase_add_test(tc, test_bus_comes_up_later);
     tcase_add_test(tc, test_bus_off);
     tcase_add_test(tc, test_garbage_on_the_bus);
+    tcase_add_test(tc, test_pattern_reaches_redis_before_the_bus);
     suite_add_tcase(s, tc);
     return s;
 }

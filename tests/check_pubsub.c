@@ -640,6 +640,43 @@ START_TEST(test_concurrent_churn)
 END_TEST
 
 
+/* tc_subscribe from inside a message callback returns at once; the new subscription is
+ * confirmed after the callback and receives what is published afterwards. */
+static tc_cache *nested_cache;
+static atomic_int nested_rc = 1, nested_got;
+static tc_subscription *nested_sub;
+
+static void nested_inner(void *ctx, const char *ch, size_t chl, const void *m, size_t ml)
+{
+    atomic_store(&nested_got, 1);
+}
+
+static void nested_outer(void *ctx, const char *ch, size_t chl, const void *m, size_t ml)
+{
+    if (atomic_load(&nested_rc) != 1)
+        return;
+    atomic_store(&nested_rc, tc_subscribe(&nested_sub, nested_cache, "inner", 5, nested_inner,
+                                          NULL));
+}
+
+START_TEST(test_subscribe_from_callback)
+{
+    nested_cache = tct_open(dir, "a", redis.port, "{\"redis\": {\"bus\": false}}");
+    tc_subscription *s;
+    ck_assert_int_eq(tc_subscribe(&s, nested_cache, "outer", 5, nested_outer, NULL), TC_OK);
+    ck_assert_int_eq(tc_publish(NULL, nested_cache, "outer", 5, "x", 1), TC_OK);
+    for (int waited = 0; waited < 10000 && atomic_load(&nested_rc) == 1; waited += 5)
+        tct_sleep_ms(5);
+    ck_assert_int_eq(atomic_load(&nested_rc), TC_OK);
+    for (int waited = 0; waited < 10000 && !atomic_load(&nested_got); waited += 5) {
+        tc_publish(NULL, nested_cache, "inner", 5, "y", 1);
+        tct_sleep_ms(5);
+    }
+    ck_assert_int_eq(atomic_load(&nested_got), 1);
+    tc_close(nested_cache);
+}
+END_TEST
+
 Suite *pubsub_suite(void)
 {
     Suite *s = suite_create("pubsub");
@@ -658,6 +695,7 @@ Suite *pubsub_suite(void)
     tcase_add_test(basic, test_close_with_live_subscriptions);
     tcase_add_test(basic, test_concurrent_churn);
     tcase_add_test(basic, test_fork);
+    tcase_add_test(basic, test_subscribe_from_callback);
     suite_add_tcase(s, basic);
 
     TCase *link = tcase_create("link");

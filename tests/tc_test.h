@@ -26,6 +26,8 @@ Suite *bus_suite(void);
 /* check_bus.c: the second process of the bus test (check_main.c runs it when TCT_BUS_PEER is
  * set); returns the exit status. */
 int tct_bus_peer_main(const char *spec);
+/* The test program's own path (check_main.c), to run it again. */
+extern const char *tct_self_path;
 
 /* A private redis-server. */
 typedef struct tct_redis {

@@ -1,0 +1,368 @@
+/*
+ * bench_redis.c - the Redis tier's figures, each next to its raw-hiredis baseline in the same
+ * run, with the client and a private redis-server pinned two ways: on the same core ("same")
+ * and on different cores ("split"):
+ *   BENCH <id>-<placement> <metric> value=<v> baseline=<b> ratio=<value/baseline>
+ *
+ *   redis-get       ops/s of the tier's GET (tc_get, edge off)   vs raw redisCommandArgv GET
+ *   redis-set       ops/s of the tier's SET (tc__redis_set: the   vs raw redisCommandArgv SET
+ *                   version-guard script)
+ *   redis-getmany   keys/s of tc_get_many, 100 keys, edge off     vs raw pipelined GETs, 100 deep
+ *   edge-vs-redis   ns per edge hit (tc_get_into)                 vs ns per raw GET round trip
+ *   bus-delivery    p99 us from PUBLISH of an invalidation to      vs p99 us from PUBLISH to a raw
+ *                   its eviction from another handle's edge          subscriber's redisGetReply
+ *   conn-reuse      us per warm call on tc_shared (a Redis GET)   vs connect, GET, free per call
+ *
+ * Rounds alternate value and baseline; medians of ROUNDS. Compare ratios, not absolute figures.
+ */
+#include <hiredis.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+#include "bus.h"
+#include "cache.h"
+#include "redis_tier.h"
+#include "tc_test.h"
+#include "tiercache.h"
+
+#define ROUNDS 5
+#define NKEYS 1000
+#define VLEN 64
+
+static char dir[256];
+static tct_redis srv;
+static char keys[NKEYS][32], full[NKEYS][40], setkeys[NKEYS][32];
+static size_t klen[NKEYS], flen[NKEYS], setklen[NKEYS];
+static char val[VLEN];
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_redis: %s (%s)\n", what, tc_errmsg(NULL));
+    exit(1);
+}
+
+static void pin(pid_t pid, int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(pid, sizeof set, &set) != 0)
+        fprintf(stderr, "bench_redis: cannot pin %d to cpu %d\n", (int)pid, cpu);
+}
+
+static tc_cache *open_cache(const char *name, int edge, int bus)
+{
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"store\": {\"path\": \"%s/%s.db\"}, \"edge\": {\"enabled\": %s},"
+             " \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"bus\": %s}}",
+             dir, name, edge ? "true" : "false", srv.port, bus ? "true" : "false");
+    tc_config *cfg;
+    tc_cache *c;
+    if (tc_config_new(&cfg) != TC_OK || tc_config_load_json(cfg, json, strlen(json)) != TC_OK ||
+        tc_open(&c, cfg) != TC_OK)
+        die("open");
+    tc_config_free(cfg);
+    return c;
+}
+
+static redisContext *raw_connect(void)
+{
+    struct timeval tv = {2, 0};
+    redisContext *r = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
+    if (r == NULL || r->err)
+        die("raw connect");
+    return r;
+}
+
+static void raw_ok(redisReply *rep, int type)
+{
+    if (rep == NULL || rep->type != type)
+        die("raw reply");
+    freeReplyObject(rep);
+}
+
+/* ---- get, set, get-many ---------------------------------------------------------------------- */
+
+static void bench_get_set(const char *place, tc_cache *c, redisContext *raw)
+{
+    const int ops = 10000;
+    double v[ROUNDS], b[ROUNDS], sv[ROUNDS], sb[ROUNDS];
+    tc__redis *tier = tc__cache_redis(c);
+    int64_t version = 1000000;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now_ns();
+        for (int i = 0; i < ops; i++) {
+            void *out;
+            size_t len;
+            if (tc_get(&out, &len, c, keys[i % NKEYS], klen[i % NKEYS]) != TC_OK)
+                die("get");
+            tc_free(out);
+        }
+        v[r] = ops / ((now_ns() - t0) / 1e9);
+        t0 = now_ns();
+        for (int i = 0; i < ops; i++) {
+            const char *argv[] = {"GET", full[i % NKEYS]};
+            size_t lens[] = {3, flen[i % NKEYS]};
+            raw_ok(redisCommandArgv(raw, 2, argv, lens), REDIS_REPLY_STRING);
+        }
+        b[r] = ops / ((now_ns() - t0) / 1e9);
+
+        t0 = now_ns();
+        for (int i = 0; i < ops; i++)
+            if (tc__redis_set(tier, setkeys[i % NKEYS], setklen[i % NKEYS], val, VLEN,
+                              ++version, 600000) != TC_OK)
+                die("tier set");
+        sv[r] = ops / ((now_ns() - t0) / 1e9);
+        t0 = now_ns();
+        for (int i = 0; i < ops; i++) {
+            const char *argv[] = {"SET", setkeys[i % NKEYS], val, "PX", "600000"};
+            size_t lens[] = {3, setklen[i % NKEYS], VLEN, 2, 6};
+            raw_ok(redisCommandArgv(raw, 5, argv, lens), REDIS_REPLY_STATUS);
+        }
+        sb[r] = ops / ((now_ns() - t0) / 1e9);
+    }
+    char id[64];
+    snprintf(id, sizeof id, "redis-get-%s", place);
+    report(id, "ops_per_s", median(v, ROUNDS), median(b, ROUNDS));
+    snprintf(id, sizeof id, "redis-set-%s", place);
+    report(id, "ops_per_s", median(sv, ROUNDS), median(sb, ROUNDS));
+}
+
+static void bench_getmany(const char *place, tc_cache *c, redisContext *raw)
+{
+    enum { DEPTH = 100 };
+    const int calls = 300;
+    const char *kp[DEPTH];
+    size_t kl[DEPTH];
+    double v[ROUNDS], b[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now_ns();
+        for (int n = 0; n < calls; n++) {
+            for (int i = 0; i < DEPTH; i++) {
+                int k = (n * DEPTH + i) % NKEYS;
+                kp[i] = keys[k];
+                kl[i] = klen[k];
+            }
+            tc_items *items;
+            if (tc_get_many(&items, c, kp, kl, DEPTH) != TC_OK ||
+                tc_items_count(items) != DEPTH)
+                die("get_many");
+            tc_items_free(items);
+        }
+        v[r] = (double)calls * DEPTH / ((now_ns() - t0) / 1e9);
+        t0 = now_ns();
+        for (int n = 0; n < calls; n++) {
+            for (int i = 0; i < DEPTH; i++) {
+                int k = (n * DEPTH + i) % NKEYS;
+                const char *argv[] = {"GET", full[k]};
+                size_t lens[] = {3, flen[k]};
+                redisAppendCommandArgv(raw, 2, argv, lens);
+            }
+            for (int i = 0; i < DEPTH; i++) {
+                void *rep;
+                if (redisGetReply(raw, &rep) != REDIS_OK)
+                    die("raw pipeline");
+                raw_ok(rep, REDIS_REPLY_STRING);
+            }
+        }
+        b[r] = (double)calls * DEPTH / ((now_ns() - t0) / 1e9);
+    }
+    char id[64];
+    snprintf(id, sizeof id, "redis-getmany-%s", place);
+    report(id, "keys_per_s", median(v, ROUNDS), median(b, ROUNDS));
+}
+
+static void bench_edge_vs_redis(const char *place, redisContext *raw)
+{
+    tc_cache *c = open_cache("edge", 1, 0);
+    for (int i = 0; i < NKEYS; i++)
+        if (tc_put(c, keys[i], klen[i], val, VLEN, 0) != TC_OK)
+            die("put");
+    const int ops = 200000, rops = 10000;
+    double v[ROUNDS], b[ROUNDS];
+    char buf[VLEN];
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now_ns();
+        for (int i = 0; i < ops; i++) {
+            size_t len;
+            if (tc_get_into(&len, c, keys[i % NKEYS], klen[i % NKEYS], buf, sizeof buf) != TC_OK)
+                die("edge get");
+        }
+        v[r] = (now_ns() - t0) / ops;
+        t0 = now_ns();
+        for (int i = 0; i < rops; i++) {
+            const char *argv[] = {"GET", full[i % NKEYS]};
+            size_t lens[] = {3, flen[i % NKEYS]};
+            raw_ok(redisCommandArgv(raw, 2, argv, lens), REDIS_REPLY_STRING);
+        }
+        b[r] = (now_ns() - t0) / rops;
+    }
+    char id[64];
+    snprintf(id, sizeof id, "edge-vs-redis-%s", place);
+    report(id, "ns_per_get", median(v, ROUNDS), median(b, ROUNDS));
+    tc_close(c);
+}
+
+/* ---- bus delivery ---------------------------------------------------------------------------- */
+
+static atomic_llong arrived; /* now_ns() of the last delivery, as an integer */
+
+static void on_applied(tc_cache *c)
+{
+    (void)c;
+    atomic_store(&arrived, (long long)now_ns());
+}
+
+static atomic_int raw_stop;
+
+static void *raw_subscriber(void *arg)
+{
+    redisContext *sub = arg;
+    while (!atomic_load(&raw_stop)) {
+        void *rep;
+        if (redisGetReply(sub, &rep) != REDIS_OK)
+            break;
+        atomic_store(&arrived, (long long)now_ns());
+        freeReplyObject(rep);
+    }
+    return NULL;
+}
+
+/* One-way latencies of n messages sent one at a time, each after the previous arrived. */
+static double p99_of(redisContext *pub, const char *channel, const void *msg, size_t len, int n)
+{
+    double *lat = malloc((size_t)n * sizeof *lat);
+    for (int i = 0; i < n; i++) {
+        long long before = atomic_load(&arrived);
+        double t0 = now_ns();
+        const char *argv[] = {"PUBLISH", channel, msg};
+        size_t lens[] = {7, strlen(channel), len};
+        raw_ok(redisCommandArgv(pub, 3, argv, lens), REDIS_REPLY_INTEGER);
+        while (atomic_load(&arrived) == before)
+            sched_yield();
+        lat[i] = (double)atomic_load(&arrived) - t0;
+    }
+    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    double p = lat[(int)(n * 0.99)] / 1000;
+    free(lat);
+    return p;
+}
+
+static void bench_bus(const char *place, redisContext *pub)
+{
+    const int n = 2000;
+    tc_cache *b = open_cache("bus", 1, 1);
+    tc__hook_bus_applied = on_applied;
+    unsigned char msg[TC__BUS_HEADER + 8];
+    tc__bus_msg m = {.op = TC__BUS_DROP, .arg = "bus:key", .arg_len = 7};
+    tc__bus_new_id(m.sender);
+    tc__bus_encode(msg, &m);
+
+    redisContext *sub = raw_connect();
+    const char *sargv[] = {"SUBSCRIBE", "bench:raw"};
+    size_t slens[] = {9, 9};
+    raw_ok(redisCommandArgv(sub, 2, sargv, slens), REDIS_REPLY_ARRAY);
+    atomic_store(&raw_stop, 0);
+    pthread_t t;
+    if (pthread_create(&t, NULL, raw_subscriber, sub) != 0)
+        die("thread");
+    double v[ROUNDS], base[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        v[r] = p99_of(pub, "tc:bus", msg, tc__bus_size(7), n / ROUNDS);
+        base[r] = p99_of(pub, "bench:raw", msg, tc__bus_size(7), n / ROUNDS);
+    }
+    atomic_store(&raw_stop, 1);
+    const char *bye[] = {"PUBLISH", "bench:raw", "bye"};
+    size_t bye_lens[] = {7, 9, 3};
+    raw_ok(redisCommandArgv(pub, 3, bye, bye_lens), REDIS_REPLY_INTEGER);
+    pthread_join(t, NULL);
+    redisFree(sub);
+    tc__hook_bus_applied = NULL;
+    tc_close(b);
+    char id[64];
+    snprintf(id, sizeof id, "bus-delivery-%s", place);
+    report(id, "p99_us", median(v, ROUNDS), median(base, ROUNDS));
+}
+
+/* ---- connection reuse ------------------------------------------------------------------------ */
+
+static void bench_conn_reuse(const char *place)
+{
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"store\": {\"path\": \"%s/shared.db\"}, \"edge\": {\"enabled\": false},"
+             " \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d}}",
+             dir, srv.port);
+    setenv("TIERCACHE_CONFIG", json, 1);
+    tc_cache *c;
+    if (tc_shared(&c) != TC_OK || tc_put(c, "k", 1, val, VLEN, 0) != TC_OK)
+        die("shared");
+    const int ops = 1000;
+    double v[ROUNDS], b[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        char buf[VLEN];
+        size_t len;
+        double t0 = now_ns();
+        for (int i = 0; i < ops; i++)
+            if (tc_shared(&c) != TC_OK || tc_get_into(&len, c, "k", 1, buf, sizeof buf) != TC_OK)
+                die("warm");
+        v[r] = (now_ns() - t0) / ops / 1000;
+        t0 = now_ns();
+        for (int i = 0; i < ops; i++) {
+            redisContext *rc = raw_connect();
+            const char *argv[] = {"GET", "tc:k"};
+            size_t lens[] = {3, 4};
+            raw_ok(redisCommandArgv(rc, 2, argv, lens), REDIS_REPLY_STRING);
+            redisFree(rc);
+        }
+        b[r] = (now_ns() - t0) / ops / 1000;
+    }
+    char id[64];
+    snprintf(id, sizeof id, "conn-reuse-%s", place);
+    report(id, "us_per_call", median(v, ROUNDS), median(b, ROUNDS));
+    tc_shared_reset();
+}
+
+int main(void)
+{
+    if (tct_tmpdir(dir, sizeof dir) != 0 || tct_redis_start(&srv) != 0) {
+        printf("bench_redis: redis-server not available: skipped\n");
+        return 0;
+    }
+    memset(val, 'v', sizeof val);
+    for (int i = 0; i < NKEYS; i++) {
+        snprintf(keys[i], sizeof keys[i], "bench:key:%d", i);
+        klen[i] = strlen(keys[i]);
+        snprintf(full[i], sizeof full[i], "tc:%s", keys[i]);
+        flen[i] = strlen(full[i]);
+        snprintf(setkeys[i], sizeof setkeys[i], "bench:set:%d", i);
+        setklen[i] = strlen(setkeys[i]);
+    }
+    static const struct { const char *name; int client_cpu; } places[] = {
+        {"same", 0}, {"split", 1}};
+    for (size_t p = 0; p < 2; p++) {
+        pin(srv.pid, 0);
+        pin(0, places[p].client_cpu);
+        tc_cache *c = open_cache("db", 0, 0);
+        for (int i = 0; i < NKEYS; i++)
+            if (tc_put(c, keys[i], klen[i], val, VLEN, 0) != TC_OK)
+                die("put");
+        redisContext *raw = raw_connect();
+        bench_get_set(places[p].name, c, raw);
+        bench_getmany(places[p].name, c, raw);
+        bench_edge_vs_redis(places[p].name, raw);
+        bench_bus(places[p].name, raw);
+        bench_conn_reuse(places[p].name);
+        redisFree(raw);
+        tc_close(c);
+    }
+    tct_redis_stop(&srv);
+    tct_rmrf(dir);
+    return 0;
+}
