@@ -12,7 +12,8 @@
 extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
 /* Bench hook: when set, called on the subscriber thread after a bus message from another
  * handle was applied to this handle's edge. Not exported. */
-extern void (*tc__hook_bus_applied)(tc_cache *cache);
+typedef void (*tc__bus_hook)(tc_cache *cache);
+extern _Atomic(tc__bus_hook) tc__hook_bus_applied; /* set while the subscriber may run */
 
 /* The handle's edge and Redis tiers (NULL when absent), for tests that look inside. */
 tc__edge *tc__cache_edge(tc_cache *cache);

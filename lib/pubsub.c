@@ -316,6 +316,7 @@ static int handshake(tc__pubsub *p, redisContext *c, const char *what, int argc,
 
 static redisContext *conn_open(tc__pubsub *p)
 {
+    tc__sigpipe_refresh();
     redisContext *c = p->unix_socket != NULL
                           ? redisConnectUnixWithTimeout(p->unix_socket, p->connect_tv)
                           : redisConnectWithTimeout(p->host, p->port, p->connect_tv);

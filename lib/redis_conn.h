@@ -89,6 +89,9 @@ typedef struct tc__sigpipe_guard {
     int blocked, was_pending;
 } tc__sigpipe_guard;
 
+/* Reads SIGPIPE's disposition (at each connect): while it is SIG_IGN the guard does nothing,
+ * as nothing can kill the process. */
+void tc__sigpipe_refresh(void);
 void tc__sigpipe_block(tc__sigpipe_guard *g);
 /* io_failed: the I/O under the guard reported an error (only then can a SIGPIPE be pending). */
 void tc__sigpipe_restore(tc__sigpipe_guard *g, int io_failed);

@@ -113,7 +113,7 @@ void tc__cache_fork_check(tc_cache *c)
 }
 
 void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
-void (*tc__hook_bus_applied)(tc_cache *cache);
+_Atomic(tc__bus_hook) tc__hook_bus_applied;
 
 tc__edge *tc__cache_edge(tc_cache *c)
 {
@@ -259,8 +259,9 @@ static void bus_message(void *ctx, const char *channel, size_t channel_len, cons
         tc__edge_clear(c->edge);
         break;
     }
-    if (tc__hook_bus_applied != NULL)
-        tc__hook_bus_applied(c);
+    tc__bus_hook hook = atomic_load(&tc__hook_bus_applied);
+    if (hook != NULL)
+        hook(c);
 }
 
 /* On the subscriber thread: while the subscription is down, messages may be lost. */
