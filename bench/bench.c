@@ -22,7 +22,7 @@
 
 #define ROUNDS 5
 
-static void die(const char *what, int rc, tc_cache *c)
+_Noreturn static void die(const char *what, int rc, tc_cache *c)
 {
     fprintf(stderr, "bench: %s: %s (%s)\n", what, tc_strerror(rc), tc_errmsg(c));
     exit(1);

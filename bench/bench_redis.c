@@ -44,7 +44,7 @@ static char keys[NKEYS][32], full[NKEYS][40], setkeys[NKEYS][32];
 static size_t klen[NKEYS], flen[NKEYS], setklen[NKEYS];
 static char val[VLEN];
 
-static void die(const char *what)
+_Noreturn static void die(const char *what)
 {
     fprintf(stderr, "bench_redis: %s (%s)\n", what, tc_errmsg(NULL));
     exit(1);

@@ -584,7 +584,11 @@ static int on_reply(tc__pubsub *p, redisContext *c, redisReply *r)
         set_err(p, "the server replied: %.120s", r->str);
         return -1;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element[0] == NULL ||
+    int agg = r->type == REDIS_REPLY_ARRAY;
+#ifdef REDIS_REPLY_PUSH /* hiredis >= 1.0: RESP3 delivers pub/sub messages as push replies */
+    agg = agg || r->type == REDIS_REPLY_PUSH;
+#endif
+    if (!agg || r->elements < 2 || r->element[0] == NULL ||
         !is_str(r->element[0]))
         goto bad;
     for (size_t i = 0; i < r->elements; i++)
@@ -836,20 +840,23 @@ static void free_fields(tc__pubsub *p)
     free(p->ns);
 }
 
-int tc__pubsub_new(tc__pubsub **out, const tc__pubsub_opts *opts, const void *owner)
+int tc__pubsub_new(tc__pubsub **out, const tc__redis_opts *opts, int64_t ping_interval_ms,
+                   const void *owner)
 {
     if (out == NULL)
         return tc__err(owner, TC_EINVAL, "pubsub: out is NULL");
     *out = NULL;
-    if (opts == NULL || (opts->ns == NULL && opts->ns_len > 0))
+    if (opts == NULL)
         return tc__err(owner, TC_EINVAL, "pubsub: options are NULL");
+    const char *ns = opts->ns != NULL ? opts->ns : "";
+    size_t ns_len = strlen(ns);
     int use_unix = opts->unix_socket != NULL && opts->unix_socket[0] != '\0';
     if (!use_unix && (opts->host == NULL || opts->host[0] == '\0'))
         return tc__err(owner, TC_EINVAL, "pubsub: neither a host nor a unix socket is set");
     if (!use_unix && (opts->port < 1 || opts->port > 65535))
         return tc__err(owner, TC_EINVAL, "pubsub: port %d is out of range", opts->port);
     if (opts->connect_timeout_ms < 1 || opts->retry_interval_ms < 0 || opts->retry_max_ms < 0 ||
-        opts->ping_interval_ms < 0)
+        ping_interval_ms < 0)
         return tc__err(owner, TC_EINVAL, "pubsub: a timeout or interval is out of range");
 
     tc__pubsub *p = calloc(1, sizeof *p);
@@ -864,15 +871,13 @@ int tc__pubsub_new(tc__pubsub **out, const tc__pubsub_opts *opts, const void *ow
     p->connect_tv.tv_usec = (suseconds_t)((opts->connect_timeout_ms % 1000) * 1000);
     p->retry_interval_ms = opts->retry_interval_ms;
     p->retry_max_ms = opts->retry_max_ms;
-    p->ping_interval_ms = opts->ping_interval_ms;
-    p->ns_len = opts->ns_len;
+    p->ping_interval_ms = ping_interval_ms;
+    p->ns_len = ns_len;
     p->username = dup_str(opts->username);
     p->password = dup_str(opts->password);
-    p->ns = malloc(opts->ns_len + 1);
+    p->ns = malloc(ns_len + 1);
     if (p->ns != NULL) {
-        if (opts->ns_len > 0)
-            memcpy(p->ns, opts->ns, opts->ns_len);
-        p->ns[opts->ns_len] = '\0';
+        memcpy(p->ns, ns, ns_len + 1);
     }
     const char *where = use_unix ? opts->unix_socket : opts->host;
     size_t wn = strlen(where) + 16;

@@ -10,30 +10,22 @@
 #define TC_PUBSUB_H
 
 #include "internal.h"
+#include "redis_tier.h"
 
 typedef struct tc__pubsub tc__pubsub;
 typedef struct tc__sub tc__sub;
 
-typedef struct tc__pubsub_opts {
-    const char *host; /* used when unix_socket is NULL or "" */
-    int port;
-    const char *unix_socket;
-    const char *username, *password; /* NULL or "" for none */
-    int database;                    /* SELECT when > 0 (pub/sub ignores it, AUTH does not) */
-    int keepalive;
-    int64_t connect_timeout_ms;
-    int64_t retry_interval_ms, retry_max_ms; /* reconnect backoff: doubles from one to the other */
-    /* How often an idle subscriber PINGs the server to find a dead connection that no FIN
-     * announced (a partition, a paused server): a connection silent for twice this is dropped
-     * and reconnected. */
-    int64_t ping_interval_ms;
-    const char *ns; /* channel prefix */
-    size_t ns_len;
-} tc__pubsub_opts;
+/* A subscriber connects where the handle's Redis tier does, with its credentials, timeouts
+ * and backoff (tc__redis_opts: host or unix_socket, port, username, password, database,
+ * keepalive, connect_timeout_ms, retry_interval_ms, retry_max_ms, and ns as the channel
+ * prefix). ping_interval_ms: how often an idle subscriber PINGs the server to find a dead
+ * connection that no FIN announced (a partition, a paused server); a connection silent for
+ * twice this is dropped and reconnected. */
 
 /* Copies opts; no thread and no connection yet. Thread-safe from here on: every function below
  * may be called from any thread (tc__pubsub_free and tc__pubsub_after_fork excepted). */
-int tc__pubsub_new(tc__pubsub **out, const tc__pubsub_opts *opts, const void *owner);
+int tc__pubsub_new(tc__pubsub **out, const tc__redis_opts *opts, int64_t ping_interval_ms,
+                   const void *owner);
 /* Ends every subscription (no callback runs after it returns, and every tc__sub of p is freed:
  * pointers to them are invalid), joins the thread (waiting for a connect in progress: at most
  * the connect timeout and the handshake), frees. NULL is accepted. Not from a callback, and not

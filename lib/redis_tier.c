@@ -321,7 +321,8 @@ static int retryable(int err)
 {
     if (err == REDIS_ERR_IO || err == REDIS_ERR_EOF)
         return 1;
-#ifdef REDIS_ERR_TIMEOUT /* hiredis >= 1.1 reports timeouts apart; 0.14 says REDIS_ERR_IO */
+#ifdef REDIS_ERR_TIMEOUT /* hiredis >= 1.1 defines it, for ETIMEDOUT; a Linux SO_RCVTIMEO
+                          * timeout (EAGAIN) is still REDIS_ERR_IO in 1.x, as in 0.14 */
     if (err == REDIS_ERR_TIMEOUT)
         return 1;
 #endif

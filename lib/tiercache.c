@@ -358,22 +358,8 @@ int tc_open(tc_cache **out, const tc_config *cfg)
         rc = tc__redis_new(&c->redis, &o, c, &c->stats);
         if (rc != TC_OK)
             goto fail;
-        tc__pubsub_opts po = {
-            .host = k->redis_host,
-            .port = (int)k->redis_port,
-            .unix_socket = k->redis_unix_socket,
-            .username = k->redis_username,
-            .password = k->redis_password,
-            .database = (int)k->redis_database,
-            .keepalive = k->redis_keepalive,
-            .connect_timeout_ms = k->redis_connect_timeout_ms,
-            .retry_interval_ms = k->redis_retry_interval_ms,
-            .retry_max_ms = k->redis_retry_max_ms,
-            .ping_interval_ms = 1000,
-            .ns = k->redis_namespace,
-            .ns_len = strlen(k->redis_namespace),
-        };
-        rc = tc__pubsub_new(&c->pubsub, &po, c);
+        /* The subscriber connects as the tier does; an idle one PINGs every second. */
+        rc = tc__pubsub_new(&c->pubsub, &o, 1000, c);
         if (rc != TC_OK)
             goto fail;
     }

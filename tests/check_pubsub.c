@@ -129,18 +129,16 @@ static tc_cache *open_at(const char *name, int port, const char *extra)
 /* A subscriber made directly, with short intervals so that link tests run quickly. */
 static tc__pubsub *pubsub_at(int port, const char *ns)
 {
-    tc__pubsub_opts o = {
+    tc__redis_opts o = {
         .host = "127.0.0.1",
         .port = port,
         .connect_timeout_ms = 500,
         .retry_interval_ms = 20,
         .retry_max_ms = 200,
-        .ping_interval_ms = 200,
         .ns = ns,
-        .ns_len = strlen(ns),
     };
     tc__pubsub *p;
-    ck_assert_int_eq(tc__pubsub_new(&p, &o, NULL), TC_OK);
+    ck_assert_int_eq(tc__pubsub_new(&p, &o, 200, NULL), TC_OK);
     return p;
 }
 
@@ -211,8 +209,8 @@ START_TEST(test_bad_arguments)
     tc__sub *is;
     ck_assert_int_eq(tc__pubsub_subscribe(&is, p, K("ch"), NULL, NULL, &r, 0), TC_EINVAL);
     ck_assert_int_eq(tc__pubsub_subscribe(&is, NULL, K("ch"), on_msg, NULL, &r, 0), TC_EINVAL);
-    tc__pubsub_opts o = {.host = "", .port = 1, .connect_timeout_ms = 1};
-    ck_assert_int_eq(tc__pubsub_new(&p, &o, NULL), TC_EINVAL);
+    tc__redis_opts o = {.host = "", .port = 1, .connect_timeout_ms = 1};
+    ck_assert_int_eq(tc__pubsub_new(&p, &o, 100, NULL), TC_EINVAL);
     ck_assert_ptr_null(p);
     tc_close(c);
     rec_fini(&r);
