@@ -12,6 +12,8 @@
  *   bus-delivery    p99 us from PUBLISH of an invalidation to      vs p99 us from PUBLISH to a raw
  *                   its eviction from another handle's edge          subscriber's redisGetReply
  *   conn-reuse      us per warm call on tc_shared (a Redis GET)   vs connect, GET, free per call
+ *   conn-per-thread-vs-pool  ops/s of 2 threads on the tier's      vs 2 threads on a pool of 2 raw
+ *                   per-thread connections                          connections under a mutex
  *
  * Rounds alternate value and baseline; medians of ROUNDS. Compare ratios, not absolute figures.
  *
@@ -320,6 +322,90 @@ static void bench_bus(const char *place, redisContext *pub)
     report(id, "p99_us", median(v, ROUNDS), median(base, ROUNDS));
 }
 
+/* ---- per-thread connections against a pool ---------------------------------------------- */
+
+/* Two threads doing GETs: the tier's per-thread connections against a pool of two raw
+ * connections handed out under a mutex (the other common design). */
+typedef struct pool {
+    pthread_mutex_t mu;
+    redisContext *free_list[2];
+    int nfree;
+} pool;
+
+typedef struct worker {
+    tc_cache *c;
+    pool *pl;
+    int ops;
+    double ns;
+} worker;
+
+static void *tier_worker(void *arg)
+{
+    worker *w = arg;
+    double t0 = now_ns();
+    for (int i = 0; i < w->ops; i++) {
+        void *out;
+        size_t len;
+        if (tc_get(&out, &len, w->c, keys[i % NKEYS], klen[i % NKEYS]) != TC_OK)
+            die("get");
+        tc_free(out);
+    }
+    w->ns = now_ns() - t0;
+    return NULL;
+}
+
+static void *pool_worker(void *arg)
+{
+    worker *w = arg;
+    double t0 = now_ns();
+    for (int i = 0; i < w->ops; i++) {
+        pthread_mutex_lock(&w->pl->mu);
+        redisContext *rc = w->pl->free_list[--w->pl->nfree];
+        pthread_mutex_unlock(&w->pl->mu);
+        const char *argv[] = {"GET", full[i % NKEYS]};
+        size_t lens[] = {3, flen[i % NKEYS]};
+        raw_ok(redisCommandArgv(rc, 2, argv, lens), REDIS_REPLY_STRING);
+        pthread_mutex_lock(&w->pl->mu);
+        w->pl->free_list[w->pl->nfree++] = rc;
+        pthread_mutex_unlock(&w->pl->mu);
+    }
+    w->ns = now_ns() - t0;
+    return NULL;
+}
+
+static double two_threads(void *(*fn)(void *), tc_cache *c, pool *pl, int ops)
+{
+    worker w[2] = {{c, pl, ops, 0}, {c, pl, ops, 0}};
+    pthread_t t[2];
+    double t0 = now_ns();
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&t[i], NULL, fn, &w[i]) != 0)
+            die("thread");
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    return 2.0 * ops / ((now_ns() - t0) / 1e9);
+}
+
+static void bench_conn_model(const char *place, tc_cache *c)
+{
+    pool pl = {.nfree = 2};
+    pthread_mutex_init(&pl.mu, NULL);
+    pl.free_list[0] = raw_connect();
+    pl.free_list[1] = raw_connect();
+    const int ops = 5000;
+    double v[ROUNDS], b[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        v[r] = two_threads(tier_worker, c, NULL, ops);
+        b[r] = two_threads(pool_worker, NULL, &pl, ops);
+    }
+    char id[64];
+    snprintf(id, sizeof id, "conn-per-thread-vs-pool-%s", place);
+    report(id, "ops_per_s_2threads", median(v, ROUNDS), median(b, ROUNDS));
+    redisFree(pl.free_list[0]);
+    redisFree(pl.free_list[1]);
+    pthread_mutex_destroy(&pl.mu);
+}
+
 /* ---- connection reuse ------------------------------------------------------------------------ */
 
 static void bench_conn_reuse(const char *place)
@@ -402,6 +488,7 @@ int main(void)
         bench_getmany(places[p].name, c, raw);
         bench_edge_vs_redis(places[p].name, raw);
         bench_bus(places[p].name, raw);
+        bench_conn_model(places[p].name, c);
         bench_conn_reuse(places[p].name);
         redisFree(raw);
         tc_close(c);
