@@ -12,6 +12,10 @@
 extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
 /* Bench hook: when set, called on the subscriber thread after a bus message from another
  * handle was applied to this handle's edge. Not exported. */
+/* Test hook: when set, called right before a read goes to the store (by the one reader of a
+ * key that does; to slow it down in stampede tests). Not exported. */
+typedef void (*tc__store_hook)(tc_cache *cache, const char *key, size_t key_len);
+extern _Atomic(tc__store_hook) tc__hook_before_store_read;
 typedef void (*tc__bus_hook)(tc_cache *cache);
 extern _Atomic(tc__bus_hook) tc__hook_bus_applied; /* set while the subscriber may run */
 

@@ -32,6 +32,7 @@ static const opt options[] = {
     {"default_ttl_ms", OPT_INT, F(default_ttl_ms), 1, 365 * DAY_MS, NULL},
     {"max_value_bytes", OPT_INT, F(max_value_bytes), 1, 512LL << 20, NULL},
     {"tombstone_ttl_ms", OPT_INT, F(tombstone_ttl_ms), 1, DAY_MS, NULL},
+    {"ttl_jitter_pct", OPT_INT, F(ttl_jitter_pct), 0, 50, NULL},
     {"edge.enabled", OPT_BOOL, F(edge_enabled), 0, 1, NULL},
     {"edge.max_entries", OPT_INT, F(edge_max_entries), 1, 1LL << 40, NULL},
     {"edge.max_bytes", OPT_INT, F(edge_max_bytes), 4096, 1LL << 50, NULL},
@@ -182,6 +183,7 @@ int tc_config_new(tc_config **out)
     cfg->default_ttl_ms = 300000;
     cfg->max_value_bytes = 8 << 20;
     cfg->tombstone_ttl_ms = 10000;
+    cfg->ttl_jitter_pct = 10;
     cfg->edge_enabled = 1;
     cfg->edge_max_entries = 100000;
     cfg->edge_max_bytes = 64 << 20;

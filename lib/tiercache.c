@@ -20,6 +20,7 @@
 #include "record.h"
 #include "redis_tier.h"
 #include "refresh.h"
+#include "singleflight.h"
 #include "stats.h"
 #include "store.h"
 
@@ -54,6 +55,7 @@ struct tc_cache {
     unsigned char bus_id[TC__BUS_ID_LEN];
     tc__store *store;
     tc__refresher *refresher; /* stale-while-revalidate refreshes */
+    tc__flights *flights;     /* one store read per key at a time */
     tc__stats stats;
     atomic_uint fork_gen; /* tc__fork_generation() the edge was last emptied in, or
                            * EDGE_REPAIRING while a child empties it */
@@ -87,6 +89,7 @@ static void fork_repair(tc_cache *c, int resume)
             }
             tc__edge_clear(c->edge);
             tc__refresher_after_fork(c->refresher);
+            tc__flights_after_fork(c->flights);
             tc__pubsub_after_fork(c->pubsub); /* the bus is down: the edge is not used */
 #ifndef TC_TSAN
             /* ThreadSanitizer aborts a child of a multi-threaded process that starts a
@@ -113,6 +116,7 @@ void tc__cache_fork_check(tc_cache *c)
 }
 
 void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
+_Atomic(tc__store_hook) tc__hook_before_store_read;
 _Atomic(tc__bus_hook) tc__hook_bus_applied;
 
 tc__edge *tc__cache_edge(tc_cache *c)
@@ -363,6 +367,11 @@ int tc_open(tc_cache **out, const tc_config *cfg)
         if (rc != TC_OK)
             goto fail;
     }
+    rc = tc__flights_new(&c->flights);
+    if (rc != TC_OK) {
+        tc__err(NULL, rc, "tc_open: out of memory");
+        goto fail;
+    }
     rc = tc__refresher_new(&c->refresher, refresh_key, c, 64);
     if (rc != TC_OK) {
         tc__err(NULL, rc, "tc_open: out of memory");
@@ -393,6 +402,7 @@ void tc_close(tc_cache *c)
     tc__pubsub_free(c->pubsub);       /* no callback runs after this */
     free(c->bus_channel);
     tc__refresher_free(c->refresher); /* its thread uses the tiers */
+    tc__flights_free(c->flights);
     tc__redis_free(c->redis);
     tc__edge_free(c->edge);
     if (c->store != NULL)
@@ -529,9 +539,29 @@ static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void 
 }
 
 /* After a commit, or a read from the store: the caches get the record of version. */
+/* ttl_ms less up to ttl_jitter_pct percent, at random: entries filled together (a deploy, a
+ * warm-up) then do not all expire in the same instant and reload together. Never longer, so
+ * an edge copy still never outlives its Redis copy. */
+static int64_t jitter(const tc_cache *c, int64_t ttl_ms)
+{
+    static _Thread_local uint64_t state;
+    int64_t pct = c->cfg->ttl_jitter_pct;
+    if (pct <= 0 || ttl_ms < 2)
+        return ttl_ms;
+    if (state == 0)
+        state = ((uint64_t)(uintptr_t)&state ^ (uint64_t)tc__wall_ms()) | 1;
+    state ^= state << 13; /* xorshift64: a spread, not a secret */
+    state ^= state >> 7;
+    state ^= state << 17;
+    int64_t span = ttl_ms / 100 * pct + ttl_ms % 100 * pct / 100;
+    int64_t cut = span > 0 ? (int64_t)(state % (uint64_t)(span + 1)) : 0;
+    return ttl_ms - cut > 0 ? ttl_ms - cut : 1;
+}
+
 static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec *r,
                        int64_t version, int64_t ttl_ms, uint64_t epoch)
 {
+    ttl_ms = jitter(c, ttl_ms);
     void *rec = NULL;
     size_t rec_len = 0;
     int rc = rec_alloc(c, r, &rec, &rec_len);
@@ -837,7 +867,32 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
 store:
     free(r->raw);
     r->raw = NULL;
-    rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
+    /* One store read per key at a time: a reader that finds one under way waits for its
+     * result instead of reading too (the leader fills the caches for everyone). */
+    int leader = 1, follower = 0;
+    rc = TC_ENOMEM;
+    tc__flight *fl = tc__flight_join(c->flights, key, key_len, &leader);
+    if (fl != NULL && !leader) {
+        void *v = NULL;
+        size_t vl = 0;
+        int64_t ver = 0;
+        rc = tc__flight_wait(c->flights, fl, &v, &vl, &ver);
+        fl = NULL;
+        if (rc == TC_OK) {
+            r->raw = v, r->raw_len = vl, r->raw_version = ver, r->raw_ttl = -1;
+            follower = 1;
+        } else if (rc == TC_ENOMEM) {
+            leader = 1; /* no shared result: read for ourselves */
+        }
+    }
+    if (leader) {
+        tc__store_hook hook = atomic_load(&tc__hook_before_store_read);
+        if (hook != NULL)
+            hook(c, key, key_len);
+        rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
+        if (fl != NULL)
+            tc__flight_land(c->flights, fl, rc, r->raw, r->raw_len, r->raw_version);
+    }
     if (rc == TC_ENOTFOUND) {
         TC__INC(c->stats.store.misses);
         free(fallback);
@@ -864,7 +919,8 @@ store:
         free(fallback);
         return rc;
     }
-    TC__INC(c->stats.store.hits);
+    if (!follower)
+        TC__INC(c->stats.store.hits);
     r->version = r->raw_version;
     *source = TC_SOURCE_STORE;
     int64_t now = tc__wall_ms();
@@ -877,7 +933,8 @@ store:
         revalidated(&fresh, &rec, fallback_version, r->raw, r->raw_len, r->raw_version, now);
         ttl = http_cache_ttl(c, &fresh, now);
     }
-    fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch);
+    if (!follower) /* the leader filled them */
+        fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch);
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;
         header.value_len = 0;

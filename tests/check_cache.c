@@ -2,6 +2,7 @@
  * check_cache.c - the whole data flow through real tiers: a private redis-server and SQLite
  * files in a temp dir.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -700,6 +701,111 @@ START_TEST(test_get_many_redis_down)
 }
 END_TEST
 
+/* ---- stampede control ------------------------------------------------------------------ */
+
+static atomic_int store_reads;
+
+static void slow_store_read(tc_cache *c, const char *key, size_t key_len)
+{
+    atomic_fetch_add(&store_reads, 1);
+    tct_sleep_ms(200); /* every other reader arrives while this one reads */
+}
+
+typedef struct stampede {
+    tc_cache *c;
+    const char *key;
+    atomic_int *go;
+    int rc;
+    char value[16];
+} stampede;
+
+static void *stampede_reader(void *arg)
+{
+    stampede *s = arg;
+    while (!atomic_load(s->go))
+        sched_yield();
+    void *v = NULL;
+    size_t len = 0;
+    s->rc = tc_get(&v, &len, s->c, s->key, strlen(s->key));
+    if (s->rc == TC_OK) {
+        snprintf(s->value, sizeof s->value, "%.*s", (int)len, (char *)v);
+        tc_free(v);
+    }
+    return NULL;
+}
+
+/* N concurrent misses of one key make one store read, and every caller gets its result. */
+static void stampede_on(tc_cache *c, const char *key, int want_rc, const char *want)
+{
+    enum { N = 8 };
+    atomic_int go = 0;
+    stampede s[N];
+    pthread_t t[N];
+    atomic_store(&store_reads, 0);
+    atomic_store(&tc__hook_before_store_read, slow_store_read);
+    for (int i = 0; i < N; i++) {
+        s[i] = (stampede){.c = c, .key = key, .go = &go};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, stampede_reader, &s[i]), 0);
+    }
+    atomic_store(&go, 1);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&tc__hook_before_store_read, NULL);
+    ck_assert_int_eq(atomic_load(&store_reads), 1);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(s[i].rc, want_rc);
+        if (want != NULL)
+            ck_assert_str_eq(s[i].value, want);
+    }
+}
+
+START_TEST(test_single_flight)
+{
+    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    ck_assert_int_eq(tc_put(c, K("hot"), "v1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(c, K("hot")), TC_OK); /* out of the edge: a miss */
+    long long hits = tct_stat(c, "store", "hits");
+    stampede_on(c, "hot", TC_OK, "v1");
+    ck_assert_int_eq(tct_stat(c, "store", "hits") - hits, 1);
+    stampede_on(c, "never", TC_ENOTFOUND, NULL);
+    /* Later readers are not held by a flight that landed: the edge answers them. */
+    expect_value(c, "hot", "v1", 2, TC_SOURCE_EDGE);
+    tc_close(c);
+}
+END_TEST
+
+/* Cache TTLs are cut by up to ttl_jitter_pct percent, never lengthened. */
+START_TEST(test_ttl_jitter)
+{
+    tc_cache *c = tct_open(dir, "db", redis.port, "{\"ttl_jitter_pct\": 50}");
+    tc_cache *flat = tct_open(dir, "db", redis.port, "{\"ttl_jitter_pct\": 0}");
+    long long lo = LLONG_MAX, hi = 0, flat_lo = LLONG_MAX;
+    for (int i = 0; i < 100; i++) {
+        char key[32], full[40];
+        snprintf(key, sizeof key, "j%d", i);
+        ck_assert_int_eq(tc_put(i % 2 ? c : flat, K(key), "v", 1, 100000), TC_OK);
+        snprintf(full, sizeof full, "tc:%s", key);
+        const char *pttl[] = {"PTTL", full, NULL};
+        char *r = tct_redis_cmd(&redis, pttl);
+        ck_assert_ptr_nonnull(r);
+        long long ms = atoll(r);
+        free(r);
+        if (i % 2) {
+            lo = ms < lo ? ms : lo;
+            hi = ms > hi ? ms : hi;
+        } else {
+            flat_lo = ms < flat_lo ? ms : flat_lo;
+        }
+    }
+    ck_assert_int_le(hi, 100000);
+    ck_assert_int_ge(lo, 49000);
+    ck_assert_int_lt(lo, 90000); /* 50 draws all above 90% of the TTL: (1/5)^50 */
+    ck_assert_int_ge(flat_lo, 98000);
+    tc_close(flat);
+    tc_close(c);
+}
+END_TEST
+
 Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -711,6 +817,7 @@ Suite *cache_suite(void)
     tcase_add_test(local, test_open_failure_has_message);
     tcase_add_test(local, test_no_redis);
     tcase_add_test(local, test_fork_while_reading);
+    tcase_add_test(local, test_single_flight);
     suite_add_tcase(s, local);
 
     TCase *tiers = tcase_create("tiers");
@@ -728,6 +835,7 @@ Suite *cache_suite(void)
     tcase_add_test(tiers, test_cache_aside_race);
     tcase_add_test(tiers, test_stats_json);
     tcase_add_test(tiers, test_get_many);
+    tcase_add_test(tiers, test_ttl_jitter);
     suite_add_tcase(s, tiers);
 
     TCase *faults = tcase_create("faults");
