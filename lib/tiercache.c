@@ -1636,6 +1636,35 @@ static int match_pattern(void *ctx, const char *key, size_t key_len, const void 
     return tc__pattern_match(pat->p, pat->n, key, key_len);
 }
 
+/* A pattern or a tag: Redis first, then this edge, then the other handles' edges, so that a
+ * handle that refills from Redis after its edge was walked finds the copies gone there
+ * already; the epoch voids fills whose reads began before the walk. Edge entries and Redis
+ * values removed are counted in *out_removed. */
+static int invalidate_many(int64_t *out_removed, tc_cache *c, const char *arg, size_t len,
+                           int (*redis_step)(tc__redis *, const char *, size_t, int64_t *),
+                           tc__edge_match_fn match, void *match_ctx, unsigned op)
+{
+    int rc = TC_OK;
+    int64_t removed = 0, n = 0;
+    if (c->redis != NULL) {
+        rc = redis_step(c->redis, arg, len, &n);
+        if (rc != TC_OK) {
+            TC__INC(c->stats.redis.errors);
+            n = 0;
+        }
+    }
+    if (c->edge != NULL) {
+        atomic_fetch_add(&c->edge_epoch, 1);
+        removed = tc__edge_remove_matching(c->edge, match, match_ctx);
+    }
+    bus_publish(c, op, 0, arg, len);
+    if (rc != TC_OK)
+        return rc;
+    if (out_removed != NULL)
+        *out_removed = removed + n;
+    return TC_OK;
+}
+
 int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern,
                           size_t pattern_len)
 {
@@ -1647,28 +1676,9 @@ int tc_invalidate_pattern(int64_t *out_removed, tc_cache *c, const char *pattern
     int rc = tc__pattern_check(c, pattern, pattern_len);
     if (rc != TC_OK)
         return rc;
-    /* Redis first, then this edge, then the other handles' edges: a handle that refills from
-     * Redis after its edge was walked must find the copies gone there already. The epoch
-     * voids fills whose reads began before the walk. */
-    int64_t removed = 0, n = 0;
-    if (c->redis != NULL) {
-        rc = tc__redis_invalidate_pattern(c->redis, pattern, pattern_len, &n);
-        if (rc != TC_OK) {
-            TC__INC(c->stats.redis.errors);
-            n = 0;
-        }
-    }
-    if (c->edge != NULL) {
-        pattern_ref pat = {pattern, pattern_len};
-        atomic_fetch_add(&c->edge_epoch, 1);
-        removed += tc__edge_remove_matching(c->edge, match_pattern, &pat);
-    }
-    bus_publish(c, TC__BUS_PATTERN, 0, pattern, pattern_len);
-    if (rc != TC_OK)
-        return rc;
-    if (out_removed != NULL)
-        *out_removed = removed + n;
-    return TC_OK;
+    pattern_ref pat = {pattern, pattern_len};
+    return invalidate_many(out_removed, c, pattern, pattern_len, tc__redis_invalidate_pattern,
+                           match_pattern, &pat, TC__BUS_PATTERN);
 }
 
 static int tag_is(void *ctx, const char *tag, size_t tag_len)
@@ -1698,27 +1708,9 @@ int tc_invalidate_tag(int64_t *out_removed, tc_cache *c, const char *tag, size_t
     for (size_t i = 0; i < tag_len; i++)
         if (tag[i] == '\0' || is_ows(tag[i]))
             return tc__err(c, TC_EINVAL, "invalidate_tag: the tag holds a NUL, space or tab");
-    /* In the order of tc_invalidate_pattern, for the same reason. */
-    int rc = TC_OK;
-    int64_t removed = 0, n = 0;
-    if (c->redis != NULL) {
-        rc = tc__redis_invalidate_tag(c->redis, tag, tag_len, &n);
-        if (rc != TC_OK) {
-            TC__INC(c->stats.redis.errors);
-            n = 0;
-        }
-    }
-    if (c->edge != NULL) {
-        tag_ref t = {tag, tag_len};
-        atomic_fetch_add(&c->edge_epoch, 1);
-        removed += tc__edge_remove_matching(c->edge, match_tag, &t);
-    }
-    bus_publish(c, TC__BUS_TAG, 0, tag, tag_len);
-    if (rc != TC_OK)
-        return rc;
-    if (out_removed != NULL)
-        *out_removed = removed + n;
-    return TC_OK;
+    tag_ref t = {tag, tag_len};
+    return invalidate_many(out_removed, c, tag, tag_len, tc__redis_invalidate_tag, match_tag, &t,
+                           TC__BUS_TAG);
 }
 
 int tc_stats_json(char **out, tc_cache *c)
