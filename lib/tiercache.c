@@ -458,17 +458,21 @@ static int64_t http_cache_ttl(const tc_cache *c, const tc__rec *r, int64_t now)
 #define EDGE_HTTP 1u
 
 /* An edge entry never outlives the Redis copy it came from (invariant 4), nor edge.max_ttl_ms. */
+/* The epoch of a write's own fill: its value is the newest committed, never one read before
+ * an eviction, so it always replaces what the edge holds (read-your-writes). */
+#define EPOCH_WRITE UINT64_MAX
+
 static void fill_edge(tc_cache *c, const char *key, size_t key_len, const void *data,
                       size_t len, unsigned flags, int64_t version, int64_t ttl_ms,
                       uint64_t epoch)
 {
-    if (!edge_usable(c) || atomic_load(&c->edge_epoch) != epoch)
+    if (!edge_usable(c) || (epoch != EPOCH_WRITE && atomic_load(&c->edge_epoch) != epoch))
         return;
     int rc = tc__edge_set_flags(c->edge, key, key_len, data, len, version,
                                 min64(ttl_ms, c->cfg->edge_max_ttl_ms), flags);
     /* An eviction bumps the epoch before it walks the shards: one that missed this copy
      * shows here, and the copy goes. */
-    if (rc > 0 && atomic_load(&c->edge_epoch) != epoch) {
+    if (rc > 0 && epoch != EPOCH_WRITE && atomic_load(&c->edge_epoch) != epoch) {
         tc__edge_remove(c->edge, key, key_len);
         return;
     }
@@ -1375,7 +1379,6 @@ static int check_value(tc_cache *c, const char *op, const void *value, size_t va
 static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *r,
                          int64_t ttl_ms)
 {
-    uint64_t epoch = atomic_load(&c->edge_epoch);
     int64_t version = 0;
     int rc = c->store->ops->put(c->store, key, key_len, r->value, r->value_len, &version);
     if (rc != TC_OK) {
@@ -1389,7 +1392,7 @@ static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *
 
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
      * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
-    fill_caches(c, key, key_len, r, version, ttl_ms, epoch);
+    fill_caches(c, key, key_len, r, version, ttl_ms, EPOCH_WRITE);
     bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
     return TC_OK;
 }

@@ -806,6 +806,28 @@ START_TEST(test_ttl_jitter)
 }
 END_TEST
 
+/* A put returns with its value in its own edge even when an eviction (here: a pattern
+ * invalidation of other keys) moved the edge's epoch during the write: the write's fill is
+ * never dropped as a stale read's would be (read-your-writes). */
+static void evict_others(tc_cache *c, const char *key, size_t key_len)
+{
+    int64_t n;
+    ck_assert_int_eq(tc_invalidate_pattern(&n, c, K("/other/*")), TC_OK);
+}
+
+START_TEST(test_write_fill_survives_an_eviction)
+{
+    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    ck_assert_int_eq(tc_put(c, K("k"), "v1", 2, 0), TC_OK);
+    expect_value(c, "k", "v1", 2, TC_SOURCE_EDGE);
+    tc__hook_after_commit = evict_others;
+    ck_assert_int_eq(tc_put(c, K("k"), "v2", 2, 0), TC_OK);
+    tc__hook_after_commit = NULL;
+    expect_value(c, "k", "v2", 2, TC_SOURCE_EDGE);
+    tc_close(c);
+}
+END_TEST
+
 Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -818,6 +840,7 @@ Suite *cache_suite(void)
     tcase_add_test(local, test_no_redis);
     tcase_add_test(local, test_fork_while_reading);
     tcase_add_test(local, test_single_flight);
+    tcase_add_test(local, test_write_fill_survives_an_eviction);
     suite_add_tcase(s, local);
 
     TCase *tiers = tcase_create("tiers");
