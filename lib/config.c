@@ -33,6 +33,7 @@ static const opt options[] = {
     {"max_value_bytes", OPT_INT, F(max_value_bytes), 1, 512LL << 20, NULL},
     {"tombstone_ttl_ms", OPT_INT, F(tombstone_ttl_ms), 1, DAY_MS, NULL},
     {"ttl_jitter_pct", OPT_INT, F(ttl_jitter_pct), 0, 50, NULL},
+    {"negative_ttl_ms", OPT_INT, F(negative_ttl_ms), 0, DAY_MS, NULL},
     {"edge.enabled", OPT_BOOL, F(edge_enabled), 0, 1, NULL},
     {"edge.max_entries", OPT_INT, F(edge_max_entries), 1, 1LL << 40, NULL},
     {"edge.max_bytes", OPT_INT, F(edge_max_bytes), 4096, 1LL << 50, NULL},

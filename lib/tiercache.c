@@ -456,6 +456,11 @@ static int64_t http_cache_ttl(const tc_cache *c, const tc__rec *r, int64_t now)
 /* The edge keeps a plain value bare, so that a hit copies it straight into the caller's buffer
  * (tc__edge_get_into), and an HTTP record whole, flagged EDGE_HTTP. */
 #define EDGE_HTTP 1u
+/* A negative entry: the store had no such key (negative_ttl_ms); its value is empty and its
+ * version 0, so any real version (a put, a del's tombstone, a bus message) replaces it. */
+#define EDGE_NEGATIVE 2u
+/* deliver_edge's answer for a negative entry. */
+#define READ_NEGATIVE 3
 
 /* An edge entry never outlives the Redis copy it came from (invariant 4), nor edge.max_ttl_ms. */
 /* The epoch of a write's own fill: its value is the newest committed, never one read before
@@ -677,6 +682,8 @@ static int deliver_edge(void *ctx, const void *data, size_t len, int64_t version
     r->version = version;
     if (r->edge_flags == 0)
         return deliver_value(r, data, len);
+    if (r->edge_flags & EDGE_NEGATIVE)
+        return READ_NEGATIVE;
     return keep_raw(r, data, len, version, ttl);
 }
 
@@ -793,6 +800,11 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
         if (rc == TC__EDGE_FLAGGED)
             rc = tc__edge_get_flags(c->edge, key, key_len, deliver_edge, r, &r->edge_flags,
                                     &r->tomb_version);
+        if (rc == READ_NEGATIVE) {
+            /* Remembered as absent: no lower tier is asked until it expires. */
+            TC__INC(c->stats.edge.misses);
+            return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
+        }
         if (rc == TC_OK && r->raw != NULL) {
             rc = judge_http(c, key, key_len, r, 0, &rec);
             if (rc == 0) {
@@ -900,6 +912,9 @@ store:
     if (rc == TC_ENOTFOUND) {
         TC__INC(c->stats.store.misses);
         free(fallback);
+        if (!follower && c->cfg->negative_ttl_ms > 0)
+            fill_edge(c, key, key_len, "", 0, EDGE_NEGATIVE, 0, c->cfg->negative_ttl_ms,
+                      r->epoch);
         tc__err(c, TC_ENOTFOUND, "key not found");
         return rc;
     }
@@ -1043,6 +1058,8 @@ enum { MANY_TODO, MANY_DONE, MANY_STORE, MANY_FULL };
 static int many_edge(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
 {
     reader *r = ctx;
+    if (r->edge_flags & EDGE_NEGATIVE)
+        return READ_NEGATIVE;
     if (r->edge_flags != 0)
         return TC_ENOTFOUND;
     r->version = version;
@@ -1110,8 +1127,8 @@ static int get_many_run(many *m, size_t n)
         free(r.copy);
         if (rc == TC_ENOMEM)
             return tc__err(c, TC_ENOMEM, "get_many: out of memory");
-        if (rc == TC_OK) {
-            m->state[i] = MANY_DONE;
+        if (rc == TC_OK || rc == READ_NEGATIVE) {
+            m->state[i] = MANY_DONE; /* a negative entry: known absent, no value */
         } else {
             TC__INC(c->stats.edge.misses);
             /* A tombstone: Redis may hold an older copy; the single-key path checks. */

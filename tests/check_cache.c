@@ -828,6 +828,46 @@ START_TEST(test_write_fill_survives_an_eviction)
 }
 END_TEST
 
+/* negative_ttl_ms: a key the store lacks is remembered as absent in the edge; a put of it, or
+ * another handle's put heard on the bus, replaces the memory. */
+START_TEST(test_negative_caching)
+{
+    tc_cache *a = tct_open(dir, "db", redis.port, "{\"negative_ttl_ms\": 60000}");
+    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    expect_missing(a, "nope");
+    long long misses = tct_stat(a, "store", "misses");
+    expect_missing(a, "nope");
+    const char *keys[] = {"nope"};
+    size_t lens[] = {4};
+    tc_items *items;
+    ck_assert_int_eq(tc_get_many(&items, a, keys, lens, 1), TC_OK);
+    size_t vl;
+    ck_assert_ptr_null(tc_items_value(items, 0, &vl));
+    tc_items_free(items);
+    ck_assert_int_eq(tct_stat(a, "store", "misses"), misses); /* not asked again */
+    /* Its own put replaces the memory at once. */
+    ck_assert_int_eq(tc_put(a, K("nope"), "here", 4, 0), TC_OK);
+    expect_value(a, "nope", "here", 4, TC_SOURCE_EDGE);
+    /* Another handle's put reaches it over the bus. */
+    expect_missing(a, "later");
+    ck_assert_int_eq(tc_put(b, K("later"), "now", 3, 0), TC_OK);
+    int seen = 0;
+    for (int waited = 0; waited < 10000 && !seen; waited += 5) {
+        void *v;
+        size_t len;
+        if (tc_get(&v, &len, a, K("later")) == TC_OK) {
+            seen = len == 3 && memcmp(v, "now", 3) == 0;
+            tc_free(v);
+        }
+        if (!seen)
+            tct_sleep_ms(5);
+    }
+    ck_assert(seen);
+    tc_close(b);
+    tc_close(a);
+}
+END_TEST
+
 Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -859,6 +899,7 @@ Suite *cache_suite(void)
     tcase_add_test(tiers, test_stats_json);
     tcase_add_test(tiers, test_get_many);
     tcase_add_test(tiers, test_ttl_jitter);
+    tcase_add_test(tiers, test_negative_caching);
     suite_add_tcase(s, tiers);
 
     TCase *faults = tcase_create("faults");
