@@ -19,31 +19,6 @@
 #include "cache.h"
 #include "tc_test.h"
 
-static tct_redis redis; /* shared by a TCase's tests; started in the parent */
-static char dir[256];   /* per test */
-
-static void redis_up(void)
-{
-    ck_assert_msg(tct_redis_start(&redis) == 0, "cannot start redis-server");
-}
-
-static void redis_down(void)
-{
-    tct_redis_stop(&redis);
-}
-
-static void dir_setup(void)
-{
-    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
-    const char *flush[] = {"FLUSHALL", NULL};
-    free(tct_redis_cmd(&redis, flush));
-}
-
-static void dir_teardown(void)
-{
-    tct_rmrf(dir);
-}
-
 #define K(s) (s), strlen(s)
 #define DEADLINE_MS 10000
 
@@ -143,7 +118,7 @@ int tct_bus_peer_main(const char *spec)
 
 START_TEST(test_two_processes)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     put_str(a, "k", "v1");
     put_str(a, "/img/a.png", "png");
     put_str(a, "/css/a.css", "css");
@@ -156,7 +131,7 @@ START_TEST(test_two_processes)
     ck_assert_int_eq(pipe(ready), 0);
     ck_assert_int_eq(pipe(go), 0);
     char spec[512];
-    snprintf(spec, sizeof spec, "%s %d %d %d", dir, redis.port, ready[1], go[0]);
+    snprintf(spec, sizeof spec, "%s %d %d %d", tct_dir, tct_srv.port, ready[1], go[0]);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -193,13 +168,13 @@ END_TEST
  * is read again, and the handle subscribes again. */
 START_TEST(test_dropped_bus_empties_the_edge)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *w = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *w = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
     put_str(a, "k", "v1");
     char buf[64];
     ck_assert_int_eq(read_src(a, "k", buf, sizeof buf), TC_SOURCE_EDGE);
     const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub", NULL};
-    free(tct_redis_cmd(&redis, kill));
+    free(tct_redis_cmd(&tct_srv, kill));
     ck_assert(wait_evicted(a, "k"));
     /* Subscribed again: the edge serves again, and hears other handles' writes. */
     int edge_again = 0;
@@ -223,7 +198,7 @@ START_TEST(test_bus_comes_up_later)
     tct_redis own;
     ck_assert_int_eq(tct_redis_start(&own), 0);
     tct_redis_kill(&own);
-    tc_cache *a = tct_open(dir, "db", own.port, "{\"redis\": {\"connect_timeout_ms\": 100, "
+    tc_cache *a = tct_open(tct_dir, "db", own.port, "{\"redis\": {\"connect_timeout_ms\": 100, "
                                                 "\"retry_interval_ms\": 20, \"retry_max_ms\": 100}}");
     put_str(a, "k", "v");
     char buf[64];
@@ -245,12 +220,12 @@ END_TEST
 /* redis.bus false: no subscription, nothing published; the edge is used at once. */
 START_TEST(test_bus_off)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, "{\"redis\": {\"bus\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, "{\"redis\": {\"bus\": false}}");
     put_str(a, "k", "v");
     char buf[64];
     ck_assert_int_eq(read_src(a, "k", buf, sizeof buf), TC_SOURCE_EDGE);
     const char *numsub[] = {"PUBSUB", "NUMSUB", "tc:bus", NULL};
-    char *r = tct_redis_cmd(&redis, numsub);
+    char *r = tct_redis_cmd(&tct_srv, numsub);
     ck_assert_ptr_nonnull(r);
     ck_assert_str_eq(r, "tc:bus\n0");
     free(r);
@@ -261,7 +236,7 @@ END_TEST
 /* Messages that make no sense on the bus channel are dropped, never a crash. */
 START_TEST(test_garbage_on_the_bus)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     put_str(a, "k", "v");
     const char *junk[][4] = {
         {"PUBLISH", "tc:bus", "", NULL},
@@ -270,7 +245,7 @@ START_TEST(test_garbage_on_the_bus)
         {"PUBLISH", "tc:bus", "hello world, this is not a bus message at all", NULL},
     };
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
-        free(tct_redis_cmd(&redis, junk[i]));
+        free(tct_redis_cmd(&tct_srv, junk[i]));
     char buf[64];
     tct_sleep_ms(50);
     ck_assert_int_eq(read_src(a, "k", buf, sizeof buf), TC_SOURCE_EDGE);
@@ -300,18 +275,18 @@ static void refill_on_apply(tc_cache *c)
 
 START_TEST(test_pattern_reaches_redis_before_the_bus)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    order_b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    order_b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     /* Unrelated keys, so that the SCAN of the invalidation takes a while. */
     const char *fill[] = {"EVAL", "for i=1,100000 do redis.call('SET','zz'..i,'x') end", "0",
                           NULL};
-    free(tct_redis_cmd(&redis, fill));
+    free(tct_redis_cmd(&tct_srv, fill));
     put_str(a, "/p/x", "v1");
     char buf[64];
     ck_assert_int_gt(read_src(order_b, "/p/x", buf, sizeof buf), 0);
     /* A write made in plain SQL (the caches do not know), then the path is invalidated. */
     char path[512];
-    snprintf(path, sizeof path, "%s/db.db", dir);
+    snprintf(path, sizeof path, "%s/db.db", tct_dir);
     sqlite3 *db;
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
@@ -339,8 +314,8 @@ Suite *bus_suite(void)
     Suite *s = suite_create("bus");
     TCase *tc = tcase_create("bus");
     tcase_set_timeout(tc, 60);
-    tcase_add_unchecked_fixture(tc, redis_up, redis_down);
-    tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(tc, tct_srv_up, tct_srv_down);
+    tcase_add_checked_fixture(tc, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(tc, test_two_processes);
     tcase_add_test(tc, test_dropped_bus_empties_the_edge);
     tcase_add_test(tc, test_bus_comes_up_later);

@@ -17,33 +17,6 @@
 #include "redis_tier.h"
 #include "tc_test.h"
 
-static tct_redis redis;      /* shared by a TCase's tests; started in the parent */
-static char dir[256];        /* per test */
-
-static void redis_up(void)
-{
-    ck_assert_msg(tct_redis_start(&redis) == 0, "cannot start redis-server");
-}
-
-static void redis_down(void)
-{
-    tct_redis_stop(&redis);
-}
-
-static void dir_setup(void)
-{
-    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
-    if (redis.port > 0) {
-        const char *flush[] = {"FLUSHALL", NULL};
-        free(tct_redis_cmd(&redis, flush));
-    }
-}
-
-static void dir_teardown(void)
-{
-    tct_rmrf(dir);
-}
-
 #define K(s) (s), strlen(s)
 
 /* Reads key and checks value, length and the tier that answered (0: any). */
@@ -76,7 +49,7 @@ static void expect_missing(tc_cache *c, const char *key)
 
 START_TEST(test_bad_arguments)
 {
-    tc_cache *c = tct_open(dir, "a", 0, "{\"max_value_bytes\": 1024}");
+    tc_cache *c = tct_open(tct_dir, "a", 0, "{\"max_value_bytes\": 1024}");
     void *v;
     size_t len;
     char big[TC_KEY_MAX + 1], buf[8];
@@ -129,7 +102,7 @@ END_TEST
 START_TEST(test_open_failure_has_message)
 {
     char extra[400];
-    snprintf(extra, sizeof extra, "{\"store\": {\"path\": \"%s/no/such/dir/x.db\"}}", dir);
+    snprintf(extra, sizeof extra, "{\"store\": {\"path\": \"%s/no/such/dir/x.db\"}}", tct_dir);
     tc_config *cfg;
     ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
     ck_assert_int_eq(tc_config_load_json(cfg, extra, strlen(extra)), TC_OK);
@@ -145,7 +118,7 @@ END_TEST
 
 START_TEST(test_no_redis)
 {
-    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
     ck_assert_int_eq(tc_put(c, K("k"), "v1", 2, 0), TC_OK);
     expect_value(c, "k", "v1", 2, TC_SOURCE_EDGE);
     ck_assert_int_eq(tc_invalidate(c, K("k")), TC_OK);
@@ -160,7 +133,7 @@ START_TEST(test_no_redis)
     tc_close(c);
 
     /* The data outlives the handle: it is in the SQLite file. */
-    c = tct_open(dir, "a", 0, "{\"edge\": {\"enabled\": false}}");
+    c = tct_open(tct_dir, "a", 0, "{\"edge\": {\"enabled\": false}}");
     expect_missing(c, "k");
     ck_assert_int_eq(tc_put(c, K("k2"), "x", 1, 0), TC_OK);
     expect_value(c, "k2", "x", 1, TC_SOURCE_STORE);
@@ -188,7 +161,7 @@ static void *read_loop(void *arg)
 
 START_TEST(test_fork_while_reading)
 {
-    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
     ck_assert_int_eq(tc_put(c, K("k"), "v", 1, 0), TC_OK);
     atomic_store(&reading, 1);
     pthread_t t;
@@ -239,9 +212,9 @@ START_TEST(test_values_every_tier)
     struct { const char *key; const void *v; size_t len; } cases[] = {
         {"nul", nul, sizeof nul - 1}, {"one", "x", 1}, {"zero", "", 0}, {"mib", big, mib},
     };
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *s = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *s = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_int_eq(tc_put(a, cases[i].key, strlen(cases[i].key), cases[i].v, cases[i].len, 0),
                          TC_OK);
@@ -258,8 +231,8 @@ END_TEST
 
 START_TEST(test_get_into)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     char buf[16];
     size_t len = 99;
     ck_assert_int_eq(tc_put(a, K("k"), "hello\0world", 11, 0), TC_OK);
@@ -281,7 +254,7 @@ START_TEST(test_get_into)
     tc_close(a);
     tc_close(b);
 
-    tc_cache *s = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *s = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     memset(buf, 0, sizeof buf);
     ck_assert_int_eq(tc_get_into(&len, s, K("k"), buf, sizeof buf), TC_OK);         /* store */
     ck_assert_int_eq(memcmp(buf, "hello\0world", 11), 0);
@@ -294,19 +267,19 @@ END_TEST
 
 START_TEST(test_read_through_fills_each_tier)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
     const char *flush[] = {"FLUSHALL", NULL};
-    free(tct_redis_cmd(&redis, flush));
+    free(tct_redis_cmd(&tct_srv, flush));
 
-    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     expect_value(b, "k", "v", 1, TC_SOURCE_STORE);  /* fills redis and edge */
     expect_value(b, "k", "v", 1, TC_SOURCE_EDGE);
     const char *exists[] = {"EXISTS", "tc:k", NULL};
-    char *r = tct_redis_cmd(&redis, exists);
+    char *r = tct_redis_cmd(&tct_srv, exists);
     ck_assert_str_eq(r, "1");
     free(r);
-    tc_cache *c = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, NULL);
     expect_value(c, "k", "v", 1, TC_SOURCE_REDIS);  /* fills edge */
     expect_value(c, "k", "v", 1, TC_SOURCE_EDGE);
     ck_assert_int_eq(tct_stat(c, "redis", "hits"), 1);
@@ -319,12 +292,12 @@ END_TEST
 
 START_TEST(test_ttl_expiry)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 150), TC_OK);
     expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
     tct_sleep_ms(400);
     const char *exists[] = {"EXISTS", "tc:k", NULL};
-    char *r = tct_redis_cmd(&redis, exists);
+    char *r = tct_redis_cmd(&tct_srv, exists);
     ck_assert_str_eq(r, "0");                       /* PX expired it in Redis */
     free(r);
     expect_value(a, "k", "v", 1, TC_SOURCE_STORE);  /* and the edge let go too */
@@ -335,8 +308,8 @@ END_TEST
 START_TEST(test_edge_ttl_capped_by_redis_ttl)
 {
     /* b learns the value from Redis with 150 ms left: its edge copy must not outlive that. */
-    tc_cache *a = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
-    tc_cache *b = tct_open(dir, "db", redis.port, "{\"edge\": {\"max_ttl_ms\": 600000}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"max_ttl_ms\": 600000}}");
     ck_assert_int_eq(tc_put(a, K("k"), "v1", 2, 150), TC_OK);
     expect_value(b, "k", "v1", 2, TC_SOURCE_REDIS);
     tct_sleep_ms(400);
@@ -364,22 +337,22 @@ static void check_order(tc_cache *c, const char *key, size_t key_len)
     ck_assert_int_eq(rc, TC_OK);
     ck_assert_int_eq(memcmp(v, "old", 3), 0);
     tc_free(v);
-    char *r = tct_redis_cmd(&redis, payload);
+    char *r = tct_redis_cmd(&tct_srv, payload);
     ck_assert_str_eq(r, "old");
     free(r);
 }
 
 START_TEST(test_write_through_ordering)
 {
-    hook_cache = tct_open(dir, "db", redis.port, NULL);
-    hook_store_reader = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    hook_cache = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    hook_store_reader = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     ck_assert_int_eq(tc_put(hook_cache, K("k"), "old", 3, 0), TC_OK);
     tc__hook_after_commit = check_order;
     ck_assert_int_eq(tc_put(hook_cache, K("k"), "new", 3, 0), TC_OK);
     tc__hook_after_commit = NULL;
     ck_assert_int_eq(hook_calls, 1);
     expect_value(hook_cache, "k", "new", 3, TC_SOURCE_EDGE);
-    char *r = tct_redis_cmd(&redis, payload);
+    char *r = tct_redis_cmd(&tct_srv, payload);
     ck_assert_str_eq(r, "new");
     free(r);
     tc_close(hook_cache);
@@ -391,8 +364,8 @@ START_TEST(test_versions_and_del)
 {
     /* b has no edge: until the invalidation bus exists, another handle's edge copy is only
      * bounded by edge.max_ttl_ms. */
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *b = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
     int64_t v1, v2;
     void *v;
     size_t len;
@@ -420,16 +393,16 @@ END_TEST
 
 START_TEST(test_invalidate)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
     ck_assert_int_eq(tc_invalidate(a, K("k")), TC_OK);
     /* Redis keeps a tombstone of the value's version, not the value. */
     const char *kind[] = {"GETRANGE", "tc:k", "2", "2", NULL};
-    char *r = tct_redis_cmd(&redis, kind);
+    char *r = tct_redis_cmd(&tct_srv, kind);
     ck_assert_str_eq(r, "X");
     free(r);
     expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
-    r = tct_redis_cmd(&redis, kind);
+    r = tct_redis_cmd(&tct_srv, kind);
     ck_assert_str_eq(r, "V");                       /* the same version filled it again */
     free(r);
     ck_assert_int_eq(tc_invalidate(a, K("absent")), TC_OK);
@@ -439,7 +412,7 @@ END_TEST
 
 START_TEST(test_invalidate_pattern)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     const char *keys[] = {"/images/a.png", "/images/x/b.png", "/css/site.css"};
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(tc_put(a, keys[i], strlen(keys[i]), "v", 1, 0), TC_OK);
@@ -465,8 +438,8 @@ END_TEST
  * tier must end with v2 or nothing, never v1. */
 START_TEST(test_cache_aside_race)
 {
-    tc_cache *reader = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *writer = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *reader = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *writer = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
     ck_assert_int_eq(tc_put(writer, K("k"), "v1", 2, 0), TC_OK);
     ck_assert_int_eq(tc_invalidate(writer, K("k")), TC_OK);
     /* (1) the reader's load of v1, as its read-through saw it */
@@ -474,7 +447,7 @@ START_TEST(test_cache_aside_race)
     size_t len;
     unsigned info;
     int64_t v1;
-    tc_cache *store_only = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *store_only = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     ck_assert_int_eq(tc_get_ex(&v, &len, &info, &v1, store_only, K("k")), TC_OK);
     tc_free(v);
     /* (2) the writer */
@@ -487,7 +460,7 @@ START_TEST(test_cache_aside_race)
      * (cross-process edge invalidation) is for. Redis refused it: */
     tc__edge_remove(tc__cache_edge(reader), K("k"));
     expect_value(reader, "k", "v2", 2, 0);
-    char *r = tct_redis_cmd(&redis, payload);
+    char *r = tct_redis_cmd(&tct_srv, payload);
     ck_assert_str_eq(r, "v2");
     free(r);
     tc_close(reader);
@@ -498,7 +471,7 @@ END_TEST
 
 START_TEST(test_stats_json)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
     expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
     expect_missing(a, "nope");
@@ -526,8 +499,8 @@ START_TEST(test_redis_killed_mid_run)
     tct_redis own;
     ck_assert_int_eq(tct_redis_start(&own), 0);
     /* No edge in b: every read goes to Redis, then the store. */
-    tc_cache *a = tct_open(dir, "db", own.port, NULL);
-    tc_cache *b = tct_open(dir, "db", own.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", own.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", own.port, "{\"edge\": {\"enabled\": false}}");
     char key[32], val[32];
     for (int i = 0; i < 20; i++) {
         snprintf(key, sizeof key, "k%d", i);
@@ -545,7 +518,7 @@ START_TEST(test_redis_killed_mid_run)
     }
     ck_assert_int_gt(tct_stat(b, "redis", "errors"), 0);
     /* Every write was committed while Redis was down. */
-    tc_cache *s = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *s = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     expect_value(s, "k7", "w7", 2, TC_SOURCE_STORE);
     ck_assert_int_eq(tc_invalidate(b, K("k1")), TC_EREDIS);
     ck_assert_ptr_nonnull(strstr(tc_errmsg(b), "redis"));
@@ -569,7 +542,7 @@ START_TEST(test_no_stale_after_failed_redis_write)
     /* Redis keeps v1 while a put of v2 cannot reach it: the handle must never read v1 back. */
     tct_redis own;
     ck_assert_int_eq(tct_redis_start(&own), 0);
-    tc_cache *a = tct_open(dir, "db", own.port,
+    tc_cache *a = tct_open(tct_dir, "db", own.port,
                            "{\"edge\": {\"enabled\": false},"
                            " \"redis\": {\"command_timeout_ms\": 100}}");
     ck_assert_int_eq(tc_put(a, K("k"), "v1", 2, 0), TC_OK);
@@ -597,7 +570,7 @@ START_TEST(test_redis_unreachable_from_start)
     ck_assert_int_eq(tct_redis_start(&own), 0);
     int port = own.port;
     tct_redis_stop(&own);
-    tc_cache *a = tct_open(dir, "db", port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", port, NULL);
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
     expect_value(a, "k", "v", 1, TC_SOURCE_STORE);
     ck_assert_int_eq(tc_invalidate(a, K("k")), TC_EREDIS);
@@ -605,7 +578,7 @@ START_TEST(test_redis_unreachable_from_start)
     ck_assert_int_eq(tct_stat(a, "redis", "connects"), 0);
     tc_close(a);
 
-    a = tct_open(dir, "db", port, "{\"redis\": {\"bus\": false}}");
+    a = tct_open(tct_dir, "db", port, "{\"redis\": {\"bus\": false}}");
     ck_assert_int_eq(tc_put(a, K("k"), "v", 1, 0), TC_OK);
     expect_value(a, "k", "v", 1, TC_SOURCE_EDGE);
     ck_assert_int_eq(tc_invalidate(a, K("k")), TC_EREDIS);
@@ -618,8 +591,8 @@ END_TEST
  * what Redis lacks; one item per key, in order. */
 START_TEST(test_get_many)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     ck_assert_int_eq(tc_put(a, K("e"), "edge", 4, 0), TC_OK);    /* in b: Redis, then edge */
     ck_assert_int_eq(tc_put(a, K("r"), "redis", 5, 0), TC_OK);
     ck_assert_int_eq(tc_put(a, K("s"), "st\0re", 6, 0), TC_OK);
@@ -627,7 +600,7 @@ START_TEST(test_get_many)
     ck_assert_int_eq(tc_put_http(NULL, a, K("h"), "http", 4, h, 2), TC_OK);
     expect_value(b, "e", "edge", 4, TC_SOURCE_REDIS);
     const char *del[] = {"DEL", "tc:s", NULL};
-    free(tct_redis_cmd(&redis, del)); /* only the store has it now */
+    free(tct_redis_cmd(&tct_srv, del)); /* only the store has it now */
     const char *keys[] = {"e", "r", "s", "missing", "e", "h"};
     size_t lens[6];
     for (int i = 0; i < 6; i++)
@@ -682,7 +655,7 @@ START_TEST(test_get_many_redis_down)
 {
     tct_redis own;
     ck_assert_int_eq(tct_redis_start(&own), 0);
-    tc_cache *a = tct_open(dir, "db", own.port, "{\"redis\": {\"bus\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", own.port, "{\"redis\": {\"bus\": false}}");
     ck_assert_int_eq(tc_put(a, K("x"), "1", 1, 0), TC_OK);
     ck_assert_int_eq(tc_put(a, K("y"), "2", 1, 0), TC_OK);
     ck_assert_int_eq(tc_invalidate(a, K("y")), TC_OK);
@@ -761,7 +734,7 @@ static void stampede_on(tc_cache *c, const char *key, int want_rc, const char *w
 
 START_TEST(test_single_flight)
 {
-    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
     ck_assert_int_eq(tc_put(c, K("hot"), "v1", 2, 0), TC_OK);
     ck_assert_int_eq(tc_invalidate(c, K("hot")), TC_OK); /* out of the edge: a miss */
     long long hits = tct_stat(c, "store", "hits");
@@ -777,8 +750,8 @@ END_TEST
 /* Cache TTLs are cut by up to ttl_jitter_pct percent, never lengthened. */
 START_TEST(test_ttl_jitter)
 {
-    tc_cache *c = tct_open(dir, "db", redis.port, "{\"ttl_jitter_pct\": 50}");
-    tc_cache *flat = tct_open(dir, "db", redis.port, "{\"ttl_jitter_pct\": 0}");
+    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, "{\"ttl_jitter_pct\": 50}");
+    tc_cache *flat = tct_open(tct_dir, "db", tct_srv.port, "{\"ttl_jitter_pct\": 0}");
     long long lo = LLONG_MAX, hi = 0, flat_lo = LLONG_MAX;
     for (int i = 0; i < 100; i++) {
         char key[32], full[40];
@@ -786,7 +759,7 @@ START_TEST(test_ttl_jitter)
         ck_assert_int_eq(tc_put(i % 2 ? c : flat, K(key), "v", 1, 100000), TC_OK);
         snprintf(full, sizeof full, "tc:%s", key);
         const char *pttl[] = {"PTTL", full, NULL};
-        char *r = tct_redis_cmd(&redis, pttl);
+        char *r = tct_redis_cmd(&tct_srv, pttl);
         ck_assert_ptr_nonnull(r);
         long long ms = atoll(r);
         free(r);
@@ -817,7 +790,7 @@ static void evict_others(tc_cache *c, const char *key, size_t key_len)
 
 START_TEST(test_write_fill_survives_an_eviction)
 {
-    tc_cache *c = tct_open(dir, "a", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
     ck_assert_int_eq(tc_put(c, K("k"), "v1", 2, 0), TC_OK);
     expect_value(c, "k", "v1", 2, TC_SOURCE_EDGE);
     tc__hook_after_commit = evict_others;
@@ -832,8 +805,8 @@ END_TEST
  * another handle's put heard on the bus, replaces the memory. */
 START_TEST(test_negative_caching)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, "{\"negative_ttl_ms\": 60000}");
-    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, "{\"negative_ttl_ms\": 60000}");
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     expect_missing(a, "nope");
     long long misses = tct_stat(a, "store", "misses");
     expect_missing(a, "nope");
@@ -874,7 +847,7 @@ Suite *cache_suite(void)
 
     TCase *local = tcase_create("local");
     tcase_set_timeout(local, 60); /* forks are slow under sanitizers and valgrind */
-    tcase_add_checked_fixture(local, dir_setup, dir_teardown);
+    tcase_add_checked_fixture(local, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(local, test_bad_arguments);
     tcase_add_test(local, test_open_failure_has_message);
     tcase_add_test(local, test_no_redis);
@@ -884,8 +857,8 @@ Suite *cache_suite(void)
     suite_add_tcase(s, local);
 
     TCase *tiers = tcase_create("tiers");
-    tcase_add_unchecked_fixture(tiers, redis_up, redis_down);
-    tcase_add_checked_fixture(tiers, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(tiers, tct_srv_up, tct_srv_down);
+    tcase_add_checked_fixture(tiers, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(tiers, test_values_every_tier);
     tcase_add_test(tiers, test_get_into);
     tcase_add_test(tiers, test_read_through_fills_each_tier);
@@ -904,7 +877,7 @@ Suite *cache_suite(void)
 
     TCase *faults = tcase_create("faults");
     tcase_set_timeout(faults, 30);
-    tcase_add_checked_fixture(faults, dir_setup, dir_teardown);
+    tcase_add_checked_fixture(faults, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(faults, test_redis_killed_mid_run);
     tcase_add_test(faults, test_no_stale_after_failed_redis_write);
     tcase_add_test(faults, test_redis_unreachable_from_start);

@@ -20,33 +20,6 @@
 #include "refresh.h"
 #include "tc_test.h"
 
-static tct_redis redis; /* shared by a TCase's tests; started in the parent */
-static char dir[256];   /* per test */
-
-static void redis_up(void)
-{
-    ck_assert_msg(tct_redis_start(&redis) == 0, "cannot start redis-server");
-}
-
-static void redis_down(void)
-{
-    tct_redis_stop(&redis);
-}
-
-static void dir_setup(void)
-{
-    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
-    if (redis.port > 0) {
-        const char *flush[] = {"FLUSHALL", NULL};
-        free(tct_redis_cmd(&redis, flush));
-    }
-}
-
-static void dir_teardown(void)
-{
-    tct_rmrf(dir);
-}
-
 #define K(s) (s), strlen(s)
 #define N(a) (sizeof(a) / sizeof(a)[0])
 
@@ -116,7 +89,7 @@ static unsigned source_of(tc_cache *c, const char *key)
 
 START_TEST(test_fresh_with_headers)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     const char *h[] = {"Cache-Control: public, max-age=3600", "ETag: \"v1\"",
                        "last-modified: Wed, 21 Oct 2015 07:28:00 GMT", "X-Other: ignored",
                        "Age: 100"};
@@ -157,7 +130,7 @@ END_TEST
 
 START_TEST(test_not_storable_deletes)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     const char *ok[] = {"Cache-Control: max-age=60"};
     const char *no_store[] = {"Cache-Control: no-store"};
     const char *priv[] = {"Cache-Control: private, max-age=60"};
@@ -174,7 +147,7 @@ END_TEST
 
 START_TEST(test_smaxage_and_must_revalidate)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     /* s-maxage wins over max-age for a shared cache, and forbids serving stale. */
     const char *h[] = {"Cache-Control: max-age=3600, s-maxage=10, stale-while-revalidate=600",
                        "Age: 20", "ETag: \"e\""};
@@ -213,7 +186,7 @@ END_TEST
 
 START_TEST(test_no_cache_revalidates_each_time)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     const char *h[] = {"Cache-Control: no-cache, max-age=3600", "ETag: \"n1\""};
     put_http(c, "/n", "v1", h, N(h), 1);
     for (int i = 0; i < 3; i++) {
@@ -226,7 +199,7 @@ START_TEST(test_no_cache_revalidates_each_time)
     ck_assert_int_eq(tct_stat(c, "store", "hits"), 3);
     /* A write made behind the caches' back is seen at once; the headers put with v1 do not
      * describe it: it comes back plain. */
-    tc_cache *other = tct_open(dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *other = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     ck_assert_int_eq(tc_put(other, K("/n"), "v2", 2, 0), TC_OK);
     got g;
     ck_assert_int_eq(get_http(&g, c, "/n", 0), TC_OK);
@@ -239,7 +212,7 @@ END_TEST
 
 START_TEST(test_bad_arguments)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     unsigned stored = 7;
     const char *no_colon[] = {"Cache-Control max-age=1"};
     ck_assert_int_eq(tc_put_http(&stored, c, K("/k"), "v", 1, no_colon, 1), TC_EINVAL);
@@ -317,7 +290,7 @@ static void *swr_read(void *arg)
  * is asked once, in the background, however many readers saw it stale. */
 static void swr_once(int redis_port)
 {
-    tc_cache *c = tct_open(dir, "db", redis_port, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", redis_port, NULL);
     const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
     put_http(c, "/swr", "v1", h, N(h), 1);
     long long store_hits = tct_stat(c, "store", "hits");
@@ -355,15 +328,15 @@ END_TEST
 
 START_TEST(test_swr_refreshes_once_with_redis)
 {
-    swr_once(redis.port);
+    swr_once(tct_srv.port);
 }
 END_TEST
 
 /* Another process refreshed the copy in Redis: the refresh takes it and leaves the store. */
 START_TEST(test_swr_takes_a_fresh_redis_copy)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *b = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
     put_http(a, "/r", "v1", h, N(h), 1);
     expect_http(b, "/r", 0, "v1", TC_HTTP_STALE); /* b's edge now holds the stale copy too */
@@ -393,7 +366,7 @@ static void sql(const char *path, const char *stmt)
 
 START_TEST(test_stale_if_error)
 {
-    tc_cache *c = tct_open(dir, "db", 0, "{\"store\": {\"busy_timeout_ms\": 10}}");
+    tc_cache *c = tct_open(tct_dir, "db", 0, "{\"store\": {\"busy_timeout_ms\": 10}}");
     const char *sie[] = {"Cache-Control: max-age=60, stale-if-error=600", "Age: 61"};
     const char *none[] = {"Cache-Control: max-age=60", "Age: 61"};
     put_http(c, "/sie", "v1", sie, N(sie), 1);
@@ -401,7 +374,7 @@ START_TEST(test_stale_if_error)
     expect_http(c, "/sie", TC_HTTP_ONLY_IF_CACHED, "v1", TC_HTTP_STALE);
     /* The store fails: its table is gone (renamed by another program). */
     char path[512];
-    snprintf(path, sizeof path, "%s/db.db", dir);
+    snprintf(path, sizeof path, "%s/db.db", tct_dir);
     sql(path, "ALTER TABLE tiercache RENAME TO tiercache_away");
     expect_http(c, "/sie", 0, "v1", TC_HTTP_STALE);
     got g;
@@ -418,8 +391,8 @@ END_TEST
 
 START_TEST(test_tags_both_tiers)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
-    tc_cache *noedge = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *noedge = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
     const char *ab[] = {"Cache-Control: max-age=3600", "Surrogate-Key: red  blue"};
     const char *b[] = {"Surrogate-Key: blue", "surrogate-key: green"};
     const char *none[] = {"Cache-Control: max-age=3600"};
@@ -450,13 +423,13 @@ END_TEST
 /* A record in Redis that makes no sense: the store answers, and the caller sees no error. */
 START_TEST(test_damaged_record_in_redis)
 {
-    tc_cache *c = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
     const char *h[] = {"Cache-Control: max-age=3600"};
     put_http(c, "/d", "body", h, N(h), 1);
     ck_assert_uint_eq(source_of(c, "/d"), TC_SOURCE_REDIS);
     /* The record's kind byte follows the tier's 19-byte header. */
     const char *bad_d[] = {"SETRANGE", "tc:/d", "19", "Z", NULL};
-    free(tct_redis_cmd(&redis, bad_d));
+    free(tct_redis_cmd(&tct_srv, bad_d));
     expect_http(c, "/d", 0, "body", TC_HTTP_FRESH);
     ck_assert_uint_eq(source_of(c, "/d"), TC_SOURCE_REDIS); /* repaired by the refill */
     tc_close(c);
@@ -466,7 +439,7 @@ END_TEST
 /* A CR or LF inside a value would come back as a header line of its own. */
 START_TEST(test_control_characters_refused)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     const char *crlf[] = {"Cache-Control: max-age=60", "ETag: \"x\"\r\nSet-Cookie: s=evil"};
     const char *lf[] = {"Cache-Control: max-age=60\nX: y"};
     const char *del[] = {"ETag: a\x7f"};
@@ -486,7 +459,7 @@ END_TEST
 /* A child of fork() closes the handle its parent used for refreshes: no thread to join. */
 START_TEST(test_close_in_child)
 {
-    tc_cache *c = tct_open(dir, "db", 0, NULL);
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
     const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
     put_http(c, "/swr", "v1", h, N(h), 1);
     expect_http(c, "/swr", 0, "v1", TC_HTTP_STALE); /* starts the refresher thread */
@@ -510,8 +483,8 @@ END_TEST
 START_TEST(test_refresh_keeps_newer_headers)
 {
     /* Without the bus, a does not hear b's write: its edge keeps the old stale record. */
-    tc_cache *a = tct_open(dir, "db", redis.port, "{\"redis\": {\"bus\": false}}");
-    tc_cache *b = tct_open(dir, "db", redis.port, "{\"edge\": {\"enabled\": false}}");
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, "{\"redis\": {\"bus\": false}}");
+    tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
     const char *old[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60",
                          "Surrogate-Key: oldtag"};
     put_http(a, "/r", "v1", old, N(old), 1);
@@ -539,7 +512,7 @@ END_TEST
  * record must win over it (invariant 2). */
 START_TEST(test_older_redis_copy_not_served)
 {
-    tc_cache *a = tct_open(dir, "db", redis.port, NULL);
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     const char *h1[] = {"Cache-Control: max-age=3600"};
     const char *h2[] = {"Cache-Control: max-age=60, must-revalidate", "Age: 61"};
     put_http(a, "/o", "v1", h1, N(h1), 1);
@@ -551,7 +524,7 @@ START_TEST(test_older_redis_copy_not_served)
     tc_free(v);
     put_http(a, "/o", "v2", h2, N(h2), 1);
     const char *flush[] = {"FLUSHALL", NULL};
-    free(tct_redis_cmd(&redis, flush));
+    free(tct_redis_cmd(&tct_srv, flush));
     ck_assert_int_eq(tc__redis_set(tc__cache_redis(a), K("/o"), "Pv1", 3, v1, 60000), TC_OK);
     expect_http(a, "/o", 0, "v2", TC_HTTP_FRESH);
     tc_close(a);
@@ -563,7 +536,7 @@ Suite *http_suite(void)
     Suite *s = suite_create("http");
     TCase *local = tcase_create("local");
     tcase_set_timeout(local, 30);
-    tcase_add_checked_fixture(local, dir_setup, dir_teardown);
+    tcase_add_checked_fixture(local, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(local, test_fresh_with_headers);
     tcase_add_test(local, test_not_storable_deletes);
     tcase_add_test(local, test_smaxage_and_must_revalidate);
@@ -577,8 +550,8 @@ Suite *http_suite(void)
 
     TCase *tiers = tcase_create("tiers");
     tcase_set_timeout(tiers, 30);
-    tcase_add_unchecked_fixture(tiers, redis_up, redis_down);
-    tcase_add_checked_fixture(tiers, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(tiers, tct_srv_up, tct_srv_down);
+    tcase_add_checked_fixture(tiers, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(tiers, test_swr_refreshes_once_with_redis);
     tcase_add_test(tiers, test_swr_takes_a_fresh_redis_copy);
     tcase_add_test(tiers, test_tags_both_tiers);

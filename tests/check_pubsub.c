@@ -19,29 +19,6 @@
 #include "redis_tier.h"
 #include "tc_test.h"
 
-static tct_redis redis; /* the TCase's server, started in the parent */
-static char dir[256];
-
-static void redis_up(void)
-{
-    ck_assert_msg(tct_redis_start(&redis) == 0, "cannot start redis-server");
-}
-
-static void redis_down(void)
-{
-    tct_redis_stop(&redis);
-}
-
-static void dir_setup(void)
-{
-    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
-}
-
-static void dir_teardown(void)
-{
-    tct_rmrf(dir);
-}
-
 #define K(s) (s), strlen(s)
 #define DEADLINE_MS 15000
 
@@ -123,7 +100,7 @@ static void expect_msg(rec *r, const char *chan, const void *msg, size_t msg_len
 
 static tc_cache *open_at(const char *name, int port, const char *extra)
 {
-    return tct_open(dir, name, port, extra);
+    return tct_open(tct_dir, name, port, extra);
 }
 
 /* A subscriber made directly, with short intervals so that link tests run quickly. */
@@ -154,7 +131,7 @@ static void publish_when(tc_cache *c, const char *chan, const char *msg, int64_t
         const char *ns = tc__redis_namespace(tc__cache_redis(c), &ns_len);
         snprintf(full, sizeof full, "%.*s%s", (int)ns_len, ns, chan);
         argv[2] = full;
-        char *rep = tct_redis_cmd(&redis, argv);
+        char *rep = tct_redis_cmd(&tct_srv, argv);
         if (rep != NULL) {
             const char *nl = strchr(rep, '\n');
             n = nl != NULL ? atoll(nl + 1) : -1;
@@ -197,7 +174,7 @@ START_TEST(test_bad_arguments)
     ck_assert_int_eq(tc__pubsub_resume(NULL), TC_OK);
     tc_close(c);
 
-    c = open_at("b", redis.port, NULL);
+    c = open_at("b", tct_srv.port, NULL);
     char longch[TC_KEY_MAX + 2];
     memset(longch, 'x', sizeof longch);
     ck_assert_int_eq(tc_publish(NULL, c, longch, TC_KEY_MAX + 1, "m", 1), TC_EKEY);
@@ -221,7 +198,7 @@ END_TEST
 
 START_TEST(test_round_trip_binary)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r;
     rec_init(&r);
     tc_subscription *s;
@@ -246,8 +223,8 @@ END_TEST
 
 START_TEST(test_several_subscriptions)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
-    tc_cache *c2 = open_at("b", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
+    tc_cache *c2 = open_at("b", tct_srv.port, NULL);
     rec r1, r2, r3, r4;
     rec_init(&r1), rec_init(&r2), rec_init(&r3), rec_init(&r4);
     tc_subscription *s1, *s2, *s3, *s4;
@@ -284,8 +261,8 @@ END_TEST
 
 START_TEST(test_namespaces_isolate)
 {
-    tc_cache *a = open_at("a", redis.port, "{\"redis.namespace\": \"nsa:\"}");
-    tc_cache *b = open_at("b", redis.port, "{\"redis.namespace\": \"nsb:\"}");
+    tc_cache *a = open_at("a", tct_srv.port, "{\"redis.namespace\": \"nsa:\"}");
+    tc_cache *b = open_at("b", tct_srv.port, "{\"redis.namespace\": \"nsb:\"}");
     rec ra, rb;
     rec_init(&ra), rec_init(&rb);
     tc_subscription *sa, *sb;
@@ -302,7 +279,7 @@ START_TEST(test_namespaces_isolate)
     expect_msg(&rb, "ch", "for b", 5);
     /* The raw channel is the namespace and the channel. */
     const char *argv[] = {"PUBLISH", "nsa:ch", "raw", NULL};
-    char *rep = tct_redis_cmd(&redis, argv);
+    char *rep = tct_redis_cmd(&tct_srv, argv);
     ck_assert_str_eq(rep, "1");
     free(rep);
     ck_assert(wait_for(&ra.msgs, 2));
@@ -321,7 +298,7 @@ END_TEST
 
 START_TEST(test_unsubscribe)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r;
     rec_init(&r);
     tc_subscription *s;
@@ -349,7 +326,7 @@ END_TEST
 
 START_TEST(test_unsubscribe_inside_callback)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r, other;
     rec_init(&r), rec_init(&other);
     r.unsub_self = 1;
@@ -369,7 +346,7 @@ END_TEST
 
 START_TEST(test_unsubscribe_waits_for_callback)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r;
     rec_init(&r);
     r.sleep_ms = 300;
@@ -388,7 +365,7 @@ END_TEST
 /* Live subscriptions at tc_close: ended, freed (ASan / valgrind), no hang. */
 START_TEST(test_close_with_live_subscriptions)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r;
     rec_init(&r);
     tc_subscription *s;
@@ -407,8 +384,8 @@ END_TEST
 
 START_TEST(test_connection_killed)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
-    tc__pubsub *p = pubsub_at(redis.port, "tc:");
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
+    tc__pubsub *p = pubsub_at(tct_srv.port, "tc:");
     rec r;
     rec_init(&r);
     tc__sub *s;
@@ -416,7 +393,7 @@ START_TEST(test_connection_killed)
     ck_assert(wait_for(&r.ups, 1));
     ck_assert_int_eq(atomic_load(&r.downs), 0);
     const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub", NULL};
-    free(tct_redis_cmd(&redis, kill));
+    free(tct_redis_cmd(&tct_srv, kill));
     ck_assert(wait_for(&r.downs, 1));
     ck_assert(wait_for(&r.ups, 2));
     publish_when(c, "ch", "after", 1);
@@ -433,8 +410,8 @@ END_TEST
 /* A server that stops answering (SIGSTOP) without closing: PING finds it. */
 START_TEST(test_paused_server_found_by_ping)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
-    tc__pubsub *p = pubsub_at(redis.port, "tc:");
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
+    tc__pubsub *p = pubsub_at(tct_srv.port, "tc:");
     rec r;
     rec_init(&r);
     tc__sub *s;
@@ -442,9 +419,9 @@ START_TEST(test_paused_server_found_by_ping)
     ck_assert_int_eq(atomic_load(&r.ups), 1);
     tct_sleep_ms(700); /* idle for several ping intervals: pongs keep it up */
     ck_assert_int_eq(atomic_load(&r.downs), 0);
-    kill(redis.pid, SIGSTOP);
+    kill(tct_srv.pid, SIGSTOP);
     int found = wait_for(&r.downs, 1);
-    kill(redis.pid, SIGCONT);
+    kill(tct_srv.pid, SIGCONT);
     ck_assert(found);
     ck_assert(wait_for(&r.ups, 2));
     publish_when(c, "ch", "back", 1);
@@ -458,18 +435,18 @@ END_TEST
 
 START_TEST(test_redis_restarted)
 {
-    ck_assert_int_eq(tct_redis_start(&redis), 0);
-    tc_cache *c = open_at("a", redis.port, NULL);
-    tc__pubsub *p = pubsub_at(redis.port, "tc:");
+    ck_assert_int_eq(tct_redis_start(&tct_srv), 0);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
+    tc__pubsub *p = pubsub_at(tct_srv.port, "tc:");
     rec r, rp;
     rec_init(&r), rec_init(&rp);
     tc_subscription *s;
     ck_assert_int_eq(tc_subscribe(&s, c, K("ch"), on_msg, &r), TC_OK);
     tc__sub *is;
     ck_assert_int_eq(tc__pubsub_subscribe(&is, p, K("ch"), on_msg, on_link, &rp, 1), TC_OK);
-    tct_redis_kill(&redis);
+    tct_redis_kill(&tct_srv);
     ck_assert(wait_for(&rp.downs, 1));
-    ck_assert_int_eq(tct_redis_restart(&redis), 0);
+    ck_assert_int_eq(tct_redis_restart(&tct_srv), 0);
     ck_assert(wait_for(&rp.ups, 2));
     publish_when(c, "ch", "again", 2); /* both handles resubscribed */
     ck_assert(wait_for(&r.msgs, 1));
@@ -480,16 +457,16 @@ START_TEST(test_redis_restarted)
     tc__pubsub_unsubscribe(is);
     tc__pubsub_free(p);
     tc_close(c);
-    tct_redis_stop(&redis);
+    tct_redis_stop(&tct_srv);
     rec_fini(&r), rec_fini(&rp);
 }
 END_TEST
 
 START_TEST(test_redis_down_at_subscribe)
 {
-    ck_assert_int_eq(tct_redis_start(&redis), 0);
-    tct_redis_kill(&redis); /* keeps the port: nothing listens on it now */
-    tc_cache *c = open_at("a", redis.port, NULL);
+    ck_assert_int_eq(tct_redis_start(&tct_srv), 0);
+    tct_redis_kill(&tct_srv); /* keeps the port: nothing listens on it now */
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r;
     rec_init(&r);
     tc_subscription *s = (tc_subscription *)1;
@@ -508,13 +485,13 @@ START_TEST(test_redis_down_at_subscribe)
                                           &r, 0), TC_OK);
     ck_assert(wait_for(&r.downs, 1));
     ck_assert_int_eq(atomic_load(&r.ups), 0);
-    ck_assert_int_eq(tct_redis_restart(&redis), 0);
+    ck_assert_int_eq(tct_redis_restart(&tct_srv), 0);
     ck_assert(wait_for(&r.ups, 1)); /* retry_max_ms 200: soon */
     publish_when(c, "ch", "up", 1);
     ck_assert(wait_for(&r.msgs, 1));
     ck_assert_int_eq(atomic_load(&r.twice), 0);
     tc_close(c); /* ends is */
-    tct_redis_stop(&redis);
+    tct_redis_stop(&tct_srv);
     rec_fini(&r);
 }
 END_TEST
@@ -537,7 +514,7 @@ END_TEST
 
 START_TEST(test_fork)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     rec r;
     rec_init(&r);
     tc_subscription *s;
@@ -622,7 +599,7 @@ static void *churn(void *arg)
 
 START_TEST(test_concurrent_churn)
 {
-    tc_cache *c = open_at("a", redis.port, NULL);
+    tc_cache *c = open_at("a", tct_srv.port, NULL);
     atomic_int fail = 0;
     pthread_t t[4];
     churn_arg a[4];
@@ -636,7 +613,6 @@ START_TEST(test_concurrent_churn)
     tc_close(c);
 }
 END_TEST
-
 
 /* tc_subscribe from inside a message callback returns at once; the new subscription is
  * confirmed after the callback and receives what is published afterwards. */
@@ -659,7 +635,7 @@ static void nested_outer(void *ctx, const char *ch, size_t chl, const void *m, s
 
 START_TEST(test_subscribe_from_callback)
 {
-    nested_cache = tct_open(dir, "a", redis.port, "{\"redis\": {\"bus\": false}}");
+    nested_cache = tct_open(tct_dir, "a", tct_srv.port, "{\"redis\": {\"bus\": false}}");
     tc_subscription *s;
     ck_assert_int_eq(tc_subscribe(&s, nested_cache, "outer", 5, nested_outer, NULL), TC_OK);
     ck_assert_int_eq(tc_publish(NULL, nested_cache, "outer", 5, "x", 1), TC_OK);
@@ -681,8 +657,8 @@ Suite *pubsub_suite(void)
 
     TCase *basic = tcase_create("basic");
     tcase_set_timeout(basic, 60);
-    tcase_add_unchecked_fixture(basic, redis_up, redis_down);
-    tcase_add_checked_fixture(basic, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(basic, tct_srv_up, tct_srv_down);
+    tcase_add_checked_fixture(basic, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(basic, test_bad_arguments);
     tcase_add_test(basic, test_round_trip_binary);
     tcase_add_test(basic, test_several_subscriptions);
@@ -698,8 +674,8 @@ Suite *pubsub_suite(void)
 
     TCase *link = tcase_create("link");
     tcase_set_timeout(link, 60);
-    tcase_add_unchecked_fixture(link, redis_up, redis_down);
-    tcase_add_checked_fixture(link, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(link, tct_srv_up, tct_srv_down);
+    tcase_add_checked_fixture(link, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(link, test_connection_killed);
     tcase_add_test(link, test_paused_server_found_by_ping);
     suite_add_tcase(s, link);
@@ -707,7 +683,7 @@ Suite *pubsub_suite(void)
     /* Each starts, kills and stops its own server. */
     TCase *faults = tcase_create("faults");
     tcase_set_timeout(faults, 60);
-    tcase_add_checked_fixture(faults, dir_setup, dir_teardown);
+    tcase_add_checked_fixture(faults, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(faults, test_redis_restarted);
     tcase_add_test(faults, test_redis_down_at_subscribe);
     suite_add_tcase(s, faults);

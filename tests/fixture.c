@@ -1,12 +1,42 @@
 /*
- * fixture.c - opening caches for the integration suites.
+ * fixture.c - what the integration suites share: a redis-server per TCase, a fresh temp dir
+ * per test, and opening caches.
  */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "tc_test.h"
+
+tct_redis tct_srv;
+char tct_dir[256];
+
+void tct_srv_up(void)
+{
+    ck_assert_msg(tct_redis_start(&tct_srv) == 0, "cannot start redis-server");
+}
+
+void tct_srv_down(void)
+{
+    tct_redis_stop(&tct_srv);
+    tct_srv.port = 0; /* a later TCase without a server flushes nothing */
+}
+
+void tct_dir_setup(void)
+{
+    ck_assert_int_eq(tct_tmpdir(tct_dir, sizeof tct_dir), 0);
+    if (tct_srv.port > 0) {
+        const char *flush[] = {"FLUSHALL", NULL};
+        free(tct_redis_cmd(&tct_srv, flush));
+    }
+}
+
+void tct_dir_teardown(void)
+{
+    tct_rmrf(tct_dir);
+}
 
 tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char *extra_json)
 {

@@ -67,6 +67,15 @@ int tct_tmpdir(char *out, size_t size);
 void tct_rmrf(const char *path);
 
 /* ---- fixture.c: caches for integration tests ---- */
+/* The fixtures most integration suites share: tct_srv_up/down as a TCase's unchecked
+ * fixture (one redis-server in the runner for the TCase's tests), tct_dir_setup/teardown as
+ * its checked fixture (a fresh tct_dir per test, and tct_srv flushed when it runs). */
+extern tct_redis tct_srv;
+extern char tct_dir[256];
+void tct_srv_up(void);
+void tct_srv_down(void);
+void tct_dir_setup(void);
+void tct_dir_teardown(void);
 /* Opens a cache on a SQLite file dir/name.db; with Redis at port (0: no Redis tier); extra is
  * a JSON object whose members are applied after those (NULL for none). Fails the test on error. */
 tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char *extra_json);
