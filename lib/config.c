@@ -58,6 +58,11 @@ static const opt options[] = {
     {"store.path", OPT_STR, F(store_path), 1, 4096, NULL},
     {"store.table", OPT_STR, F(store_table), 1, 64, check_table},
     {"store.busy_timeout_ms", OPT_INT, F(store_busy_timeout_ms), 0, 600000, NULL},
+    {"store.conninfo", OPT_STR, F(store_conninfo), 0, 4096, NULL},
+    {"store.pool_size", OPT_INT, F(store_pool_size), 1, 1024, NULL},
+    {"store.stale_window_ms", OPT_INT, F(store_stale_window_ms), 0, DAY_MS, NULL},
+    {"lease_ms", OPT_INT, F(lease_ms), 0, 600000, NULL},
+    {"lease_wait_ms", OPT_INT, F(lease_wait_ms), 0, 600000, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -77,9 +82,10 @@ static int check_table(const char *s, char *why, size_t n)
 
 static int check_store_type(const char *s, char *why, size_t n)
 {
-    if (strcmp(s, "sqlite") == 0)
+    if (strcmp(s, "sqlite") == 0 || strcmp(s, "postgres") == 0)
         return 0;
-    snprintf(why, n, "unknown store type \"%s\" (known: sqlite)", s);
+    /* "callbacks" is set by tc_config_set_store, never by name. */
+    snprintf(why, n, "unknown store type \"%s\" (known: sqlite, postgres)", s);
     return -1;
 }
 
@@ -170,7 +176,7 @@ static const char *const string_defaults[][2] = {
     {"redis.host", ""},          {"redis.unix_socket", ""}, {"redis.namespace", "tc:"},
     {"redis.username", ""},      {"redis.password", ""},    {"redis.bus_channel", "bus"},
     {"store.type", "sqlite"},    {"store.path", "tiercache.db"},
-    {"store.table", "tiercache"},
+    {"store.table", "tiercache"}, {"store.conninfo", ""},
 };
 
 int tc_config_new(tc_config **out)
@@ -197,6 +203,8 @@ int tc_config_new(tc_config **out)
     cfg->redis_keepalive = 1;
     cfg->redis_bus = 1;
     cfg->store_busy_timeout_ms = 5000;
+    cfg->store_pool_size = 8;
+    cfg->lease_wait_ms = 50;
     for (size_t i = 0; i < sizeof string_defaults / sizeof string_defaults[0]; i++) {
         const char *v = string_defaults[i][1];
         if (set_str_opt(cfg, find_option(string_defaults[i][0]), v, strlen(v)) != TC_OK) {

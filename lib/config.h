@@ -21,7 +21,13 @@ struct tc_config {
     int redis_bus;             /* the invalidation bus: publish writes, evict on messages */
     char *redis_bus_channel;   /* under the namespace */
     char *store_type, *store_path, *store_table;
+    char *store_conninfo;          /* postgres: libpq conninfo ("" for libpq's defaults) */
     int64_t store_busy_timeout_ms;
+    int64_t store_pool_size;       /* postgres: connections kept open at most */
+    int64_t store_stale_window_ms; /* store down: serve a value expired less than this ago */
+    int64_t lease_ms;              /* cross-process miss lease in Redis; 0: none */
+    int64_t lease_wait_ms;         /* how long a process waits for another's lease */
+    struct tc__user_store *user_store; /* tc_config_set_store; counted reference */
     char errmsg[320];
 };
 

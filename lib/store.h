@@ -35,4 +35,20 @@ struct tc__store {
 int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
                           int64_t busy_timeout_ms, const void *owner);
 
+/* The PostgreSQL store (store_pg.c): the same table shape (key TEXT PRIMARY KEY, value BYTEA,
+ * version BIGINT, updated_at BIGINT) with a sequence and a trigger that give every insert and
+ * update a new version, plain SQL from other programs included. Connections come from a pool of
+ * at most pool_size, opened on demand and kept (the module-scope connection); a connection the
+ * server dropped is reopened once on the next call. conninfo is libpq's ("" for its defaults);
+ * messages never show its password. */
+int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
+                      int64_t pool_size, const void *owner);
+
+/* The store a user supplies through tc_config_set_store (store_user.c). */
+struct tc__user_store;
+int tc__store_user_open(tc__store **out, struct tc__user_store *def, const void *owner);
+/* Counted references on a definition: a config and each cache opened from it hold one. */
+void tc__user_store_ref(struct tc__user_store *def);
+void tc__user_store_unref(struct tc__user_store *def);
+
 #endif

@@ -330,8 +330,14 @@ int tc_open(tc_cache **out, const tc_config *cfg)
         goto fail;
     const tc_config *k = c->cfg;
 
-    rc = tc__store_sqlite_open(&c->store, k->store_path, k->store_table,
-                               k->store_busy_timeout_ms, c);
+    if (k->user_store != NULL)
+        rc = tc__store_user_open(&c->store, k->user_store, c);
+    else if (strcmp(k->store_type, "postgres") == 0)
+        rc = tc__store_pg_open(&c->store, k->store_conninfo, k->store_table, k->store_pool_size,
+                               c);
+    else
+        rc = tc__store_sqlite_open(&c->store, k->store_path, k->store_table,
+                                   k->store_busy_timeout_ms, c);
     if (rc != TC_OK)
         goto fail;
     if (k->edge_enabled) {
