@@ -161,6 +161,86 @@ TC_API int tc_config_set_bool(tc_config *cfg, const char *name, int value);
  *  next call on it. Never NULL (NULL cfg gives ""). */
 TC_API const char *tc_config_errmsg(const tc_config *cfg);
 
+/* ---- A store of your own ------------------------------------------------------------------- */
+/*
+ * The write-through tier's source of truth can be any database the caller can reach: give
+ * tc_config_set_store three callbacks and the library puts its caches in front of them (a
+ * DynamoDB, MySQL or HTTP client of the caller's own). The same rules hold as for the built-in
+ * stores: a put returns only after the put callback said its write committed, and then the caches
+ * hold the new value.
+ *
+ * Versions. Every value a store holds carries a version (an int64_t > 0) that increases with
+ * every write to the key, deletes included: a key deleted at version 7 and written again gets a
+ * version above 7. The caches use versions to refuse a late fill of an older value (the
+ * cache-aside race), so a store whose versions go backwards can make a cache keep an old value
+ * until its TTL. A database without versions can use a counter row it increments in the same
+ * transaction, or a commit timestamp that never repeats for a key.
+ *
+ * Threads. The callbacks are called from every thread that calls into the handle and from the
+ * library's own background refresh thread, concurrently: they must be thread-safe. A key is read
+ * by at most one get callback at a time per handle (single-flight). After fork() the child calls
+ * them too: a userdata holding connections must reopen them in the child.
+ *
+ * Keys handed to the callbacks are NUL-terminated (key_len excludes the NUL) and hold no NUL
+ * byte. Values are bytes: they may contain NUL bytes and may be empty.
+ */
+typedef struct tc_store_result tc_store_result;
+
+/**
+ * Reads a key. On success the callback passes the value to tc_store_result_set (once) and
+ * returns TC_OK; a key the store lacks gives TC_ENOTFOUND; a failure gives any other code
+ * (TC_ESTORE is the usual one; the caller then sees TC_ESTORE unless a stale copy may be served).
+ */
+typedef int (*tc_store_get_fn)(void *userdata, const char *key, size_t key_len,
+                               tc_store_result *result);
+/**
+ * Writes a key and commits. On success sets *out_version to the version the value now has and
+ * returns TC_OK; any other return is a failed write, and no cache changes. value is valid for the
+ * call only.
+ */
+typedef int (*tc_store_put_fn)(void *userdata, const char *key, size_t key_len, const void *value,
+                               size_t len, int64_t *out_version);
+/**
+ * Deletes a key (an absent key included) and commits. On success sets *out_version to a version
+ * newer than any the key had and returns TC_OK.
+ */
+typedef int (*tc_store_del_fn)(void *userdata, const char *key, size_t key_len,
+                               int64_t *out_version);
+/** Releases userdata, once, when neither a config nor a handle uses the store any longer. */
+typedef void (*tc_store_free_fn)(void *userdata);
+
+/**
+ * Hands a value to the library from inside a get callback; the bytes are copied, so value may be
+ * freed or reused as soon as this returns.
+ * @param result   the get callback's result argument.
+ * @param value    len bytes (NULL allowed when len is 0).
+ * @param version  the value's version, > 0.
+ * @return TC_OK, TC_EINVAL (NULL result, NULL value with len > 0, version <= 0), TC_ESTATE
+ *         (called twice for one get), TC_ETOOBIG (larger than max_value_bytes), TC_ENOMEM.
+ *         The get callback should return what this returned.
+ * Thread-safe for distinct results; only valid during the get callback that received result.
+ */
+TC_API int tc_store_result_set(tc_store_result *result, const void *value, size_t len,
+                               int64_t version);
+
+/**
+ * Makes the config's store the caller's callbacks, instead of the store.type option. Handles
+ * opened from the config (and copies of it) call them. Passing NULL for all five arguments after
+ * cfg removes a store set earlier, so that store.type applies again.
+ * @param cfg            the config.
+ * @param get, put, del  the callbacks; all three are required.
+ * @param userdata       handed to every callback; may be NULL.
+ * @param free_userdata  called with userdata once the store is no longer used by the config or by
+ *                       any handle opened from it (after the last tc_config_free / tc_close that
+ *                       held it); may be NULL.
+ * @return TC_OK, TC_EINVAL (cfg NULL, or some but not all callbacks NULL), TC_ENOMEM. On failure
+ *         free_userdata is not called and the caller still owns userdata.
+ * Not thread-safe with other calls on the same config.
+ */
+TC_API int tc_config_set_store(tc_config *cfg, tc_store_get_fn get, tc_store_put_fn put,
+                               tc_store_del_fn del, void *userdata,
+                               tc_store_free_fn free_userdata);
+
 /* ---- The cache handle ---------------------------------------------------------------------- */
 /**
  * An open cache: the three tiers and their connections.

@@ -6,6 +6,7 @@
  * a typo in a config file must not silently fall back to a default.
  */
 #include "config.h"
+#include "store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -220,6 +221,7 @@ void tc_config_free(tc_config *cfg)
 {
     if (cfg == NULL)
         return;
+    tc__user_store_unref(cfg->user_store);
     for (size_t i = 0; i < N_OPTIONS; i++)
         if (options[i].type == OPT_STR)
             free(*str_slot(cfg, &options[i]));
@@ -233,6 +235,7 @@ int tc__config_dup(tc_config **out, const tc_config *src)
     if (cfg == NULL)
         return tc__err(NULL, TC_ENOMEM, "config: out of memory");
     memcpy(cfg, src, sizeof *cfg);
+    tc__user_store_ref(cfg->user_store); /* the copy holds its own reference */
     for (size_t i = 0; i < N_OPTIONS; i++)
         if (options[i].type == OPT_STR)
             *str_slot(cfg, &options[i]) = NULL;

@@ -46,7 +46,8 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
 
 /* The store a user supplies through tc_config_set_store (store_user.c). */
 struct tc__user_store;
-int tc__store_user_open(tc__store **out, struct tc__user_store *def, const void *owner);
+int tc__store_user_open(tc__store **out, struct tc__user_store *def, int64_t max_value_bytes,
+                        const void *owner);
 /* Counted references on a definition: a config and each cache opened from it hold one. */
 void tc__user_store_ref(struct tc__user_store *def);
 void tc__user_store_unref(struct tc__user_store *def);

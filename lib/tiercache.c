@@ -331,7 +331,7 @@ int tc_open(tc_cache **out, const tc_config *cfg)
     const tc_config *k = c->cfg;
 
     if (k->user_store != NULL)
-        rc = tc__store_user_open(&c->store, k->user_store, c);
+        rc = tc__store_user_open(&c->store, k->user_store, k->max_value_bytes, c);
     else if (strcmp(k->store_type, "postgres") == 0)
         rc = tc__store_pg_open(&c->store, k->store_conninfo, k->store_table, k->store_pool_size,
                                c);
