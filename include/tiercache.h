@@ -296,6 +296,10 @@ TC_API const char *tc_errmsg(const tc_cache *cache);
 #define TC_SOURCE_EDGE  1
 #define TC_SOURCE_REDIS 2
 #define TC_SOURCE_STORE 3
+/** A flag of tc_get_ex's *out_info: the value is stale. The store failed and the value is a
+ *  copy the caches kept past its TTL, inside store.stale_window_ms (or, for tc_put_http values,
+ *  inside stale-while-revalidate or stale-if-error). Always with the last version they knew. */
+#define TC_INFO_STALE 0x100u
 
 /**
  * Reads a key: edge, then Redis, then the store; a tier that missed is filled on the way back.
@@ -304,7 +308,9 @@ TC_API const char *tc_errmsg(const tc_cache *cache);
  *                 A 0-byte value gives a valid pointer. The copy has a NUL byte after its
  *                 out_len bytes, for convenience with text; the value itself may contain NULs.
  * @param out_len  receives the value's length.
- * @return TC_OK, TC_ENOTFOUND, TC_EINVAL, TC_EKEY, TC_ESTORE, TC_ENOMEM.
+ * @return TC_OK, TC_ENOTFOUND, TC_EINVAL, TC_EKEY, TC_ESTORE, TC_ENOMEM. With the store down,
+ *         a value the caches kept less than store.stale_window_ms past its TTL is served
+ *         (TC_OK; tc_get_ex marks it TC_INFO_STALE); outside that window the result is TC_ESTORE.
  * Thread-safe.
  */
 TC_API int tc_get(void **out, size_t *out_len, tc_cache *cache, const char *key, size_t key_len);
@@ -322,7 +328,8 @@ TC_API int tc_get_into(size_t *out_len, tc_cache *cache, const char *key, size_t
 
 /**
  * tc_get that also says where the value came from and which version it is.
- * @param out_info     if not NULL, receives TC_SOURCE_* in its low byte (0 on failure).
+ * @param out_info     if not NULL, receives TC_SOURCE_* in its low byte, and TC_INFO_STALE when
+ *                     the value served is stale (0 on failure).
  * @param out_version  if not NULL, receives the store's version of the value (0 on failure).
  * Other parameters, returns and threads as tc_get.
  */

@@ -577,6 +577,20 @@ static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__r
                        int64_t version, int64_t ttl_ms, uint64_t epoch)
 {
     ttl_ms = jitter(c, ttl_ms);
+    /* store.stale_window_ms: a plain value is cached as a record that is fresh for its TTL and
+     * then usable only if the store fails (stale-if-error), so the caches keep it that much
+     * longer, and a read past its TTL still goes to the store first. Its hits then take the
+     * record path (decode, copy) instead of the bare-value copy. */
+    tc__rec kept;
+    int64_t window = c->cfg->store_stale_window_ms;
+    if (r->kind == TC__REC_PLAIN && window > 0) {
+        int64_t now = tc__wall_ms();
+        kept = (tc__rec){.kind = TC__REC_HTTP, .date_ms = now,
+                         .fresh_until_ms = add_sat64(now, ttl_ms), .lifetime_ms = ttl_ms,
+                         .sie_ms = window, .value = r->value, .value_len = r->value_len};
+        r = &kept;
+        ttl_ms = add_sat64(ttl_ms, window);
+    }
     void *rec = NULL;
     size_t rec_len = 0;
     int rc = rec_alloc(c, r, &rec, &rec_len);
@@ -1007,7 +1021,7 @@ int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_vers
     *out = r.copy;
     *out_len = r.len;
     if (out_info != NULL)
-        *out_info = source;
+        *out_info = source | (r.state == TC_HTTP_STALE ? TC_INFO_STALE : 0u);
     if (out_version != NULL)
         *out_version = r.version;
     return TC_OK;

@@ -8,7 +8,6 @@
  */
 #include <pthread.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,16 +353,6 @@ END_TEST
 
 /* ---- stale-if-error -------------------------------------------------------------------------- */
 
-static void sql(const char *path, const char *stmt)
-{
-    sqlite3 *db;
-    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-    char *err = NULL;
-    int rc = sqlite3_exec(db, stmt, NULL, NULL, &err);
-    ck_assert_msg(rc == SQLITE_OK, "%s: %s", stmt, err ? err : "?");
-    sqlite3_close(db);
-}
-
 START_TEST(test_stale_if_error)
 {
     tc_cache *c = tct_open(tct_dir, "db", 0, "{\"store\": {\"busy_timeout_ms\": 10}}");
@@ -375,12 +364,12 @@ START_TEST(test_stale_if_error)
     /* The store fails: its table is gone (renamed by another program). */
     char path[512];
     snprintf(path, sizeof path, "%s/db.db", tct_dir);
-    sql(path, "ALTER TABLE tiercache RENAME TO tiercache_away");
+    tct_sql(path, "ALTER TABLE tiercache RENAME TO tiercache_away");
     expect_http(c, "/sie", 0, "v1", TC_HTTP_STALE);
     got g;
     ck_assert_int_eq(get_http(&g, c, "/none", 0), TC_ESTORE); /* no window: the error */
     /* The store is back: the stale copy is revalidated. */
-    sql(path, "ALTER TABLE tiercache_away RENAME TO tiercache");
+    tct_sql(path, "ALTER TABLE tiercache_away RENAME TO tiercache");
     expect_http(c, "/sie", 0, "v1", TC_HTTP_FRESH);
     expect_http(c, "/none", 0, "n1", TC_HTTP_FRESH);
     tc_close(c);

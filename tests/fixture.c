@@ -3,6 +3,7 @@
  * per test, and opening caches.
  */
 #include <jansson.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,4 +81,14 @@ void tct_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0)
         ;
+}
+
+void tct_sql(const char *path, const char *stmt)
+{
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, stmt, NULL, NULL, &err);
+    ck_assert_msg(rc == SQLITE_OK, "%s: %s", stmt, err ? err : "?");
+    sqlite3_close(db);
 }

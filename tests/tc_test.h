@@ -24,6 +24,7 @@ Suite *structs_suite(void);
 Suite *pubsub_suite(void);
 Suite *bus_suite(void);
 Suite *userstore_suite(void);
+Suite *writethrough_suite(void);
 /* check_bus.c: the second process of the bus test (check_main.c runs it when TCT_BUS_PEER is
  * set); returns the exit status. */
 int tct_bus_peer_main(const char *spec);
@@ -82,6 +83,9 @@ void tct_dir_teardown(void);
 tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char *extra_json);
 /* A JSON integer field of tc_stats_json, e.g. tct_stat(c, "redis", "connects"). */
 long long tct_stat(tc_cache *c, const char *section, const char *field);
+/* Runs one SQL statement on the SQLite file at path, as another program would; fails the test
+ * on error. */
+void tct_sql(const char *path, const char *stmt);
 /* Sleeps ms milliseconds. */
 void tct_sleep_ms(int ms);
 
