@@ -51,6 +51,8 @@ typedef struct tc__stats {
     tc__tier_stats edge, redis, store;
     atomic_llong connects; /* Redis connections opened: cold starts */
     atomic_llong reuses;   /* calls served by a thread's already-open connection: warm starts */
+    atomic_llong leases;      /* miss leases taken (lease_ms): store reads this process led */
+    atomic_llong lease_waits; /* pauses waiting for another holder's fill */
 } tc__stats;
 
 #define TC__INC(counter) atomic_fetch_add_explicit(&(counter), 1, memory_order_relaxed)

@@ -21,6 +21,9 @@
 
 #define TC__REC_PLAIN 'P'
 #define TC__REC_HTTP 'H'
+/* Redis only: the store had no such key (negative_ttl_ms), one byte, version 0, so any real
+ * version replaces it. Not a tc__rec: the reader checks the first byte before decoding. */
+#define TC__REC_NEGATIVE 'N'
 
 /* tc__rec.flags */
 #define TC__REC_MUST_REVALIDATE 1u /* a stale copy is never served (swr and sie are 0 then) */

@@ -178,15 +178,28 @@ static void tagkey_write(char *out, const tc__redis *r, const char *tag, size_t 
     memcpy(out + r->ns_len + TAG_INFIX_LEN, tag, tag_len);
 }
 
-static int tagkey_make(nskey *k, const tc__redis *r, const char *tag, size_t tag_len)
+/* namespace + infix + name; infix starts with a NUL, so the key is never a data key. */
+static int infixkey_make(nskey *k, const tc__redis *r, const char *infix, size_t infix_len,
+                         const char *name, size_t name_len)
 {
-    k->len = tagkey_len(r, tag_len);
+    k->len = r->ns_len + infix_len + name_len;
     k->p = k->len <= sizeof k->buf ? k->buf : malloc(k->len);
     if (k->p == NULL)
         return tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
-    tagkey_write(k->p, r, tag, tag_len);
+    memcpy(k->p, r->ns, r->ns_len);
+    memcpy(k->p + r->ns_len, infix, infix_len);
+    memcpy(k->p + r->ns_len + infix_len, name, name_len);
     return TC_OK;
 }
+
+static int tagkey_make(nskey *k, const tc__redis *r, const char *tag, size_t tag_len)
+{
+    return infixkey_make(k, r, TAG_INFIX, TAG_INFIX_LEN, tag, tag_len);
+}
+
+/* A key's miss lease: namespace, NUL, "l:", key (skipped by SCANs like tag sets). */
+#define LEASE_INFIX "\0l:"
+#define LEASE_INFIX_LEN (sizeof LEASE_INFIX - 1)
 
 /* For a key found by SCAN under the namespace: 1 if it cannot be a data key of ours (it has a
  * NUL: a tag set). Settling a set would count and delete it; a DEL would lose the tag's
@@ -472,6 +485,24 @@ static const char tag_drop_script[] =
     "for i = 3 + #KEYS, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end\n"
     "return n\n";
 
+/* The miss lease (tc__redis_lease): reading the key and taking the lease are one atomic step,
+ * so a process never takes a lease for a key another process filled a moment before. */
+static const char lease_script[] =
+    "-- KEYS[1] the key, KEYS[2] its lease; ARGV[1] the first three bytes of a live value of\n"
+    "-- ours; ARGV[2] a token; ARGV[3] the lease's PX ms. Returns the key's value when it holds a\n"
+    "-- live one; else 1 after taking the lease, or 0 when another holder has it.\n"
+    "if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
+    "  local v = redis.call('GET', KEYS[1])\n"
+    "  if string.sub(v, 1, 3) == ARGV[1] then return v end\n"
+    "end\n"
+    "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end\n"
+    "return 0\n";
+static const char unlease_script[] =
+    "-- KEYS[1] a lease, ARGV[1] the token that took it: released only by its holder, so a\n"
+    "-- holder whose lease expired never releases the next one's.\n"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+
 /* SHA1s for EVALSHA; a test checks them against SCRIPT LOAD. */
 static const struct script {
     const char *text;
@@ -486,6 +517,10 @@ static const struct script {
                         "6c9e651a262969742614f4026a80aac00265d269"},
     [TC__SCRIPT_TAG_DROP] = {tag_drop_script, sizeof tag_drop_script - 1,
                              "ef4cd91f7f4e4b3cd93c278fbeefe9c459d471da"},
+    [TC__SCRIPT_LEASE] = {lease_script, sizeof lease_script - 1,
+                          "bfbf7457ec0defe3d83d3d250d594908e95dd0f9"},
+    [TC__SCRIPT_UNLEASE] = {unlease_script, sizeof unlease_script - 1,
+                            "77538aa0a3dc29692e0b9a026543c937d5d6abeb"},
 };
 _Static_assert(sizeof scripts / sizeof scripts[0] == TC__SCRIPT_COUNT, "one entry per script");
 
@@ -1559,5 +1594,71 @@ done:
     free(lens);
     free(replies);
     free(keybuf);
+    return rc;
+}
+
+/* ---- the miss lease ------------------------------------------------------------------------ */
+
+int tc__redis_lease(tc__redis *r, const char *key, size_t key_len, const char *token,
+                    size_t token_len, int64_t lease_ms, tc__value_fn fn, void *ctx)
+{
+    if (r == NULL || token == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: lease: NULL argument");
+    int rc = tc__check_key(r->owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    if (lease_ms <= 0)
+        return tc__err(r->owner, TC_EINVAL, "redis: lease_ms %lld is out of range",
+                       (long long)lease_ms);
+    nskey k, l = {0};
+    rc = nskey_make(&k, r, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    rc = infixkey_make(&l, r, LEASE_INFIX, LEASE_INFIX_LEN, key, key_len);
+    if (rc == TC_OK) {
+        const char live[3] = {ENV_MAGIC, ENV_FORMAT, ENV_VALUE};
+        char px[24];
+        snprintf(px, sizeof px, "%lld", (long long)lease_ms);
+        const char *rest[6] = {"2", k.p, l.p, live, token, px};
+        size_t lens[6] = {1, k.len, l.len, sizeof live, token_len, strlen(px)};
+        redisReply *rep;
+        rc = run_script(r, TC__SCRIPT_LEASE, 6, rest, lens, &rep);
+        if (rc == TC_OK) {
+            if (rep->type == REDIS_REPLY_INTEGER && (rep->integer == 0 || rep->integer == 1))
+                rc = rep->integer == 1 ? TC__LEASE_TAKEN : TC__LEASE_BUSY;
+            else if (rep->type == REDIS_REPLY_STRING)
+                rc = deliver(r, rep, fn, ctx); /* checked as a GET reply is */
+            else
+                rc = reply_error(r, rep, "lease", "string or integer");
+            freeReplyObject(rep);
+        }
+        nskey_free(&l);
+    }
+    nskey_free(&k);
+    return rc;
+}
+
+int tc__redis_unlease(tc__redis *r, const char *key, size_t key_len, const char *token,
+                      size_t token_len)
+{
+    if (r == NULL || token == NULL)
+        return tc__err(NULL, TC_EINVAL, "redis: unlease: NULL argument");
+    int rc = tc__check_key(r->owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    nskey l;
+    rc = infixkey_make(&l, r, LEASE_INFIX, LEASE_INFIX_LEN, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    const char *rest[3] = {"1", l.p, token};
+    size_t lens[3] = {1, l.len, token_len};
+    redisReply *rep;
+    rc = run_script(r, TC__SCRIPT_UNLEASE, 3, rest, lens, &rep);
+    if (rc == TC_OK) {
+        if (rep->type != REDIS_REPLY_INTEGER)
+            rc = reply_error(r, rep, "unlease", "integer");
+        freeReplyObject(rep);
+    }
+    nskey_free(&l);
     return rc;
 }

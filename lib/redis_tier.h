@@ -153,6 +153,23 @@ typedef int (*tc__many_fn)(void *ctx, size_t i, const void *data, size_t len, in
 int tc__redis_get_many(tc__redis *r, size_t n, const char *const *keys, const size_t *key_lens,
                        tc__many_fn fn, void *ctx);
 
+/* The miss lease across processes (SET NX PX with a token, at namespace + "\0l:" + key): the
+ * process holding it reads the store; the others wait for its fill instead of reading too.
+ * One round trip (TC__SCRIPT_LEASE) reads the key and, only when it holds no live value, tries
+ * to take the lease for lease_ms (> 0). Returns TC_OK after fn(ctx, ...) as tc__redis_get for a
+ * live value (or TC_ENOTFOUND for one that expired or is of an older format), TC__LEASE_TAKEN
+ * (the caller now holds it with token: it reads the store, fills, then tc__redis_unlease),
+ * TC__LEASE_BUSY (another holder has it), TC_EINVAL, TC_EKEY, TC_EREDIS, TC_EPROTO, TC_ENOMEM.
+ * Failures are not journalled: a lease only saves work, it guards nothing. */
+#define TC__LEASE_TAKEN 1
+#define TC__LEASE_BUSY 2
+int tc__redis_lease(tc__redis *r, const char *key, size_t key_len, const char *token,
+                    size_t token_len, int64_t lease_ms, tc__value_fn fn, void *ctx);
+/* Releases the lease if token still holds it (TC_OK either way), so that waiters need not wait
+ * for its expiry when the holder's read filled nothing (a store error, a miss). */
+int tc__redis_unlease(tc__redis *r, const char *key, size_t key_len, const char *token,
+                      size_t token_len);
+
 /* The tier's namespace (the prefix of every key), and its length. */
 const char *tc__redis_namespace(const tc__redis *r, size_t *len);
 
@@ -162,7 +179,9 @@ const char *tc__redis_namespace(const tc__redis *r, size_t *len);
 #define TC__SCRIPT_SETTLE 1
 #define TC__SCRIPT_TAG 2
 #define TC__SCRIPT_TAG_DROP 3
-#define TC__SCRIPT_COUNT 4
+#define TC__SCRIPT_LEASE 4
+#define TC__SCRIPT_UNLEASE 5
+#define TC__SCRIPT_COUNT 6
 int tc__redis_script(int which, const char **out_text, const char **out_sha);
 
 #endif

@@ -32,6 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 struct tc_cache {
     tc_config *cfg;
@@ -506,6 +509,14 @@ static void fill_edge_rec(tc_cache *c, const char *key, size_t key_len, const vo
         fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms, epoch);
 }
 
+/* A negative entry (negative_ttl_ms) in the edge, for ttl_ms. */
+static void fill_edge_negative(tc_cache *c, const char *key, size_t key_len, int64_t ttl_ms,
+                               uint64_t epoch)
+{
+    if (ttl_ms > 0)
+        fill_edge(c, key, key_len, "", 0, EDGE_NEGATIVE, 0, ttl_ms, epoch);
+}
+
 typedef struct tag_args {
     const char *tags[64];
     size_t lens[64];
@@ -787,6 +798,101 @@ static int judge_http(tc_cache *c, const char *key, size_t key_len, reader *r, i
     return 1;
 }
 
+/* A key the store lacks, remembered for negative_ttl_ms: in Redis (so that other processes do
+ * not ask their store either) and in this edge. */
+static void fill_negative(tc_cache *c, const char *key, size_t key_len, uint64_t epoch)
+{
+    int64_t ttl = c->cfg->negative_ttl_ms;
+    if (ttl <= 0)
+        return;
+    if (c->redis != NULL) {
+        static const char neg = TC__REC_NEGATIVE;
+        if (tc__redis_set(c->redis, key, key_len, &neg, 1, 0, ttl) == TC_OK)
+            TC__INC(c->stats.redis.sets);
+        else
+            TC__INC(c->stats.redis.errors);
+    }
+    fill_edge_negative(c, key, key_len, ttl, epoch);
+}
+
+/* The miss lease across processes (lease_ms): what lease_step found. */
+enum {
+    LEASE_NONE,        /* no lease: read the store */
+    LEASE_HELD,        /* this process holds it: read the store, fill, release */
+    LEASE_PEER_VALUE,  /* the holder filled Redis: r->raw is the value, no store read */
+    LEASE_PEER_ABSENT, /* the holder found no such key (a negative record) */
+};
+typedef struct lease {
+    int state;
+    int64_t ttl_ms; /* LEASE_PEER_*: the remaining life of what the holder filled */
+    char token[16];
+} lease;
+
+/* A token no other holder has: 16 random bytes (a counter and the clock if getrandom fails). */
+static void lease_token(char *token)
+{
+    if (getrandom(token, 16, GRND_NONBLOCK) == 16)
+        return;
+    static atomic_ullong counter;
+    uint64_t a = atomic_fetch_add(&counter, 1) ^ ((uint64_t)getpid() << 32);
+    uint64_t b = (uint64_t)tc__wall_ms() ^ (uint64_t)(uintptr_t)token;
+    memcpy(token, &a, 8);
+    memcpy(token + 8, &b, 8);
+}
+
+/* Takes the key's lease, or waits (up to lease_wait_ms, polling with a growing pause) for its
+ * holder's fill. Any Redis failure, an expired wait, or a fill this reader cannot take as it is
+ * (an HTTP record, which the single-key path judges) leaves LEASE_NONE: the store is read, as
+ * without a lease (slower, never wrong). */
+static void lease_step(tc_cache *c, const char *key, size_t key_len, reader *r, lease *ls)
+{
+    lease_token(ls->token);
+    int64_t deadline = add_sat64(tc__wall_ms(), c->cfg->lease_wait_ms);
+    unsigned pause_us = 250;
+    for (;;) {
+        int rc = tc__redis_lease(c->redis, key, key_len, ls->token, sizeof ls->token,
+                                 c->cfg->lease_ms, deliver_copy, r);
+        if (rc == TC__LEASE_TAKEN) {
+            TC__INC(c->stats.leases);
+            ls->state = LEASE_HELD;
+            return;
+        }
+        if (rc == TC_OK) {
+            const unsigned char *p = r->raw;
+            /* A fill older than a tombstone this edge holds is a late one: not taken. */
+            if (r->raw_version >= r->tomb_version && r->raw_len >= 1) {
+                ls->ttl_ms = r->raw_ttl;
+                if (r->raw_len == 1 && p[0] == TC__REC_NEGATIVE) {
+                    ls->state = LEASE_PEER_ABSENT;
+                    return;
+                }
+                if (p[0] == TC__REC_PLAIN) {
+                    memmove(r->raw, p + 1, r->raw_len); /* with its NUL */
+                    r->raw_len--;
+                    ls->state = LEASE_PEER_VALUE;
+                    return;
+                }
+            }
+            free(r->raw);
+            r->raw = NULL;
+            return;
+        }
+        if (rc != TC__LEASE_BUSY || tc__wall_ms() >= deadline)
+            return;
+        TC__INC(c->stats.lease_waits);
+        struct timespec ts = {0, (long)pause_us * 1000};
+        nanosleep(&ts, NULL);
+        if (pause_us < 4000)
+            pause_us *= 2;
+    }
+}
+
+static void lease_release(tc_cache *c, const char *key, size_t key_len, const lease *ls)
+{
+    if (ls->state == LEASE_HELD)
+        tc__redis_unlease(c->redis, key, key_len, ls->token, sizeof ls->token);
+}
+
 static int check_get_args(tc_cache *c, const char *key, size_t key_len)
 {
     if (c == NULL)
@@ -854,6 +960,13 @@ static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
             rc = TC_ENOTFOUND;
         } else if (rc == TC_OK) {
             const unsigned char *p = r->raw;
+            if (r->raw_len == 1 && p[0] == TC__REC_NEGATIVE) {
+                /* Another process found the store without the key a moment ago. */
+                fill_edge_negative(c, key, key_len, r->raw_ttl, r->epoch);
+                TC__INC(c->stats.redis.hits);
+                free(fallback);
+                return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
+            }
             if (r->raw_len >= 1 && p[0] == TC__REC_PLAIN) {
                 fill_edge(c, key, key_len, p + 1, r->raw_len - 1, 0, r->raw_version, r->raw_ttl,
                           r->epoch);
@@ -921,23 +1034,39 @@ store:
             leader = 1; /* no shared result: read for ourselves */
         }
     }
+    lease ls = {.state = LEASE_NONE};
     if (leader) {
-        tc__store_hook hook = atomic_load(&tc__hook_before_store_read);
-        if (hook != NULL)
-            hook(c, key, key_len);
-        rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
+        /* Across processes: wait for the holder of the key's lease, or take it. */
+        if (c->redis != NULL && c->cfg->lease_ms > 0 && fallback == NULL)
+            lease_step(c, key, key_len, r, &ls);
+        if (ls.state == LEASE_PEER_VALUE) {
+            rc = TC_OK;
+        } else if (ls.state == LEASE_PEER_ABSENT) {
+            rc = TC_ENOTFOUND;
+        } else {
+            tc__store_hook hook = atomic_load(&tc__hook_before_store_read);
+            if (hook != NULL)
+                hook(c, key, key_len);
+            rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
+        }
         if (fl != NULL)
             tc__flight_land(c->flights, fl, rc, r->raw, r->raw_len, r->raw_version);
     }
     if (rc == TC_ENOTFOUND) {
-        TC__INC(c->stats.store.misses);
         free(fallback);
-        if (!follower && c->cfg->negative_ttl_ms > 0)
-            fill_edge(c, key, key_len, "", 0, EDGE_NEGATIVE, 0, c->cfg->negative_ttl_ms,
-                      r->epoch);
+        if (ls.state == LEASE_PEER_ABSENT) {
+            fill_edge_negative(c, key, key_len, ls.ttl_ms, r->epoch);
+        } else {
+            TC__INC(c->stats.store.misses);
+            if (!follower)
+                fill_negative(c, key, key_len, r->epoch);
+        }
+        lease_release(c, key, key_len, &ls);
         tc__err(c, TC_ENOTFOUND, "key not found");
         return rc;
     }
+    if (rc != TC_OK)
+        lease_release(c, key, key_len, &ls);
     if (rc != TC_OK) {
         if (rc == TC_ESTORE)
             TC__INC(c->stats.store.errors);
@@ -958,10 +1087,10 @@ store:
         free(fallback);
         return rc;
     }
-    if (!follower)
+    if (!follower && ls.state != LEASE_PEER_VALUE)
         TC__INC(c->stats.store.hits);
     r->version = r->raw_version;
-    *source = TC_SOURCE_STORE;
+    *source = ls.state == LEASE_PEER_VALUE ? TC_SOURCE_REDIS : TC_SOURCE_STORE;
     int64_t now = tc__wall_ms();
     tc__rec fresh = {.kind = TC__REC_PLAIN, .value = r->raw, .value_len = r->raw_len};
     int64_t ttl = c->cfg->default_ttl_ms;
@@ -972,8 +1101,11 @@ store:
         revalidated(&fresh, &rec, fallback_version, r->raw, r->raw_len, r->raw_version, now);
         ttl = http_cache_ttl(c, &fresh, now);
     }
-    if (!follower) /* the leader filled them */
+    if (ls.state == LEASE_PEER_VALUE) /* Redis has it: only this edge is filled */
+        fill_edge(c, key, key_len, r->raw, r->raw_len, 0, r->raw_version, ls.ttl_ms, r->epoch);
+    else if (!follower) /* the leader filled them */
         fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch);
+    lease_release(c, key, key_len, &ls); /* after the fill: a waiter now finds the value */
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;
         header.value_len = 0;
@@ -1094,7 +1226,10 @@ static int many_redis(void *ctx, size_t j, const void *data, size_t len, int64_t
     const unsigned char *p = data;
     tc__rec rec;
     int stale;
-    if (len >= 1 && p[0] == TC__REC_PLAIN) {
+    if (len == 1 && p[0] == TC__REC_NEGATIVE) {
+        fill_edge_negative(m->c, m->keys[i], m->key_lens[i], ttl, m->epoch);
+        m->state[i] = MANY_DONE; /* known absent: the item keeps no value */
+    } else if (len >= 1 && p[0] == TC__REC_PLAIN) {
         fill_edge(m->c, m->keys[i], m->key_lens[i], p + 1, len - 1, 0, version, ttl, m->epoch);
         if (tc__items_set_value(m->items, i, p + 1, len - 1) != TC_OK)
             return TC_ENOMEM;

@@ -2150,6 +2150,51 @@ START_TEST(test_noauth_after_restart)
 }
 END_TEST
 
+/* ---- the miss lease ------------------------------------------------------------------------ */
+
+START_TEST(test_lease)
+{
+    tc__redis_opts o = opts_for(&srv, "ns:");
+    tc__redis *r = tier_open(&o, NULL);
+    got g = {0};
+    /* One holder at a time; another token waits; only the holder releases it. */
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenA", 6, 5000, collect, &g), TC__LEASE_TAKEN);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenB", 6, 5000, collect, &g), TC__LEASE_BUSY);
+    ck_assert_int_eq(tc__redis_lease(r, "other", 5, "tokenB", 6, 5000, collect, &g),
+                     TC__LEASE_TAKEN);
+    ck_assert_int_eq(tc__redis_unlease(r, "k", 1, "tokenB", 6), TC_OK);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenB", 6, 5000, collect, &g), TC__LEASE_BUSY);
+    ck_assert_int_eq(tc__redis_unlease(r, "k", 1, "tokenA", 6), TC_OK);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenB", 6, 5000, collect, &g), TC__LEASE_TAKEN);
+    ck_assert_int_eq(g.calls, 0);
+    /* The lease key is no data key: a SCAN-based pattern invalidation does not see it. */
+    int64_t removed = -1;
+    ck_assert_int_eq(tc__redis_invalidate_pattern(r, "*", 1, &removed), TC_OK);
+    ck_assert_int_eq(removed, 0);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenC", 6, 5000, collect, &g), TC__LEASE_BUSY);
+
+    /* A live value comes back instead of a lease; a tombstone does not count as one. */
+    ck_assert_int_eq(tc__redis_set(r, "k", 1, "v7", 2, 7, 60000), TC_OK);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenC", 6, 5000, collect, &g), TC_OK);
+    ck_assert_int_eq(g.calls, 1);
+    ck_assert_int_eq(g.version, 7);
+    ck_assert_int_eq(memcmp(g.data, "v7", 2), 0);
+    ck_assert_int_eq(tc__redis_del(r, "k", 1), TC_OK);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenC", 6, 5000, collect, &g), TC__LEASE_BUSY);
+    ck_assert_int_eq(tc__redis_unlease(r, "k", 1, "tokenB", 6), TC_OK);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenC", 6, 50, collect, &g), TC__LEASE_TAKEN);
+    sleep_ms(120); /* an expired lease frees the key for the next reader */
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenD", 6, 5000, collect, &g), TC__LEASE_TAKEN);
+    ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenD", 6, 0, collect, &g), TC_EINVAL);
+
+    /* Nonsense under the key is reported, not taken for a value. */
+    raw_set(&srv, "ns:bad", "T\x01V", 3);
+    ck_assert_int_eq(tc__redis_lease(r, "bad", 3, "tokenA", 6, 5000, collect, &g), TC_EPROTO);
+    got_free(&g);
+    tc__redis_free(r);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -2161,6 +2206,7 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_fn_result_passed_back);
     tcase_add_test(tc, test_namespace_and_layout);
+    tcase_add_test(tc, test_lease);
     tcase_add_test(tc, test_tombstone);
     tcase_add_test(tc, test_ttl_expiry);
     tcase_add_test(tc, test_versions_never_go_back);
