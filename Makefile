@@ -97,10 +97,17 @@ $(BENCH_REDIS_BIN): bench/bench_redis.c bench/bench_util.h tests/harness.c tests
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_redis.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
-bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN)
+BENCH_WT_BIN := $(B)/bench/bench_wt
+$(BENCH_WT_BIN): bench/bench_wt.c bench/bench_util.h tests/harness.c tests/tc_test.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_wt.c tests/harness.c $(STLIB) \
+	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS) -lm
+
+bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_WT_BIN)
 	$(BENCH_BIN)
 	$(BENCH_EDGE_BIN)
 	$(BENCH_REDIS_BIN)
+	$(BENCH_WT_BIN)
 
 check: check-exports check-install check-examples check-unit
 

@@ -35,6 +35,7 @@ static const opt options[] = {
     {"tombstone_ttl_ms", OPT_INT, F(tombstone_ttl_ms), 1, DAY_MS, NULL},
     {"ttl_jitter_pct", OPT_INT, F(ttl_jitter_pct), 0, 50, NULL},
     {"negative_ttl_ms", OPT_INT, F(negative_ttl_ms), 0, DAY_MS, NULL},
+    {"single_flight", OPT_BOOL, F(single_flight), 0, 1, NULL},
     {"edge.enabled", OPT_BOOL, F(edge_enabled), 0, 1, NULL},
     {"edge.max_entries", OPT_INT, F(edge_max_entries), 1, 1LL << 40, NULL},
     {"edge.max_bytes", OPT_INT, F(edge_max_bytes), 4096, 1LL << 50, NULL},
@@ -192,6 +193,7 @@ int tc_config_new(tc_config **out)
     cfg->max_value_bytes = 8 << 20;
     cfg->tombstone_ttl_ms = 10000;
     cfg->ttl_jitter_pct = 10;
+    cfg->single_flight = 1;
     cfg->edge_enabled = 1;
     cfg->edge_max_entries = 100000;
     cfg->edge_max_bytes = 64 << 20;

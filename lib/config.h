@@ -10,6 +10,7 @@ struct tc_config {
     int64_t default_ttl_ms, max_value_bytes, tombstone_ttl_ms;
     int64_t ttl_jitter_pct; /* cache TTLs are cut by up to this percentage, at random */
     int64_t negative_ttl_ms; /* how long the edge remembers a key the store lacks; 0: not */
+    int single_flight;      /* one store read per key at a time in this process */
     int edge_enabled;
     int64_t edge_max_entries, edge_max_bytes, edge_max_ttl_ms;
     char *redis_host, *redis_unix_socket, *redis_namespace;

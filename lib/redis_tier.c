@@ -489,11 +489,23 @@ static const char tag_drop_script[] =
  * so a process never takes a lease for a key another process filled a moment before. */
 static const char lease_script[] =
     "-- KEYS[1] the key, KEYS[2] its lease; ARGV[1] the first three bytes of a live value of\n"
-    "-- ours; ARGV[2] a token; ARGV[3] the lease's PX ms. Returns the key's value when it holds a\n"
-    "-- live one; else 1 after taking the lease, or 0 when another holder has it.\n"
+    "-- ours; ARGV[2] a token; ARGV[3] the lease's PX ms; ARGV[4] the caller's clock (unix ms,\n"
+    "-- 8 bytes big-endian). Returns the key's value when it holds one that is live by the\n"
+    "-- caller's clock (its expiry, bytes 12..19, is later: the caller judges the reply by the\n"
+    "-- same clock, so a value the caller would take for expired never stands in for the lease);\n"
+    "-- else 1 after taking the lease, or 0 when another holder has it. Byte by byte: Lua's\n"
+    "-- string < uses strcoll.\n"
+    "local function later(a, b)\n"
+    "  for i = 1, 8 do\n"
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
+    "    if x ~= y then return x > y end\n"
+    "  end\n"
+    "  return false\n"
+    "end\n"
     "if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
     "  local v = redis.call('GET', KEYS[1])\n"
-    "  if string.sub(v, 1, 3) == ARGV[1] then return v end\n"
+    "  if #v >= 19 and string.sub(v, 1, 3) == ARGV[1] and later(string.sub(v, 12, 19), ARGV[4])\n"
+    "  then return v end\n"
     "end\n"
     "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end\n"
     "return 0\n";
@@ -518,7 +530,7 @@ static const struct script {
     [TC__SCRIPT_TAG_DROP] = {tag_drop_script, sizeof tag_drop_script - 1,
                              "ef4cd91f7f4e4b3cd93c278fbeefe9c459d471da"},
     [TC__SCRIPT_LEASE] = {lease_script, sizeof lease_script - 1,
-                          "bfbf7457ec0defe3d83d3d250d594908e95dd0f9"},
+                          "dc0fb0540a58aab54bee40823eb0bd26acebf560"},
     [TC__SCRIPT_UNLEASE] = {unlease_script, sizeof unlease_script - 1,
                             "77538aa0a3dc29692e0b9a026543c937d5d6abeb"},
 };
@@ -1619,10 +1631,12 @@ int tc__redis_lease(tc__redis *r, const char *key, size_t key_len, const char *t
         const char live[3] = {ENV_MAGIC, ENV_FORMAT, ENV_VALUE};
         char px[24];
         snprintf(px, sizeof px, "%lld", (long long)lease_ms);
-        const char *rest[6] = {"2", k.p, l.p, live, token, px};
-        size_t lens[6] = {1, k.len, l.len, sizeof live, token_len, strlen(px)};
+        unsigned char now[8];
+        put_be64(now, (uint64_t)tc__wall_ms());
+        const char *rest[7] = {"2", k.p, l.p, live, token, px, (const char *)now};
+        size_t lens[7] = {1, k.len, l.len, sizeof live, token_len, strlen(px), sizeof now};
         redisReply *rep;
-        rc = run_script(r, TC__SCRIPT_LEASE, 6, rest, lens, &rep);
+        rc = run_script(r, TC__SCRIPT_LEASE, 7, rest, lens, &rep);
         if (rc == TC_OK) {
             if (rep->type == REDIS_REPLY_INTEGER && (rep->integer == 0 || rep->integer == 1))
                 rc = rep->integer == 1 ? TC__LEASE_TAKEN : TC__LEASE_BUSY;

@@ -2187,9 +2187,22 @@ START_TEST(test_lease)
     ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenD", 6, 5000, collect, &g), TC__LEASE_TAKEN);
     ck_assert_int_eq(tc__redis_lease(r, "k", 1, "tokenD", 6, 0, collect, &g), TC_EINVAL);
 
-    /* Nonsense under the key is reported, not taken for a value. */
+    /* A value expired by the caller's clock, though Redis still holds it, is no value: the
+     * lease is taken (the caller would otherwise read the store without one). */
+    unsigned char env[64];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    raw_set(&srv, "ns:old", env, envelope(env, 'V', 3, now_ms - 1, "x", 1));
+    ck_assert_int_eq(tc__redis_lease(r, "old", 3, "tokenA", 6, 5000, collect, &g),
+                     TC__LEASE_TAKEN);
+    /* Nonsense under the key: too short to be ours, so no value (the lease); a header of ours
+     * with a negative version, reported. */
     raw_set(&srv, "ns:bad", "T\x01V", 3);
-    ck_assert_int_eq(tc__redis_lease(r, "bad", 3, "tokenA", 6, 5000, collect, &g), TC_EPROTO);
+    ck_assert_int_eq(tc__redis_lease(r, "bad", 3, "tokenA", 6, 5000, collect, &g),
+                     TC__LEASE_TAKEN);
+    raw_set(&srv, "ns:neg", env, envelope(env, 'V', -1, now_ms + 60000, "x", 1));
+    ck_assert_int_eq(tc__redis_lease(r, "neg", 3, "tokenA", 6, 5000, collect, &g), TC_EPROTO);
     got_free(&g);
     tc__redis_free(r);
 }
