@@ -45,7 +45,7 @@ EX_SRC   := $(wildcard examples/*.c)
 EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
-.PHONY: all lib examples check check-unit check-exports check-install check-examples \
+.PHONY: all lib examples check check-unit check-exports check-install check-examples check-python \
         check-asan check-tsan check-valgrind demo deps install uninstall clean bench \
         check-fuzz-replay fuzz FORCE
 
@@ -109,7 +109,7 @@ bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_WT_BIN)
 	$(BENCH_REDIS_BIN)
 	$(BENCH_WT_BIN)
 
-check: check-exports check-install check-examples check-unit
+check: check-exports check-install check-examples check-python check-unit
 
 check-unit: $(TEST_BIN) check-fuzz-replay
 	$(TEST_BIN)
@@ -162,6 +162,10 @@ check-install: lib
 
 check-examples: examples
 	sh tests/check_examples.sh $(B)
+
+# A store written in Python behind the caches, through ctypes (FFI as users call it).
+check-python: $(SHLIB)
+	python3 tests/python_store.py $(SHLIB)
 
 # Sanitizer builds live in their own folders so they never mix objects with the normal build.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer

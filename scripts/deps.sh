@@ -11,8 +11,9 @@ set -eu
 # check            the unit test framework
 # redis-server     the integration tests and the demo start a private one (also brings redis-cli)
 # valgrind         make check-valgrind
+# python3          make check-python (a store written in Python, through ctypes)
 PACKAGES="build-essential pkg-config libhiredis-dev libjansson-dev libsqlite3-dev libpq-dev check
-redis-server valgrind"
+redis-server valgrind python3"
 
 missing=
 for p in $PACKAGES; do

@@ -67,6 +67,7 @@ example() {
 
 # ---- the examples and what each must print ----------------------------------------------------
 example quickstart 'quickstart: ok'
+example custom_store 'custom_store: ok'
 
 # ---- examples with no line above: exit status only --------------------------------------------
 for src in "$top"/examples/*.c; do
