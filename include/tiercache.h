@@ -113,10 +113,30 @@ TC_API void tc_free(void *ptr);
  *   redis.command_timeout_ms   int     500            1 .. 60000
  *   redis.retry_interval_ms    int     1000           after a failed connect, Redis is skipped
  *                                                     (store answers) for this long (0 .. 600000)
- *   store.type                 string  "sqlite"       "sqlite"
+ *   redis.retry_max_ms         int     30000          the skip doubles per failure up to this
+ *   redis.username             string  ""             ACL user for AUTH (needs redis.password)
+ *   redis.password             string  ""             AUTH after each connect; never shown
+ *   redis.database             int     0              SELECT after each connect when > 0
+ *   redis.keepalive            bool    true           TCP keepalive
+ *   redis.bus                  bool    true           publish writes, evict on other handles'
+ *   redis.bus_channel          string  "bus"          the bus's channel (under the namespace)
+ *   store.type                 string  "sqlite"       "sqlite" or "postgres" (tc_config_set_store
+ *                                                     sets a store of the caller's own)
  *   store.path                 string  "tiercache.db" SQLite file (":memory:" for a private one)
  *   store.table                string  "tiercache"    table name ([A-Za-z_][A-Za-z0-9_]*)
  *   store.busy_timeout_ms      int     5000           SQLite busy timeout (0 .. 600000)
+ *   store.conninfo             string  ""             PostgreSQL: libpq conninfo or URI ("":
+ *                                                     libpq's defaults); password never shown
+ *   store.pool_size            int     8              PostgreSQL: connections kept (1 .. 1024)
+ *   store.stale_window_ms      int     0              store down: serve a value at most this
+ *                                                     long past its TTL (TC_INFO_STALE); 0: off
+ *   ttl_jitter_pct             int     10             cache TTLs cut by up to this % at random
+ *   negative_ttl_ms            int     0              remember absent keys (edge and Redis)
+ *   single_flight              bool    true           one store read per key at a time
+ *   lease_ms                   int     0              cross-process miss lease in Redis; 0: off
+ *   lease_wait_ms              int     50             wait for another process's lease at most
+ *
+ * README.md's configuration reference explains each option at length.
  */
 typedef struct tc_config tc_config;
 
