@@ -10,6 +10,11 @@
 
 typedef struct tc__store tc__store;
 
+/* One change of the feed: key's row was written (or deleted) and now has (or, deleted, took)
+ * version; seq orders the changes. */
+typedef int (*tc__change_fn)(void *ctx, int64_t seq, const char *key, size_t key_len,
+                             int64_t version);
+
 typedef struct tc__store_ops {
     /* TC_OK after fn(ctx, value, len, version, -1), TC_ENOTFOUND, TC_ESTORE, or fn's result. */
     int (*get)(tc__store *s, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
@@ -20,6 +25,31 @@ typedef struct tc__store_ops {
      * deletion took, newer than any the key had. */
     int (*del)(tc__store *s, const char *key, size_t key_len, int64_t *out_version);
     void (*close)(tc__store *s);
+
+    /* The change feed (store.h's built-in stores; NULL in a store without one): a log of every
+     * insert, update and delete of the table, plain SQL by other programs included (triggers
+     * write it), with a sequence that only increases, and per consumer a checkpoint and a
+     * lease, so that one invalidator at a time applies it.
+     *
+     * feed_read: fn for each change after seq `after`, in order, at most max; *out_n how many.
+     * fn's non-OK result stops the walk and is returned. */
+    int (*feed_read)(tc__store *s, int64_t after, int max, tc__change_fn fn, void *ctx,
+                     int *out_n);
+    /* Takes or renews consumer's lease for holder until now + lease_ms, and reads its
+     * checkpoint (0 for a new consumer). TC_OK, TC_ESTATE (another holder's lease is live). */
+    int (*feed_claim)(tc__store *s, const char *consumer, const char *holder, int64_t lease_ms,
+                      int64_t *out_seq);
+    /* Moves consumer's checkpoint up to seq if holder still holds the lease (TC_ESTATE if not;
+     * a checkpoint never goes back). */
+    int (*feed_commit)(tc__store *s, const char *consumer, const char *holder, int64_t seq);
+    /* Gives the lease up at once (a clean stop: the standby need not wait for it to expire). */
+    int (*feed_release)(tc__store *s, const char *consumer, const char *holder);
+    /* Deletes changes every consumer has passed that are older than retention_ms. */
+    int (*feed_trim)(tc__store *s, int64_t retention_ms, int64_t *out_removed);
+    /* Waits up to timeout_ms for changes after `after`: woken at once by this process's own
+     * writes through the store, and by the database's notifications where it has them
+     * (PostgreSQL's NOTIFY); otherwise the caller's poll interval is the delay. TC_OK. */
+    int (*feed_wait)(tc__store *s, int64_t after, int64_t timeout_ms);
 } tc__store_ops;
 
 /* Every store begins with this header. Stores are thread-safe and fork-safe (a child never

@@ -54,6 +54,11 @@ enum {
     ST_DELETE,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_FEED_READ,
+    ST_FEED_CLAIM,
+    ST_FEED_COMMIT,
+    ST_FEED_RELEASE,
+    ST_FEED_TRIM,
     ST_COUNT
 };
 
@@ -77,7 +82,20 @@ typedef struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
     file_node *node; /* the registry entry that counts db; NULL for ":memory:" */
+    /* The feed's waiters (feed_wait), woken by this process's writes: replaced, like mu, in a
+     * child. writes counts commits. */
+    struct waker *waker;
+    atomic_ulong writes;
 } sqlite_store;
+
+typedef struct waker {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} waker;
+
+static waker *waker_new(void);
+static void waker_free(waker *w);
+static void wake(struct sqlite_store *s);
 
 /* ---- errors --------------------------------------------------------------------------------- */
 
@@ -425,7 +443,36 @@ static const char schema_fmt[] =
     "UPDATE \"%w\" SET version = (SELECT v FROM \"%w_seq\" WHERE id = 1), "
     "updated_at = " SQL_NOW_MS " WHERE rowid = NEW.rowid; END;";
 
-/* Statement texts; each takes the table name at most once through %w. */
+/* The change feed: a log the triggers fill on every insert, update and delete, whoever makes
+ * it, and per consumer a checkpoint and a lease (store.h). Run after schema_fmt, in the same
+ * transaction.
+ *
+ * AUTOINCREMENT: a seq is never reused, even after the newest rows were trimmed, so a
+ * checkpoint can never point past a change it has not seen. Logged versions: an insert or
+ * update logs the row's version once it has its final one (a plain-SQL write first gets 0 or
+ * its old version, then the versioning trigger's inner UPDATE sets the new one, which is the
+ * change logged); a delete takes a fresh version from the sequence, so even a plain-SQL DELETE
+ * gives the invalidator a version newer than any copy of the row. */
+static const char feed_schema_fmt[] =
+    "CREATE TABLE IF NOT EXISTS \"%w_log\"("
+    "seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, version INTEGER NOT NULL, "
+    "at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS \"%w_feed\"("
+    "consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0, holder TEXT NOT NULL DEFAULT '', "
+    "lease_until INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TRIGGER IF NOT EXISTS \"%w_li\" AFTER INSERT ON \"%w\" WHEN NEW.version <> 0 BEGIN "
+    "INSERT INTO \"%w_log\"(key, version, at) VALUES (NEW.key, NEW.version, " SQL_NOW_MS "); END;"
+    "CREATE TRIGGER IF NOT EXISTS \"%w_lu\" AFTER UPDATE ON \"%w\" "
+    "WHEN NEW.version <> OLD.version OR NEW.key IS NOT OLD.key BEGIN "
+    "INSERT INTO \"%w_log\"(key, version, at) VALUES (NEW.key, NEW.version, " SQL_NOW_MS "); "
+    "INSERT INTO \"%w_log\"(key, version, at) SELECT OLD.key, NEW.version, " SQL_NOW_MS " "
+    "WHERE NEW.key IS NOT OLD.key; END;"
+    "CREATE TRIGGER IF NOT EXISTS \"%w_ld\" AFTER DELETE ON \"%w\" BEGIN "
+    "UPDATE \"%w_seq\" SET v = v + 1 WHERE id = 1; "
+    "INSERT INTO \"%w_log\"(key, version, at) "
+    "VALUES (OLD.key, (SELECT v FROM \"%w_seq\" WHERE id = 1), " SQL_NOW_MS "); END;";
+
+/* Statement texts; each is given the table name twice, for up to two %w. */
 static const char *const stmt_fmt[ST_COUNT] = {
     [ST_GET] = "SELECT value, version FROM \"%w\" WHERE key = ?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -436,6 +483,19 @@ static const char *const stmt_fmt[ST_COUNT] = {
     [ST_DELETE] = "DELETE FROM \"%w\" WHERE key = ?1",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_FEED_READ] = "SELECT seq, key, version FROM \"%w_log\" WHERE seq > ?1 ORDER BY seq "
+                     "LIMIT ?2",
+    /* Taken when free, expired or already ours; RETURNING gives a row only then. */
+    [ST_FEED_CLAIM] = "INSERT INTO \"%w_feed\"(consumer, seq, holder, lease_until) "
+                      "VALUES (?1, 0, ?2, ?3) ON CONFLICT(consumer) DO UPDATE SET "
+                      "holder = excluded.holder, lease_until = excluded.lease_until "
+                      "WHERE holder = excluded.holder OR lease_until < ?4 RETURNING seq",
+    [ST_FEED_COMMIT] = "UPDATE \"%w_feed\" SET seq = MAX(seq, ?3) "
+                       "WHERE consumer = ?1 AND holder = ?2",
+    [ST_FEED_RELEASE] = "UPDATE \"%w_feed\" SET lease_until = 0 "
+                        "WHERE consumer = ?1 AND holder = ?2",
+    [ST_FEED_TRIM] = "DELETE FROM \"%w_log\" WHERE at < ?1 AND seq <= "
+                     "(SELECT COALESCE(MIN(seq), 0) FROM \"%w_feed\")",
 };
 
 static void finalize_all(sqlite3_stmt **st)
@@ -496,9 +556,17 @@ static int create_schema(const sqlite_store *s, sqlite3 *db)
     char *sql = sqlite3_mprintf(schema_fmt, t, t, t, t, t, t, t, t, t, t, t, t, t, t);
     if (sql == NULL)
         return tc__err(s->base.owner, TC_ENOMEM, "sqlite %s: schema: out of memory", s->path);
+    char *feed = sqlite3_mprintf(feed_schema_fmt, t, t, t, t, t, t, t, t, t, t, t, t, t, t);
+    if (feed == NULL) {
+        sqlite3_free(sql);
+        return tc__err(s->base.owner, TC_ENOMEM, "sqlite %s: schema: out of memory", s->path);
+    }
     int rc = exec(s, db, "BEGIN IMMEDIATE", "schema");
     if (rc == TC_OK)
         rc = exec(s, db, sql, "schema");
+    if (rc == TC_OK)
+        rc = exec(s, db, feed, "feed schema");
+    sqlite3_free(feed);
     if (rc == TC_OK)
         rc = exec(s, db, "COMMIT", "schema");
     if (rc != TC_OK && !sqlite3_get_autocommit(db))
@@ -510,7 +578,7 @@ static int create_schema(const sqlite_store *s, sqlite3 *db)
 static int prepare_all(const sqlite_store *s, sqlite3 *db, sqlite3_stmt **st)
 {
     for (int i = 0; i < ST_COUNT; i++) {
-        char *sql = sqlite3_mprintf(stmt_fmt[i], s->table);
+        char *sql = sqlite3_mprintf(stmt_fmt[i], s->table, s->table);
         if (sql == NULL)
             return tc__err(s->base.owner, TC_ENOMEM, "sqlite %s: prepare: out of memory",
                            s->path);
@@ -616,6 +684,9 @@ static int fork_fixup(sqlite_store *s, unsigned gen)
             memset(s->st, 0, sizeof s->st); /* reachable from the buried connection */
             s->node = NULL;                 /* the ancestor's; its count stays as it was */
             s->mu = mu;
+            /* The parent's waker is left as its mutex is (a parent thread may have held it);
+             * without a new one, feed_wait only polls. */
+            s->waker = waker_new();
             atomic_store_explicit(&s->gen, gen, memory_order_release);
         }
     }
@@ -786,6 +857,8 @@ static int sqlite_put(tc__store *base, const char *key, size_t key_len, const vo
         return rc;
     rc = write_txn(s, "put", key, key_len, value, len, 1, out_version);
     leave(s);
+    if (rc == TC_OK)
+        wake(s);
     return rc;
 }
 
@@ -803,6 +876,189 @@ static int sqlite_del(tc__store *base, const char *key, size_t key_len, int64_t 
         return rc;
     rc = write_txn(s, "del", key, key_len, NULL, 0, 0, out_version);
     leave(s);
+    if (rc == TC_OK)
+        wake(s);
+    return rc;
+}
+
+/* ---- the change feed ------------------------------------------------------------------------ */
+
+static waker *waker_new(void)
+{
+    waker *w = malloc(sizeof *w);
+    if (w == NULL)
+        return NULL;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &a);
+    pthread_condattr_destroy(&a);
+    return w;
+}
+
+static void waker_free(waker *w)
+{
+    if (w == NULL)
+        return;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* After a commit: feed_wait's sleepers look at once. */
+static void wake(sqlite_store *s)
+{
+    atomic_fetch_add(&s->writes, 1);
+    waker *w = s->waker;
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int sqlite_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) != tc__fork_generation()) {
+        int rc = fork_fixup(s, tc__fork_generation());
+        if (rc != TC_OK)
+            return rc;
+    }
+    waker *w = s->waker;
+    if (w == NULL || timeout_ms <= 0)
+        return TC_OK;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    unsigned long seen = atomic_load(&s->writes);
+    pthread_mutex_lock(&w->mu);
+    while (atomic_load(&s->writes) == seen &&
+           pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&w->mu);
+    return TC_OK;
+}
+
+static int sqlite_feed_read(tc__store *base, int64_t after, int max, tc__change_fn fn,
+                            void *ctx, int *out_n)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    *out_n = 0;
+    int rc = enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_FEED_READ];
+    if (sqlite3_bind_int64(st, 1, after) != SQLITE_OK || sqlite3_bind_int(st, 2, max) != SQLITE_OK)
+        rc = db_fail(s, s->db, "feed read");
+    int src;
+    while (rc == TC_OK && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        size_t key_len = (size_t)sqlite3_column_bytes(st, 1);
+        if (key == NULL)
+            continue; /* a NULL key only a foreign writer could log: nothing to invalidate */
+        rc = fn(ctx, sqlite3_column_int64(st, 0), key, key_len, sqlite3_column_int64(st, 2));
+        (*out_n)++;
+    }
+    if (rc == TC_OK && src != SQLITE_DONE)
+        rc = db_fail(s, s->db, "feed read");
+    done(st);
+    leave(s);
+    return rc;
+}
+
+/* Runs one of the feed's bookkeeping statements (consumer ?1, holder ?2, then i3 as ?3 and i4
+ * as ?4 where the statement has them). *out_row receives the first column of a returned row,
+ * *out_changes the rows changed; either may be NULL. */
+static int feed_stmt(sqlite_store *s, int which, const char *what, const char *consumer,
+                     const char *holder, int64_t i3, int64_t i4, int64_t *out_row,
+                     int *got_row, int *out_changes)
+{
+    int rc = enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[which];
+    int n = sqlite3_bind_parameter_count(st);
+    if ((consumer != NULL && sqlite3_bind_text(st, 1, consumer, -1, SQLITE_STATIC) != SQLITE_OK) ||
+        (holder != NULL && sqlite3_bind_text(st, 2, holder, -1, SQLITE_STATIC) != SQLITE_OK) ||
+        (n >= 3 && sqlite3_bind_int64(st, 3, i3) != SQLITE_OK) ||
+        (n >= 4 && sqlite3_bind_int64(st, 4, i4) != SQLITE_OK))
+        rc = db_fail(s, s->db, what);
+    if (rc == TC_OK) {
+        int src = sqlite3_step(st);
+        if (got_row != NULL)
+            *got_row = src == SQLITE_ROW;
+        if (src == SQLITE_ROW) {
+            if (out_row != NULL)
+                *out_row = sqlite3_column_int64(st, 0);
+            src = sqlite3_step(st); /* RETURNING: the statement ends on the next step */
+        }
+        if (src != SQLITE_DONE)
+            rc = db_fail(s, s->db, what);
+        else if (out_changes != NULL)
+            *out_changes = sqlite3_changes(s->db);
+    }
+    done(st);
+    leave(s);
+    return rc;
+}
+
+static int sqlite_feed_claim(tc__store *base, const char *consumer, const char *holder,
+                             int64_t lease_ms, int64_t *out_seq)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int64_t now = tc__wall_ms();
+    int got = 0;
+    int rc = feed_stmt(s, ST_FEED_CLAIM, "feed claim", consumer, holder, now + lease_ms, now,
+                       out_seq, &got, NULL);
+    if (rc == TC_OK && !got)
+        rc = tc__err(s->base.owner, TC_ESTATE,
+                     "sqlite %s: feed consumer \"%s\" is held by another invalidator", s->path,
+                     consumer);
+    return rc;
+}
+
+static int sqlite_feed_commit(tc__store *base, const char *consumer, const char *holder,
+                              int64_t seq)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int changed = 0;
+    int rc = feed_stmt(s, ST_FEED_COMMIT, "feed commit", consumer, holder, seq, 0, NULL, NULL,
+                       &changed);
+    if (rc == TC_OK && changed == 0)
+        rc = tc__err(s->base.owner, TC_ESTATE,
+                     "sqlite %s: feed consumer \"%s\": the lease was lost", s->path, consumer);
+    return rc;
+}
+
+static int sqlite_feed_release(tc__store *base, const char *consumer, const char *holder)
+{
+    return feed_stmt((sqlite_store *)base, ST_FEED_RELEASE, "feed release", consumer, holder, 0,
+                     0, NULL, NULL, NULL);
+}
+
+static int sqlite_feed_trim(tc__store *base, int64_t retention_ms, int64_t *out_removed)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int changed = 0;
+    int rc = enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_FEED_TRIM];
+    if (sqlite3_bind_int64(st, 1, tc__wall_ms() - retention_ms) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_DONE)
+        rc = db_fail(s, s->db, "feed trim");
+    else
+        changed = sqlite3_changes(s->db);
+    done(st);
+    leave(s);
+    *out_removed = changed;
     return rc;
 }
 
@@ -817,6 +1073,7 @@ static void sqlite_close(tc__store *base)
         registry_leave(s->node);
         pthread_mutex_destroy(s->mu);
         free(s->mu);
+        waker_free(s->waker);
     } else {
         /* Closed in a child before any call: the connection and mutex are the parent's. */
         bury(s->db, s->mu, -1);
@@ -831,6 +1088,12 @@ static const tc__store_ops sqlite_ops = {
     .put = sqlite_put,
     .del = sqlite_del,
     .close = sqlite_close,
+    .feed_read = sqlite_feed_read,
+    .feed_claim = sqlite_feed_claim,
+    .feed_commit = sqlite_feed_commit,
+    .feed_release = sqlite_feed_release,
+    .feed_trim = sqlite_feed_trim,
+    .feed_wait = sqlite_feed_wait,
 };
 
 /* ---- open ----------------------------------------------------------------------------------- */
@@ -877,9 +1140,12 @@ int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
     }
     atomic_init(&s->gen, tc__fork_generation());
     atomic_init(&s->fixing, 0);
+    atomic_init(&s->writes, 0);
+    s->waker = waker_new(); /* NULL (out of memory): feed_wait polls */
 
     int rc = conn_open(s);
     if (rc != TC_OK) {
+        waker_free(s->waker);
         pthread_mutex_destroy(s->mu);
         free(s->mu);
         free(s->path);

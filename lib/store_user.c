@@ -186,7 +186,14 @@ static void user_close(tc__store *st)
     free(s);
 }
 
-static const tc__store_ops user_ops = {user_get, user_put, user_del, user_close};
+/* No change feed: a database of the caller's own tells the caches of changes made around the
+ * library by calling tc_invalidate itself. */
+static const tc__store_ops user_ops = {
+    .get = user_get,
+    .put = user_put,
+    .del = user_del,
+    .close = user_close,
+};
 
 int tc__store_user_open(tc__store **out, struct tc__user_store *def, int64_t max_value_bytes,
                         const void *owner)
