@@ -8,33 +8,33 @@
  *   <t>(key TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL DEFAULT 0,
  *       updated_at BIGINT NOT NULL DEFAULT 0)          updated_at: epoch milliseconds
  *   <t>_seq            the sequence every version comes from
- *   <t>_ver()          BEFORE INSERT OR UPDATE trigger function (trigger tiercache_version)
- *   <t>_put(k, v, at)  the library's write: returns the row's new version
+ *   <t>_ver()          the function of two BEFORE triggers, tiercache_version_ins (INSERT)
+ *                      and tiercache_version_upd (UPDATE), that version plain-SQL writes
  *   <t>_del(k)         the library's delete: returns the deletion's version
  *
  * Versions. Every version is a nextval of <t>_seq, so versions are unique across the table
  * and increase with every write, deletes included, and a key deleted and written again gets a
- * version above its tombstone's (a per-key counter would restart). The library's writes are
- * the functions above, one statement in autocommit each (one round trip, TC_OK only once
- * committed). Each first takes a transaction advisory lock on the key and only then draws its
- * version, so two library writes of one key commit in the order of their versions. Drawing the
- * version in the statement (VALUES (..., nextval(...))) would not do: nextval is evaluated
- * before the insert waits for a concurrent writer of the same key, so a put could wait behind
- * a delete, commit after it and still carry the older version: the caches would keep the
- * delete's tombstone while the store holds the value.
+ * version above its tombstone's (a per-key counter would restart). A library write is one
+ * statement in autocommit (one round trip, TC_OK only once committed): the put an upsert with
+ * RETURNING, the delete a call of <t>_del. Each first takes a transaction advisory lock on
+ * the key and only then draws its version, so two library writes of one key commit in the
+ * order of their versions. Drawing the version first (a plain VALUES (..., nextval(...)))
+ * would not do: nextval is evaluated before the insert waits for a concurrent writer of the
+ * same key, so a put could wait behind a delete, commit after it and still carry the older
+ * version: the caches would keep the delete's tombstone while the store holds the value.
  *
- * The trigger versions rows that other programs write in plain SQL: an INSERT that brings no
+ * The triggers version rows that other programs write in plain SQL: an INSERT that brings no
  * version (0, the default) and an UPDATE that does not raise the version (a plain
  * `UPDATE t SET value = ... WHERE key = ...` keeps OLD.version) get a nextval and a fresh
  * updated_at. The library's own writes always carry a version above the row's old one (drawn
- * after the lock, from the sequence), so the trigger leaves them alone: one nextval per put.
- * The one exception: a plain-SQL writer that still holds the row when a library put draws its
- * version, and commits a higher one first; then the trigger bumps the put's, and the put
- * returns what the row really got (RETURNING). A plain-SQL writer that sets version itself is
- * trusted; it must take it from <t>_seq.
+ * after the key's lock and, for an update, after the row's lock), so the triggers' WHEN
+ * leaves them alone: one nextval per put, and no PL/pgSQL call. The one exception: a plain-SQL
+ * writer that committed a version above the one a put drew; then the trigger gives the put a
+ * newer one, and the put returns what the row really got (RETURNING). A plain-SQL writer that
+ * sets version itself is trusted; it must take it from <t>_seq.
  *
  * Creating the schema: opening checks, in one query, that every object exists; if any is
- * missing, it creates them all (IF NOT EXISTS / OR REPLACE / a trigger existence check) in one
+ * missing, it creates them all (IF NOT EXISTS / OR REPLACE / a check for the triggers) in one
  * transaction under a transaction advisory lock on the table name, so processes that open the
  * same new table at once serialise instead of failing on the catalogs' unique indexes.
  *
@@ -238,7 +238,15 @@ static char *fmt_sql(const char *fmt, const char *t)
 /* Statement texts; prepared on every connection. */
 static const char *const st_fmt[ST_COUNT] = {
     "SELECT value, version FROM \"@\" WHERE key = $1",
-    "SELECT \"@_put\"($1, $2, $3)",
+    /* The key's lock first (the CTE is read before the row is made), then the version: library
+     * writes of one key commit in version order. The lock lasts until the statement's
+     * transaction commits. The update's version is drawn after the row lock. */
+    "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($1, 0)))"
+    " INSERT INTO \"@\" AS t (key, value, version, updated_at)"
+    " SELECT $1, $2, nextval('\"@_seq\"'), $3 FROM l"
+    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,"
+    " version = nextval('\"@_seq\"'), updated_at = EXCLUDED.updated_at"
+    " RETURNING t.version",
     "SELECT \"@_del\"($1)",
 };
 static const Oid st_types[ST_COUNT][3] = {
@@ -635,36 +643,29 @@ static const char schema_fmt[] =
     "CREATE SEQUENCE IF NOT EXISTS \"@_seq\";\n"
     "CREATE TABLE IF NOT EXISTS \"@\" (key TEXT PRIMARY KEY, value BYTEA NOT NULL,"
     " version BIGINT NOT NULL DEFAULT 0, updated_at BIGINT NOT NULL DEFAULT 0);\n"
-    /* Plain-SQL writers: see the top of the file. */
+    /* Plain-SQL writers: see the top of the file. The triggers' WHEN decides, so the library's
+     * own writes, which always raise the version, never call into PL/pgSQL. */
     "CREATE OR REPLACE FUNCTION \"@_ver\"() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
     "BEGIN\n"
-    "  IF NEW.version IS NULL OR (TG_OP = 'INSERT' AND NEW.version <= 0)\n"
-    "     OR (TG_OP = 'UPDATE' AND NEW.version <= OLD.version) THEN\n"
-    "    NEW.version := nextval('\"@_seq\"');\n"
-    "    NEW.updated_at := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
-    "  END IF;\n"
+    "  NEW.version := nextval('\"@_seq\"');\n"
+    "  NEW.updated_at := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
     "  RETURN NEW;\n"
     "END $f$;\n"
-    /* The key's lock first, then the version: library writes of one key commit in version
-     * order. The lock is held until the statement's transaction commits. */
-    "CREATE OR REPLACE FUNCTION \"@_put\"(k text, v bytea, at bigint) RETURNS bigint\n"
-    "LANGUAGE plpgsql AS $f$\n"
-    "DECLARE ver bigint;\n"
-    "BEGIN\n"
-    "  PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));\n"
-    "  INSERT INTO \"@\" AS t (key, value, version, updated_at)\n"
-    "    VALUES (k, v, nextval('\"@_seq\"'), at)\n"
-    "    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,\n"
-    "      version = nextval('\"@_seq\"'), updated_at = EXCLUDED.updated_at\n"
-    "    RETURNING t.version INTO ver;\n"
-    "  RETURN ver;\n"
-    "END $f$;\n"
+    /* A function, not one statement: its DELETE must run under a snapshot taken after the
+     * lock (PL/pgSQL takes one per statement), or it would miss a row that a put committed
+     * while this waited for the lock, and return a version above that put's. */
     "CREATE OR REPLACE FUNCTION \"@_del\"(k text) RETURNS bigint LANGUAGE plpgsql AS $f$\n"
     "BEGIN\n"
     "  PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));\n"
     "  DELETE FROM \"@\" WHERE key = k;\n"
     "  RETURN nextval('\"@_seq\"');\n"
     "END $f$;\n";
+
+static const char trigger_fmt[] =
+    "CREATE TRIGGER tiercache_version_ins BEFORE INSERT ON \"@\" FOR EACH ROW"
+    " WHEN (NEW.version IS NULL OR NEW.version <= 0) EXECUTE FUNCTION \"@_ver\"();\n"
+    "CREATE TRIGGER tiercache_version_upd BEFORE UPDATE ON \"@\" FOR EACH ROW"
+    " WHEN (NEW.version IS NULL OR NEW.version <= OLD.version) EXECUTE FUNCTION \"@_ver\"()";
 
 /* A statement whose result the caller does not need. */
 static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
@@ -687,23 +688,21 @@ static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
 
 static int create_schema(const pg_store *s, PGconn *pg)
 {
-    char rel[TABLE_MAX + 3], seq[TABLE_MAX + 7], ver[TABLE_MAX + 9], put[TABLE_MAX + 29],
-        del[TABLE_MAX + 13];
+    char rel[TABLE_MAX + 3], seq[TABLE_MAX + 7], ver[TABLE_MAX + 9], del[TABLE_MAX + 13];
     snprintf(rel, sizeof rel, "\"%s\"", s->table);
     snprintf(seq, sizeof seq, "\"%s_seq\"", s->table);
     snprintf(ver, sizeof ver, "\"%s_ver\"()", s->table);
-    snprintf(put, sizeof put, "\"%s_put\"(text,bytea,bigint)", s->table);
     snprintf(del, sizeof del, "\"%s_del\"(text)", s->table);
-    const char *const names[] = {rel, seq, ver, put, del};
+    const char *const names[] = {rel, seq, ver, del};
 
     /* Usually all there: one query, no lock, no catalog writes. */
     static const char check[] =
         "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
         " AND to_regprocedure($3) IS NOT NULL AND to_regprocedure($4) IS NOT NULL"
-        " AND to_regprocedure($5) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger"
-        " WHERE tgrelid = to_regclass($1) AND tgname = 'tiercache_version')";
+        " AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)"
+        " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd')) = 2";
     PGresult *res;
-    int rc = exec_ok(s, pg, check, 5, names, "schema", &res);
+    int rc = exec_ok(s, pg, check, 4, names, "schema", &res);
     if (rc != TC_OK)
         return rc;
     int present = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -712,16 +711,14 @@ static int create_schema(const pg_store *s, PGconn *pg)
         return TC_OK;
 
     char *ddl = fmt_sql(schema_fmt, s->table);
-    char *trig = fmt_sql("CREATE TRIGGER tiercache_version BEFORE INSERT OR UPDATE ON \"@\""
-                         " FOR EACH ROW EXECUTE FUNCTION \"@_ver\"()",
-                         s->table);
+    char *trig = fmt_sql(trigger_fmt, s->table);
     if (ddl == NULL || trig == NULL) {
         free(ddl), free(trig);
         return tc__err(s->base.owner, TC_ENOMEM, "postgres: schema: out of memory");
     }
     /* Under a lock on the table's name: two processes creating one table at once would
      * otherwise collide on the catalogs (unique_violation, "tuple concurrently updated").
-     * 0x74636163 ("tcac") keeps this lock apart from other users of advisory locks. */
+     * 1952669025 ("tcaa") keeps this lock apart from other users of advisory locks. */
     const char *const lock_args[] = {rel};
     rc = exec_ok(s, pg, "BEGIN", 0, NULL, "schema", NULL);
     if (rc == TC_OK)
@@ -732,13 +729,19 @@ static int create_schema(const pg_store *s, PGconn *pg)
     if (rc == TC_OK)
         rc = exec_ok(s, pg,
                      "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
-                     " AND tgname = 'tiercache_version'",
+                     " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd')",
                      1, lock_args, "schema", &res);
     if (rc == TC_OK) {
-        int have = PQntuples(res) > 0;
+        int have = PQntuples(res);
         PQclear(res);
-        if (!have)
+        /* Both or neither: this library makes them together, under the lock. */
+        if (have == 0)
             rc = exec_ok(s, pg, trig, 0, NULL, "schema trigger", NULL);
+        else if (have != 2)
+            rc = tc__err(s->base.owner, TC_ESTORE,
+                         "postgres: schema: %s has one of its two tiercache_version triggers "
+                         "only; drop it or create the other",
+                         s->table);
     }
     if (rc == TC_OK)
         rc = exec_ok(s, pg, "COMMIT", 0, NULL, "schema commit", NULL);
