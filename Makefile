@@ -97,10 +97,18 @@ $(BENCH_REDIS_BIN): bench/bench_redis.c bench/bench_util.h tests/harness.c tests
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_redis.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
-bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN)
+BENCH_STORE_BIN := $(B)/bench/bench_store
+$(BENCH_STORE_BIN): bench/bench_store.c bench/bench_util.h tests/harness.c tests/pg_harness.c \
+                    tests/tc_test.h tests/pg_harness.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_store.c tests/harness.c \
+	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
+bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN)
 	$(BENCH_BIN)
 	$(BENCH_EDGE_BIN)
 	$(BENCH_REDIS_BIN)
+	$(BENCH_STORE_BIN)
 
 check: check-exports check-install check-examples check-unit
 
