@@ -780,12 +780,16 @@ static int parse_conninfo(pg_store *s, const void *owner)
     }
     char where[512] = "";
     size_t n = 0;
+    int nomem = 0;
     static const char *const shown[] = {"host", "hostaddr", "port", "dbname", "user"};
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL || o->val[0] == '\0')
             continue;
-        if (strcmp(o->keyword, "password") == 0 && s->password == NULL)
+        if (strcmp(o->keyword, "password") == 0) {
             s->password = dup_str(o->val);
+            nomem |= s->password == NULL;
+            continue;
+        }
         for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
             if (strcmp(o->keyword, shown[i]) == 0 && n < sizeof where) {
                 int k = snprintf(where + n, sizeof where - n, "%s%s=%s", n > 0 ? " " : "",
@@ -793,13 +797,9 @@ static int parse_conninfo(pg_store *s, const void *owner)
                 n += k > 0 ? (size_t)k : 0;
             }
     }
-    int had_password = 0;
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
-        if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
-            had_password = 1;
     PQconninfoFree(opts);
     s->where = dup_str(n > 0 ? where : "(libpq defaults)");
-    if (s->where == NULL || (had_password && s->password == NULL))
+    if (s->where == NULL || nomem)
         return tc__err(owner, TC_ENOMEM, "postgres: out of memory");
     return TC_OK;
 }

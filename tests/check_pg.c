@@ -11,14 +11,19 @@
  * Fork tests check in the child with plain conditions, report through the exit status, and
  * leave with _exit (as check_store.c does).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -453,24 +458,239 @@ START_TEST(test_server_restart)
 }
 END_TEST
 
+/* A connection that breaks in the middle of a call, not while idle (the idle check would
+ * find that first): a loopback proxy to the server that, when armed, drops the next client
+ * connection that sends anything, without forwarding it. */
+enum { PROXY_MAX = 16 };
+typedef struct proxy {
+    int listen_fd, port, stop_fd[2];
+    atomic_int armed, dropped;
+    pthread_t th;
+} proxy;
+
+static int connect_server(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void *proxy_run(void *arg)
+{
+    proxy *px = arg;
+    int cli[PROXY_MAX], up[PROXY_MAX], n = 0;
+    for (;;) {
+        struct pollfd p[2 + 2 * PROXY_MAX];
+        p[0] = (struct pollfd){.fd = px->stop_fd[0], .events = POLLIN};
+        p[1] = (struct pollfd){.fd = px->listen_fd, .events = POLLIN};
+        for (int i = 0; i < n; i++) {
+            p[2 + 2 * i] = (struct pollfd){.fd = cli[i], .events = POLLIN};
+            p[3 + 2 * i] = (struct pollfd){.fd = up[i], .events = POLLIN};
+        }
+        if (poll(p, (nfds_t)(2 + 2 * n), -1) < 0)
+            continue;
+        if (p[0].revents)
+            break;
+        if ((p[1].revents & POLLIN) && n < PROXY_MAX) {
+            int c = accept(px->listen_fd, NULL, NULL), u = connect_server();
+            if (c >= 0 && u >= 0) {
+                cli[n] = c;
+                up[n++] = u;
+            } else {
+                if (c >= 0)
+                    close(c);
+                if (u >= 0)
+                    close(u);
+            }
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            char buf[65536];
+            int drop = 0;
+            if (p[2 + 2 * i].revents) {
+                ssize_t k = read(cli[i], buf, sizeof buf);
+                if (k > 0 && atomic_exchange(&px->armed, 0)) {
+                    atomic_fetch_add(&px->dropped, 1);
+                    drop = 1;
+                } else {
+                    drop = k <= 0 || write(up[i], buf, (size_t)k) != k;
+                }
+            }
+            if (!drop && p[3 + 2 * i].revents) {
+                ssize_t k = read(up[i], buf, sizeof buf);
+                drop = k <= 0 || write(cli[i], buf, (size_t)k) != k;
+            }
+            if (drop) {
+                close(cli[i]);
+                close(up[i]);
+                cli[i] = cli[n - 1];
+                up[i] = up[n - 1];
+                n--;
+                break; /* the pollfd array no longer matches: poll again */
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        close(cli[i]);
+        close(up[i]);
+    }
+    return NULL;
+}
+
+static void proxy_start(proxy *px)
+{
+    memset(px, 0, sizeof *px);
+    px->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    ck_assert_int_eq(bind(px->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(px->listen_fd, 16), 0);
+    ck_assert_int_eq(getsockname(px->listen_fd, (struct sockaddr *)&sa, &len), 0);
+    px->port = ntohs(sa.sin_port);
+    ck_assert_int_eq(pipe(px->stop_fd), 0);
+    ck_assert_int_eq(pthread_create(&px->th, NULL, proxy_run, px), 0);
+}
+
+static void proxy_stop(proxy *px)
+{
+    ck_assert_int_eq(write(px->stop_fd[1], "x", 1), 1);
+    pthread_join(px->th, NULL);
+    close(px->listen_fd);
+    close(px->stop_fd[0]);
+    close(px->stop_fd[1]);
+}
+
+/* A get whose connection breaks mid-call is retried once on a fresh connection; a put is not
+ * (its outcome would be unknown), and the next call works again. */
+START_TEST(test_broken_mid_call)
+{
+    proxy px;
+    proxy_start(&px);
+    char ci[300];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=postgres user=postgres", px.port);
+    tc__store *s = NULL;
+    ck_assert_msg(tc__store_pg_open(&s, ci, "t_broken", 2, OWNER) == TC_OK, "%s",
+                  tc_errmsg(OWNER));
+    int64_t v1 = sput(s, "k", "v1");
+    atomic_store(&px.armed, 1);
+    got g;
+    int rc = sget(s, "k", &g);
+    ck_assert_msg(rc == TC_OK, "get: %s", tc_errmsg(OWNER));
+    ck_assert_int_eq(atomic_load(&px.dropped), 1);
+    ck_assert_str_eq(g.buf, "v1");
+    ck_assert_int_eq(g.version, v1);
+    atomic_store(&px.armed, 1);
+    int64_t v = 0;
+    ck_assert_int_eq(s->ops->put(s, "k", 1, "v2", 2, &v), TC_ESTORE);
+    ck_assert_int_eq(atomic_load(&px.dropped), 2);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(OWNER), "postgres: put:"));
+    ck_assert_int_eq(s->ops->del(s, "k", 1, &v), TC_OK);
+    ck_assert_int_gt(v, v1);
+    s->ops->close(s);
+    proxy_stop(&px);
+}
+END_TEST
+
+/* Library writes of one key commit in the order of their versions, so whichever of a put and
+ * a delete racing on a key got the higher version is what the table holds afterwards. */
+typedef struct racer {
+    tc__store *s;
+    int is_put;
+    int64_t version[50];
+    pthread_barrier_t *bar;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%d", i);
+        pthread_barrier_wait(r->bar);
+        int rc = r->is_put ? r->s->ops->put(r->s, key, strlen(key), "v", 1, &r->version[i])
+                           : r->s->ops->del(r->s, key, strlen(key), &r->version[i]);
+        if (rc != TC_OK)
+            r->version[i] = -1;
+    }
+    return NULL;
+}
+
+START_TEST(test_put_del_race)
+{
+    tc__store *s = store_open("t_race_pd");
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    racer a = {.s = s, .is_put = 1, .bar = &bar}, b = {.s = s, .is_put = 0, .bar = &bar};
+    pthread_t ta, tb;
+    ck_assert_int_eq(pthread_create(&ta, NULL, race, &a), 0);
+    ck_assert_int_eq(pthread_create(&tb, NULL, race, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_barrier_destroy(&bar);
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%d", i);
+        ck_assert_int_gt(a.version[i], 0);
+        ck_assert_int_gt(b.version[i], 0);
+        got g;
+        int rc = sget(s, key, &g);
+        if (a.version[i] > b.version[i]) {
+            ck_assert_msg(rc == TC_OK && g.version == a.version[i],
+                          "%s: put %lld after del %lld, but the row is %s", key,
+                          (long long)a.version[i], (long long)b.version[i],
+                          rc == TC_OK ? "another version" : "gone");
+        } else {
+            ck_assert_msg(rc == TC_ENOTFOUND, "%s: del %lld after put %lld, but the row is there",
+                          key, (long long)b.version[i], (long long)a.version[i]);
+        }
+    }
+    s->ops->close(s);
+}
+END_TEST
+
 /* ---- fork ----------------------------------------------------------------------------------- */
 
-static char *backend_pids(PGconn *pg, const char *app)
+/* The backends of app, as a list of pids, into out. Its own connection each time, and a
+ * static buffer, so that a forked child holds nothing of the parent's on the heap (valgrind
+ * would count it as lost in the child) and no connection it could disturb. */
+static void backend_pids(char *out, size_t size, const char *app)
 {
     char q[200];
     snprintf(q, sizeof q, "SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '')"
                           " FROM pg_stat_activity WHERE application_name = '%s'", app);
-    return sql1(pg, q);
+    PGconn *pg = sql_conn();
+    char *v = sql1(pg, q);
+    snprintf(out, size, "%s", v);
+    free(v);
+    PQfinish(pg);
 }
+
+/* backend_pids once those of exited children are gone (a backend ends a moment after its
+ * client): waits up to 5 s for the list to equal want. */
+static void backend_pids_settled(char *out, size_t size, const char *app, const char *want)
+{
+    backend_pids(out, size, app);
+    for (int i = 0; i < 250 && strcmp(out, want) != 0; i++) {
+        tct_sleep_ms(20);
+        backend_pids(out, size, app);
+    }
+}
+
+static char pids_before[256], pids_after[256];
 
 START_TEST(test_fork)
 {
     tc_cache *c = pg_open("t_fork", 0, 2, "tct_fork");
     ck_assert_int_eq(tc_put(c, "k", 1, "parent", 6, 0), TC_OK);
     get_is(c, "k", "parent", 6);
-    PGconn *pg = sql_conn();
-    char *before = backend_pids(pg, "tct_fork");
-    ck_assert_str_ne(before, "");
+    backend_pids(pids_before, sizeof pids_before, "tct_fork");
+    ck_assert_str_ne(pids_before, "");
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -487,14 +707,11 @@ START_TEST(test_fork)
     }
     ck_assert_int_eq(wait_child(pid), 0);
     /* The parent's backends are the same ones: the child never spoke on their sockets. */
-    char *after = backend_pids(pg, "tct_fork");
-    ck_assert_str_eq(after, before);
-    free(before);
-    free(after);
+    backend_pids_settled(pids_after, sizeof pids_after, "tct_fork", pids_before);
+    ck_assert_str_eq(pids_after, pids_before);
     get_is(c, "child", "c", 1);
     ck_assert_int_eq(tc_put(c, "k", 1, "again", 5, 0), TC_OK);
     get_is(c, "k", "again", 5);
-    PQfinish(pg);
     tc_close(c);
 }
 END_TEST
@@ -504,8 +721,7 @@ START_TEST(test_fork_child_closes)
 {
     tc_cache *c = pg_open("t_fork2", 0, 2, "tct_fork2");
     ck_assert_int_eq(tc_put(c, "k", 1, "v", 1, 0), TC_OK);
-    PGconn *pg = sql_conn();
-    char *before = backend_pids(pg, "tct_fork2");
+    backend_pids(pids_before, sizeof pids_before, "tct_fork2");
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -513,12 +729,9 @@ START_TEST(test_fork_child_closes)
         _exit(0);
     }
     ck_assert_int_eq(wait_child(pid), 0);
-    char *after = backend_pids(pg, "tct_fork2");
-    ck_assert_str_eq(after, before);
-    free(before);
-    free(after);
+    backend_pids_settled(pids_after, sizeof pids_after, "tct_fork2", pids_before);
+    ck_assert_str_eq(pids_after, pids_before);
     get_is(c, "k", "v", 1);
-    PQfinish(pg);
     tc_close(c);
 }
 END_TEST
@@ -623,6 +836,8 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_threads_small_pool);
     tcase_add_test(tc, test_backend_terminated);
     tcase_add_test(tc, test_server_restart);
+    tcase_add_test(tc, test_broken_mid_call);
+    tcase_add_test(tc, test_put_del_race);
     tcase_add_test(tc, test_fork);
     tcase_add_test(tc, test_fork_child_closes);
     tcase_add_test(tc, test_bad_conninfo);
