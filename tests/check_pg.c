@@ -599,17 +599,18 @@ END_TEST
 
 /* Library writes of one key commit in the order of their versions, so whichever of a put and
  * a delete racing on a key got the higher version is what the table holds afterwards. */
+enum { RACE_KEYS = 200 };
 typedef struct racer {
     tc__store *s;
     int is_put;
-    int64_t version[50];
+    int64_t version[RACE_KEYS];
     pthread_barrier_t *bar;
 } racer;
 
 static void *race(void *arg)
 {
     racer *r = arg;
-    for (int i = 0; i < 50; i++) {
+    for (int i = 0; i < RACE_KEYS; i++) {
         char key[16];
         snprintf(key, sizeof key, "r%d", i);
         pthread_barrier_wait(r->bar);
@@ -633,7 +634,7 @@ START_TEST(test_put_del_race)
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     pthread_barrier_destroy(&bar);
-    for (int i = 0; i < 50; i++) {
+    for (int i = 0; i < RACE_KEYS; i++) {
         char key[16];
         snprintf(key, sizeof key, "r%d", i);
         ck_assert_int_gt(a.version[i], 0);
