@@ -97,16 +97,24 @@ $(BENCH_REDIS_BIN): bench/bench_redis.c bench/bench_util.h tests/harness.c tests
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_redis.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
+BENCH_STORE_BIN := $(B)/bench/bench_store
+$(BENCH_STORE_BIN): bench/bench_store.c bench/bench_util.h tests/harness.c tests/pg_harness.c \
+                    tests/tc_test.h tests/pg_harness.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_store.c tests/harness.c \
+	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
 BENCH_WT_BIN := $(B)/bench/bench_wt
 $(BENCH_WT_BIN): bench/bench_wt.c bench/bench_util.h tests/harness.c tests/tc_test.h $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_wt.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS) -lm
 
-bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_WT_BIN)
+bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN) $(BENCH_WT_BIN)
 	$(BENCH_BIN)
 	$(BENCH_EDGE_BIN)
 	$(BENCH_REDIS_BIN)
+	$(BENCH_STORE_BIN)
 	$(BENCH_WT_BIN)
 
 check: check-exports check-install check-examples check-python check-unit

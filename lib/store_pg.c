@@ -1,10 +1,874 @@
-/* store_pg.c - placeholder until the PostgreSQL store lands. */
+/*
+ * store_pg.c - the PostgreSQL store.
+ *
+ * Schema, for a table name <t> that the config layer validated ([A-Za-z_][A-Za-z0-9_]*; checked
+ * again here, at most 59 bytes so that <t>_seq etc. fit PostgreSQL's 63-byte names, and only
+ * ever pasted into SQL inside double quotes, so case is kept and keywords are fine):
+ *
+ *   <t>(key TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL DEFAULT 0,
+ *       updated_at BIGINT NOT NULL DEFAULT 0)          updated_at: epoch milliseconds
+ *   <t>_seq            the sequence every version comes from
+ *   <t>_ver()          the function of two BEFORE triggers, tiercache_version_ins (INSERT)
+ *                      and tiercache_version_upd (UPDATE), that version plain-SQL writes
+ *   <t>_del(k)         the library's delete: returns the deletion's version
+ *
+ * Versions. Every version is a nextval of <t>_seq, so versions are unique across the table
+ * and increase with every write, deletes included, and a key deleted and written again gets a
+ * version above its tombstone's (a per-key counter would restart). A library write is one
+ * statement in autocommit (one round trip, TC_OK only once committed): the put an upsert with
+ * RETURNING, the delete a call of <t>_del. Each first takes a transaction advisory lock on
+ * the key and only then draws its version, so two library writes of one key commit in the
+ * order of their versions. Drawing the version first (a plain VALUES (..., nextval(...)))
+ * would not do: nextval is evaluated before the insert waits for a concurrent writer of the
+ * same key, so a put could wait behind a delete, commit after it and still carry the older
+ * version: the caches would keep the delete's tombstone while the store holds the value.
+ *
+ * The triggers version rows that other programs write in plain SQL: an INSERT that brings no
+ * version (0, the default) and an UPDATE that does not raise the version (a plain
+ * `UPDATE t SET value = ... WHERE key = ...` keeps OLD.version) get a nextval and a fresh
+ * updated_at. The library's own writes always carry a version above the row's old one (drawn
+ * after the key's lock and, for an update, after the row's lock), so the triggers' WHEN
+ * leaves them alone: one nextval per put, and no PL/pgSQL call. The one exception: a plain-SQL
+ * writer that committed a version above the one a put drew; then the trigger gives the put a
+ * newer one, and the put returns what the row really got (RETURNING). A plain-SQL writer that
+ * sets version itself is trusted; it must take it from <t>_seq.
+ *
+ * Creating the schema: opening checks, in one query, that every object exists; if any is
+ * missing, it creates them all (IF NOT EXISTS / OR REPLACE / a check for the triggers) in one
+ * transaction under a transaction advisory lock on the table name, so processes that open the
+ * same new table at once serialise instead of failing on the catalogs' unique indexes.
+ *
+ * Keys and values are always bound parameters of prepared statements, in binary format both
+ * ways (a bytea travels as its raw bytes, no escaping). Keys must be valid in the database's
+ * encoding (UTF-8 normally): other bytes are refused by the server, TC_ESTORE.
+ *
+ * Pool. At most pool_size connections per store, each with its statements prepared once.
+ * Opening the store opens the first (so a bad conninfo fails tc_open); later ones open on
+ * demand, when every open connection is busy, and stay open: the module-scope connections that
+ * later calls reuse. A call takes an idle connection under the mutex and gives it back after;
+ * when all pool_size are busy it waits on the condition variable. Connections are opened
+ * outside the mutex (a connect takes milliseconds, up to connect_timeout: 5 s unless the
+ * conninfo sets it).
+ *
+ * Broken connections. An idle connection whose socket is readable has been told something
+ * while idle: the server's goodbye (a restart, pg_terminate_backend) or EOF; it is checked and,
+ * if dead, replaced before it is used, which costs one poll() per call. A call that still fails
+ * with the connection broken (CONNECTION_BAD, or a class 08 / 57P0x error) discards the
+ * connection. A get, which is idempotent, is then retried once on a freshly opened connection.
+ * A put or a del is not: the server may have committed it before the connection broke, and
+ * nothing says whether it did, so the caller gets TC_ESTORE.
+ *
+ * fork(): the child must never use a connection of its parent, nor close it: closing sends a
+ * Terminate message on the socket, which the parent shares, and the parent's backend would end.
+ * Each store records the fork generation (tc__fork_generation) its pool belongs to; the first
+ * call in a child abandons every inherited connection (idle or held by a parent thread) by
+ * putting /dev/null over its descriptor and then freeing it with PQfinish, whose goodbye thus
+ * goes nowhere; it replaces the mutex and condition variable (a parent thread may have held
+ * the mutex at fork time, and in the child that thread does not exist) and then opens the
+ * child's own connections on demand. A connection a parent thread was opening at fork time is
+ * not in the pool yet and is simply leaked in the child.
+ *
+ * Messages never show the conninfo's password: connection errors name only host, port, dbname
+ * and user (PQconninfoParse), a conninfo that does not parse is not shown at all, and the
+ * password is blanked out of any server message that would contain it.
+ */
 #include "store.h"
 
-int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table, int64_t pool_size,
-                      const void *owner)
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TABLE_MAX 59 /* 63 (NAMEDATALEN - 1) minus the longest suffix, "_seq" */
+
+enum { ST_GET, ST_PUT, ST_DEL, ST_COUNT };
+static const char *const st_name[ST_COUNT] = {"tc_get", "tc_put", "tc_del"};
+
+typedef struct pg_slot {
+    PGconn *pg; /* NULL: no connection in this slot */
+    int busy;   /* taken by a call (pg set) or being opened (pg NULL) */
+    int fatal;  /* the server sent a FATAL while the connection was idle (see on_notice) */
+} pg_slot;
+
+typedef struct pg_store {
+    tc__store base; /* first: a tc__store * is a pg_store * */
+    char *conninfo;
+    char *where;    /* "host=... port=... dbname=... user=...": conninfo without secrets */
+    char *password; /* the conninfo's password, to blank out of messages; NULL if none */
+    char *table;    /* unquoted; validated */
+    char *sql[ST_COUNT];
+    int pool_size;
+    /* The fork generation that mu, cv and slots belong to. Written (release) only by open and
+     * by fork_fixup; every call reads it (acquire) before touching anything else. */
+    atomic_uint gen;
+    atomic_uint fixing; /* serialises fork_fixup between a child's threads (tag_lock) */
+    /* On the heap so that a child can replace them (see fork_fixup). */
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    pg_slot *slots; /* pool_size of them, under *mu */
+} pg_store;
+
+/* ---- messages ------------------------------------------------------------------------------- */
+
+/* Copies a libpq message into buf without its trailing newline, and with the conninfo's
+ * password blanked out should the server ever echo it. */
+static const char *clean_msg(const pg_store *s, const char *msg, char *buf, size_t size)
 {
-    (void)conninfo, (void)table, (void)pool_size;
+    snprintf(buf, size, "%s", msg != NULL && msg[0] != '\0' ? msg : "unknown error");
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (s->password != NULL && s->password[0] != '\0') {
+        size_t plen = strlen(s->password);
+        for (char *p = strstr(buf, s->password); p != NULL; p = strstr(p + plen, s->password))
+            memset(p, '*', plen);
+    }
+    return buf;
+}
+
+/* A failed call: TC_ESTORE with the result's message, or the connection's. */
+static int fail(const pg_store *s, PGconn *pg, const PGresult *res, const char *op)
+{
+    char buf[1024];
+    const char *msg = res != NULL ? PQresultErrorMessage(res) : NULL;
+    if (msg == NULL || msg[0] == '\0')
+        msg = pg != NULL ? PQerrorMessage(pg) : NULL;
+    if (res == NULL && pg != NULL && PQstatus(pg) == CONNECTION_OK &&
+        (msg == NULL || msg[0] == '\0'))
+        return tc__err(s->base.owner, TC_ENOMEM, "postgres: %s: out of memory", op);
+    return tc__err(s->base.owner, TC_ESTORE, "postgres: %s: %s", op,
+                   clean_msg(s, msg, buf, sizeof buf));
+}
+
+/* True when the connection cannot be used any more: the socket is gone, or the server said
+ * so (08xxx connection exceptions; 57P01-57P03: terminated by an administrator, a shutdown,
+ * the server cannot take connections now). */
+static int conn_broken(PGconn *pg, const PGresult *res)
+{
+    if (PQstatus(pg) != CONNECTION_OK)
+        return 1;
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state != NULL && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0);
+}
+
+/* libpq hands a message that arrives with no query running to the notice receiver, even a
+ * FATAL ("terminating connection due to administrator command"): then the connection is about
+ * to close, and the slot is marked so. Notices are otherwise dropped: libpq would print them on
+ * stderr, and "relation ... already exists, skipping" from the schema's IF NOT EXISTS is
+ * expected and nobody's business. Runs on the thread that owns the slot. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    pg_slot *slot = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (slot != NULL && sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        slot->fatal = 1;
+}
+
+static int valid_table_name(const char *t)
+{
+    size_t n = 0;
+    if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || *t == '_'))
+        return 0;
+    for (; *t != '\0'; t++, n++)
+        if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9') ||
+              *t == '_'))
+            return 0;
+    return n <= TABLE_MAX;
+}
+
+/* ---- binary values -------------------------------------------------------------------------- */
+
+static void put_be64(unsigned char *p, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    for (int i = 7; i >= 0; i--, u >>= 8)
+        p[i] = (unsigned char)(u & 0xff);
+}
+
+static int64_t get_be64(const unsigned char *p)
+{
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = (u << 8) | p[i];
+    return (int64_t)u;
+}
+
+/* Reads the one int8 (binary) of a one-row, one-column result. */
+static int result_version(const pg_store *s, const PGresult *res, const char *op,
+                          int64_t *out)
+{
+    if (PQntuples(res) != 1 || PQnfields(res) < 1 || PQgetisnull(res, 0, 0) ||
+        PQgetlength(res, 0, 0) != 8)
+        return tc__err(s->base.owner, TC_ESTORE, "postgres: %s: unexpected result shape", op);
+    *out = get_be64((const unsigned char *)PQgetvalue(res, 0, 0));
+    return TC_OK;
+}
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+/* fmt with every '@' replaced by the table name (the SQL texts here have no other '@'). */
+static char *fmt_sql(const char *fmt, const char *t)
+{
+    size_t tlen = strlen(t), n = 1;
+    for (const char *p = fmt; *p != '\0'; p++)
+        n += *p == '@' ? tlen : 1;
+    char *out = malloc(n), *q = out;
+    if (out == NULL)
+        return NULL;
+    for (const char *p = fmt; *p != '\0'; p++) {
+        if (*p == '@') {
+            memcpy(q, t, tlen);
+            q += tlen;
+        } else {
+            *q++ = *p;
+        }
+    }
+    *q = '\0';
+    return out;
+}
+
+/* Statement texts; prepared on every connection. */
+static const char *const st_fmt[ST_COUNT] = {
+    "SELECT value, version FROM \"@\" WHERE key = $1",
+    /* The key's lock first (the CTE is read before the row is made), then the version: library
+     * writes of one key commit in version order. The lock lasts until the statement's
+     * transaction commits. The update's version is drawn after the row lock. */
+    "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($1, 0)))"
+    " INSERT INTO \"@\" AS t (key, value, version, updated_at)"
+    " SELECT $1, $2, nextval('\"@_seq\"'), $3 FROM l"
+    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,"
+    " version = nextval('\"@_seq\"'), updated_at = EXCLUDED.updated_at"
+    " RETURNING t.version",
+    "SELECT \"@_del\"($1)",
+};
+static const Oid st_types[ST_COUNT][3] = {
+    {25 /* text */},
+    {25, 17 /* bytea */, 20 /* int8 */},
+    {25},
+};
+static const int st_nparams[ST_COUNT] = {1, 3, 1};
+
+/* Opens a connection for slot and prepares the statements. NULL with the error recorded in
+ * *rc. */
+static PGconn *conn_new(const pg_store *s, pg_slot *slot, int prepare, int *rc)
+{
+    /* connect_timeout before dbname: the conninfo expands in dbname's place and, coming later,
+     * wins when it sets its own. An empty conninfo is skipped: libpq's defaults. */
+    const char *const kw[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const val[] = {"5", "tiercache", s->conninfo, NULL};
+    PGconn *pg = PQconnectdbParams(kw, val, 1);
+    if (pg == NULL) {
+        *rc = tc__err(s->base.owner, TC_ENOMEM, "postgres: connect: out of memory");
+        return NULL;
+    }
+    if (PQstatus(pg) != CONNECTION_OK) {
+        char buf[1024];
+        *rc = tc__err(s->base.owner, TC_ESTORE, "postgres: connect to %s: %s", s->where,
+                      clean_msg(s, PQerrorMessage(pg), buf, sizeof buf));
+        PQfinish(pg);
+        return NULL;
+    }
+    slot->fatal = 0;
+    PQsetNoticeReceiver(pg, on_notice, slot);
+    for (int i = 0; prepare && i < ST_COUNT; i++) {
+        PGresult *res = PQprepare(pg, st_name[i], s->sql[i], st_nparams[i], st_types[i]);
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+            *rc = fail(s, pg, res, "prepare");
+            PQclear(res);
+            PQfinish(pg);
+            return NULL;
+        }
+        PQclear(res);
+    }
+    *rc = TC_OK;
+    return pg;
+}
+
+/* True when an idle connection is still usable. An idle connection is sent nothing unless the
+ * server is about to drop it (or a NOTIFY/parameter change arrives, which is harmless), so the
+ * common case costs one poll() that finds nothing. */
+static int idle_ok(pg_slot *slot)
+{
+    PGconn *pg = slot->pg;
+    for (int round = 0; round < 4; round++) {
+        if (slot->fatal || PQstatus(pg) != CONNECTION_OK)
+            return 0;
+        struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN};
+        if (p.fd < 0)
+            return 0;
+        int n = poll(&p, 1, 0);
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return errno == EINTR;
+        /* Reads what came (a FATAL goes to on_notice); EOF marks the connection bad. */
+        if (!PQconsumeInput(pg))
+            return 0;
+        PGnotify *note;
+        while ((note = PQnotifies(pg)) != NULL)
+            PQfreemem(note);
+    }
+    return !slot->fatal && PQstatus(pg) == CONNECTION_OK;
+}
+
+/* ---- fork-proof lock ------------------------------------------------------------------------ */
+
+/* The tag lock of store_sqlite.c (see there): 0 when free, else 1 + the fork generation of the
+ * holder, so a child takes over a lock that a parent thread held at fork time. Only on the
+ * first call after a fork. */
+static void tag_lock(atomic_uint *w, unsigned gen)
+{
+    unsigned tag = gen + 1u;
+    for (;;) {
+        unsigned cur = atomic_load_explicit(w, memory_order_relaxed);
+        if (cur != tag) {
+            if (atomic_compare_exchange_weak_explicit(w, &cur, tag, memory_order_acquire,
+                                                      memory_order_relaxed))
+                return;
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+static void tag_unlock(atomic_uint *w)
+{
+    atomic_store_explicit(w, 0, memory_order_release);
+}
+
+/* Frees an inherited connection without a byte on its socket: /dev/null takes the descriptor's
+ * place, so PQfinish's Terminate message and close() reach only /dev/null. */
+static void abandon(PGconn *pg)
+{
+    int fd = PQsocket(pg);
+    if (fd >= 0) {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || dup2(null, fd) < 0) {
+            /* Cannot make the goodbye harmless: leak the connection instead. */
+            if (null >= 0)
+                close(null);
+            return;
+        }
+        close(null);
+    }
+    PQfinish(pg);
+}
+
+static int new_sync(pthread_mutex_t **mu, pthread_cond_t **cv)
+{
+    *mu = malloc(sizeof **mu);
+    *cv = malloc(sizeof **cv);
+    if (*mu == NULL || *cv == NULL || pthread_mutex_init(*mu, NULL) != 0) {
+        free(*mu), free(*cv);
+        return -1;
+    }
+    if (pthread_cond_init(*cv, NULL) != 0) {
+        pthread_mutex_destroy(*mu);
+        free(*mu), free(*cv);
+        return -1;
+    }
+    return 0;
+}
+
+/* The first call in a child: see the top of the file. */
+static int fork_fixup(pg_store *s, unsigned gen)
+{
+    int rc = TC_OK;
+    tag_lock(&s->fixing, gen);
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) {
+        pthread_mutex_t *mu;
+        pthread_cond_t *cv;
+        if (new_sync(&mu, &cv) != 0) {
+            rc = tc__err(s->base.owner, TC_ENOMEM, "postgres: after fork: out of memory");
+        } else {
+            for (int i = 0; i < s->pool_size; i++) {
+                if (s->slots[i].pg != NULL)
+                    abandon(s->slots[i].pg);
+                s->slots[i].pg = NULL;
+                s->slots[i].busy = 0;
+            }
+            /* Neither destroyed nor reused: a parent thread may have held them at fork time.
+             * glibc's mutexes and condition variables own no memory besides their own, so
+             * freeing it is all that is left to do. */
+            free(s->mu);
+            free(s->cv);
+            s->mu = mu;
+            s->cv = cv;
+            atomic_store_explicit(&s->gen, gen, memory_order_release);
+        }
+    }
+    tag_unlock(&s->fixing);
+    return rc;
+}
+
+/* ---- the pool ------------------------------------------------------------------------------- */
+
+/* Takes a connection for one call: an idle one that is still good, else a new one in a free
+ * slot, else waits. fresh: the caller just lost a connection (a get about to retry), so it
+ * wants a newly opened one, not another idle one that may have died the same way.
+ * TC_OK and *out_slot, or an error (then no slot is held). */
+static int take(pg_store *s, int fresh, pg_slot **out_slot)
+{
+    unsigned gen = tc__fork_generation();
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) {
+        int rc = fork_fixup(s, gen);
+        if (rc != TC_OK)
+            return rc;
+    }
+    PGconn *dead = NULL;
+    pg_slot *slot = NULL;
+    pthread_mutex_lock(s->mu);
+    for (;;) {
+        pg_slot *empty = NULL, *idle = NULL;
+        for (int i = 0; i < s->pool_size; i++) {
+            pg_slot *e = &s->slots[i];
+            if (e->busy)
+                continue;
+            if (e->pg == NULL) {
+                if (empty == NULL)
+                    empty = e;
+            } else if (idle == NULL) {
+                idle = e;
+            }
+        }
+        if (idle != NULL && !fresh) {
+            idle->busy = 1;
+            slot = idle;
+            break;
+        }
+        if (empty == NULL && idle != NULL) {
+            /* fresh, and the pool is full of idle ones: replace one */
+            dead = idle->pg;
+            idle->pg = NULL;
+            empty = idle;
+        }
+        if (empty != NULL) {
+            empty->busy = 1; /* reserved while it opens, outside the mutex */
+            slot = empty;
+            break;
+        }
+        pthread_cond_wait(s->cv, s->mu);
+    }
+    pthread_mutex_unlock(s->mu);
+    if (dead != NULL)
+        PQfinish(dead);
+
+    if (slot->pg != NULL && !idle_ok(slot)) {
+        PQfinish(slot->pg); /* ours, and dead: its goodbye harms nobody */
+        slot->pg = NULL;
+    }
+    if (slot->pg == NULL) {
+        int rc;
+        PGconn *pg = conn_new(s, slot, 1, &rc);
+        if (pg == NULL) {
+            pthread_mutex_lock(s->mu);
+            slot->busy = 0;
+            pthread_cond_signal(s->cv);
+            pthread_mutex_unlock(s->mu);
+            return rc;
+        }
+        slot->pg = pg; /* the slot is ours (busy): no lock needed to fill it */
+    }
+    *out_slot = slot;
+    return TC_OK;
+}
+
+/* Gives the connection back; broken: close it and free the slot instead. */
+static void give(pg_store *s, pg_slot *slot, int broken)
+{
+    PGconn *dead = NULL;
+    pthread_mutex_lock(s->mu);
+    if (broken) {
+        dead = slot->pg;
+        slot->pg = NULL;
+    }
+    slot->busy = 0;
+    pthread_cond_signal(s->cv);
+    pthread_mutex_unlock(s->mu);
+    PQfinish(dead); /* NULL is a no-op */
+}
+
+/* ---- operations ----------------------------------------------------------------------------- */
+
+/* fn runs on the calling thread while the result is valid: it must copy what it keeps. */
+static int pg_get(tc__store *base, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
+{
+    pg_store *s = (pg_store *)base;
+    int rc = tc__check_key(s->base.owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    const char *vals[1] = {key};
+    const int lens[1] = {(int)key_len};
+    const int fmts[1] = {1};
+    for (int attempt = 0;; attempt++) {
+        pg_slot *slot;
+        if ((rc = take(s, attempt > 0, &slot)) != TC_OK)
+            return rc;
+        PGresult *res = PQexecPrepared(slot->pg, st_name[ST_GET], 1, vals, lens, fmts, 1);
+        if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+            if (PQntuples(res) == 0) {
+                rc = TC_ENOTFOUND; /* a normal outcome: no message */
+            } else if (PQnfields(res) != 2 || PQgetlength(res, 0, 1) != 8) {
+                rc = tc__err(s->base.owner, TC_ESTORE, "postgres: get: unexpected result shape");
+            } else {
+                int64_t version = get_be64((const unsigned char *)PQgetvalue(res, 0, 1));
+                /* PQgetvalue of a 0-byte value is "", never NULL. */
+                if (fn != NULL)
+                    rc = fn(ctx, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), version,
+                            -1);
+            }
+            PQclear(res);
+            give(s, slot, 0);
+            return rc;
+        }
+        int broken = conn_broken(slot->pg, res);
+        rc = fail(s, slot->pg, res, "get");
+        PQclear(res);
+        give(s, slot, broken);
+        /* Idempotent: one more try on a fresh connection when this one broke. */
+        if (!broken || attempt > 0)
+            return rc;
+    }
+}
+
+/* Runs a write (ST_PUT or ST_DEL) once; never retried (see the top of the file). */
+static int write_call(pg_store *s, int st, const char *op, int n, const char *const *vals,
+                      const int *lens, int64_t *out_version)
+{
+    static const int fmts[3] = {1, 1, 1};
+    pg_slot *slot;
+    int rc = take(s, 0, &slot);
+    if (rc != TC_OK)
+        return rc;
+    PGresult *res = PQexecPrepared(slot->pg, st_name[st], n, vals, lens, fmts, 1);
+    int broken = 0;
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        rc = result_version(s, res, op, out_version);
+    } else {
+        broken = conn_broken(slot->pg, res);
+        rc = fail(s, slot->pg, res, op);
+    }
+    PQclear(res);
+    give(s, slot, broken);
+    return rc;
+}
+
+static int pg_put(tc__store *base, const char *key, size_t key_len, const void *value,
+                  size_t len, int64_t *out_version)
+{
+    pg_store *s = (pg_store *)base;
+    if (out_version != NULL)
+        *out_version = 0;
+    if (out_version == NULL || (value == NULL && len > 0))
+        return tc__err(s->base.owner, TC_EINVAL, "postgres put: NULL argument");
+    if (len > 0x3fffffff) /* PostgreSQL's limit for one field (1 GB - 1) */
+        return tc__err(s->base.owner, TC_EINVAL, "postgres put: value of %zu bytes is too large",
+                       len);
+    int rc = tc__check_key(s->base.owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    unsigned char at[8];
+    put_be64(at, tc__wall_ms());
+    const char *vals[3] = {key, len > 0 ? value : "", (const char *)at};
+    const int lens[3] = {(int)key_len, (int)len, 8};
+    return write_call(s, ST_PUT, "put", 3, vals, lens, out_version);
+}
+
+static int pg_del(tc__store *base, const char *key, size_t key_len, int64_t *out_version)
+{
+    pg_store *s = (pg_store *)base;
+    if (out_version != NULL)
+        *out_version = 0;
+    if (out_version == NULL)
+        return tc__err(s->base.owner, TC_EINVAL, "postgres del: NULL argument");
+    int rc = tc__check_key(s->base.owner, key, key_len);
+    if (rc != TC_OK)
+        return rc;
+    const char *vals[1] = {key};
+    const int lens[1] = {(int)key_len};
+    return write_call(s, ST_DEL, "del", 1, vals, lens, out_version);
+}
+
+static void free_store(pg_store *s)
+{
+    for (int i = 0; i < ST_COUNT; i++)
+        free(s->sql[i]);
+    free(s->slots);
+    free(s->conninfo);
+    free(s->where);
+    free(s->password);
+    free(s->table);
+    free(s);
+}
+
+static void pg_close(tc__store *base)
+{
+    if (base == NULL)
+        return;
+    pg_store *s = (pg_store *)base;
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) == tc__fork_generation()) {
+        for (int i = 0; i < s->pool_size; i++)
+            PQfinish(s->slots[i].pg);
+        pthread_cond_destroy(s->cv);
+        pthread_mutex_destroy(s->mu);
+    } else {
+        /* Closed in a child before any call: the connections are the parent's. */
+        for (int i = 0; i < s->pool_size; i++)
+            if (s->slots[i].pg != NULL)
+                abandon(s->slots[i].pg);
+    }
+    free(s->mu);
+    free(s->cv);
+    free_store(s);
+}
+
+static const tc__store_ops pg_ops = {
+    .get = pg_get,
+    .put = pg_put,
+    .del = pg_del,
+    .close = pg_close,
+};
+
+/* ---- schema --------------------------------------------------------------------------------- */
+
+static const char schema_fmt[] =
+    "CREATE SEQUENCE IF NOT EXISTS \"@_seq\";\n"
+    "CREATE TABLE IF NOT EXISTS \"@\" (key TEXT PRIMARY KEY, value BYTEA NOT NULL,"
+    " version BIGINT NOT NULL DEFAULT 0, updated_at BIGINT NOT NULL DEFAULT 0);\n"
+    /* Plain-SQL writers: see the top of the file. The triggers' WHEN decides, so the library's
+     * own writes, which always raise the version, never call into PL/pgSQL. */
+    "CREATE OR REPLACE FUNCTION \"@_ver\"() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n"
+    "  NEW.version := nextval('\"@_seq\"');\n"
+    "  NEW.updated_at := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
+    "  RETURN NEW;\n"
+    "END $f$;\n"
+    /* A function, not one statement: its DELETE must run under a snapshot taken after the
+     * lock (PL/pgSQL takes one per statement), or it would miss a row that a put committed
+     * while this waited for the lock, and return a version above that put's. */
+    "CREATE OR REPLACE FUNCTION \"@_del\"(k text) RETURNS bigint LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n"
+    "  PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));\n"
+    "  DELETE FROM \"@\" WHERE key = k;\n"
+    "  RETURN nextval('\"@_seq\"');\n"
+    "END $f$;\n";
+
+static const char trigger_fmt[] =
+    "CREATE TRIGGER tiercache_version_ins BEFORE INSERT ON \"@\" FOR EACH ROW"
+    " WHEN (NEW.version IS NULL OR NEW.version <= 0) EXECUTE FUNCTION \"@_ver\"();\n"
+    "CREATE TRIGGER tiercache_version_upd BEFORE UPDATE ON \"@\" FOR EACH ROW"
+    " WHEN (NEW.version IS NULL OR NEW.version <= OLD.version) EXECUTE FUNCTION \"@_ver\"()";
+
+/* A statement whose result the caller does not need. */
+static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
+                   const char *const *vals, const char *op, PGresult **out)
+{
+    PGresult *res = nparams > 0 ? PQexecParams(pg, sql, nparams, NULL, vals, NULL, NULL, 0)
+                                : PQexec(pg, sql);
+    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        int rc = fail(s, pg, res, op);
+        PQclear(res);
+        return rc;
+    }
+    if (out != NULL)
+        *out = res;
+    else
+        PQclear(res);
+    return TC_OK;
+}
+
+static int create_schema(const pg_store *s, PGconn *pg)
+{
+    char rel[TABLE_MAX + 3], seq[TABLE_MAX + 7], ver[TABLE_MAX + 9], del[TABLE_MAX + 13];
+    snprintf(rel, sizeof rel, "\"%s\"", s->table);
+    snprintf(seq, sizeof seq, "\"%s_seq\"", s->table);
+    snprintf(ver, sizeof ver, "\"%s_ver\"()", s->table);
+    snprintf(del, sizeof del, "\"%s_del\"(text)", s->table);
+    const char *const names[] = {rel, seq, ver, del};
+
+    /* Usually all there: one query, no lock, no catalog writes. */
+    static const char check[] =
+        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
+        " AND to_regprocedure($3) IS NOT NULL AND to_regprocedure($4) IS NOT NULL"
+        " AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)"
+        " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd')) = 2";
+    PGresult *res;
+    int rc = exec_ok(s, pg, check, 4, names, "schema", &res);
+    if (rc != TC_OK)
+        return rc;
+    int present = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (present)
+        return TC_OK;
+
+    char *ddl = fmt_sql(schema_fmt, s->table);
+    char *trig = fmt_sql(trigger_fmt, s->table);
+    if (ddl == NULL || trig == NULL) {
+        free(ddl), free(trig);
+        return tc__err(s->base.owner, TC_ENOMEM, "postgres: schema: out of memory");
+    }
+    /* Under a lock on the table's name: two processes creating one table at once would
+     * otherwise collide on the catalogs (unique_violation, "tuple concurrently updated").
+     * 1952669025 ("tcaa") keeps this lock apart from other users of advisory locks. */
+    const char *const lock_args[] = {rel};
+    rc = exec_ok(s, pg, "BEGIN", 0, NULL, "schema", NULL);
+    if (rc == TC_OK)
+        rc = exec_ok(s, pg, "SELECT pg_advisory_xact_lock(1952669025, hashtext($1))", 1,
+                     lock_args, "schema lock", NULL);
+    if (rc == TC_OK)
+        rc = exec_ok(s, pg, ddl, 0, NULL, "schema", NULL);
+    if (rc == TC_OK)
+        rc = exec_ok(s, pg,
+                     "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
+                     " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd')",
+                     1, lock_args, "schema", &res);
+    if (rc == TC_OK) {
+        int have = PQntuples(res);
+        PQclear(res);
+        /* Both or neither: this library makes them together, under the lock. */
+        if (have == 0)
+            rc = exec_ok(s, pg, trig, 0, NULL, "schema trigger", NULL);
+        else if (have != 2)
+            rc = tc__err(s->base.owner, TC_ESTORE,
+                         "postgres: schema: %s has one of its two tiercache_version triggers "
+                         "only; drop it or create the other",
+                         s->table);
+    }
+    if (rc == TC_OK)
+        rc = exec_ok(s, pg, "COMMIT", 0, NULL, "schema commit", NULL);
+    if (rc != TC_OK)
+        PQclear(PQexec(pg, "ROLLBACK"));
+    free(ddl);
+    free(trig);
+    return rc;
+}
+
+/* ---- open ----------------------------------------------------------------------------------- */
+
+static char *dup_str(const char *str)
+{
+    size_t n = strlen(str) + 1;
+    char *p = malloc(n);
+    if (p != NULL)
+        memcpy(p, str, n);
+    return p;
+}
+
+/* Fills s->where and s->password from the conninfo. TC_EINVAL if it does not parse: its text
+ * is not shown then, since it may hold a password, and so may libpq's parse error. */
+static int parse_conninfo(pg_store *s, const void *owner)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(s->conninfo, &err);
+    if (opts == NULL) {
+        int nomem = err == NULL;
+        PQfreemem(err);
+        if (nomem)
+            return tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+        return tc__err(owner, TC_EINVAL,
+                       "postgres: store.conninfo does not parse (not shown: it may hold a "
+                       "password)");
+    }
+    char where[512] = "";
+    size_t n = 0;
+    int nomem = 0;
+    static const char *const shown[] = {"host", "hostaddr", "port", "dbname", "user"};
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "password") == 0) {
+            s->password = dup_str(o->val);
+            nomem |= s->password == NULL;
+            continue;
+        }
+        for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
+            if (strcmp(o->keyword, shown[i]) == 0 && n < sizeof where) {
+                int k = snprintf(where + n, sizeof where - n, "%s%s=%s", n > 0 ? " " : "",
+                                 o->keyword, o->val);
+                n += k > 0 ? (size_t)k : 0;
+            }
+    }
+    PQconninfoFree(opts);
+    s->where = dup_str(n > 0 ? where : "(libpq defaults)");
+    if (s->where == NULL || nomem)
+        return tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    return TC_OK;
+}
+
+/* Opens the first connection now (so a bad conninfo fails here, with everything freed) and
+ * creates the schema if missing. TC_OK, TC_EINVAL (NULL argument, invalid table name, pool
+ * size < 1, a conninfo that does not parse), TC_ESTORE, TC_ENOMEM; *out is NULL on failure. */
+int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
+                      int64_t pool_size, const void *owner)
+{
+    if (out == NULL || conninfo == NULL || table == NULL)
+        return tc__err(owner, TC_EINVAL, "postgres open: NULL argument");
     *out = NULL;
-    return tc__err(owner, TC_ECONFIG, "store: postgres is not built yet");
+    if (!valid_table_name(table))
+        return tc__err(owner, TC_EINVAL,
+                       "postgres: invalid table name (want [A-Za-z_][A-Za-z0-9_]*, at most %d "
+                       "bytes)",
+                       TABLE_MAX);
+    if (pool_size < 1 || pool_size > 1024)
+        return tc__err(owner, TC_EINVAL, "postgres: pool size %lld out of range 1..1024",
+                       (long long)pool_size);
+
+    pg_store *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    s->base.ops = &pg_ops;
+    s->base.owner = owner;
+    s->pool_size = (int)pool_size;
+    s->conninfo = dup_str(conninfo);
+    s->table = dup_str(table);
+    s->slots = calloc((size_t)pool_size, sizeof *s->slots);
+    int rc = TC_OK;
+    if (s->conninfo == NULL || s->table == NULL || s->slots == NULL)
+        rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    for (int i = 0; rc == TC_OK && i < ST_COUNT; i++)
+        if ((s->sql[i] = fmt_sql(st_fmt[i], table)) == NULL)
+            rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    if (rc == TC_OK)
+        rc = parse_conninfo(s, owner);
+    if (rc == TC_OK && new_sync(&s->mu, &s->cv) != 0)
+        rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    if (rc != TC_OK) {
+        free_store(s);
+        return rc;
+    }
+    atomic_init(&s->gen, tc__fork_generation());
+    atomic_init(&s->fixing, 0);
+
+    /* The schema before the statements: preparing them needs the table and functions. */
+    PGconn *pg = conn_new(s, &s->slots[0], 0, &rc);
+    if (pg != NULL) {
+        rc = create_schema(s, pg);
+        for (int i = 0; rc == TC_OK && i < ST_COUNT; i++) {
+            PGresult *res = PQprepare(pg, st_name[i], s->sql[i], st_nparams[i], st_types[i]);
+            if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+                rc = fail(s, pg, res, "prepare");
+            PQclear(res);
+        }
+    }
+    if (rc != TC_OK) {
+        PQfinish(pg);
+        pthread_cond_destroy(s->cv);
+        pthread_mutex_destroy(s->mu);
+        free(s->mu);
+        free(s->cv);
+        free_store(s);
+        return rc;
+    }
+    s->slots[0].pg = pg; /* idle: the first call takes it */
+    *out = &s->base;
+    return TC_OK;
 }

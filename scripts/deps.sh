@@ -12,8 +12,9 @@ set -eu
 # redis-server     the integration tests and the demo start a private one (also brings redis-cli)
 # valgrind         make check-valgrind
 # python3          make check-python (a store written in Python, through ctypes)
+# postgresql       the pg suite and bench_store start a private server (initdb, postgres)
 PACKAGES="build-essential pkg-config libhiredis-dev libjansson-dev libsqlite3-dev libpq-dev check
-redis-server valgrind python3"
+redis-server valgrind python3 postgresql"
 
 missing=
 for p in $PACKAGES; do
@@ -37,10 +38,10 @@ fi
 
 echo "deps: installing:$missing"
 
-# Installing redis-server would start the system service on port 6379 (and, with no systemd, a
-# failing init script aborts the install). The tests start their own private server on a free
-# port, so service starts are refused for the install, through invoke-rc.d's documented hook,
-# unless the machine already has a policy of its own.
+# Installing redis-server or postgresql would start the system service on port 6379 or 5432
+# (and, with no systemd, a failing init script aborts the install). The tests start their own
+# private servers on free ports, so service starts are refused for the install, through
+# invoke-rc.d's documented hook, unless the machine already has a policy of its own.
 policy=/usr/sbin/policy-rc.d
 own_policy=
 cleanup() { if [ -n "$own_policy" ]; then rm -f "$policy"; fi; }

@@ -1,0 +1,342 @@
+/*
+ * bench_store.c - the stores' figures, each next to a bare-client baseline measured in the same
+ * run, against private servers (tests/pg_harness.c, tests/harness.c):
+ *   BENCH <id> <metric> value=<v> baseline=<b> ratio=<value/baseline>
+ *
+ *   pg-conn-reuse   ops/s of warm tc_get (edge off, no Redis:   vs PQconnectdb, one SELECT of the
+ *                   every call reaches PostgreSQL on the pool's    same row, PQfinish per call
+ *                   kept connection)
+ *   wt-put-pg       us per tc_put on the postgres store (edge on, vs the bare upsert through libpq:
+ *                   private Redis: the whole write-through)        prepared, binary, autocommit,
+ *                                                                  same table shape, no trigger
+ *   wt-put-sqlite   us per tc_put on the SQLite store (edge on,   vs the bare upsert in SQLite,
+ *                   private Redis)                                 WAL + synchronous=FULL as the
+ *                                                                  store sets them
+ *
+ * The PostgreSQL server runs with fsync on (durable commits, as in production): a put's cost
+ * is mostly its commit's flush, on both sides. Rounds alternate baseline and subject; the
+ * figure is the median of ROUNDS. Compare ratios, not absolute figures.
+ *
+ * With -v (or BENCH_VERBOSE=1) it also prints where a put's time goes: the store's put alone
+ * (tc__store through the internal interface) next to the whole tc_put.
+ */
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+#include "pg_harness.h"
+#include "store.h"
+#include "tc_test.h"
+#include "tiercache.h"
+
+#define ROUNDS 7
+#define VLEN 100
+#define NKEYS 100
+
+static tct_pg pg;
+static tct_redis redis;
+static char dir[256];
+static char val[VLEN];
+static int verbose;
+
+_Noreturn static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench_store: %s: %s\n", what, detail != NULL ? detail : tc_errmsg(NULL));
+    tct_pg_stop(&pg);
+    tct_redis_stop(&redis);
+    if (dir[0] != '\0')
+        tct_rmrf(dir);
+    exit(1);
+}
+
+static tc_cache *open_cache(const char *store_json, int edge, int with_redis)
+{
+    char json[1024], redis_json[128] = "";
+    if (with_redis)
+        snprintf(redis_json, sizeof redis_json,
+                 ", \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d}", redis.port);
+    snprintf(json, sizeof json, "{\"store\": %s, \"edge\": {\"enabled\": %s}%s}", store_json,
+             edge ? "true" : "false", redis_json);
+    tc_config *cfg;
+    tc_cache *c;
+    if (tc_config_new(&cfg) != TC_OK)
+        die("config", NULL);
+    if (tc_config_load_json(cfg, json, strlen(json)) != TC_OK)
+        die("config", tc_config_errmsg(cfg));
+    if (tc_open(&c, cfg) != TC_OK)
+        die("tc_open", NULL);
+    tc_config_free(cfg);
+    return c;
+}
+
+static const char *key_of(int i)
+{
+    static char k[NKEYS][16];
+    if (k[i][0] == '\0')
+        snprintf(k[i], sizeof k[i], "key:%d", i);
+    return k[i];
+}
+
+/* ---- pg-conn-reuse -------------------------------------------------------------------------- */
+
+static double warm_gets(tc_cache *c, int n)
+{
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        char buf[VLEN];
+        if (tc_get_into(&len, c, "hot", 3, buf, sizeof buf) != TC_OK)
+            die("tc_get", NULL);
+    }
+    return n / ((now_ns() - t0) / 1e9);
+}
+
+static double connect_per_call(const char *table, int n)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT value, version FROM %s WHERE key = $1", table);
+    const char *params[1] = {"hot"};
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        PGconn *conn = PQconnectdb(pg.conninfo);
+        if (PQstatus(conn) != CONNECTION_OK)
+            die("connect", PQerrorMessage(conn));
+        PGresult *res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 1);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+            die("select", PQerrorMessage(conn));
+        PQclear(res);
+        PQfinish(conn);
+    }
+    return n / ((now_ns() - t0) / 1e9);
+}
+
+static void bench_conn_reuse(void)
+{
+    char store[512];
+    snprintf(store, sizeof store,
+             "{\"type\": \"postgres\", \"conninfo\": \"%s\", \"table\": \"bench_get\"}",
+             pg.conninfo);
+    tc_cache *c = open_cache(store, 0, 0);
+    if (tc_put(c, "hot", 3, val, VLEN, 0) != TC_OK)
+        die("tc_put", NULL);
+    warm_gets(c, 200); /* warm-up */
+    double v[ROUNDS], b[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        b[r] = connect_per_call("bench_get", 40);
+        v[r] = warm_gets(c, 2000);
+    }
+    report("pg-conn-reuse", "ops/s", median(v, ROUNDS), median(b, ROUNDS));
+    tc_close(c);
+}
+
+/* ---- wt-put-pg ------------------------------------------------------------------------------ */
+
+static PGconn *raw_pg(void)
+{
+    PGconn *conn = PQconnectdb(pg.conninfo);
+    if (PQstatus(conn) != CONNECTION_OK)
+        die("connect", PQerrorMessage(conn));
+    static const char ddl[] =
+        "SET client_min_messages = warning;"
+        "CREATE SEQUENCE IF NOT EXISTS raw_put_seq;"
+        "CREATE TABLE IF NOT EXISTS raw_put (key TEXT PRIMARY KEY, value BYTEA NOT NULL,"
+        " version BIGINT NOT NULL DEFAULT 0, updated_at BIGINT NOT NULL DEFAULT 0)";
+    PGresult *res = PQexec(conn, ddl);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        die("raw schema", PQerrorMessage(conn));
+    PQclear(res);
+    res = PQprepare(conn, "up",
+                    "INSERT INTO raw_put (key, value, version, updated_at)"
+                    " VALUES ($1, $2, nextval('raw_put_seq'), $3) ON CONFLICT (key) DO UPDATE"
+                    " SET value = EXCLUDED.value, version = EXCLUDED.version,"
+                    " updated_at = EXCLUDED.updated_at RETURNING version",
+                    3, (const Oid[]){25, 17, 20});
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        die("raw prepare", PQerrorMessage(conn));
+    PQclear(res);
+    return conn;
+}
+
+static double raw_pg_puts(PGconn *conn, int n)
+{
+    unsigned char at[8] = {0, 0, 1, 0x8c, 0, 0, 0, 0};
+    static const int fmts[3] = {1, 1, 1};
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        const char *k = key_of(i % NKEYS);
+        const char *vals[3] = {k, val, (const char *)at};
+        const int lens[3] = {(int)strlen(k), VLEN, 8};
+        PGresult *res = PQexecPrepared(conn, "up", 3, vals, lens, fmts, 1);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            die("raw upsert", PQerrorMessage(conn));
+        PQclear(res);
+    }
+    return (now_ns() - t0) / 1e3 / n;
+}
+
+static double tc_puts(tc_cache *c, int n)
+{
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        const char *k = key_of(i % NKEYS);
+        val[0] = (char)('a' + i % 26);
+        if (tc_put(c, k, strlen(k), val, VLEN, 0) != TC_OK)
+            die("tc_put", NULL);
+    }
+    return (now_ns() - t0) / 1e3 / n;
+}
+
+static double store_puts(tc__store *s, int n)
+{
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        const char *k = key_of(i % NKEYS);
+        int64_t v;
+        if (s->ops->put(s, k, strlen(k), val, VLEN, &v) != TC_OK)
+            die("store put", NULL);
+    }
+    return (now_ns() - t0) / 1e3 / n;
+}
+
+static void bench_wt_put_pg(void)
+{
+    char store[512];
+    snprintf(store, sizeof store,
+             "{\"type\": \"postgres\", \"conninfo\": \"%s\", \"table\": \"bench_put\"}",
+             pg.conninfo);
+    tc_cache *c = open_cache(store, 1, 1);
+    PGconn *raw = raw_pg();
+    tc__store *s = NULL;
+    tc_cache *nr = NULL; /* verbose: the same put without the Redis tier */
+    if (verbose) {
+        if (tc__store_pg_open(&s, pg.conninfo, "bench_put2", 1, NULL) != TC_OK)
+            die("store open", NULL);
+        snprintf(store, sizeof store,
+                 "{\"type\": \"postgres\", \"conninfo\": \"%s\", \"table\": \"bench_put3\"}",
+                 pg.conninfo);
+        nr = open_cache(store, 1, 0);
+    }
+    tc_puts(c, 100); /* warm-up: every key exists, so every put is an update */
+    raw_pg_puts(raw, 100);
+    if (s != NULL) {
+        store_puts(s, 100);
+        tc_puts(nr, 100);
+    }
+    double v[ROUNDS], b[ROUNDS], st[ROUNDS], vnr[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        b[r] = raw_pg_puts(raw, 300);
+        v[r] = tc_puts(c, 300);
+        if (s != NULL) {
+            st[r] = store_puts(s, 300);
+            vnr[r] = tc_puts(nr, 300);
+        }
+    }
+    report("wt-put-pg", "us/op", median(v, ROUNDS), median(b, ROUNDS));
+    if (s != NULL) {
+        fprintf(stderr, "  wt-put-pg breakdown (medians): bare upsert %.1f us, store put alone "
+                        "%.1f us, tc_put without Redis %.1f us, tc_put %.1f us\n",
+                median(b, ROUNDS), median(st, ROUNDS), median(vnr, ROUNDS), median(v, ROUNDS));
+        s->ops->close(s);
+        tc_close(nr);
+    }
+    PQfinish(raw);
+    tc_close(c);
+}
+
+/* ---- wt-put-sqlite -------------------------------------------------------------------------- */
+
+static void sq_exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        die(sql, err);
+}
+
+static double raw_sqlite_puts(sqlite3 *db, sqlite3_stmt *st, int n)
+{
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        const char *k = key_of(i % NKEYS);
+        sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, val, VLEN, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, i);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            die("raw sqlite upsert", sqlite3_errmsg(db));
+        sqlite3_reset(st);
+    }
+    return (now_ns() - t0) / 1e3 / n;
+}
+
+static void bench_wt_put_sqlite(void)
+{
+    char store[512], raw_path[300];
+    snprintf(store, sizeof store, "{\"type\": \"sqlite\", \"path\": \"%s/wt.db\"}", dir);
+    tc_cache *c = open_cache(store, 1, 1);
+    snprintf(raw_path, sizeof raw_path, "%s/raw.db", dir);
+    sqlite3 *db;
+    if (sqlite3_open(raw_path, &db) != SQLITE_OK)
+        die("sqlite open", sqlite3_errmsg(db));
+    sq_exec(db, "PRAGMA journal_mode=WAL");
+    sq_exec(db, "PRAGMA synchronous=FULL");
+    sq_exec(db, "CREATE TABLE IF NOT EXISTS raw_put (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
+                " version INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL DEFAULT 0)");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO raw_put (key, value, version) VALUES (?1, ?2, ?3)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                           " version = excluded.version",
+                           -1, &st, NULL) != SQLITE_OK)
+        die("sqlite prepare", sqlite3_errmsg(db));
+    tc__store *s = NULL;
+    char sp[300];
+    snprintf(sp, sizeof sp, "%s/store.db", dir);
+    if (verbose && tc__store_sqlite_open(&s, sp, "tiercache", 5000, NULL) != TC_OK)
+        die("store open", NULL);
+    tc_puts(c, 100);
+    raw_sqlite_puts(db, st, 100);
+    if (s != NULL)
+        store_puts(s, 100);
+    double v[ROUNDS], b[ROUNDS], sv[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        b[r] = raw_sqlite_puts(db, st, 300);
+        v[r] = tc_puts(c, 300);
+        if (s != NULL)
+            sv[r] = store_puts(s, 300);
+    }
+    report("wt-put-sqlite", "us/op", median(v, ROUNDS), median(b, ROUNDS));
+    if (s != NULL) {
+        fprintf(stderr, "  wt-put-sqlite breakdown: store put alone %.1f us, tc_put %.1f us, "
+                        "bare upsert %.1f us (medians)\n",
+                median(sv, ROUNDS), median(v, ROUNDS), median(b, ROUNDS));
+        s->ops->close(s);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    tc_close(c);
+}
+
+int main(int argc, char **argv)
+{
+    const char *env = getenv("BENCH_VERBOSE");
+    verbose = (argc > 1 && strcmp(argv[1], "-v") == 0) || (env != NULL && env[0] == '1');
+    signal(SIGPIPE, SIG_IGN);
+    memset(val, 'v', sizeof val);
+    if (tct_tmpdir(dir, sizeof dir) != 0)
+        die("tmpdir", "mkdtemp failed");
+    if (tct_pg_start_opts(&pg, 1) != 0)
+        die("postgres", "cannot start a private server (see above)");
+    if (tct_redis_start(&redis) != 0)
+        die("redis", "cannot start a private redis-server");
+    bench_conn_reuse();
+    bench_wt_put_pg();
+    bench_wt_put_sqlite();
+    tct_redis_stop(&redis);
+    tct_pg_stop(&pg);
+    tct_rmrf(dir);
+    return 0;
+}

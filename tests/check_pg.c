@@ -1,0 +1,849 @@
+/*
+ * check_pg.c - the PostgreSQL store (lib/store_pg.c), through the public API with
+ * store.type=postgres (no Redis tier) and, where the versions themselves are checked, through
+ * the internal store interface.
+ *
+ * One private server per TCase (tests/pg_harness.c), started in an unchecked fixture, in the
+ * runner process, so the tests (forked by Check, or not under CK_FORK=no) share it; each test
+ * uses tables of its own. The server binaries must be installed: without them the fixture
+ * fails, loudly, instead of skipping.
+ *
+ * Fork tests check in the child with plain conditions, report through the exit status, and
+ * leave with _exit (as check_store.c does).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pg_harness.h"
+#include "store.h"
+#include "tc_test.h"
+
+static tct_pg srv;
+static const int owner_tag = 0;
+#define OWNER ((const void *)&owner_tag)
+
+static void srv_up(void)
+{
+    ck_assert_msg(tct_pg_available(),
+                  "PostgreSQL server binaries not found (looked in %s; TCT_PG_BINDIR overrides): "
+                  "install the postgresql package (make deps)",
+                  tct_pg_bindir()[0] != '\0' ? tct_pg_bindir() : "/usr/lib/postgresql/*/bin");
+    ck_assert_msg(tct_pg_start(&srv) == 0, "cannot start a private PostgreSQL server");
+}
+
+static void srv_down(void)
+{
+    tct_pg_stop(&srv);
+}
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* Opens a cache on table in srv (or on conninfo when not NULL). extra: more JSON members. */
+static tc_cache *pg_open(const char *table, int edge, int pool, const char *app)
+{
+    char conninfo[400], json[1024];
+    snprintf(conninfo, sizeof conninfo, "%s application_name=%s", srv.conninfo,
+             app != NULL ? app : "tct");
+    snprintf(json, sizeof json,
+             "{\"store\": {\"type\": \"postgres\", \"conninfo\": \"%s\", \"table\": \"%s\","
+             " \"pool_size\": %d}, \"edge\": {\"enabled\": %s}}",
+             conninfo, table, pool, edge ? "true" : "false");
+    tc_config *cfg;
+    ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
+    ck_assert_msg(tc_config_load_json(cfg, json, strlen(json)) == TC_OK, "%s",
+                  tc_config_errmsg(cfg));
+    tc_cache *c = NULL;
+    int rc = tc_open(&c, cfg);
+    tc_config_free(cfg);
+    ck_assert_msg(rc == TC_OK, "tc_open: %s", tc_errmsg(NULL));
+    return c;
+}
+
+static tc__store *store_open(const char *table)
+{
+    tc__store *s = NULL;
+    int rc = tc__store_pg_open(&s, srv.conninfo, table, 4, OWNER);
+    ck_assert_msg(rc == TC_OK, "open: %s", tc_errmsg(OWNER));
+    return s;
+}
+
+static int64_t sput(tc__store *s, const char *key, const char *val)
+{
+    int64_t v = 0;
+    int rc = s->ops->put(s, key, strlen(key), val, strlen(val), &v);
+    ck_assert_msg(rc == TC_OK, "put: %s", tc_errmsg(OWNER));
+    return v;
+}
+
+static int64_t sdel(tc__store *s, const char *key)
+{
+    int64_t v = 0;
+    int rc = s->ops->del(s, key, strlen(key), &v);
+    ck_assert_msg(rc == TC_OK, "del: %s", tc_errmsg(OWNER));
+    return v;
+}
+
+typedef struct got {
+    char buf[64];
+    size_t len;
+    int64_t version;
+} got;
+
+static int collect(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    got *g = ctx;
+    g->len = len < sizeof g->buf - 1 ? len : sizeof g->buf - 1;
+    memcpy(g->buf, data, g->len);
+    g->buf[g->len] = '\0';
+    g->version = version;
+    return ttl_ms == -1 ? TC_OK : TC_EINVAL;
+}
+
+static int sget(tc__store *s, const char *key, got *g)
+{
+    memset(g, 0, sizeof *g);
+    return s->ops->get(s, key, strlen(key), collect, g);
+}
+
+/* A libpq connection of the test's own: another program writing plain SQL. */
+static PGconn *sql_conn(void)
+{
+    PGconn *pg = PQconnectdb(srv.conninfo);
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
+    return pg;
+}
+
+/* Runs sql; returns the first value of the first row as a malloc'd string ("" if none). */
+static char *sql1(PGconn *pg, const char *sql)
+{
+    PGresult *res = PQexec(pg, sql);
+    ExecStatusType st = PQresultStatus(res);
+    ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql,
+                  PQresultErrorMessage(res));
+    char *out = strdup(PQntuples(res) > 0 && PQnfields(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return out;
+}
+
+static long long sql_ll(PGconn *pg, const char *sql)
+{
+    char *v = sql1(pg, sql);
+    long long n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static void get_is(tc_cache *c, const char *key, const void *want, size_t want_len)
+{
+    void *v = NULL;
+    size_t len = 0;
+    int rc = tc_get(&v, &len, c, key, strlen(key));
+    ck_assert_msg(rc == TC_OK, "get %s: %s", key, tc_errmsg(c));
+    ck_assert_uint_eq(len, want_len);
+    ck_assert(len == 0 || memcmp(v, want, len) == 0);
+    tc_free(v);
+}
+
+#define REQUIRE(cond, code)                                                                    \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "child check failed (%d): %s: %s\n", (code), #cond,                \
+                    tc_errmsg(NULL));                                                          \
+            _exit(code);                                                                       \
+        }                                                                                      \
+    } while (0)
+
+static int wait_child(pid_t pid)
+{
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- values --------------------------------------------------------------------------------- */
+
+START_TEST(test_round_trip)
+{
+    tc_cache *c = pg_open("t_round", 0, 2, NULL);
+    ck_assert_int_eq(tc_put(c, "k", 1, "hello", 5, 0), TC_OK);
+    get_is(c, "k", "hello", 5);
+    ck_assert_int_eq(tc_put(c, "k", 1, "world!", 6, 0), TC_OK);
+    get_is(c, "k", "world!", 6);
+    ck_assert_int_eq(tc_del(c, "k", 1), TC_OK);
+    void *v = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(tc_get(&v, &len, c, "k", 1), TC_ENOTFOUND);
+    ck_assert_int_eq(tc_get(&v, &len, c, "never", 5), TC_ENOTFOUND);
+    ck_assert_int_eq(tc_del(c, "never", 5), TC_OK); /* absent keys too */
+    tc_close(c);
+}
+END_TEST
+
+START_TEST(test_binary_values)
+{
+    tc_cache *c = pg_open("t_binary", 0, 2, NULL);
+    static const char nul[] = {'a', '\0', 'b', '\0', '\0', (char)0xff, '\\', 'x'};
+    ck_assert_int_eq(tc_put(c, "nul", 3, nul, sizeof nul, 0), TC_OK);
+    get_is(c, "nul", nul, sizeof nul);
+    ck_assert_int_eq(tc_put(c, "empty", 5, NULL, 0, 0), TC_OK);
+    get_is(c, "empty", "", 0);
+    size_t big_len = 1 << 20;
+    unsigned char *big = malloc(big_len);
+    ck_assert_ptr_nonnull(big);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (unsigned char)(i * 2654435761u >> 24);
+    ck_assert_int_eq(tc_put(c, "big", 3, big, big_len, 0), TC_OK);
+    get_is(c, "big", big, big_len);
+    free(big);
+    /* A key in UTF-8, and one that is not valid UTF-8: refused by the server, not mangled. */
+    ck_assert_int_eq(tc_put(c, "cl\xc3\xa9", 4, "e", 1, 0), TC_OK);
+    get_is(c, "cl\xc3\xa9", "e", 1);
+    ck_assert_int_eq(tc_put(c, "bad\xff", 4, "x", 1, 0), TC_ESTORE);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- versions ------------------------------------------------------------------------------- */
+
+START_TEST(test_versions_increase)
+{
+    tc__store *s = store_open("t_versions");
+    int64_t v1 = sput(s, "a", "1");
+    int64_t v2 = sput(s, "a", "2");
+    int64_t v3 = sput(s, "b", "1");
+    ck_assert_int_gt(v1, 0);
+    ck_assert_int_gt(v2, v1);
+    ck_assert_int_gt(v3, v2);
+    got g;
+    ck_assert_int_eq(sget(s, "a", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "2");
+    ck_assert_int_eq(g.version, v2);
+    int64_t d = sdel(s, "a");
+    ck_assert_int_gt(d, v3);
+    ck_assert_int_eq(sget(s, "a", &g), TC_ENOTFOUND);
+    int64_t v4 = sput(s, "a", "again");
+    ck_assert_int_gt(v4, d); /* above its tombstone */
+    int64_t d2 = sdel(s, "absent");
+    ck_assert_int_gt(d2, v4);
+    /* Arguments the store refuses itself. */
+    int64_t v = 0;
+    ck_assert_int_eq(s->ops->put(s, "k", 1, NULL, 3, &v), TC_EINVAL);
+    ck_assert_int_eq(s->ops->put(s, "k", 1, "x", 1, NULL), TC_EINVAL);
+    ck_assert_int_eq(s->ops->del(s, "k\0z", 3, &v), TC_EKEY);
+    s->ops->close(s);
+}
+END_TEST
+
+START_TEST(test_plain_sql_gets_versions)
+{
+    tc_cache *c = pg_open("t_plain", 0, 2, NULL);
+    tc__store *s = store_open("t_plain");
+    int64_t v1 = sput(s, "k", "lib");
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "UPDATE t_plain SET value = 'x' WHERE key = 'k'"));
+    got g;
+    ck_assert_int_eq(sget(s, "k", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "x");
+    ck_assert_int_gt(g.version, v1);
+    int64_t v2 = g.version;
+    ck_assert_int_gt(sql_ll(pg, "SELECT updated_at FROM t_plain WHERE key = 'k'"), 0);
+    /* The cache, with the edge off, reads the store and sees the new value. */
+    get_is(c, "k", "x", 1);
+
+    free(sql1(pg, "INSERT INTO t_plain (key, value) VALUES ('new', 'ins')"));
+    ck_assert_int_eq(sget(s, "new", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "ins");
+    ck_assert_int_gt(g.version, v2);
+    int64_t v3 = g.version;
+    get_is(c, "new", "ins", 3);
+
+    /* An upsert from plain SQL, and a library write after it: still increasing. */
+    free(sql1(pg, "INSERT INTO t_plain (key, value) VALUES ('new', 'up') ON CONFLICT (key) DO "
+                  "UPDATE SET value = EXCLUDED.value"));
+    ck_assert_int_eq(sget(s, "new", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "up");
+    ck_assert_int_gt(g.version, v3);
+    ck_assert_int_gt(sput(s, "new", "lib2"), g.version);
+    /* The library's own writes take one version each: not bumped again by the trigger. */
+    int64_t a = sput(s, "once", "1");
+    int64_t b = sput(s, "once", "2");
+    ck_assert_int_eq(sql_ll(pg, "SELECT version FROM t_plain WHERE key = 'once'"), b);
+    ck_assert_int_gt(b, a);
+    /* Versions stay unique across the table. */
+    char *uniq = sql1(pg, "SELECT count(DISTINCT version) = count(*) FROM t_plain");
+    ck_assert_str_eq(uniq, "t");
+    free(uniq);
+    PQfinish(pg);
+    s->ops->close(s);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- schema --------------------------------------------------------------------------------- */
+
+/* Several processes open one new table at the same instant: none may fail. */
+START_TEST(test_concurrent_schema_creation)
+{
+    enum { N = 6 };
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        ck_assert_int_ge(pids[i], 0);
+        if (pids[i] == 0) {
+            close(go[1]);
+            char ch;
+            while (read(go[0], &ch, 1) < 0 && errno == EINTR)
+                ;
+            tc__store *s = NULL;
+            REQUIRE(tc__store_pg_open(&s, srv.conninfo, "t_race", 2, OWNER) == TC_OK, 2);
+            char key[16];
+            snprintf(key, sizeof key, "k%d", i);
+            int64_t v = 0;
+            REQUIRE(s->ops->put(s, key, strlen(key), "v", 1, &v) == TC_OK && v > 0, 3);
+            s->ops->close(s);
+            _exit(0);
+        }
+    }
+    close(go[0]);
+    close(go[1]); /* everyone starts now: EOF */
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(wait_child(pids[i]), 0);
+    /* And two handles in this process on it. */
+    tc_cache *a = pg_open("t_race", 1, 2, NULL), *b = pg_open("t_race", 0, 2, NULL);
+    ck_assert_int_eq(tc_put(a, "shared", 6, "x", 1, 0), TC_OK);
+    get_is(b, "shared", "x", 1);
+    get_is(b, "k3", "v", 1);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+enum { THREADS = 8, OPS = 200 };
+
+typedef struct worker {
+    tc_cache *c;
+    int id;
+    int errors;
+    int last[4]; /* the last value written to each of this thread's 4 keys */
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    for (int i = 0; i < OPS; i++) {
+        char key[32], val[32];
+        int k = i % 4;
+        snprintf(key, sizeof key, "w%d-%d", w->id, k);
+        if (i % 3 != 2) {
+            int n = snprintf(val, sizeof val, "%d", i);
+            if (tc_put(w->c, key, strlen(key), val, (size_t)n, 0) != TC_OK)
+                w->errors++;
+            else
+                w->last[k] = i;
+        } else {
+            void *v = NULL;
+            size_t len;
+            int rc = tc_get(&v, &len, w->c, key, strlen(key));
+            if (rc == TC_OK) {
+                /* This thread is the key's only writer: it must read its last write. */
+                if (atoi(v) != w->last[k])
+                    w->errors++;
+                tc_free(v);
+            } else if (rc != TC_ENOTFOUND || i >= 4) {
+                w->errors++;
+            }
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_small_pool)
+{
+    tc_cache *c = pg_open("t_threads", 0, 2, "tct_threads");
+    pthread_t th[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].c = c;
+        w[i].id = i;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(w[i].errors == 0, "thread %d: %d errors (%s)", i, w[i].errors,
+                      tc_errmsg(c));
+    }
+    PGconn *pg = sql_conn();
+    /* The pool never grew past its size. */
+    ck_assert_int_le(sql_ll(pg, "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE application_name = 'tct_threads'"),
+                     2);
+    for (int i = 0; i < THREADS; i++)
+        for (int k = 0; k < 4; k++) {
+            char q[128], want[16];
+            snprintf(q, sizeof q, "SELECT convert_from(value, 'UTF8') FROM t_threads"
+                                  " WHERE key = 'w%d-%d'", i, k);
+            snprintf(want, sizeof want, "%d", w[i].last[k]);
+            char *got_v = sql1(pg, q);
+            ck_assert_str_eq(got_v, want);
+            free(got_v);
+        }
+    PQfinish(pg);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- dropped connections -------------------------------------------------------------------- */
+
+START_TEST(test_backend_terminated)
+{
+    tc_cache *c = pg_open("t_term", 0, 2, "tct_term");
+    ck_assert_int_eq(tc_put(c, "k", 1, "v1", 2, 0), TC_OK);
+    get_is(c, "k", "v1", 2);
+    PGconn *pg = sql_conn();
+    /* Waits (up to 5 s) until each backend is gone. */
+    ck_assert_int_ge(sql_ll(pg, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 5000)"
+                                " FROM pg_stat_activity WHERE application_name = 'tct_term') t"),
+                     1);
+    get_is(c, "k", "v1", 2); /* reconnects, no error */
+    ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE application_name = 'tct_term'"),
+                     1);
+    /* A write after its connection was dropped while idle: found dead before use. */
+    free(sql1(pg, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                  " WHERE application_name = 'tct_term'"));
+    ck_assert_msg(tc_put(c, "k", 1, "v2", 2, 0) == TC_OK, "%s", tc_errmsg(c));
+    get_is(c, "k", "v2", 2);
+    PQfinish(pg);
+    tc_close(c);
+}
+END_TEST
+
+/* The whole server restarts (its own server: this test stops and starts it). */
+START_TEST(test_server_restart)
+{
+    tct_pg own;
+    ck_assert_msg(tct_pg_start(&own) == 0, "cannot start a second PostgreSQL server");
+    tc__store *s = NULL;
+    ck_assert_int_eq(tc__store_pg_open(&s, own.conninfo, "t_restart", 2, OWNER), TC_OK);
+    int64_t v1 = sput(s, "k", "before");
+    ck_assert_int_eq(tct_pg_restart(&own), 0);
+    got g;
+    int rc = sget(s, "k", &g);
+    ck_assert_msg(rc == TC_OK, "get after restart: %s", tc_errmsg(OWNER));
+    ck_assert_str_eq(g.buf, "before");
+    ck_assert_int_eq(g.version, v1);
+    ck_assert_int_gt(sput(s, "k", "after"), v1);
+    s->ops->close(s);
+    tct_pg_stop(&own);
+}
+END_TEST
+
+/* A connection that breaks in the middle of a call, not while idle (the idle check would
+ * find that first): a loopback proxy to the server that, when armed, drops the next client
+ * connection that sends anything, without forwarding it. */
+enum { PROXY_MAX = 16 };
+typedef struct proxy {
+    int listen_fd, port, stop_fd[2];
+    atomic_int armed, dropped;
+    pthread_t th;
+} proxy;
+
+static int connect_server(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void *proxy_run(void *arg)
+{
+    proxy *px = arg;
+    int cli[PROXY_MAX], up[PROXY_MAX], n = 0;
+    for (;;) {
+        struct pollfd p[2 + 2 * PROXY_MAX];
+        p[0] = (struct pollfd){.fd = px->stop_fd[0], .events = POLLIN};
+        p[1] = (struct pollfd){.fd = px->listen_fd, .events = POLLIN};
+        for (int i = 0; i < n; i++) {
+            p[2 + 2 * i] = (struct pollfd){.fd = cli[i], .events = POLLIN};
+            p[3 + 2 * i] = (struct pollfd){.fd = up[i], .events = POLLIN};
+        }
+        if (poll(p, (nfds_t)(2 + 2 * n), -1) < 0)
+            continue;
+        if (p[0].revents)
+            break;
+        if ((p[1].revents & POLLIN) && n < PROXY_MAX) {
+            int c = accept(px->listen_fd, NULL, NULL), u = connect_server();
+            if (c >= 0 && u >= 0) {
+                cli[n] = c;
+                up[n++] = u;
+            } else {
+                if (c >= 0)
+                    close(c);
+                if (u >= 0)
+                    close(u);
+            }
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            char buf[65536];
+            int drop = 0;
+            if (p[2 + 2 * i].revents) {
+                ssize_t k = read(cli[i], buf, sizeof buf);
+                if (k > 0 && atomic_exchange(&px->armed, 0)) {
+                    atomic_fetch_add(&px->dropped, 1);
+                    drop = 1;
+                } else {
+                    drop = k <= 0 || write(up[i], buf, (size_t)k) != k;
+                }
+            }
+            if (!drop && p[3 + 2 * i].revents) {
+                ssize_t k = read(up[i], buf, sizeof buf);
+                drop = k <= 0 || write(cli[i], buf, (size_t)k) != k;
+            }
+            if (drop) {
+                close(cli[i]);
+                close(up[i]);
+                cli[i] = cli[n - 1];
+                up[i] = up[n - 1];
+                n--;
+                break; /* the pollfd array no longer matches: poll again */
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        close(cli[i]);
+        close(up[i]);
+    }
+    return NULL;
+}
+
+static void proxy_start(proxy *px)
+{
+    memset(px, 0, sizeof *px);
+    px->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    ck_assert_int_eq(bind(px->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(px->listen_fd, 16), 0);
+    ck_assert_int_eq(getsockname(px->listen_fd, (struct sockaddr *)&sa, &len), 0);
+    px->port = ntohs(sa.sin_port);
+    ck_assert_int_eq(pipe(px->stop_fd), 0);
+    ck_assert_int_eq(pthread_create(&px->th, NULL, proxy_run, px), 0);
+}
+
+static void proxy_stop(proxy *px)
+{
+    ck_assert_int_eq(write(px->stop_fd[1], "x", 1), 1);
+    pthread_join(px->th, NULL);
+    close(px->listen_fd);
+    close(px->stop_fd[0]);
+    close(px->stop_fd[1]);
+}
+
+/* A get whose connection breaks mid-call is retried once on a fresh connection; a put is not
+ * (its outcome would be unknown), and the next call works again. */
+START_TEST(test_broken_mid_call)
+{
+    proxy px;
+    proxy_start(&px);
+    char ci[300];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=postgres user=postgres", px.port);
+    tc__store *s = NULL;
+    ck_assert_msg(tc__store_pg_open(&s, ci, "t_broken", 2, OWNER) == TC_OK, "%s",
+                  tc_errmsg(OWNER));
+    int64_t v1 = sput(s, "k", "v1");
+    atomic_store(&px.armed, 1);
+    got g;
+    int rc = sget(s, "k", &g);
+    ck_assert_msg(rc == TC_OK, "get: %s", tc_errmsg(OWNER));
+    ck_assert_int_eq(atomic_load(&px.dropped), 1);
+    ck_assert_str_eq(g.buf, "v1");
+    ck_assert_int_eq(g.version, v1);
+    atomic_store(&px.armed, 1);
+    int64_t v = 0;
+    ck_assert_int_eq(s->ops->put(s, "k", 1, "v2", 2, &v), TC_ESTORE);
+    ck_assert_int_eq(atomic_load(&px.dropped), 2);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(OWNER), "postgres: put:"));
+    ck_assert_int_eq(s->ops->del(s, "k", 1, &v), TC_OK);
+    ck_assert_int_gt(v, v1);
+    s->ops->close(s);
+    proxy_stop(&px);
+}
+END_TEST
+
+/* Library writes of one key commit in the order of their versions, so whichever of a put and
+ * a delete racing on a key got the higher version is what the table holds afterwards. */
+enum { RACE_KEYS = 200 };
+typedef struct racer {
+    tc__store *s;
+    int is_put;
+    int64_t version[RACE_KEYS];
+    pthread_barrier_t *bar;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    for (int i = 0; i < RACE_KEYS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%d", i);
+        pthread_barrier_wait(r->bar);
+        int rc = r->is_put ? r->s->ops->put(r->s, key, strlen(key), "v", 1, &r->version[i])
+                           : r->s->ops->del(r->s, key, strlen(key), &r->version[i]);
+        if (rc != TC_OK)
+            r->version[i] = -1;
+    }
+    return NULL;
+}
+
+START_TEST(test_put_del_race)
+{
+    tc__store *s = store_open("t_race_pd");
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    racer a = {.s = s, .is_put = 1, .bar = &bar}, b = {.s = s, .is_put = 0, .bar = &bar};
+    pthread_t ta, tb;
+    ck_assert_int_eq(pthread_create(&ta, NULL, race, &a), 0);
+    ck_assert_int_eq(pthread_create(&tb, NULL, race, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_barrier_destroy(&bar);
+    for (int i = 0; i < RACE_KEYS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%d", i);
+        ck_assert_int_gt(a.version[i], 0);
+        ck_assert_int_gt(b.version[i], 0);
+        got g;
+        int rc = sget(s, key, &g);
+        if (a.version[i] > b.version[i]) {
+            ck_assert_msg(rc == TC_OK && g.version == a.version[i],
+                          "%s: put %lld after del %lld, but the row is %s", key,
+                          (long long)a.version[i], (long long)b.version[i],
+                          rc == TC_OK ? "another version" : "gone");
+        } else {
+            ck_assert_msg(rc == TC_ENOTFOUND, "%s: del %lld after put %lld, but the row is there",
+                          key, (long long)b.version[i], (long long)a.version[i]);
+        }
+    }
+    s->ops->close(s);
+}
+END_TEST
+
+/* ---- fork ----------------------------------------------------------------------------------- */
+
+/* The backends of app, as a list of pids, into out. Its own connection each time, and a
+ * static buffer, so that a forked child holds nothing of the parent's on the heap (valgrind
+ * would count it as lost in the child) and no connection it could disturb. */
+static void backend_pids(char *out, size_t size, const char *app)
+{
+    char q[200];
+    snprintf(q, sizeof q, "SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '')"
+                          " FROM pg_stat_activity WHERE application_name = '%s'", app);
+    PGconn *pg = sql_conn();
+    char *v = sql1(pg, q);
+    snprintf(out, size, "%s", v);
+    free(v);
+    PQfinish(pg);
+}
+
+/* backend_pids once those of exited children are gone (a backend ends a moment after its
+ * client): waits up to 5 s for the list to equal want. */
+static void backend_pids_settled(char *out, size_t size, const char *app, const char *want)
+{
+    backend_pids(out, size, app);
+    for (int i = 0; i < 250 && strcmp(out, want) != 0; i++) {
+        tct_sleep_ms(20);
+        backend_pids(out, size, app);
+    }
+}
+
+static char pids_before[256], pids_after[256];
+
+START_TEST(test_fork)
+{
+    tc_cache *c = pg_open("t_fork", 0, 2, "tct_fork");
+    ck_assert_int_eq(tc_put(c, "k", 1, "parent", 6, 0), TC_OK);
+    get_is(c, "k", "parent", 6);
+    backend_pids(pids_before, sizeof pids_before, "tct_fork");
+    ck_assert_str_ne(pids_before, "");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(60);
+        void *v = NULL;
+        size_t len = 0;
+        REQUIRE(tc_get(&v, &len, c, "k", 1) == TC_OK && len == 6, 2);
+        tc_free(v);
+        REQUIRE(tc_put(c, "child", 5, "c", 1, 0) == TC_OK, 3);
+        REQUIRE(tc_get(&v, &len, c, "child", 5) == TC_OK && len == 1, 4);
+        tc_free(v);
+        tc_close(c);
+        _exit(0);
+    }
+    ck_assert_int_eq(wait_child(pid), 0);
+    /* The parent's backends are the same ones: the child never spoke on their sockets. */
+    backend_pids_settled(pids_after, sizeof pids_after, "tct_fork", pids_before);
+    ck_assert_str_eq(pids_after, pids_before);
+    get_is(c, "child", "c", 1);
+    ck_assert_int_eq(tc_put(c, "k", 1, "again", 5, 0), TC_OK);
+    get_is(c, "k", "again", 5);
+    tc_close(c);
+}
+END_TEST
+
+/* A child that closes the handle before any call must not end the parent's connection. */
+START_TEST(test_fork_child_closes)
+{
+    tc_cache *c = pg_open("t_fork2", 0, 2, "tct_fork2");
+    ck_assert_int_eq(tc_put(c, "k", 1, "v", 1, 0), TC_OK);
+    backend_pids(pids_before, sizeof pids_before, "tct_fork2");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tc_close(c);
+        _exit(0);
+    }
+    ck_assert_int_eq(wait_child(pid), 0);
+    backend_pids_settled(pids_after, sizeof pids_after, "tct_fork2", pids_before);
+    ck_assert_str_eq(pids_after, pids_before);
+    get_is(c, "k", "v", 1);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- errors --------------------------------------------------------------------------------- */
+
+static void open_fails_without_secret(const char *conninfo, int want)
+{
+    tc_config *cfg;
+    ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
+    ck_assert_int_eq(tc_config_set_string(cfg, "store.type", "postgres"), TC_OK);
+    ck_assert_int_eq(tc_config_set_string(cfg, "store.conninfo", conninfo), TC_OK);
+    tc_cache *c = (tc_cache *)1;
+    int rc = tc_open(&c, cfg);
+    tc_config_free(cfg);
+    ck_assert_int_eq(rc, want);
+    ck_assert_ptr_null(c);
+    const char *msg = tc_errmsg(NULL);
+    ck_assert_msg(strstr(msg, "postgres") != NULL, "message: %s", msg);
+    ck_assert_msg(strstr(msg, "sekrit") == NULL, "message shows the password: %s", msg);
+}
+
+START_TEST(test_bad_conninfo)
+{
+    /* Port 1: nobody listens there, so the connection is refused at once. */
+    char ci[300];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=1 user=bob password=sekrit dbname=x");
+    open_fails_without_secret(ci, TC_ESTORE);
+    ck_assert_msg(strstr(tc_errmsg(NULL), "host=127.0.0.1") != NULL, "%s", tc_errmsg(NULL));
+    open_fails_without_secret("postgresql://bob:sekrit@127.0.0.1:1/x", TC_ESTORE);
+    /* Wrong password on a server that asks for none still connects; a wrong user does not. */
+    snprintf(ci, sizeof ci, "%s user=nobody_here password=sekrit", srv.conninfo);
+    open_fails_without_secret(ci, TC_ESTORE);
+    /* Does not parse: not shown at all. */
+    open_fails_without_secret("host=127.0.0.1 password=sekrit sekrit", TC_EINVAL);
+    open_fails_without_secret("host=127.0.0.1 password='sekrit", TC_EINVAL);
+}
+END_TEST
+
+START_TEST(test_bad_table_names)
+{
+    tc_config *cfg;
+    ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
+    ck_assert_int_ne(tc_config_set_string(cfg, "store.table", "bad-name"), TC_OK);
+    ck_assert_int_ne(tc_config_set_string(cfg, "store.table", "t; DROP TABLE x"), TC_OK);
+    ck_assert_int_ne(tc_config_set_string(cfg, "store.table", "1abc"), TC_OK);
+    ck_assert_int_ne(tc_config_set_string(cfg, "store.table", "\"q\""), TC_OK);
+    tc_config_free(cfg);
+    tc__store *s = (tc__store *)1;
+    ck_assert_int_eq(tc__store_pg_open(&s, srv.conninfo, "a b", 2, OWNER), TC_EINVAL);
+    ck_assert_ptr_null(s);
+    /* Longer than 59 bytes: <t>_seq would not fit a PostgreSQL name. */
+    char longname[61];
+    memset(longname, 'x', 60);
+    longname[60] = '\0';
+    ck_assert_int_eq(tc__store_pg_open(&s, srv.conninfo, longname, 2, OWNER), TC_EINVAL);
+    ck_assert_int_eq(tc__store_pg_open(&s, srv.conninfo, "ok", 0, OWNER), TC_EINVAL);
+    /* A keyword and mixed case are fine: always quoted. */
+    s = store_open("Order");
+    ck_assert_int_gt(sput(s, "k", "v"), 0);
+    s->ops->close(s);
+    s = store_open("select");
+    ck_assert_int_gt(sput(s, "k", "v"), 0);
+    s->ops->close(s);
+}
+END_TEST
+
+/* The edge on: a write is served from the edge, and another handle reads the store. */
+START_TEST(test_edge_on)
+{
+    tc_cache *a = pg_open("t_edge", 1, 2, NULL), *b = pg_open("t_edge", 0, 2, NULL);
+    ck_assert_int_eq(tc_put(a, "k", 1, "v1", 2, 0), TC_OK);
+    void *v = NULL;
+    size_t len;
+    unsigned info = 0;
+    int64_t ver = 0;
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, &ver, a, "k", 1), TC_OK);
+    ck_assert_uint_eq(info & 0xff, TC_SOURCE_EDGE);
+    ck_assert_int_gt(ver, 0);
+    tc_free(v);
+    int64_t ver_b = 0;
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, &ver_b, b, "k", 1), TC_OK);
+    ck_assert_uint_eq(info & 0xff, TC_SOURCE_STORE);
+    ck_assert_int_eq(ver_b, ver);
+    tc_free(v);
+    tc_close(a);
+    tc_close(b);
+}
+END_TEST
+
+Suite *pg_suite(void)
+{
+    Suite *s = suite_create("pg");
+    TCase *tc = tcase_create("pg");
+    tcase_add_unchecked_fixture(tc, srv_up, srv_down);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_binary_values);
+    tcase_add_test(tc, test_versions_increase);
+    tcase_add_test(tc, test_plain_sql_gets_versions);
+    tcase_add_test(tc, test_concurrent_schema_creation);
+    tcase_add_test(tc, test_threads_small_pool);
+    tcase_add_test(tc, test_backend_terminated);
+    tcase_add_test(tc, test_server_restart);
+    tcase_add_test(tc, test_broken_mid_call);
+    tcase_add_test(tc, test_put_del_race);
+    tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_fork_child_closes);
+    tcase_add_test(tc, test_bad_conninfo);
+    tcase_add_test(tc, test_bad_table_names);
+    tcase_add_test(tc, test_edge_on);
+    suite_add_tcase(s, tc);
+    return s;
+}
