@@ -621,12 +621,64 @@ TC_API int tc_subscribe(tc_subscription **out, tc_cache *cache, const char *chan
  */
 TC_API void tc_unsubscribe(tc_subscription *sub);
 
+/* ---- The invalidator ------------------------------------------------------------------------ */
+/*
+ * The built-in stores (SQLite, PostgreSQL) log every insert, update and delete of their table in
+ * a change log, written by triggers, so writes made by other programs in plain SQL are in it
+ * too. The invalidator reads the log in order after its checkpoint and, for each change, takes
+ * the key's older copies out of Redis (a versioned tombstone) and, over the bus, out of every
+ * handle's edge; the next read loads the new row. The checkpoint (in the database) moves only
+ * after a batch was applied: delivery is at least once, and applying a change twice is
+ * harmless. One invalidator per feed.consumer is active at a time, holding a lease in the
+ * database (feed.lease_ms); others wait as standbys and take over when it expires. Changes are
+ * trimmed from the log feed.retention_ms after every consumer passed them.
+ *
+ * Run it as a thread of a service (tc_invalidator_start), as the program tiercache-invalidator,
+ * or step by step from a loop of one's own (tc_invalidator_step). A store of the caller's own
+ * (tc_config_set_store) has no feed: the caller invalidates with tc_invalidate.
+ */
+typedef struct tc_invalidator tc_invalidator;
+
+/**
+ * Creates an invalidator on a handle's store and caches; no I/O yet.
+ * @param out    receives it; NULL on failure. Free with tc_invalidator_free.
+ * @param cache  the handle whose store's feed it reads and whose tiers and bus it uses; must
+ *               stay open until tc_invalidator_free.
+ * @return TC_OK, TC_EINVAL (NULL argument, or a store without a change feed), TC_ENOMEM.
+ */
+TC_API int tc_invalidator_new(tc_invalidator **out, tc_cache *cache);
+
+/**
+ * One batch: takes (or renews) the feed's lease, reads up to feed.batch changes after the
+ * checkpoint, applies them, and moves the checkpoint past them; now and then trims the log.
+ * @param out_applied  if not NULL, receives how many changes were applied (0: caught up).
+ * @param out_seq      if not NULL, receives the checkpoint afterwards.
+ * @return TC_OK; TC_ESTATE when another invalidator holds the lease (this one is a standby:
+ *         call again later); TC_ESTORE, TC_EREDIS, TC_EPROTO when a change could not be read or
+ *         applied (the checkpoint stays before it; call again); TC_EINVAL, TC_ENOMEM.
+ * Not thread-safe on one invalidator (the thread of tc_invalidator_start calls it).
+ */
+TC_API int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *inv);
+
+/**
+ * Runs steps on a thread of the library's until tc_invalidator_free: batches back to back while
+ * there is a backlog, then a wait for the next change (woken at once by PostgreSQL's NOTIFY and
+ * by this process's own writes, else after feed.poll_ms); a standby tries for the lease every
+ * feed.poll_ms; a failure is retried after feed.poll_ms.
+ * @return TC_OK, TC_EINVAL (NULL, or already started), TC_ENOMEM (no thread).
+ */
+TC_API int tc_invalidator_start(tc_invalidator *inv);
+
+/** Stops the thread if started, gives the lease up (a standby takes over at once) and frees.
+ *  NULL is accepted. */
+TC_API void tc_invalidator_free(tc_invalidator *inv);
+
 /* ---- Stats --------------------------------------------------------------------------------- */
 /**
  * The handle's counters as a JSON object (NUL-terminated), e.g.
  *   {"edge":{"hits":..,"misses":..,"sets":..,"errors":..,"evictions":..,"entries":..,"bytes":..},
  *    "redis":{"hits":..,"misses":..,"sets":..,"errors":..,"connects":..,"reuses":..},
- *    "store":{"hits":..,"misses":..,"sets":..,"errors":..},
+ *    "store":{"hits":..,"misses":..,"sets":..,"errors":..,"leases":..,"lease_waits":..},
  *    "shared":{"cold_starts":..,"warm_starts":..}}
  * connects counts Redis connections opened (cold starts), reuses counts calls that found the
  * thread's connection already open (warm starts); shared counts tc_shared calls process-wide.

@@ -63,6 +63,11 @@ static const opt options[] = {
     {"store.conninfo", OPT_STR, F(store_conninfo), 0, 4096, NULL},
     {"store.pool_size", OPT_INT, F(store_pool_size), 1, 1024, NULL},
     {"store.stale_window_ms", OPT_INT, F(store_stale_window_ms), 0, DAY_MS, NULL},
+    {"feed.consumer", OPT_STR, F(feed_consumer), 1, 128, NULL},
+    {"feed.poll_ms", OPT_INT, F(feed_poll_ms), 1, 600000, NULL},
+    {"feed.batch", OPT_INT, F(feed_batch), 1, 100000, NULL},
+    {"feed.lease_ms", OPT_INT, F(feed_lease_ms), 100, 3600000, NULL},
+    {"feed.retention_ms", OPT_INT, F(feed_retention_ms), 0, 365 * DAY_MS, NULL},
     {"lease_ms", OPT_INT, F(lease_ms), 0, 600000, NULL},
     {"lease_wait_ms", OPT_INT, F(lease_wait_ms), 0, 600000, NULL},
 };
@@ -178,7 +183,7 @@ static const char *const string_defaults[][2] = {
     {"redis.host", ""},          {"redis.unix_socket", ""}, {"redis.namespace", "tc:"},
     {"redis.username", ""},      {"redis.password", ""},    {"redis.bus_channel", "bus"},
     {"store.type", "sqlite"},    {"store.path", "tiercache.db"},
-    {"store.table", "tiercache"}, {"store.conninfo", ""},
+    {"store.table", "tiercache"}, {"store.conninfo", ""},      {"feed.consumer", "invalidator"},
 };
 
 int tc_config_new(tc_config **out)
@@ -208,6 +213,10 @@ int tc_config_new(tc_config **out)
     cfg->store_busy_timeout_ms = 5000;
     cfg->store_pool_size = 8;
     cfg->lease_wait_ms = 50;
+    cfg->feed_poll_ms = 100;
+    cfg->feed_batch = 256;
+    cfg->feed_lease_ms = 5000;
+    cfg->feed_retention_ms = 3600000;
     for (size_t i = 0; i < sizeof string_defaults / sizeof string_defaults[0]; i++) {
         const char *v = string_defaults[i][1];
         if (set_str_opt(cfg, find_option(string_defaults[i][0]), v, strlen(v)) != TC_OK) {

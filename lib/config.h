@@ -29,6 +29,10 @@ struct tc_config {
     int64_t lease_ms;              /* cross-process miss lease in Redis; 0: none */
     int64_t lease_wait_ms;         /* how long a process waits for another's lease */
     struct tc__user_store *user_store; /* tc_config_set_store; counted reference */
+    /* The invalidator (invalidator.c): the feed's consumer name, its poll interval, batch
+     * size, lease, and how long applied changes stay in the log. */
+    char *feed_consumer;
+    int64_t feed_poll_ms, feed_batch, feed_lease_ms, feed_retention_ms;
     char errmsg[320];
 };
 

@@ -386,20 +386,24 @@ static int reply_error(const tc__redis *r, const redisReply *rep, const char *wh
  * read-through fill of v1 landing after a put of v2 (or after the tombstone of a delete) is
  * refused there, atomically, instead of overwriting the newer state (invariant 2). */
 static const char guard_script[] =
-    "-- KEYS[1] the key, ARGV[1] the envelope, ARGV[2] PX ms. Writes unless the key holds a newer\n"
-    "-- version (value or tombstone) in our format; anything else there (another type, a foreign\n"
-    "-- value) is overwritten. Versions are compared byte by byte (big-endian\n"
-    "-- bytes 4..11): Lua's string < uses strcoll, which depends on the server's locale.\n"
+    "-- KEYS[1] the key, ARGV[1] the envelope, ARGV[2] PX ms, ARGV[3] (optional) '1' to keep an\n"
+    "-- equal version too. Writes unless the key holds a newer version (value or tombstone) in our\n"
+    "-- format; anything else there (another type, a foreign value) is overwritten. Versions are\n"
+    "-- compared byte by byte (big-endian bytes 4..11): Lua's string < uses strcoll, which\n"
+    "-- depends on the server's locale.\n"
     "local cur = false\n"
     "if redis.call('TYPE', KEYS[1]).ok == 'string' then cur = redis.call('GET', KEYS[1]) end\n"
     "if cur and #cur >= 19 and string.sub(cur, 1, 2) == string.sub(ARGV[1], 1, 2) then\n"
+    "  local same = true\n"
     "  for i = 4, 11 do\n"
     "    local a, b = string.byte(cur, i), string.byte(ARGV[1], i)\n"
     "    if a ~= b then\n"
     "      if a > b then return 0 end\n"
+    "      same = false\n"
     "      break\n"
     "    end\n"
     "  end\n"
+    "  if same and ARGV[3] == '1' then return 0 end\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "return 1\n";
@@ -522,7 +526,7 @@ static const struct script {
     const char *sha;
 } scripts[] = {
     [TC__SCRIPT_GUARD] = {guard_script, sizeof guard_script - 1,
-                           "db2f3e519c72123972c965a21863aa0b27a23306"},
+                           "95c2efa4e7e59fb8f6777dc3c3528b13d597c5ea"},
     [TC__SCRIPT_SETTLE] = {settle_script, sizeof settle_script - 1,
                            "091c6f70559231514de9c39d932bb3d1fc521b98"},
     [TC__SCRIPT_TAG] = {tag_script, sizeof tag_script - 1,
@@ -1168,7 +1172,8 @@ int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn
 /* A guarded write of an envelope with PX. Any failure after the key was found valid journals
  * the key; a refusal (a newer version is there) is not a failure. */
 static int write_envelope(tc__redis *r, const char *key, size_t key_len, char kind,
-                          const void *payload, size_t len, int64_t version, int64_t ttl_ms)
+                          const void *payload, size_t len, int64_t version, int64_t ttl_ms,
+                          int keep_equal)
 {
     if (r == NULL)
         return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
@@ -1199,9 +1204,9 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
         char px[24];
         snprintf(px, sizeof px, "%lld", (long long)ttl_ms);
         redisReply *rep;
-        const char *rest[4] = {"1", k.p, blob, px};
-        size_t lens[4] = {1, k.len, blob_len, strlen(px)};
-        rc = run_script(r, TC__SCRIPT_GUARD, 4, rest, lens, &rep);
+        const char *rest[5] = {"1", k.p, blob, px, "1"};
+        size_t lens[5] = {1, k.len, blob_len, strlen(px), 1};
+        rc = run_script(r, TC__SCRIPT_GUARD, keep_equal ? 5 : 4, rest, lens, &rep);
         if (rc == TC_OK) {
             if (rep->type != REDIS_REPLY_INTEGER || (rep->integer != 0 && rep->integer != 1))
                 rc = rep->type == REDIS_REPLY_INTEGER
@@ -1221,13 +1226,19 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
 int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *value, size_t len,
                   int64_t version, int64_t ttl_ms)
 {
-    return write_envelope(r, key, key_len, ENV_VALUE, value, len, version, ttl_ms);
+    return write_envelope(r, key, key_len, ENV_VALUE, value, len, version, ttl_ms, 0);
 }
 
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
                         int64_t ttl_ms)
 {
-    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms);
+    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 0);
+}
+
+int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t version,
+                     int64_t ttl_ms)
+{
+    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1);
 }
 
 static int op_settle_one(tc__redis *r, redisContext *c, void *ctx, int *broken)

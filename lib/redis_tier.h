@@ -45,6 +45,12 @@ int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *val
  * as above. */
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
                         int64_t ttl_ms);
+/* For a change the store's feed reports (the invalidator): a tombstone of this version for
+ * ttl_ms unless Redis holds this version or a newer one, which stays (a write through the
+ * library already put it there: taking it out would only cost the next read a store trip). On
+ * failure, remembered as above. */
+int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t version,
+                     int64_t ttl_ms);
 /* Takes the key's value out of Redis, leaving a tombstone of the value's version (for
  * tombstone_ttl_ms) so that a late fill of an older version is still refused, while a fill of
  * the same version (the next read-through) is accepted; on failure, remembered as above. */

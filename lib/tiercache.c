@@ -147,6 +147,43 @@ struct tc__refresher *tc__cache_refresher(tc_cache *c)
     return c->refresher;
 }
 
+struct tc__store *tc__cache_store(tc_cache *c)
+{
+    return c->store;
+}
+
+void tc__cache_holder(tc_cache *c, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < TC__BUS_ID_LEN; i++) {
+        out[2 * i] = hex[c->bus_id[i] >> 4];
+        out[2 * i + 1] = hex[c->bus_id[i] & 15];
+    }
+    out[2 * TC__BUS_ID_LEN] = '\0';
+}
+
+static int bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
+                    size_t arg_len);
+static int64_t min64(int64_t a, int64_t b);
+
+int tc__cache_apply_change(tc_cache *c, const char *key, size_t key_len, int64_t version)
+{
+    fork_check(c);
+    int rc = tc__check_key(c, key, key_len);
+    if (rc != TC_OK)
+        return rc == TC_EKEY ? TC_OK : rc; /* a key the library cannot hold was never cached */
+    int64_t ttl = c->cfg->tombstone_ttl_ms;
+    if (c->redis != NULL && (rc = tc__redis_retire(c->redis, key, key_len, version, ttl)) != TC_OK)
+        return rc;
+    if (c->edge != NULL &&
+        tc__edge_tombstone(c->edge, key, key_len, version, min64(ttl, c->cfg->edge_max_ttl_ms)) < 0)
+        tc__edge_remove(c->edge, key, key_len);
+    /* Not bus_publish: a lost message must fail the change, so that it is applied again. */
+    if (c->publish && (rc = bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)
+        return tc__err(c, rc, "invalidator: publish on the bus failed");
+    return TC_OK;
+}
+
 int tc_version_number(void)
 {
     return TC_VERSION_NUMBER;

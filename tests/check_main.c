@@ -34,6 +34,7 @@ int main(int argc, char **argv)
     srunner_add_suite(sr, bus_suite());
     srunner_add_suite(sr, userstore_suite());
     srunner_add_suite(sr, writethrough_suite());
+    srunner_add_suite(sr, feed_suite());
     srunner_add_suite(sr, pg_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

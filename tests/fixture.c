@@ -87,6 +87,7 @@ void tct_sql(const char *path, const char *stmt)
 {
     sqlite3 *db;
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000); /* as any program sharing the file would */
     char *err = NULL;
     int rc = sqlite3_exec(db, stmt, NULL, NULL, &err);
     ck_assert_msg(rc == SQLITE_OK, "%s: %s", stmt, err ? err : "?");

@@ -25,6 +25,7 @@ Suite *pubsub_suite(void);
 Suite *bus_suite(void);
 Suite *userstore_suite(void);
 Suite *writethrough_suite(void);
+Suite *feed_suite(void);
 Suite *pg_suite(void);
 /* check_bus.c: the second process of the bus test (check_main.c runs it when TCT_BUS_PEER is
  * set); returns the exit status. */
