@@ -45,11 +45,11 @@ EX_SRC   := $(wildcard examples/*.c)
 EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
-.PHONY: all lib examples check check-unit check-exports check-install check-examples check-python \
-        check-asan check-tsan check-valgrind demo deps install uninstall clean bench \
+.PHONY: all lib examples tools check check-unit check-exports check-install check-examples \
+        check-python check-cli check-asan check-tsan check-valgrind demo deps install uninstall clean bench \
         check-fuzz-replay fuzz FORCE
 
-all: lib examples
+all: lib examples tools
 
 lib: $(SHLIB) $(STLIB)
 
@@ -68,6 +68,15 @@ $(STLIB): $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 examples: $(EX_BIN)
+
+# The command-line tool; tiercache-invalidator is a link to it (it runs the invalidator).
+TOOL_BIN := $(B)/bin/tiercache
+tools: $(TOOL_BIN)
+$(TOOL_BIN): tools/tiercache.c $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib' \
+	      $(REAL_LDFLAGS)
+	ln -sf tiercache $(B)/bin/tiercache-invalidator
 
 # Examples link the shared library, as a user's program would.
 $(B)/examples/%: examples/%.c $(SHLIB)
@@ -117,7 +126,7 @@ bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN) $(BE
 	$(BENCH_STORE_BIN)
 	$(BENCH_WT_BIN)
 
-check: check-exports check-install check-examples check-python check-unit
+check: check-exports check-install check-examples check-python check-cli check-unit
 
 check-unit: $(TEST_BIN) check-fuzz-replay
 	$(TEST_BIN)
@@ -171,6 +180,9 @@ check-install: lib
 check-examples: examples
 	sh tests/check_examples.sh $(B)
 
+check-cli: tools
+	sh tests/check_cli.sh $(B)
+
 # A store written in Python behind the caches, through ctypes (FFI as users call it).
 check-python: $(SHLIB)
 	python3 tests/python_store.py $(SHLIB)
@@ -211,8 +223,11 @@ $(B)/tiercache.pc: pkgconfig/tiercache.pc.in $(B)/tiercache.pc.vars
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-install: lib $(B)/tiercache.pc
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+install: lib tools $(B)/tiercache.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	    $(DESTDIR)$(BINDIR)
+	install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
+	ln -sf tiercache $(DESTDIR)$(BINDIR)/tiercache-invalidator
 	install -m 644 include/tiercache.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libtiercache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -223,7 +238,8 @@ install: lib $(B)/tiercache.pc
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/tiercache.h $(DESTDIR)$(LIBDIR)/libtiercache.so \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtiercache.so.$(VERSION) \
-	      $(DESTDIR)$(LIBDIR)/libtiercache.a $(DESTDIR)$(PKGCONFIGDIR)/tiercache.pc
+	      $(DESTDIR)$(LIBDIR)/libtiercache.a $(DESTDIR)$(PKGCONFIGDIR)/tiercache.pc \
+	      $(DESTDIR)$(BINDIR)/tiercache $(DESTDIR)$(BINDIR)/tiercache-invalidator
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -56,7 +56,8 @@ mk() {
 # with the shared library's symlinks relative so that a DESTDIR tree stays valid when moved.
 expect_files() {
     r=$1
-    printf '%s\n' include/tiercache.h lib/libtiercache.a "lib/libtiercache.so" \
+    printf '%s\n' bin/tiercache bin/tiercache-invalidator include/tiercache.h lib/libtiercache.a \
+        "lib/libtiercache.so" \
         "lib/libtiercache.so.$major" "lib/libtiercache.so.$version" lib/pkgconfig/tiercache.pc \
         | sort > "$tmp/want"
     (cd "$r" && find . ! -type d | sed 's|^\./||' | sort) > "$tmp/got"
@@ -144,7 +145,7 @@ run_prog static "$tmp/prog-static" ""
 # ---- 4. uninstall ----------------------------------------------------------------------------
 mk "$prefix" "" uninstall
 expect_empty "$prefix"
-echo "install: PREFIX: 6 files, pkg-config finds $version; $src_name built with pkg-config" \
+echo "install: PREFIX: 8 files, pkg-config finds $version; $src_name built with pkg-config" \
      "runs shared and static; uninstall leaves no file"
 
 # ---- 5. staged install with DESTDIR ----------------------------------------------------------
@@ -161,6 +162,6 @@ if grep -qF "$tmp" "$pc"; then
 fi
 mk /usr "$dest" uninstall
 expect_empty "$dest"
-echo "install: DESTDIR: 6 files under DESTDIR/usr, tiercache.pc says /usr; uninstall leaves no file"
+echo "install: DESTDIR: 8 files under DESTDIR/usr, tiercache.pc says /usr; uninstall leaves no file"
 
 echo "install: ok ($(($(date +%s) - start))s)"
