@@ -46,8 +46,8 @@ EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 .PHONY: all lib examples tools check check-unit check-exports check-install check-examples \
-        check-python check-cli check-asan check-tsan check-valgrind demo deps install uninstall clean bench \
-        check-fuzz-replay fuzz FORCE
+        check-python check-cli check-asan check-tsan check-valgrind demo deps install uninstall \
+        clean bench check-fuzz-replay fuzz FORCE
 
 all: lib examples tools
 
