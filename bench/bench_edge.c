@@ -22,7 +22,8 @@
  * Timings are medians of 7 rounds, on whatever this machine is doing: compare ratios. The whole
  * program takes 60-80 s on 2 cores.
  * BENCH_EDGE_QUICK=1 in the environment runs everything smaller (a smoke test);
- * BENCH_EDGE_ONLY=hit,scale,missratio (any of them) runs only those parts.
+ * BENCH_EDGE_ONLY=hit,scale,missratio (any of them) runs only those parts; BENCH_EDGE_HIT_KEYS=10k
+ * (or 1m) only that size of the hit part.
  */
 
 /* The TTL baseline is this very edge compiled without its TTL check: a second copy of edge.c,
@@ -963,9 +964,14 @@ int main(void)
     quick = q != NULL && *q != '\0' && *q != '0';
     double t0 = now_ns();
     if (wanted("hit")) {
+        /* BENCH_EDGE_HIT_KEYS=10k or 1m runs only that size of edge-hit and edge-ttl. */
+        const char *hk = getenv("BENCH_EDGE_HIT_KEYS");
+        int all = hk == NULL || *hk == '\0';
         bench_clock();
-        bench_hit(10000, "10k");
-        bench_hit(quick ? 100000 : 1000000, quick ? "100k" : "1m");
+        if (all || strcmp(hk, "10k") == 0)
+            bench_hit(10000, "10k");
+        if (all || strcmp(hk, "1m") == 0)
+            bench_hit(quick ? 100000 : 1000000, quick ? "100k" : "1m");
     }
     if (wanted("scale")) {
         bench_scale(10000, "10k", 0.99);
