@@ -917,9 +917,8 @@ static void shard_write_unlock(struct edge_shard *sh)
 
 /* Whether the entry's key bytes `a` equal the caller's `b` (n of each). Keys are short, and
  * a slot's full 64-bit hash already matched, so this almost always answers "equal": word
- * compares without early exit, inline, instead of a call to memcmp. Reads never go past the
- * caller's n bytes; on the entry's side they stay within the allocation (the value and the
- * links follow the key). */
+ * compares (overlapping, without early exit), inline, instead of a call to memcmp. Neither side
+ * is read past its n bytes. */
 EDGE_INLINE int key_eq(const char *a, const char *b, size_t n)
 {
     const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
