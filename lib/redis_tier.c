@@ -387,26 +387,31 @@ static int reply_error(const tc__redis *r, const redisReply *rep, const char *wh
  * refused there, atomically, instead of overwriting the newer state (invariant 2). */
 static const char guard_script[] =
     "-- KEYS[1] the key, ARGV[1] the envelope, ARGV[2] PX ms, ARGV[3] (optional) '1' to keep an\n"
-    "-- equal version too. Writes unless the key holds a newer version (value or tombstone) in our\n"
-    "-- format; anything else there (another type, a foreign value) is overwritten. Versions are\n"
-    "-- compared byte by byte (big-endian bytes 4..11): Lua's string < uses strcoll, which\n"
-    "-- depends on the server's locale.\n"
-    "local cur = false\n"
-    "if redis.call('TYPE', KEYS[1]).ok == 'string' then cur = redis.call('GET', KEYS[1]) end\n"
-    "if cur and #cur >= 19 and string.sub(cur, 1, 2) == string.sub(ARGV[1], 1, 2) then\n"
-    "  local same = true\n"
-    "  for i = 4, 11 do\n"
-    "    local a, b = string.byte(cur, i), string.byte(ARGV[1], i)\n"
-    "    if a ~= b then\n"
-    "      if a > b then return 0 end\n"
-    "      same = false\n"
-    "      break\n"
+    "-- equal version too, ARGV[4] and ARGV[5] (optional) a channel and a message to PUBLISH\n"
+    "-- after the write (a write's bus message: one round trip for both, in this order). Writes\n"
+    "-- unless the key holds a newer version (value or tombstone) in our format; anything else\n"
+    "-- there (another type, a foreign value) is overwritten. Returns 1 if written, else 0; the\n"
+    "-- message goes either way. Versions are compared byte by byte (big-endian bytes 4..11):\n"
+    "-- Lua's string < uses strcoll, which depends on the server's locale.\n"
+    "local function allowed()\n"
+    "  local cur = false\n"
+    "  if redis.call('TYPE', KEYS[1]).ok == 'string' then cur = redis.call('GET', KEYS[1]) end\n"
+    "  if cur and #cur >= 19 and string.sub(cur, 1, 2) == string.sub(ARGV[1], 1, 2) then\n"
+    "    for i = 4, 11 do\n"
+    "      local a, b = string.byte(cur, i), string.byte(ARGV[1], i)\n"
+    "      if a ~= b then return a < b end\n"
     "    end\n"
+    "    return ARGV[3] ~= '1'\n"
     "  end\n"
-    "  if same and ARGV[3] == '1' then return 0 end\n"
+    "  return true\n"
     "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "return 1\n";
+    "local n = 0\n"
+    "if allowed() then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "  n = 1\n"
+    "end\n"
+    "if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end\n"
+    "return n\n";
 /* Invalidations, and the journal's replay, go through the settle script: it takes values out
  * of service but leaves a tombstone carrying their version (see its comment). The rule lives
  * once, in this Lua function, which the tag-drop script shares. */
@@ -526,7 +531,7 @@ static const struct script {
     const char *sha;
 } scripts[] = {
     [TC__SCRIPT_GUARD] = {guard_script, sizeof guard_script - 1,
-                           "95c2efa4e7e59fb8f6777dc3c3528b13d597c5ea"},
+                           "96dbfcd990ced1273d0b7e6468d70f703ef1ce0b"},
     [TC__SCRIPT_SETTLE] = {settle_script, sizeof settle_script - 1,
                            "091c6f70559231514de9c39d932bb3d1fc521b98"},
     [TC__SCRIPT_TAG] = {tag_script, sizeof tag_script - 1,
@@ -1171,9 +1176,17 @@ int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn
 
 /* A guarded write of an envelope with PX. Any failure after the key was found valid journals
  * the key; a refusal (a newer version is there) is not a failure. */
+/* A message the guard script publishes after its write (tc__redis_set_publish). */
+typedef struct publication {
+    const char *channel;
+    size_t channel_len;
+    const void *msg;
+    size_t msg_len;
+} publication;
+
 static int write_envelope(tc__redis *r, const char *key, size_t key_len, char kind,
                           const void *payload, size_t len, int64_t version, int64_t ttl_ms,
-                          int keep_equal)
+                          int keep_equal, const publication *pub)
 {
     if (r == NULL)
         return tc__err(NULL, TC_EINVAL, "redis: tier is NULL");
@@ -1204,9 +1217,15 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
         char px[24];
         snprintf(px, sizeof px, "%lld", (long long)ttl_ms);
         redisReply *rep;
-        const char *rest[5] = {"1", k.p, blob, px, "1"};
-        size_t lens[5] = {1, k.len, blob_len, strlen(px), 1};
-        rc = run_script(r, TC__SCRIPT_GUARD, keep_equal ? 5 : 4, rest, lens, &rep);
+        const char *rest[7] = {"1", k.p, blob, px, keep_equal ? "1" : "0"};
+        size_t lens[7] = {1, k.len, blob_len, strlen(px), 1};
+        int nrest = keep_equal ? 5 : 4;
+        if (pub != NULL) {
+            rest[5] = pub->channel, lens[5] = pub->channel_len;
+            rest[6] = pub->msg, lens[6] = pub->msg_len;
+            nrest = 7;
+        }
+        rc = run_script(r, TC__SCRIPT_GUARD, nrest, rest, lens, &rep);
         if (rc == TC_OK) {
             if (rep->type != REDIS_REPLY_INTEGER || (rep->integer != 0 && rep->integer != 1))
                 rc = rep->type == REDIS_REPLY_INTEGER
@@ -1223,22 +1242,30 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
     return rc;
 }
 
+int tc__redis_set_publish(tc__redis *r, const char *key, size_t key_len, const void *value,
+                          size_t len, int64_t version, int64_t ttl_ms, const char *channel,
+                          size_t channel_len, const void *msg, size_t msg_len)
+{
+    publication pub = {channel, channel_len, msg, msg_len};
+    return write_envelope(r, key, key_len, ENV_VALUE, value, len, version, ttl_ms, 0, &pub);
+}
+
 int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *value, size_t len,
                   int64_t version, int64_t ttl_ms)
 {
-    return write_envelope(r, key, key_len, ENV_VALUE, value, len, version, ttl_ms, 0);
+    return write_envelope(r, key, key_len, ENV_VALUE, value, len, version, ttl_ms, 0, NULL);
 }
 
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,
                         int64_t ttl_ms)
 {
-    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 0);
+    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 0, NULL);
 }
 
 int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t version,
                      int64_t ttl_ms)
 {
-    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1);
+    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1, NULL);
 }
 
 static int op_settle_one(tc__redis *r, redisContext *c, void *ctx, int *broken)

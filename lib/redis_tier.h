@@ -41,6 +41,12 @@ int tc__redis_get(tc__redis *r, const char *key, size_t key_len, tc__value_fn fn
  * serves any read. */
 int tc__redis_set(tc__redis *r, const char *key, size_t key_len, const void *value, size_t len,
                   int64_t version, int64_t ttl_ms);
+/* tc__redis_set, then PUBLISH of msg on channel (the full channel name), in one round trip
+ * (the guard script publishes after its write, whether the write was made or refused). TC_OK:
+ * both were done; on failure neither is known to be, and the key is remembered as above. */
+int tc__redis_set_publish(tc__redis *r, const char *key, size_t key_len, const void *value,
+                          size_t len, int64_t version, int64_t ttl_ms, const char *channel,
+                          size_t channel_len, const void *msg, size_t msg_len);
 /* A tombstone of this version for ttl_ms, under the same version rule; on failure, remembered
  * as above. */
 int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t version,

@@ -570,12 +570,29 @@ static int collect_tag(void *ctx, const char *tag, size_t tag_len)
     return 0;
 }
 
+/* *announced (when not NULL) tells whether the write's bus message went with the Redis write
+ * (one round trip: the guard script publishes it after the write). */
 static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void *rec,
-                       size_t rec_len, const tc__rec *r, int64_t version, int64_t ttl_ms)
+                       size_t rec_len, const tc__rec *r, int64_t version, int64_t ttl_ms,
+                       int *announced)
 {
     if (c->redis == NULL)
         return;
-    if (tc__redis_set(c->redis, key, key_len, rec, rec_len, version, ttl_ms) != TC_OK) {
+    int rc;
+    if (announced != NULL && c->publish && !atomic_load(&c->publish_lost)) {
+        unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
+        tc__bus_msg m = {.op = TC__BUS_CHANGED, .version = version, .arg = key,
+                         .arg_len = key_len};
+        memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
+        tc__bus_encode(msg, &m);
+        rc = tc__redis_set_publish(c->redis, key, key_len, rec, rec_len, version, ttl_ms,
+                                   c->bus_channel, c->bus_channel_len, msg,
+                                   tc__bus_size(key_len));
+        *announced = rc == TC_OK;
+    } else {
+        rc = tc__redis_set(c->redis, key, key_len, rec, rec_len, version, ttl_ms);
+    }
+    if (rc != TC_OK) {
         TC__INC(c->stats.redis.errors);
         return;
     }
@@ -621,8 +638,10 @@ static int64_t jitter(const tc_cache *c, int64_t ttl_ms)
     return ttl_ms - cut > 0 ? ttl_ms - cut : 1;
 }
 
+/* announced: NULL for a read's fill; for a write, receives whether its bus message went out
+ * with the Redis write (else the caller publishes it). */
 static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec *r,
-                       int64_t version, int64_t ttl_ms, uint64_t epoch)
+                       int64_t version, int64_t ttl_ms, uint64_t epoch, int *announced)
 {
     ttl_ms = jitter(c, ttl_ms);
     /* store.stale_window_ms: a plain value is cached as a record that is fresh for its TTL and
@@ -650,7 +669,7 @@ static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__r
             tc__redis_del(c->redis, key, key_len);
         return rc;
     }
-    fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms);
+    fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms, announced);
     if (r->kind == TC__REC_HTTP)
         fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms, epoch);
     else
@@ -1147,7 +1166,7 @@ store:
     if (ls.state == LEASE_PEER_VALUE) /* Redis has it: only this edge is filled */
         fill_edge(c, key, key_len, r->raw, r->raw_len, 0, r->raw_version, ls.ttl_ms, r->epoch);
     else if (!follower) /* the leader filled them */
-        fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch);
+        fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch, NULL);
     lease_release(c, key, key_len, &ls); /* after the fill: a waiter now finds the value */
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;
@@ -1562,7 +1581,7 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
             /* A newer value: the old headers do not describe it. */
             rec = (tc__rec){.kind = TC__REC_PLAIN, .value = r.raw, .value_len = r.raw_len};
         }
-        fill_caches(c, key, key_len, &rec, r.raw_version, ttl, epoch);
+        fill_caches(c, key, key_len, &rec, r.raw_version, ttl, epoch, NULL);
         done = 1;
     }
     reader_done(&r);
@@ -1607,8 +1626,10 @@ static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *
 
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
      * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
-    fill_caches(c, key, key_len, r, version, ttl_ms, EPOCH_WRITE);
-    bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
+    int announced = 0;
+    fill_caches(c, key, key_len, r, version, ttl_ms, EPOCH_WRITE, &announced);
+    if (!announced)
+        bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
     return TC_OK;
 }
 
