@@ -932,6 +932,29 @@ START_TEST(test_feed_logs_every_write)
 }
 END_TEST
 
+/* Seqs follow commit order: a transaction that wrote first but commits last is logged after
+ * the write that committed in between, so a consumer that read past that one never skips it. */
+START_TEST(test_feed_commit_order)
+{
+    tc__store *s = store_open("t_feed_order");
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "INSERT INTO t_feed_order (key, value) VALUES ('early', 'x')"));
+    int64_t v = sput(s, "late", "y");
+    changes cs;
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 1);
+    change_is(&cs, 0, "late", v);
+    int64_t seen = cs.c[0].seq;
+    free(sql1(pg, "COMMIT"));
+    read_feed(s, seen, &cs);
+    ck_assert_int_eq(cs.n, 1);
+    change_is(&cs, 0, "early", 0);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
 START_TEST(test_feed_claim_commit_release)
 {
     tc__store *s = store_open("t_feed_claim");
@@ -1135,6 +1158,7 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_bad_table_names);
     tcase_add_test(tc, test_edge_on);
     tcase_add_test(tc, test_feed_logs_every_write);
+    tcase_add_test(tc, test_feed_commit_order);
     tcase_add_test(tc, test_feed_claim_commit_release);
     tcase_add_test(tc, test_feed_trim);
     tcase_add_test(tc, test_feed_wait);
