@@ -2,7 +2,7 @@
  * store_pg.c - the PostgreSQL store.
  *
  * Schema, for a table name <t> that the config layer validated ([A-Za-z_][A-Za-z0-9_]*; checked
- * again here, at most 59 bytes so that <t>_seq etc. fit PostgreSQL's 63-byte names, and only
+ * again here, at most 58 bytes so that <t>_feed etc. fit PostgreSQL's 63-byte names, and only
  * ever pasted into SQL inside double quotes, so case is kept and keywords are fine):
  *
  *   <t>(key TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL DEFAULT 0,
@@ -37,6 +37,28 @@
  * missing, it creates them all (IF NOT EXISTS / OR REPLACE / a check for the triggers) in one
  * transaction under a transaction advisory lock on the table name, so processes that open the
  * same new table at once serialise instead of failing on the catalogs' unique indexes.
+ *
+ * The change feed (store.h's feed_* operations):
+ *
+ *   <t>_log(seq BIGSERIAL PRIMARY KEY, key, version, at)   one row per change; at: epoch ms
+ *   <t>_feed(consumer PRIMARY KEY, seq, holder, lease_until)  a checkpoint and lease each
+ *   <t>_chg()          the function of three constraint triggers, tiercache_log_ins/upd/del
+ *
+ * Every insert, update and delete of <t> is logged, plain SQL included: an insert or update
+ * with the row's final version (an AFTER trigger sees what the BEFORE versioning trigger made
+ * of it), a key changed by UPDATE under its old key too, a delete with a fresh nextval of
+ * <t>_seq, newer than any copy of the row. The log triggers are DEFERRABLE INITIALLY DEFERRED
+ * and take a transaction advisory lock on the table's feed before drawing their seqs, so the
+ * seqs are drawn at commit, one committing transaction at a time: a log row's seq is never
+ * below that of a row committed before it, and a consumer that has read up to seq N can never
+ * later find a row <= N appear (with plain BIGSERIAL, a transaction that drew a lower seq but
+ * committed later would be skipped for ever). The price: writers of one table serialise
+ * from their commit's start to its end (one WAL flush each, no group commit among them).
+ * Deferred rather than immediate so that two multi-statement plain-SQL transactions never
+ * hold that lock while waiting for each other's rows (a deadlock). A session that sets the
+ * triggers IMMEDIATE keeps correctness and takes that risk itself. TRUNCATE is not logged.
+ * The same function NOTIFYs channel "<t>_feed" (delivered at commit), on which feed_wait
+ * LISTENs through a connection of its own.
  *
  * Keys and values are always bound parameters of prepared statements, in binary format both
  * ways (a bytea travels as its raw bytes, no escaping). Keys must be valid in the database's
@@ -85,12 +107,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#define TABLE_MAX 59 /* 63 (NAMEDATALEN - 1) minus the longest suffix, "_seq" */
+#define TABLE_MAX 58 /* 63 (NAMEDATALEN - 1) minus the longest suffix, "_feed" */
 
-enum { ST_GET, ST_PUT, ST_DEL, ST_COUNT };
-static const char *const st_name[ST_COUNT] = {"tc_get", "tc_put", "tc_del"};
+enum {
+    ST_GET,
+    ST_PUT,
+    ST_DEL,
+    ST_FEED_READ,
+    ST_FEED_ANY,
+    ST_FEED_CLAIM,
+    ST_FEED_COMMIT,
+    ST_FEED_RELEASE,
+    ST_FEED_TRIM,
+    ST_COUNT
+};
+static const char *const st_name[ST_COUNT] = {"tc_get",        "tc_put",         "tc_del",
+                                              "tc_feed_read",  "tc_feed_any",    "tc_feed_claim",
+                                              "tc_feed_commit", "tc_feed_release", "tc_feed_trim"};
 
 typedef struct pg_slot {
     PGconn *pg; /* NULL: no connection in this slot */
@@ -114,6 +150,12 @@ typedef struct pg_store {
     pthread_mutex_t *mu;
     pthread_cond_t *cv;
     pg_slot *slots; /* pool_size of them, under *mu */
+    /* feed_wait's listener: a connection of its own, outside the pool, LISTENing on the feed's
+     * channel; opened on the first wait, kept, reopened when broken. Only the thread holding
+     * *lmu touches it. Of the fork generation gen, like the pool. */
+    pthread_mutex_t *lmu;
+    pg_slot lis;
+    char *listen_sql;
 } pg_store;
 
 /* ---- messages ------------------------------------------------------------------------------- */
@@ -248,13 +290,31 @@ static const char *const st_fmt[ST_COUNT] = {
     " version = nextval('\"@_seq\"'), updated_at = EXCLUDED.updated_at"
     " RETURNING t.version",
     "SELECT \"@_del\"($1)",
+    /* The feed's statements take their parameters and give their results in text format. */
+    "SELECT seq, key, version FROM \"@_log\" WHERE seq > $1 ORDER BY seq LIMIT $2",
+    "SELECT 1 FROM \"@_log\" WHERE seq > $1 LIMIT 1",
+    /* Taken when free, expired or already ours; RETURNING gives a row only then. */
+    "INSERT INTO \"@_feed\" AS f (consumer, seq, holder, lease_until) VALUES ($1, 0, $2, $3)"
+    " ON CONFLICT (consumer) DO UPDATE SET holder = EXCLUDED.holder,"
+    " lease_until = EXCLUDED.lease_until"
+    " WHERE f.holder = EXCLUDED.holder OR f.lease_until < $4 RETURNING f.seq",
+    "UPDATE \"@_feed\" SET seq = GREATEST(seq, $3) WHERE consumer = $1 AND holder = $2",
+    "UPDATE \"@_feed\" SET lease_until = 0 WHERE consumer = $1 AND holder = $2",
+    "DELETE FROM \"@_log\" WHERE at < $1"
+    " AND seq <= (SELECT COALESCE(MIN(seq), 0) FROM \"@_feed\")",
 };
-static const Oid st_types[ST_COUNT][3] = {
+static const Oid st_types[ST_COUNT][4] = {
     {25 /* text */},
     {25, 17 /* bytea */, 20 /* int8 */},
     {25},
+    {20, 23 /* int4 */},
+    {20},
+    {25, 25, 20, 20},
+    {25, 25, 20},
+    {25, 25},
+    {20},
 };
-static const int st_nparams[ST_COUNT] = {1, 3, 1};
+static const int st_nparams[ST_COUNT] = {1, 3, 1, 2, 1, 4, 3, 2, 1};
 
 /* Opens a connection for slot and prepares the statements. NULL with the error recorded in
  * *rc. */
@@ -384,11 +444,21 @@ static int fork_fixup(pg_store *s, unsigned gen)
     int rc = TC_OK;
     tag_lock(&s->fixing, gen);
     if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) {
-        pthread_mutex_t *mu;
+        pthread_mutex_t *mu, *lmu = malloc(sizeof *lmu);
         pthread_cond_t *cv;
-        if (new_sync(&mu, &cv) != 0) {
+        if (lmu == NULL || pthread_mutex_init(lmu, NULL) != 0) {
+            free(lmu);
+            rc = tc__err(s->base.owner, TC_ENOMEM, "postgres: after fork: out of memory");
+        } else if (new_sync(&mu, &cv) != 0) {
+            pthread_mutex_destroy(lmu);
+            free(lmu);
             rc = tc__err(s->base.owner, TC_ENOMEM, "postgres: after fork: out of memory");
         } else {
+            if (s->lis.pg != NULL)
+                abandon(s->lis.pg);
+            s->lis.pg = NULL;
+            free(s->lmu);
+            s->lmu = lmu;
             for (int i = 0; i < s->pool_size; i++) {
                 if (s->slots[i].pg != NULL)
                     abandon(s->slots[i].pg);
@@ -597,11 +667,272 @@ static int pg_del(tc__store *base, const char *key, size_t key_len, int64_t *out
     return write_call(s, ST_DEL, "del", 1, vals, lens, out_version);
 }
 
+/* ---- the change feed ------------------------------------------------------------------------ */
+
+/* Runs one of the feed's statements (text parameters, text results); retried once on a fresh
+ * connection when the connection broke: every one of them may run twice (a claim renews its
+ * own lease, a commit takes the greater seq, release and trim are idempotent). *out: the
+ * result on TC_OK, the caller clears it. */
+static int feed_exec(pg_store *s, int st, const char *op, const char *const *vals,
+                     PGresult **out)
+{
+    *out = NULL;
+    for (int attempt = 0;; attempt++) {
+        pg_slot *slot;
+        int rc = take(s, attempt > 0, &slot);
+        if (rc != TC_OK)
+            return rc;
+        PGresult *res = PQexecPrepared(slot->pg, st_name[st], st_nparams[st], vals, NULL, NULL, 0);
+        ExecStatusType es = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
+            give(s, slot, 0);
+            *out = res;
+            return TC_OK;
+        }
+        int broken = conn_broken(slot->pg, res);
+        rc = fail(s, slot->pg, res, op);
+        PQclear(res);
+        give(s, slot, broken);
+        if (!broken || attempt > 0)
+            return rc;
+    }
+}
+
+static int pg_feed_read(tc__store *base, int64_t after, int max, tc__change_fn fn, void *ctx,
+                        int *out_n)
+{
+    pg_store *s = (pg_store *)base;
+    *out_n = 0;
+    if (fn == NULL)
+        return tc__err(s->base.owner, TC_EINVAL, "postgres feed read: NULL argument");
+    if (max <= 0)
+        return TC_OK;
+    char a[24], m[16];
+    snprintf(a, sizeof a, "%lld", (long long)after);
+    snprintf(m, sizeof m, "%d", max);
+    const char *const vals[] = {a, m};
+    PGresult *res;
+    int rc = feed_exec(s, ST_FEED_READ, "feed read", vals, &res);
+    if (rc != TC_OK)
+        return rc;
+    int n = PQntuples(res);
+    /* fn runs with no connection held: it may call into the store. */
+    for (int i = 0; rc == TC_OK && i < n; i++) {
+        rc = fn(ctx, strtoll(PQgetvalue(res, i, 0), NULL, 10), PQgetvalue(res, i, 1),
+                (size_t)PQgetlength(res, i, 1), strtoll(PQgetvalue(res, i, 2), NULL, 10));
+        (*out_n)++;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Runs a bookkeeping statement; *out_rows: the rows it returned or changed. */
+static int feed_stmt(pg_store *s, int st, const char *op, const char *const *vals,
+                     int64_t *out_first, int *out_rows)
+{
+    PGresult *res;
+    int rc = feed_exec(s, st, op, vals, &res);
+    if (rc != TC_OK)
+        return rc;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        *out_rows = PQntuples(res);
+        if (*out_rows > 0 && out_first != NULL)
+            *out_first = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    } else {
+        *out_rows = atoi(PQcmdTuples(res));
+    }
+    PQclear(res);
+    return TC_OK;
+}
+
+static int feed_args_ok(const pg_store *s, const char *consumer, const char *holder,
+                        const char *op)
+{
+    if (consumer == NULL || holder == NULL)
+        return tc__err(s->base.owner, TC_EINVAL, "postgres %s: NULL argument", op);
+    return TC_OK;
+}
+
+static int pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
+                         int64_t lease_ms, int64_t *out_seq)
+{
+    pg_store *s = (pg_store *)base;
+    int rc = feed_args_ok(s, consumer, holder, "feed claim");
+    if (rc != TC_OK)
+        return rc;
+    int64_t now = tc__wall_ms();
+    char until[24], nows[24];
+    snprintf(until, sizeof until, "%lld", (long long)(now + lease_ms));
+    snprintf(nows, sizeof nows, "%lld", (long long)now);
+    const char *const vals[] = {consumer, holder, until, nows};
+    int rows = 0;
+    int64_t seq = 0;
+    rc = feed_stmt(s, ST_FEED_CLAIM, "feed claim", vals, &seq, &rows);
+    if (rc == TC_OK && rows == 0)
+        return tc__err(s->base.owner, TC_ESTATE,
+                       "postgres %s: feed consumer \"%s\" is held by another invalidator",
+                       s->table, consumer);
+    if (rc == TC_OK && out_seq != NULL)
+        *out_seq = seq;
+    return rc;
+}
+
+static int pg_feed_commit(tc__store *base, const char *consumer, const char *holder,
+                          int64_t seq)
+{
+    pg_store *s = (pg_store *)base;
+    int rc = feed_args_ok(s, consumer, holder, "feed commit");
+    if (rc != TC_OK)
+        return rc;
+    char q[24];
+    snprintf(q, sizeof q, "%lld", (long long)seq);
+    const char *const vals[] = {consumer, holder, q};
+    int rows = 0;
+    rc = feed_stmt(s, ST_FEED_COMMIT, "feed commit", vals, NULL, &rows);
+    if (rc == TC_OK && rows == 0)
+        return tc__err(s->base.owner, TC_ESTATE,
+                       "postgres %s: feed consumer \"%s\": the lease was lost", s->table,
+                       consumer);
+    return rc;
+}
+
+static int pg_feed_release(tc__store *base, const char *consumer, const char *holder)
+{
+    pg_store *s = (pg_store *)base;
+    int rc = feed_args_ok(s, consumer, holder, "feed release");
+    if (rc != TC_OK)
+        return rc;
+    const char *const vals[] = {consumer, holder};
+    int rows = 0;
+    return feed_stmt(s, ST_FEED_RELEASE, "feed release", vals, NULL, &rows);
+}
+
+static int pg_feed_trim(tc__store *base, int64_t retention_ms, int64_t *out_removed)
+{
+    pg_store *s = (pg_store *)base;
+    char before[24];
+    snprintf(before, sizeof before, "%lld", (long long)(tc__wall_ms() - retention_ms));
+    const char *const vals[] = {before};
+    int rows = 0;
+    int rc = feed_stmt(s, ST_FEED_TRIM, "feed trim", vals, NULL, &rows);
+    if (out_removed != NULL)
+        *out_removed = rc == TC_OK ? rows : 0;
+    return rc;
+}
+
+/* Reads what came on the listener and drops the notifications: *got is set when there was
+ * one. 0 when the connection broke (then it is closed). */
+static int listener_drain(pg_store *s, int *got)
+{
+    PGconn *pg = s->lis.pg;
+    if (s->lis.fatal || PQstatus(pg) != CONNECTION_OK || !PQconsumeInput(pg) || s->lis.fatal) {
+        PQfinish(pg);
+        s->lis.pg = NULL;
+        return 0;
+    }
+    PGnotify *note;
+    while ((note = PQnotifies(pg)) != NULL) {
+        PQfreemem(note);
+        *got = 1;
+    }
+    return 1;
+}
+
+/* Makes sure the listener is connected and LISTENing; under *lmu. */
+static int listener_up(pg_store *s)
+{
+    int got = 0;
+    if (s->lis.pg != NULL && listener_drain(s, &got))
+        return TC_OK;
+    int rc;
+    PGconn *pg = conn_new(s, &s->lis, 0, &rc);
+    if (pg == NULL)
+        return rc;
+    PGresult *res = PQexec(pg, s->listen_sql);
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = fail(s, pg, res, "feed listen");
+        PQclear(res);
+        PQfinish(pg);
+        return rc;
+    }
+    PQclear(res);
+    s->lis.pg = pg;
+    return TC_OK;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Listens first, then looks for a change after `after` (so one committed between the caller's
+ * read and this wait is either seen by that look or notified), then waits on the listener's
+ * socket. One waiter at a time uses the listener; others wait for the lock up to their own
+ * timeout and, once they have it, find what the first was woken for by their look. */
+static int pg_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
+{
+    pg_store *s = (pg_store *)base;
+    unsigned gen = tc__fork_generation();
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) {
+        int rc = fork_fixup(s, gen);
+        if (rc != TC_OK)
+            return rc;
+    }
+    if (timeout_ms <= 0)
+        return TC_OK;
+    int64_t deadline = mono_ms() + timeout_ms;
+    struct timespec abs;
+    clock_gettime(CLOCK_REALTIME, &abs);
+    abs.tv_sec += timeout_ms / 1000;
+    abs.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (abs.tv_nsec >= 1000000000L) {
+        abs.tv_sec++;
+        abs.tv_nsec -= 1000000000L;
+    }
+    if (pthread_mutex_timedlock(s->lmu, &abs) != 0)
+        return TC_OK; /* another waiter held the listener all along: timed out */
+    int rc = listener_up(s);
+    if (rc == TC_OK) {
+        char a[24];
+        snprintf(a, sizeof a, "%lld", (long long)after);
+        const char *const vals[] = {a};
+        int rows = 0;
+        rc = feed_stmt(s, ST_FEED_ANY, "feed wait", vals, NULL, &rows);
+        for (int got = 0; rc == TC_OK && rows == 0 && !got;) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0)
+                break;
+            struct pollfd p = {.fd = PQsocket(s->lis.pg), .events = POLLIN};
+            int n = poll(&p, 1, left > 1000000 ? 1000000 : (int)left);
+            if (n < 0 && errno != EINTR)
+                break;
+            /* A broken listener ends the wait early: the caller reads again, the next wait
+             * opens a new one. */
+            if (n > 0 && !listener_drain(s, &got))
+                break;
+        }
+    }
+    pthread_mutex_unlock(s->lmu);
+    if (rc != TC_OK) {
+        /* The database is away: the caller's loop would spin on the error; wait it out. */
+        int64_t left = deadline - mono_ms();
+        if (left > 0) {
+            struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+        }
+    }
+    return rc;
+}
+
 static void free_store(pg_store *s)
 {
     for (int i = 0; i < ST_COUNT; i++)
         free(s->sql[i]);
     free(s->slots);
+    free(s->listen_sql);
     free(s->conninfo);
     free(s->where);
     free(s->password);
@@ -617,14 +948,19 @@ static void pg_close(tc__store *base)
     if (atomic_load_explicit(&s->gen, memory_order_acquire) == tc__fork_generation()) {
         for (int i = 0; i < s->pool_size; i++)
             PQfinish(s->slots[i].pg);
+        PQfinish(s->lis.pg);
         pthread_cond_destroy(s->cv);
         pthread_mutex_destroy(s->mu);
+        pthread_mutex_destroy(s->lmu);
     } else {
         /* Closed in a child before any call: the connections are the parent's. */
         for (int i = 0; i < s->pool_size; i++)
             if (s->slots[i].pg != NULL)
                 abandon(s->slots[i].pg);
+        if (s->lis.pg != NULL)
+            abandon(s->lis.pg);
     }
+    free(s->lmu);
     free(s->mu);
     free(s->cv);
     free_store(s);
@@ -635,6 +971,12 @@ static const tc__store_ops pg_ops = {
     .put = pg_put,
     .del = pg_del,
     .close = pg_close,
+    .feed_read = pg_feed_read,
+    .feed_claim = pg_feed_claim,
+    .feed_commit = pg_feed_commit,
+    .feed_release = pg_feed_release,
+    .feed_trim = pg_feed_trim,
+    .feed_wait = pg_feed_wait,
 };
 
 /* ---- schema --------------------------------------------------------------------------------- */
@@ -659,6 +1001,29 @@ static const char schema_fmt[] =
     "  PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));\n"
     "  DELETE FROM \"@\" WHERE key = k;\n"
     "  RETURN nextval('\"@_seq\"');\n"
+    "END $f$;\n"
+    /* The change feed (store.h): see "The change feed" at the top of the file. */
+    "CREATE TABLE IF NOT EXISTS \"@_log\" (seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL,"
+    " version BIGINT NOT NULL, at BIGINT NOT NULL);\n"
+    "CREATE TABLE IF NOT EXISTS \"@_feed\" (consumer TEXT PRIMARY KEY,"
+    " seq BIGINT NOT NULL DEFAULT 0, holder TEXT NOT NULL DEFAULT '',"
+    " lease_until BIGINT NOT NULL DEFAULT 0);\n"
+    "CREATE OR REPLACE FUNCTION \"@_chg\"() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "DECLARE\n"
+    "  now_ms bigint;\n"
+    "BEGIN\n"
+    "  PERFORM pg_advisory_xact_lock(1952670054, hashtext('@'));\n"
+    "  now_ms := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
+    "  IF TG_OP = 'DELETE' THEN\n"
+    "    INSERT INTO \"@_log\" (key, version, at) VALUES (OLD.key, nextval('\"@_seq\"'), now_ms);\n"
+    "  ELSE\n"
+    "    INSERT INTO \"@_log\" (key, version, at) VALUES (NEW.key, NEW.version, now_ms);\n"
+    "    IF TG_OP = 'UPDATE' AND NEW.key IS DISTINCT FROM OLD.key THEN\n"
+    "      INSERT INTO \"@_log\" (key, version, at) VALUES (OLD.key, NEW.version, now_ms);\n"
+    "    END IF;\n"
+    "  END IF;\n"
+    "  PERFORM pg_notify('@_feed', '');\n"
+    "  RETURN NULL;\n"
     "END $f$;\n";
 
 static const char trigger_fmt[] =
@@ -666,6 +1031,18 @@ static const char trigger_fmt[] =
     " WHEN (NEW.version IS NULL OR NEW.version <= 0) EXECUTE FUNCTION \"@_ver\"();\n"
     "CREATE TRIGGER tiercache_version_upd BEFORE UPDATE ON \"@\" FOR EACH ROW"
     " WHEN (NEW.version IS NULL OR NEW.version <= OLD.version) EXECUTE FUNCTION \"@_ver\"()";
+
+/* Deferred: they run at commit, one after the other (the lock in @_chg), so the log's seqs are
+ * drawn in commit order. See the top of the file. */
+static const char log_trigger_fmt[] =
+    "CREATE CONSTRAINT TRIGGER tiercache_log_ins AFTER INSERT ON \"@\""
+    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"@_chg\"();\n"
+    "CREATE CONSTRAINT TRIGGER tiercache_log_upd AFTER UPDATE ON \"@\""
+    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+    " WHEN (NEW.version IS DISTINCT FROM OLD.version OR NEW.key IS DISTINCT FROM OLD.key)"
+    " EXECUTE FUNCTION \"@_chg\"();\n"
+    "CREATE CONSTRAINT TRIGGER tiercache_log_del AFTER DELETE ON \"@\""
+    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"@_chg\"()";
 
 /* A statement whose result the caller does not need. */
 static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
@@ -686,23 +1063,56 @@ static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
     return TC_OK;
 }
 
+/* Creates a group of triggers (all of group's names, made by sql) if none exists; under the
+ * schema lock. Some but not all: an error, since this library makes them together. */
+static int create_triggers(const pg_store *s, PGconn *pg, const char *rel, const char *names,
+                           int count, const char *sql)
+{
+    const char *const args[] = {rel, names};
+    PGresult *res = NULL;
+    int rc = exec_ok(s, pg,
+                     "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
+                     " AND tgname = ANY (string_to_array($2, ','))",
+                     2, args, "schema", &res);
+    if (rc != TC_OK)
+        return rc;
+    int have = PQntuples(res);
+    PQclear(res);
+    if (have == 0)
+        return exec_ok(s, pg, sql, 0, NULL, "schema trigger", NULL);
+    if (have != count)
+        return tc__err(s->base.owner, TC_ESTORE,
+                       "postgres: schema: %s has only some of its triggers %s; drop them or "
+                       "create the others",
+                       s->table, names);
+    return TC_OK;
+}
+
 static int create_schema(const pg_store *s, PGconn *pg)
 {
     char rel[TABLE_MAX + 3], seq[TABLE_MAX + 7], ver[TABLE_MAX + 9], del[TABLE_MAX + 13];
+    char log[TABLE_MAX + 7], feed[TABLE_MAX + 8], chg[TABLE_MAX + 9];
     snprintf(rel, sizeof rel, "\"%s\"", s->table);
     snprintf(seq, sizeof seq, "\"%s_seq\"", s->table);
     snprintf(ver, sizeof ver, "\"%s_ver\"()", s->table);
     snprintf(del, sizeof del, "\"%s_del\"(text)", s->table);
-    const char *const names[] = {rel, seq, ver, del};
+    snprintf(log, sizeof log, "\"%s_log\"", s->table);
+    snprintf(feed, sizeof feed, "\"%s_feed\"", s->table);
+    snprintf(chg, sizeof chg, "\"%s_chg\"()", s->table);
+    const char *const names[] = {rel, seq, ver, del, log, feed, chg};
 
-    /* Usually all there: one query, no lock, no catalog writes. */
+    /* Usually all there: one query, no lock, no catalog writes. A table made before the feed
+     * existed lacks its objects and gets them here. */
     static const char check[] =
         "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
         " AND to_regprocedure($3) IS NOT NULL AND to_regprocedure($4) IS NOT NULL"
+        " AND to_regclass($5) IS NOT NULL AND to_regclass($6) IS NOT NULL"
+        " AND to_regprocedure($7) IS NOT NULL"
         " AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)"
-        " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd')) = 2";
-    PGresult *res;
-    int rc = exec_ok(s, pg, check, 4, names, "schema", &res);
+        " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd', 'tiercache_log_ins',"
+        " 'tiercache_log_upd', 'tiercache_log_del')) = 5";
+    PGresult *res = NULL;
+    int rc = exec_ok(s, pg, check, 7, names, "schema", &res);
     if (rc != TC_OK)
         return rc;
     int present = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -712,8 +1122,9 @@ static int create_schema(const pg_store *s, PGconn *pg)
 
     char *ddl = fmt_sql(schema_fmt, s->table);
     char *trig = fmt_sql(trigger_fmt, s->table);
-    if (ddl == NULL || trig == NULL) {
-        free(ddl), free(trig);
+    char *log_trig = fmt_sql(log_trigger_fmt, s->table);
+    if (ddl == NULL || trig == NULL || log_trig == NULL) {
+        free(ddl), free(trig), free(log_trig);
         return tc__err(s->base.owner, TC_ENOMEM, "postgres: schema: out of memory");
     }
     /* Under a lock on the table's name: two processes creating one table at once would
@@ -727,28 +1138,17 @@ static int create_schema(const pg_store *s, PGconn *pg)
     if (rc == TC_OK)
         rc = exec_ok(s, pg, ddl, 0, NULL, "schema", NULL);
     if (rc == TC_OK)
-        rc = exec_ok(s, pg,
-                     "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
-                     " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd')",
-                     1, lock_args, "schema", &res);
-    if (rc == TC_OK) {
-        int have = PQntuples(res);
-        PQclear(res);
-        /* Both or neither: this library makes them together, under the lock. */
-        if (have == 0)
-            rc = exec_ok(s, pg, trig, 0, NULL, "schema trigger", NULL);
-        else if (have != 2)
-            rc = tc__err(s->base.owner, TC_ESTORE,
-                         "postgres: schema: %s has one of its two tiercache_version triggers "
-                         "only; drop it or create the other",
-                         s->table);
-    }
+        rc = create_triggers(s, pg, rel, "tiercache_version_ins,tiercache_version_upd", 2, trig);
+    if (rc == TC_OK)
+        rc = create_triggers(s, pg, rel, "tiercache_log_ins,tiercache_log_upd,tiercache_log_del",
+                             3, log_trig);
     if (rc == TC_OK)
         rc = exec_ok(s, pg, "COMMIT", 0, NULL, "schema commit", NULL);
     if (rc != TC_OK)
         PQclear(PQexec(pg, "ROLLBACK"));
     free(ddl);
     free(trig);
+    free(log_trig);
     return rc;
 }
 
@@ -839,9 +1239,21 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
             rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
     if (rc == TC_OK)
         rc = parse_conninfo(s, owner);
+    if (rc == TC_OK && (s->listen_sql = fmt_sql("LISTEN \"@_feed\"", table)) == NULL)
+        rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    if (rc == TC_OK && (s->lmu = malloc(sizeof *s->lmu)) == NULL)
+        rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    if (rc == TC_OK && pthread_mutex_init(s->lmu, NULL) != 0) {
+        free(s->lmu);
+        s->lmu = NULL;
+        rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
+    }
     if (rc == TC_OK && new_sync(&s->mu, &s->cv) != 0)
         rc = tc__err(owner, TC_ENOMEM, "postgres: out of memory");
     if (rc != TC_OK) {
+        if (s->lmu != NULL)
+            pthread_mutex_destroy(s->lmu);
+        free(s->lmu);
         free_store(s);
         return rc;
     }
@@ -863,6 +1275,8 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
         PQfinish(pg);
         pthread_cond_destroy(s->cv);
         pthread_mutex_destroy(s->mu);
+        pthread_mutex_destroy(s->lmu);
+        free(s->lmu);
         free(s->mu);
         free(s->cv);
         free_store(s);

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pg_harness.h"
@@ -784,10 +785,10 @@ START_TEST(test_bad_table_names)
     tc__store *s = (tc__store *)1;
     ck_assert_int_eq(tc__store_pg_open(&s, srv.conninfo, "a b", 2, OWNER), TC_EINVAL);
     ck_assert_ptr_null(s);
-    /* Longer than 59 bytes: <t>_seq would not fit a PostgreSQL name. */
-    char longname[61];
-    memset(longname, 'x', 60);
-    longname[60] = '\0';
+    /* Longer than 58 bytes: <t>_feed would not fit a PostgreSQL name. */
+    char longname[60];
+    memset(longname, 'x', 59);
+    longname[59] = '\0';
     ck_assert_int_eq(tc__store_pg_open(&s, srv.conninfo, longname, 2, OWNER), TC_EINVAL);
     ck_assert_int_eq(tc__store_pg_open(&s, srv.conninfo, "ok", 0, OWNER), TC_EINVAL);
     /* A keyword and mixed case are fine: always quoted. */
@@ -823,6 +824,318 @@ START_TEST(test_edge_on)
 }
 END_TEST
 
+/* ---- the change feed ------------------------------------------------------------------------ */
+
+typedef struct change {
+    int64_t seq, version;
+    char key[32];
+} change;
+
+typedef struct changes {
+    change c[64];
+    int n;
+} changes;
+
+static int collect_change(void *ctx, int64_t seq, const char *key, size_t key_len,
+                          int64_t version)
+{
+    changes *cs = ctx;
+    if (cs->n >= 64)
+        return TC_EINVAL;
+    change *c = &cs->c[cs->n++];
+    c->seq = seq;
+    c->version = version;
+    snprintf(c->key, sizeof c->key, "%.*s", (int)key_len, key);
+    return TC_OK;
+}
+
+static void read_feed(tc__store *s, int64_t after, changes *cs)
+{
+    memset(cs, 0, sizeof *cs);
+    int n = -1;
+    int rc = s->ops->feed_read(s, after, 64, collect_change, cs, &n);
+    ck_assert_msg(rc == TC_OK, "feed_read: %s", tc_errmsg(OWNER));
+    ck_assert_int_eq(n, cs->n);
+    for (int i = 1; i < cs->n; i++)
+        ck_assert_int_gt(cs->c[i].seq, cs->c[i - 1].seq);
+}
+
+static void change_is(const changes *cs, int i, const char *key, int64_t version)
+{
+    ck_assert_int_lt(i, cs->n);
+    ck_assert_str_eq(cs->c[i].key, key);
+    if (version > 0)
+        ck_assert_int_eq(cs->c[i].version, version);
+}
+
+/* Library writes and plain SQL from another connection, in order, with the rows' versions. */
+START_TEST(test_feed_logs_every_write)
+{
+    tc__store *s = store_open("t_feed_log");
+    PGconn *pg = sql_conn();
+    int64_t v1 = sput(s, "a", "1");
+    int64_t v2 = sput(s, "a", "2");
+    int64_t d1 = sdel(s, "a");
+    free(sql1(pg, "INSERT INTO t_feed_log (key, value) VALUES ('p', 'x')"));
+    int64_t pv1 = sql_ll(pg, "SELECT version FROM t_feed_log WHERE key = 'p'");
+    free(sql1(pg, "UPDATE t_feed_log SET value = 'y' WHERE key = 'p'"));
+    int64_t pv2 = sql_ll(pg, "SELECT version FROM t_feed_log WHERE key = 'p'");
+    free(sql1(pg, "UPDATE t_feed_log SET key = 'q' WHERE key = 'p'"));
+    int64_t qv = sql_ll(pg, "SELECT version FROM t_feed_log WHERE key = 'q'");
+    free(sql1(pg, "DELETE FROM t_feed_log WHERE key = 'q'"));
+    /* A transaction of several writes: logged at its commit, in statement order. */
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "INSERT INTO t_feed_log (key, value) VALUES ('t1', 'x'), ('t2', 'y')"));
+    free(sql1(pg, "DELETE FROM t_feed_log WHERE key = 't1'"));
+    free(sql1(pg, "COMMIT"));
+    /* A rolled-back one: nothing. */
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "INSERT INTO t_feed_log (key, value) VALUES ('gone', 'x')"));
+    free(sql1(pg, "ROLLBACK"));
+
+    changes cs;
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 11);
+    change_is(&cs, 0, "a", v1);
+    change_is(&cs, 1, "a", v2);
+    change_is(&cs, 2, "a", 0);
+    ck_assert_int_ge(cs.c[2].version, d1); /* the delete's logged version: newer than v2 */
+    ck_assert_int_gt(cs.c[2].version, v2);
+    change_is(&cs, 3, "p", pv1);
+    ck_assert_int_gt(pv1, cs.c[2].version);
+    change_is(&cs, 4, "p", pv2);
+    ck_assert_int_gt(pv2, pv1);
+    change_is(&cs, 5, "q", qv); /* a key change: the new key, then the old one */
+    change_is(&cs, 6, "p", qv);
+    ck_assert_int_gt(qv, pv2);
+    change_is(&cs, 7, "q", 0);
+    ck_assert_int_gt(cs.c[7].version, qv); /* a plain-SQL delete: fresh, newer than the row */
+    change_is(&cs, 8, "t1", 0);
+    change_is(&cs, 9, "t2", 0);
+    change_is(&cs, 10, "t1", 0);
+    ck_assert_int_gt(cs.c[10].version, cs.c[8].version);
+
+    /* After a seq, at most max, and fn's error stops the walk. */
+    changes tail;
+    read_feed(s, cs.c[8].seq, &tail);
+    ck_assert_int_eq(tail.n, 2);
+    ck_assert_int_eq(tail.c[0].seq, cs.c[9].seq);
+    int n = 0;
+    ck_assert_int_eq(s->ops->feed_read(s, 0, 3, collect_change, &tail, &n), TC_OK);
+    ck_assert_int_eq(n, 3);
+    memset(&tail, 0, sizeof tail);
+    tail.n = 63; /* room for one more: the second call fails */
+    ck_assert_int_eq(s->ops->feed_read(s, 0, 64, collect_change, &tail, &n), TC_EINVAL);
+    ck_assert_int_eq(n, 2);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+/* Seqs follow commit order: a transaction that wrote first but commits last is logged after
+ * the write that committed in between, so a consumer that read past that one never skips it. */
+START_TEST(test_feed_commit_order)
+{
+    tc__store *s = store_open("t_feed_order");
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "INSERT INTO t_feed_order (key, value) VALUES ('early', 'x')"));
+    int64_t v = sput(s, "late", "y");
+    changes cs;
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 1);
+    change_is(&cs, 0, "late", v);
+    int64_t seen = cs.c[0].seq;
+    free(sql1(pg, "COMMIT"));
+    read_feed(s, seen, &cs);
+    ck_assert_int_eq(cs.n, 1);
+    change_is(&cs, 0, "early", 0);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+START_TEST(test_feed_claim_commit_release)
+{
+    tc__store *s = store_open("t_feed_claim");
+    int64_t seq = -1;
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "A", 60000, &seq), TC_OK);
+    ck_assert_int_eq(seq, 0); /* a new consumer */
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "A", 60000, &seq), TC_OK); /* renewed */
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "B", 60000, &seq), TC_ESTATE);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(OWNER), "inv"));
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "B", 5), TC_ESTATE);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "A", 5), TC_OK);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "A", 3), TC_OK); /* never goes back */
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "A", 60000, &seq), TC_OK);
+    ck_assert_int_eq(seq, 5);
+    /* Another consumer is independent. */
+    ck_assert_int_eq(s->ops->feed_claim(s, "other", "B", 60000, &seq), TC_OK);
+    ck_assert_int_eq(seq, 0);
+    /* A clean stop: B takes over at once, from A's checkpoint. */
+    ck_assert_int_eq(s->ops->feed_release(s, "inv", "A"), TC_OK);
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "B", 60000, &seq), TC_OK);
+    ck_assert_int_eq(seq, 5);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "A", 9), TC_ESTATE);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "B", 7), TC_OK);
+    /* An expired lease is taken over. */
+    ck_assert_int_eq(s->ops->feed_claim(s, "short", "A", 100, &seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_claim(s, "short", "B", 100, &seq), TC_ESTATE);
+    tct_sleep_ms(250);
+    ck_assert_int_eq(s->ops->feed_claim(s, "short", "B", 60000, &seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_commit(s, "short", "A", 1), TC_ESTATE);
+    ck_assert_int_eq(s->ops->feed_claim(s, "short", "A", 60000, &seq), TC_ESTATE);
+    s->ops->close(s);
+}
+END_TEST
+
+START_TEST(test_feed_trim)
+{
+    tc__store *s = store_open("t_feed_trim");
+    PGconn *pg = sql_conn();
+    for (int i = 0; i < 6; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        sput(s, key, "v");
+    }
+    changes cs;
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 6);
+    int64_t seq;
+    ck_assert_int_eq(s->ops->feed_claim(s, "c1", "A", 60000, &seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_claim(s, "c2", "B", 60000, &seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_commit(s, "c1", "A", cs.c[4].seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_commit(s, "c2", "B", cs.c[2].seq), TC_OK);
+    int64_t removed = -1;
+    /* Everything is younger than an hour: nothing goes. */
+    ck_assert_int_eq(s->ops->feed_trim(s, 3600000, &removed), TC_OK);
+    ck_assert_int_eq(removed, 0);
+    /* Old enough: only what both consumers passed (c2 is behind: up to its checkpoint). */
+    tct_sleep_ms(20);
+    ck_assert_int_eq(s->ops->feed_trim(s, 0, &removed), TC_OK);
+    ck_assert_int_eq(removed, 3);
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 3);
+    change_is(&cs, 0, "k3", 0);
+    /* Rows made old by hand: the checkpoints still hold them. */
+    free(sql1(pg, "UPDATE t_feed_trim_log SET at = 0"));
+    ck_assert_int_eq(s->ops->feed_trim(s, 3600000, &removed), TC_OK);
+    ck_assert_int_eq(removed, 0);
+    ck_assert_int_eq(s->ops->feed_commit(s, "c2", "B", cs.c[2].seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_trim(s, 3600000, &removed), TC_OK);
+    ck_assert_int_eq(removed, 2); /* up to c1's checkpoint, the 5th change: k3, k4 */
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct sql_later {
+    const char *conninfo;
+    const char *sql;
+    int delay_ms;
+} sql_later;
+
+static void *run_sql_later(void *arg)
+{
+    sql_later *l = arg;
+    tct_sleep_ms(l->delay_ms);
+    PGconn *pg = PQconnectdb(l->conninfo);
+    PQclear(PQexec(pg, l->sql));
+    PQfinish(pg);
+    return NULL;
+}
+
+START_TEST(test_feed_wait)
+{
+    tc__store *s = store_open("t_feed_wait");
+    /* Nothing happens: back after the timeout. */
+    int64_t t0 = now_ms();
+    ck_assert_int_eq(s->ops->feed_wait(s, 0, 300), TC_OK);
+    int64_t took = now_ms() - t0;
+    ck_assert_int_ge(took, 250);
+    ck_assert_int_lt(took, 5000);
+    /* A change already there: at once. */
+    sput(s, "k", "v");
+    changes cs;
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 1);
+    t0 = now_ms();
+    ck_assert_int_eq(s->ops->feed_wait(s, 0, 10000), TC_OK);
+    ck_assert_int_lt(now_ms() - t0, 5000);
+    /* A plain-SQL write from another connection while waiting: woken by its NOTIFY. */
+    for (int round = 0; round < 2; round++) {
+        sql_later l = {srv.conninfo,
+                       round == 0 ? "INSERT INTO t_feed_wait (key, value) VALUES ('x', 'y')"
+                                  : "DELETE FROM t_feed_wait WHERE key = 'x'",
+                       300};
+        read_feed(s, 0, &cs);
+        int64_t last = cs.c[cs.n - 1].seq;
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, run_sql_later, &l), 0);
+        t0 = now_ms();
+        ck_assert_int_eq(s->ops->feed_wait(s, last, 10000), TC_OK);
+        took = now_ms() - t0;
+        pthread_join(t, NULL);
+        ck_assert_msg(took < 5000, "feed_wait took %lld ms", (long long)took);
+        read_feed(s, last, &cs);
+        ck_assert_int_eq(cs.n, 1);
+        change_is(&cs, 0, "x", 0);
+    }
+    /* The listener dropped by the server: the next wait opens another. */
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                  " WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"));
+    read_feed(s, 0, &cs);
+    int64_t last = cs.c[cs.n - 1].seq;
+    ck_assert_int_eq(s->ops->feed_wait(s, last, 200), TC_OK); /* early or timed out */
+    sql_later l = {srv.conninfo, "UPDATE t_feed_wait SET value = 'z'", 300};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, run_sql_later, &l), 0);
+    t0 = now_ms();
+    ck_assert_int_eq(s->ops->feed_wait(s, last, 10000), TC_OK);
+    took = now_ms() - t0;
+    pthread_join(t, NULL);
+    ck_assert_msg(took < 5000, "feed_wait took %lld ms", (long long)took);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+/* A child waits on its own listener, never its parent's. */
+START_TEST(test_feed_wait_fork)
+{
+    tc__store *s = store_open("t_feed_fork");
+    ck_assert_int_eq(s->ops->feed_wait(s, 0, 50), TC_OK); /* the parent's listener is up */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int64_t t0 = now_ms();
+        REQUIRE(s->ops->feed_wait(s, 0, 10000) == TC_OK, 2);
+        REQUIRE(now_ms() - t0 < 5000, 3);
+        changes cs = {0};
+        int n = 0;
+        REQUIRE(s->ops->feed_read(s, 0, 64, collect_change, &cs, &n) == TC_OK && n == 1, 4);
+        s->ops->close(s);
+        _exit(0);
+    }
+    tct_sleep_ms(300);
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "INSERT INTO t_feed_fork (key, value) VALUES ('k', 'v')"));
+    ck_assert_int_eq(wait_child(pid), 0);
+    /* The parent's listener still works. */
+    ck_assert_int_eq(s->ops->feed_wait(s, 0, 10000), TC_OK);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
 Suite *pg_suite(void)
 {
     Suite *s = suite_create("pg");
@@ -844,6 +1157,12 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_bad_conninfo);
     tcase_add_test(tc, test_bad_table_names);
     tcase_add_test(tc, test_edge_on);
+    tcase_add_test(tc, test_feed_logs_every_write);
+    tcase_add_test(tc, test_feed_commit_order);
+    tcase_add_test(tc, test_feed_claim_commit_release);
+    tcase_add_test(tc, test_feed_trim);
+    tcase_add_test(tc, test_feed_wait);
+    tcase_add_test(tc, test_feed_wait_fork);
     suite_add_tcase(s, tc);
     return s;
 }
