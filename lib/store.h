@@ -48,7 +48,9 @@ typedef struct tc__store_ops {
     int (*feed_trim)(tc__store *s, int64_t retention_ms, int64_t *out_removed);
     /* Waits up to timeout_ms for changes after `after`: woken at once by this process's own
      * writes through the store, and by the database's notifications where it has them
-     * (PostgreSQL's NOTIFY); otherwise the caller's poll interval is the delay. TC_OK. */
+     * (PostgreSQL's NOTIFY); otherwise the caller's poll interval is the delay. TC_OK, or
+     * TC_ESTORE when the database cannot be reached (after waiting out the timeout, so that a
+     * polling caller never spins). */
     int (*feed_wait)(tc__store *s, int64_t after, int64_t timeout_ms);
 } tc__store_ops;
 
