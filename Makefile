@@ -183,9 +183,9 @@ check-examples: examples
 check-cli: tools
 	sh tests/check_cli.sh $(B)
 
-# A store written in Python behind the caches, through ctypes (FFI as users call it).
+# The Python binding (examples/python/tiercache.py, ctypes) against this build's library.
 check-python: $(SHLIB)
-	python3 tests/python_store.py $(SHLIB)
+	python3 tests/check_python.py $(SHLIB)
 
 # Sanitizer builds live in their own folders so they never mix objects with the normal build.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer

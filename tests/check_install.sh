@@ -142,6 +142,14 @@ if readelf -d "$tmp/prog-static" | grep -q 'NEEDED.*libtiercache'; then
 fi
 run_prog static "$tmp/prog-static" ""
 
+# ---- 3b. the Python binding finds the installed library ----------------------------------------
+if command -v python3 > /dev/null; then
+    got=$(cd "$tmp" && TIERCACHE_LIB="$prefix/lib/libtiercache.so" \
+        PYTHONPATH="$top/examples/python" python3 -c 'import tiercache; print(tiercache.version())') ||
+        fail "the Python binding could not load the installed library"
+    [ "$got" = "$version" ] || fail "the Python binding loaded version '$got', not $version"
+fi
+
 # ---- 4. uninstall ----------------------------------------------------------------------------
 mk "$prefix" "" uninstall
 expect_empty "$prefix"
