@@ -3,7 +3,7 @@
  * printed as one line:  BENCH <id> <metric> value=<v> baseline=<b> ratio=<value/baseline>
  *
  *   edge-hit        ns per tc_get_into answered by the edge   vs  a prepared SQLite point read
- *   wt-put-sqlite   us per tc_put (write-through, no Redis)   vs  the same bare SQLite upsert
+ *   wt-put-sqlite-noredis  us per tc_put (write-through, no Redis)  vs  the same bare upsert
  *   redis-get       us per tc_get answered by Redis           vs  a raw hiredis GET loop
  *   shared-warm     us per call on the module-scope handle    vs  opening a handle per call
  *
@@ -162,7 +162,7 @@ static void bench_put(const char *dir)
         }
         b[r] = (now_ns() - t0) / ops / 1000;
     }
-    report("wt-put-sqlite", "us_per_put", median(v, ROUNDS), median(b, ROUNDS));
+    report("wt-put-sqlite-noredis", "us_per_put", median(v, ROUNDS), median(b, ROUNDS));
     sqlite3_finalize(st);
     sqlite3_close(db);
     tc_close(c);
