@@ -135,6 +135,11 @@ TC_API void tc_free(void *ptr);
  *   single_flight              bool    true           one store read per key at a time
  *   lease_ms                   int     0              cross-process miss lease in Redis; 0: off
  *   lease_wait_ms              int     50             wait for another process's lease at most
+ *   feed.consumer              string  "invalidator"  the invalidator's checkpoint and lease name
+ *   feed.poll_ms               int     100            idle invalidator's poll (SQLite) / retry
+ *   feed.batch                 int     256            changes applied per step
+ *   feed.lease_ms              int     5000           a standby takes over this long after death
+ *   feed.retention_ms          int     3600000        applied changes kept in the log this long
  *
  * README.md's configuration reference explains each option at length.
  */
