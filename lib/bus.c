@@ -21,9 +21,7 @@ void tc__bus_encode(void *out, const tc__bus_msg *m)
     p[1] = 1;
     p[2] = (unsigned char)m->op;
     memcpy(p + 3, m->sender, TC__BUS_ID_LEN);
-    uint64_t v = (uint64_t)m->version;
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[3 + TC__BUS_ID_LEN + i] = (unsigned char)v;
+    tc__put_be64(p + 3 + TC__BUS_ID_LEN, (uint64_t)m->version);
     if (m->arg_len > 0)
         memcpy(p + TC__BUS_HEADER, m->arg, m->arg_len);
 }
@@ -46,10 +44,7 @@ int tc__bus_decode(tc__bus_msg *m, const void *data, size_t len)
     }
     m->op = p[2];
     memcpy(m->sender, p + 3, TC__BUS_ID_LEN);
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[3 + TC__BUS_ID_LEN + i];
-    m->version = (int64_t)v;
+    m->version = (int64_t)tc__get_be64(p + 3 + TC__BUS_ID_LEN);
     m->arg = (const char *)p + TC__BUS_HEADER;
     m->arg_len = len - TC__BUS_HEADER;
     if (memchr(m->arg, '\0', m->arg_len) != NULL)

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__GNUC__)
 #define TC__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -41,6 +42,37 @@ unsigned tc__fork_generation(void);
  * as the tier call's result. */
 typedef int (*tc__value_fn)(void *ctx, const void *data, size_t len, int64_t version,
                             int64_t ttl_ms);
+
+/* ---- big-endian integers in the formats the library writes (Redis envelopes, records, bus
+ * messages, PostgreSQL's binary results): a load and a byte swap, not a loop per byte (these
+ * sit on every Redis hit). */
+static inline uint64_t tc__get_be64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? __builtin_bswap64(v) : v;
+}
+
+static inline void tc__put_be64(void *p, uint64_t v)
+{
+    if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+        v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
+}
+
+static inline uint32_t tc__get_be32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? __builtin_bswap32(v) : v;
+}
+
+static inline void tc__put_be32(void *p, uint32_t v)
+{
+    if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+        v = __builtin_bswap32(v);
+    memcpy(p, &v, 4);
+}
 
 /* ---- counters (stats.c) ---- */
 typedef struct tc__tier_stats {

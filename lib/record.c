@@ -7,32 +7,6 @@
 
 #define HTTP_FIXED (1 + 1 + 5 * 8)
 
-static void put_be64(unsigned char *p, int64_t v)
-{
-    uint64_t u = (uint64_t)v;
-    for (int i = 7; i >= 0; i--, u >>= 8)
-        p[i] = (unsigned char)u;
-}
-
-static int64_t get_be64(const unsigned char *p)
-{
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++)
-        u = u << 8 | p[i];
-    return (int64_t)u;
-}
-
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    for (int i = 3; i >= 0; i--, v >>= 8)
-        p[i] = (unsigned char)v;
-}
-
-static uint32_t get_be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static size_t add_sat(size_t a, size_t b)
 {
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
@@ -53,7 +27,7 @@ size_t tc__rec_size(const tc__rec *r)
 static unsigned char *put_str(unsigned char *p, const char *s, size_t len)
 {
     /* The caller (tc_put_http) bounds every header to far below 4 GiB. */
-    put_be32(p, (uint32_t)len);
+    tc__put_be32(p, (uint32_t)len);
     if (len > 0)
         memcpy(p + 4, s, len);
     return p + 4 + len;
@@ -67,11 +41,11 @@ void tc__rec_encode(void *out, const tc__rec *r)
     } else {
         *p++ = TC__REC_HTTP;
         *p++ = (unsigned char)r->flags;
-        put_be64(p, r->date_ms);
-        put_be64(p + 8, r->fresh_until_ms);
-        put_be64(p + 16, r->lifetime_ms);
-        put_be64(p + 24, r->swr_ms);
-        put_be64(p + 32, r->sie_ms);
+        tc__put_be64(p, (uint64_t)r->date_ms);
+        tc__put_be64(p + 8, (uint64_t)r->fresh_until_ms);
+        tc__put_be64(p + 16, (uint64_t)r->lifetime_ms);
+        tc__put_be64(p + 24, (uint64_t)r->swr_ms);
+        tc__put_be64(p + 32, (uint64_t)r->sie_ms);
         p += 40;
         p = put_str(p, r->etag, r->etag_len);
         p = put_str(p, r->last_modified, r->last_modified_len);
@@ -87,7 +61,7 @@ static int get_str(const unsigned char **p, const unsigned char *end, const char
 {
     if (end - *p < 4)
         return TC_EPROTO;
-    uint32_t n = get_be32(*p);
+    uint32_t n = tc__get_be32(*p);
     *p += 4;
     if ((uint64_t)(end - *p) < n)
         return TC_EPROTO;
@@ -113,11 +87,11 @@ int tc__rec_decode(tc__rec *out, const void *data, size_t len)
         return TC_EPROTO;
     out->kind = TC__REC_HTTP;
     out->flags = p[1];
-    out->date_ms = get_be64(p + 2);
-    out->fresh_until_ms = get_be64(p + 10);
-    out->lifetime_ms = get_be64(p + 18);
-    out->swr_ms = get_be64(p + 26);
-    out->sie_ms = get_be64(p + 34);
+    out->date_ms = (int64_t)tc__get_be64(p + 2);
+    out->fresh_until_ms = (int64_t)tc__get_be64(p + 10);
+    out->lifetime_ms = (int64_t)tc__get_be64(p + 18);
+    out->swr_ms = (int64_t)tc__get_be64(p + 26);
+    out->sie_ms = (int64_t)tc__get_be64(p + 34);
     if (out->lifetime_ms < 0 || out->swr_ms < 0 || out->sie_ms < 0)
         return TC_EPROTO;
     p += HTTP_FIXED;

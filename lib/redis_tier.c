@@ -85,20 +85,6 @@ struct tc__redis {
     atomic_int pend_busy;   /* the journal is being changed (see journal_torn) */
 };
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (56 - 8 * i));
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* The one place that writes the layout; the guarded-write script reads the version from it at
  * the same offsets. *out is malloc'd. */
 static int envelope_build(char **out, size_t *out_len, char kind, int64_t version,
@@ -114,8 +100,8 @@ static int envelope_build(char **out, size_t *out_len, char kind, int64_t versio
     b[0] = ENV_MAGIC;
     b[1] = ENV_FORMAT;
     b[2] = (unsigned char)kind;
-    put_be64(b + 3, (uint64_t)version);
-    put_be64(b + 11, (uint64_t)expiry_ms);
+    tc__put_be64(b + 3, (uint64_t)version);
+    tc__put_be64(b + 11, (uint64_t)expiry_ms);
     if (len > 0)
         memcpy(b + ENV_HEADER, payload, len);
     *out = (char *)b;
@@ -613,7 +599,7 @@ static int conn_settle(tc__redis *r, redisContext *c, const settle_item *items, 
     }
     snprintf(numkeys, sizeof numkeys, "%zu", n);
     snprintf(px, sizeof px, "%lld", (long long)r->tombstone_ttl_ms);
-    put_be64(vers + n * 8, (uint64_t)(tc__wall_ms() + r->tombstone_ttl_ms));
+    tc__put_be64(vers + n * 8, (uint64_t)(tc__wall_ms() + r->tombstone_ttl_ms));
     rest[0] = numkeys;
     lens[0] = strlen(numkeys);
     for (size_t i = 0; i < n; i++) {
@@ -622,7 +608,7 @@ static int conn_settle(tc__redis *r, redisContext *c, const settle_item *items, 
         rest[1 + n + 3 + i] = (const char *)vers + i * 8;
         lens[1 + n + 3 + i] = items[i].version >= 0 ? 8 : 0;
         if (items[i].version >= 0)
-            put_be64(vers + i * 8, (uint64_t)items[i].version);
+            tc__put_be64(vers + i * 8, (uint64_t)items[i].version);
     }
     rest[1 + n] = magic;
     lens[1 + n] = sizeof magic;
@@ -1129,7 +1115,7 @@ static int deliver(tc__redis *r, const redisReply *rep, tc__value_fn fn, void *c
         bad = "an unknown format version";
     else if (p[2] != ENV_VALUE && p[2] != ENV_TOMBSTONE)
         bad = "an unknown kind byte";
-    else if (get_be64(p + 3) > (uint64_t)INT64_MAX)
+    else if (tc__get_be64(p + 3) > (uint64_t)INT64_MAX)
         bad = "a negative version";
     else if (n - ENV_HEADER > r->max_value_bytes)
         bad = "a payload larger than max_value_bytes";
@@ -1138,8 +1124,8 @@ static int deliver(tc__redis *r, const redisReply *rep, tc__value_fn fn, void *c
                        n, bad);
     if (p[2] == ENV_TOMBSTONE)
         return TC_ENOTFOUND;
-    int64_t version = (int64_t)get_be64(p + 3);
-    int64_t expiry = (int64_t)get_be64(p + 11);
+    int64_t version = (int64_t)tc__get_be64(p + 3);
+    int64_t expiry = (int64_t)tc__get_be64(p + 11);
     int64_t now = tc__wall_ms();
     /* Redis's own PX removes the key at about the same time; a clock step or a value written
      * by a host with another clock can leave it a little longer, and then it is a miss. */
@@ -1442,7 +1428,7 @@ static int conn_drop_tagged(tc__redis *r, redisContext *c, const char *set, size
     }
     snprintf(numkeys, sizeof numkeys, "%zu", 1 + nkeys);
     snprintf(px, sizeof px, "%lld", (long long)r->tombstone_ttl_ms);
-    put_be64(expiry, (uint64_t)(tc__wall_ms() + r->tombstone_ttl_ms));
+    tc__put_be64(expiry, (uint64_t)(tc__wall_ms() + r->tombstone_ttl_ms));
     rest[0] = numkeys;
     lens[0] = strlen(numkeys);
     rest[1] = set;
@@ -1670,7 +1656,7 @@ int tc__redis_lease(tc__redis *r, const char *key, size_t key_len, const char *t
         char px[24];
         snprintf(px, sizeof px, "%lld", (long long)lease_ms);
         unsigned char now[8];
-        put_be64(now, (uint64_t)tc__wall_ms());
+        tc__put_be64(now, (uint64_t)tc__wall_ms());
         const char *rest[7] = {"2", k.p, l.p, live, token, px, (const char *)now};
         size_t lens[7] = {1, k.len, l.len, sizeof live, token_len, strlen(px), sizeof now};
         redisReply *rep;

@@ -228,21 +228,6 @@ static int valid_table_name(const char *t)
 
 /* ---- binary values -------------------------------------------------------------------------- */
 
-static void put_be64(unsigned char *p, int64_t v)
-{
-    uint64_t u = (uint64_t)v;
-    for (int i = 7; i >= 0; i--, u >>= 8)
-        p[i] = (unsigned char)(u & 0xff);
-}
-
-static int64_t get_be64(const unsigned char *p)
-{
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++)
-        u = (u << 8) | p[i];
-    return (int64_t)u;
-}
-
 /* Reads the one int8 (binary) of a one-row, one-column result. */
 static int result_version(const pg_store *s, const PGresult *res, const char *op,
                           int64_t *out)
@@ -250,7 +235,7 @@ static int result_version(const pg_store *s, const PGresult *res, const char *op
     if (PQntuples(res) != 1 || PQnfields(res) < 1 || PQgetisnull(res, 0, 0) ||
         PQgetlength(res, 0, 0) != 8)
         return tc__err(s->base.owner, TC_ESTORE, "postgres: %s: unexpected result shape", op);
-    *out = get_be64((const unsigned char *)PQgetvalue(res, 0, 0));
+    *out = (int64_t)tc__get_be64(PQgetvalue(res, 0, 0));
     return TC_OK;
 }
 
@@ -589,7 +574,7 @@ static int pg_get(tc__store *base, const char *key, size_t key_len, tc__value_fn
             } else if (PQnfields(res) != 2 || PQgetlength(res, 0, 1) != 8) {
                 rc = tc__err(s->base.owner, TC_ESTORE, "postgres: get: unexpected result shape");
             } else {
-                int64_t version = get_be64((const unsigned char *)PQgetvalue(res, 0, 1));
+                int64_t version = (int64_t)tc__get_be64(PQgetvalue(res, 0, 1));
                 /* PQgetvalue of a 0-byte value is "", never NULL. */
                 if (fn != NULL)
                     rc = fn(ctx, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), version,
@@ -646,7 +631,7 @@ static int pg_put(tc__store *base, const char *key, size_t key_len, const void *
     if (rc != TC_OK)
         return rc;
     unsigned char at[8];
-    put_be64(at, tc__wall_ms());
+    tc__put_be64(at, (uint64_t)tc__wall_ms());
     const char *vals[3] = {key, len > 0 ? value : "", (const char *)at};
     const int lens[3] = {(int)key_len, (int)len, 8};
     return write_call(s, ST_PUT, "put", 3, vals, lens, out_version);

@@ -332,8 +332,10 @@ static int cmd_invalidator(tc_cache *c, int argc, char **argv)
                 backlog_done += applied;
                 if (tty) {
                     double dt = mono_s() - backlog_t0;
-                    fprintf(stderr, "\r%s: catching up: %lld changes applied (%.0f/s), at seq %lld ",
-                            prog, backlog_done, dt > 0 ? backlog_done / dt : 0.0, (long long)seq);
+                    fprintf(stderr,
+                            "\r%s: catching up: %lld changes applied (%.0f/s), at seq %lld ",
+                            prog, backlog_done, dt > 0 ? backlog_done / dt : 0.0,
+                            (long long)seq);
                 }
             } else {
                 if (backlog_done > 0) {
