@@ -799,8 +799,12 @@ static int run_checks(void)
     int64_t lastv[NKEYS] = {0};
     for (size_t i = 0; i < nlog; i++) {
         if (logv[i].version <= lastv[logv[i].key]) {
-            fprintf(stderr, "FAIL: log of coh:%02d goes from version %lld to %lld\n",
+            fprintf(stderr, "FAIL: log of coh:%02d goes from version %lld to %lld; the writes:\n",
                     logv[i].key, (long long)lastv[logv[i].key], (long long)logv[i].version);
+            for (size_t j = 0; j < nall; j++)
+                if (all[j].kind != R_READ && all[j].key == logv[i].key &&
+                    (all[j].version == logv[i].version || all[j].version == lastv[logv[i].key]))
+                    print_rec("write", &all[j]);
             failed = 1;
         }
         lastv[logv[i].key] = logv[i].version;
