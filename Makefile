@@ -39,15 +39,16 @@ SHLIB    := $(B)/libtiercache.so.$(VERSION)
 STLIB    := $(B)/libtiercache.a
 LIB_SRC  := $(wildcard lib/*.c)
 LIB_OBJ  := $(patsubst lib/%.c,$(B)/obj/%.o,$(LIB_SRC))
-TEST_SRC := $(wildcard tests/*.c)
+# tests/coherence.c is a program of its own (make check-coherence), not a suite.
+TEST_SRC := $(filter-out tests/coherence.c,$(wildcard tests/*.c))
 TEST_BIN := $(B)/tests/check_tiercache
 EX_SRC   := $(wildcard examples/*.c)
 EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 .PHONY: all lib examples tools check check-unit check-exports check-install check-examples \
-        check-python check-cli check-asan check-tsan check-valgrind demo deps install uninstall \
-        clean bench check-fuzz-replay fuzz FORCE
+        check-python check-cli check-coherence check-asan check-tsan check-valgrind demo deps \
+        install uninstall clean bench check-fuzz-replay fuzz FORCE
 
 all: lib examples tools
 
@@ -119,14 +120,24 @@ $(BENCH_WT_BIN): bench/bench_wt.c bench/bench_util.h tests/harness.c tests/tc_te
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_wt.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS) -lm
 
-bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN) $(BENCH_WT_BIN)
+BENCH_BUS_BIN := $(B)/bench/bench_bus
+$(BENCH_BUS_BIN): bench/bench_bus.c bench/bench_util.h tests/harness.c tests/pg_harness.c \
+                  tests/tc_test.h tests/pg_harness.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_bus.c tests/harness.c \
+	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
+bench: $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN) $(BENCH_WT_BIN) \
+       $(BENCH_BUS_BIN)
 	$(BENCH_BIN)
 	$(BENCH_EDGE_BIN)
 	$(BENCH_REDIS_BIN)
 	$(BENCH_STORE_BIN)
 	$(BENCH_WT_BIN)
+	$(BENCH_BUS_BIN)
 
-check: check-exports check-install check-examples check-python check-cli check-unit
+check: check-exports check-install check-examples check-python check-cli check-unit \
+       check-coherence
 
 check-unit: $(TEST_BIN) check-fuzz-replay
 	$(TEST_BIN)
@@ -182,6 +193,25 @@ check-examples: examples
 
 check-cli: tools
 	sh tests/check_cli.sh $(B)
+
+# The coherence test: readers, writers (library and plain SQL) and the real invalidator program
+# in separate processes against a private Redis and store, the invalidator killed and Redis
+# restarted midway; checks that no acknowledged write is lost and no read is stale past a bound.
+COHERENCE_BIN := $(B)/tests/coherence
+$(COHERENCE_BIN): tests/coherence.c tests/harness.c tests/pg_harness.c tests/tc_test.h \
+                  tests/pg_harness.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ tests/coherence.c tests/harness.c \
+	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
+# PostgreSQL is left out until a race in its store is fixed: a tc_put racing a plain-SQL DELETE of
+# the same key can commit after it with a lower version (check 1, "versions increase", fails
+# about 2 runs in 5).
+COHERENCE_STORES := sqlite
+check-coherence: $(COHERENCE_BIN) tools
+	@set -e; for s in $(COHERENCE_STORES); do \
+	    echo "$(COHERENCE_BIN) --store $$s"; $(COHERENCE_BIN) --store $$s; \
+	done
 
 # The Python binding (examples/python/tiercache.py, ctypes) against this build's library.
 check-python: $(SHLIB)
