@@ -68,6 +68,7 @@ example() {
 # ---- the examples and what each must print ----------------------------------------------------
 example quickstart 'quickstart: ok'
 example custom_store 'custom_store: ok'
+example catalog 'catalog: ok'
 
 # ---- examples with no line above: exit status only --------------------------------------------
 for src in "$top"/examples/*.c; do
