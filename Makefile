@@ -78,10 +78,13 @@ $(TOOL_BIN): tools/tiercache.c $(SHLIB)
 	      $(REAL_LDFLAGS)
 	ln -sf tiercache $(B)/bin/tiercache-invalidator
 
-# Examples link the shared library, as a user's program would.
+# Examples link the shared library, as a user's program would, and what else they use:
+# profile edits the SQLite file with plain SQL.
+$(B)/examples/profile: EX_LIBS = $(shell $(PKG_CONFIG) --libs sqlite3 2>/dev/null)
 $(B)/examples/%: examples/%.c $(SHLIB)
 	@mkdir -p $(@D)
-	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..' $(REAL_LDFLAGS)
+	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..' $(REAL_LDFLAGS) \
+	      $(EX_LIBS)
 
 # Tests link the static library, so they can reach internal tc__ functions.
 $(TEST_BIN): $(TEST_SRC) $(wildcard tests/*.h) $(STLIB)

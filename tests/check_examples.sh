@@ -69,6 +69,7 @@ example() {
 example quickstart 'quickstart: ok'
 example custom_store 'custom_store: ok'
 example catalog 'catalog: ok'
+example profile 'profile: ok'
 
 # ---- examples with no line above: exit status only --------------------------------------------
 for src in "$top"/examples/*.c; do
