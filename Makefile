@@ -2,7 +2,7 @@
 #   make            the shared and static libraries under build/
 #   make check      every test (unit and integration suites, exports, install, examples)
 #   make check-asan / check-tsan / check-valgrind   the same suite, instrumented
-#   make demo       installs what is missing (as root), builds, runs examples/quickstart
+#   make demo       installs what is missing (as root), builds, runs the examples
 #   make install PREFIX=/usr/local DESTDIR=   /  make uninstall
 
 # The version lives once, in the header.
