@@ -2,7 +2,7 @@
 #   make            the shared and static libraries under build/
 #   make check      every test (unit and integration suites, exports, install, examples)
 #   make check-asan / check-tsan / check-valgrind   the same suite, instrumented
-#   make demo       installs what is missing (as root), builds, runs examples/quickstart
+#   make demo       installs what is missing (as root), builds, runs the examples
 #   make install PREFIX=/usr/local DESTDIR=   /  make uninstall
 
 # The version lives once, in the header.
@@ -79,10 +79,13 @@ $(TOOL_BIN): tools/tiercache.c $(SHLIB)
 	      $(REAL_LDFLAGS)
 	ln -sf tiercache $(B)/bin/tiercache-invalidator
 
-# Examples link the shared library, as a user's program would.
+# Examples link the shared library, as a user's program would, and what else they use:
+# profile edits the SQLite file with plain SQL.
+$(B)/examples/profile: EX_LIBS = $(shell $(PKG_CONFIG) --libs sqlite3 2>/dev/null)
 $(B)/examples/%: examples/%.c $(SHLIB)
 	@mkdir -p $(@D)
-	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..' $(REAL_LDFLAGS)
+	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..' $(REAL_LDFLAGS) \
+	      $(EX_LIBS)
 
 # Tests link the static library, so they can reach internal tc__ functions.
 $(TEST_BIN): $(TEST_SRC) $(wildcard tests/*.h) $(STLIB)

@@ -1,42 +1,53 @@
 #!/bin/sh
-# demo.sh BUILD_DIR - shows examples/quickstart working, first on the embedded defaults (edge
-# tier and a SQLite file, no Redis), then, if redis-server is installed, with a private Redis as
-# the middle tier. Everything happens in temp dirs that are removed afterwards; the Redis server
-# listens on 127.0.0.1 only, on a free port, without persistence, and is stopped at the end.
-# Used by `make demo` (which installs what is missing and builds first).
+# demo.sh BUILD_DIR - runs the examples end to end, first on the embedded defaults (edge tier and
+# a SQLite file, no Redis), then, if redis-server is installed, with a private Redis as the
+# middle tier; the examples that need Redis (leaderboard, cart) run in that second half.
+# Everything happens in temp dirs that are removed afterwards; the Redis server listens on
+# 127.0.0.1 only, on a free port, without persistence (scripts/private_redis.sh), and is stopped
+# at the end. Used by `make demo` (which installs what is missing and builds first).
 set -eu
 
 if [ $# -ne 1 ]; then
     echo "usage: $0 BUILD_DIR" >&2
     exit 2
 fi
-bin=$(cd "$1" 2>/dev/null && pwd)/examples/quickstart
-if [ ! -x "$bin" ]; then
+top=$(cd "$(dirname "$0")/.." && pwd)
+bindir=$(cd "$1" 2>/dev/null && pwd)/examples
+if [ ! -x "$bindir/quickstart" ]; then
     echo "demo: $1/examples/quickstart is not built: run 'make examples' first" >&2
     exit 1
 fi
 unset TIERCACHE_CONFIG
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tc-demo.XXXXXX")
-redis_pid=
+. "$top/scripts/private_redis.sh"
 cleanup() {
-    if [ -n "$redis_pid" ]; then
-        kill "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-    fi
+    stop_redis
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' HUP INT TERM
 
-# quickstart DIR: runs the example with DIR as its cwd (it writes tiercache.db there).
-quickstart() {
-    mkdir -p "$1"
-    (cd "$1" && "$bin")
+# run HALF NAME WHAT: runs examples/NAME from a fresh dir of its own (it writes tiercache.db
+# there), under a heading.
+run() {
+    echo "---- $2: $3"
+    mkdir -p "$tmp/$1/$2"
+    (cd "$tmp/$1/$2" && "$bindir/$2")
+    echo
+}
+
+embedded_examples() {
+    run "$1" quickstart "the library in a few calls"
+    run "$1" catalog "an e-commerce store's logo and categories behind Cache-Control"
+    run "$1" profile "a plain-SQL UPDATE reaches the caches through the change feed"
+    run "$1" lambda "a serverless handler: connecting per call vs the module-scope handle"
 }
 
 echo "== demo 1: embedded defaults (edge tier + SQLite file, no Redis)"
-quickstart "$tmp/embedded"
+echo
+embedded_examples embedded
+echo "(leaderboard and cart use Redis sorted sets, pub/sub and hashes: they run in demo 2)"
 echo
 
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
@@ -46,53 +57,18 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
     exit 0
 fi
 
-# A free loopback port, in pure shell: start redis-server on a candidate port and keep it if it
-# answers as itself (INFO shows our pid); if the port is taken, redis-server exits at once and
-# the next candidate is tried. Candidates start at a pid-dependent point above 20000 so that
-# two demos at once rarely collide.
-start_redis() {
-    port=$((20000 + $$ % 20000))
-    tries=0
-    while [ "$tries" -lt 30 ]; do
-        tries=$((tries + 1))
-        port=$((port + 1))
-        if command -v ss >/dev/null 2>&1 && ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
-            continue
-        fi
-        redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
-            --appendonly no --daemonize no --logfile "$tmp/redis/redis.log" &
-        redis_pid=$!
-        i=0
-        while [ "$i" -lt 50 ]; do
-            if ! kill -0 "$redis_pid" 2>/dev/null; then
-                break
-            fi
-            if redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null |
-                grep -q "^process_id:$redis_pid"; then
-                return 0
-            fi
-            sleep 0.1
-            i=$((i + 1))
-        done
-        kill "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-        redis_pid=
-    done
-    echo "demo: could not start redis-server on a free port; its last log:" >&2
-    cat "$tmp/redis/redis.log" >&2 || true
-    return 1
-}
-
-mkdir -p "$tmp/redis"
-start_redis
+start_redis "$tmp/redis-server"
 echo "== demo 2: with a private Redis on 127.0.0.1:$port (pid $redis_pid, no persistence)"
 before=$(redis-cli -p "$port" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
 TIERCACHE_CONFIG=$(printf '{"redis":{"host":"127.0.0.1","port":%d}}' "$port")
 export TIERCACHE_CONFIG
 echo "   TIERCACHE_CONFIG=$TIERCACHE_CONFIG"
-quickstart "$tmp/with-redis"
+echo
+embedded_examples with-redis
+run with-redis leaderboard "a live ranking in a sorted set, with a score ticker over pub/sub"
+run with-redis cart "a shopping-cart session in a Redis hash, with its expiry"
 after=$(redis-cli -p "$port" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
 # Our own INFO call counts as one command.
-echo "   Redis served $((after - before - 1)) commands for the quickstart"
+echo "   Redis served $((after - before - 1)) commands for the examples"
 echo
 echo "demo: done; the Redis server is stopped and the temp dirs removed"

@@ -1,7 +1,10 @@
 #!/bin/sh
 # check_examples.sh BUILD_DIR - runs each built example as a smoke test and asserts its output.
-#   Each example runs from a fresh temp cwd (the defaults put tiercache.db in the cwd) with
-#   TIERCACHE_CONFIG unset, under a time limit; it must exit 0 and print its expected line.
+#   Each example runs from a fresh temp cwd (the defaults put tiercache.db in the cwd) under a
+#   time limit; it must exit 0 and print its expected line. Two passes: the embedded default
+#   (TIERCACHE_CONFIG unset), then, if redis-server is installed, with a private Redis started
+#   here (scripts/private_redis.sh) and TIERCACHE_CONFIG pointing at it. An example that needs
+#   Redis prints "NAME: skipped (needs Redis)" in the first pass and its ok line in the second.
 #   To add an example, add one `example` line at the bottom. An examples/*.c with no line there
 #   is still run, checked on its exit status alone, with a note.
 set -eu
@@ -16,7 +19,8 @@ limit=${TC_EXAMPLE_TIMEOUT:-120}
 unset TIERCACHE_CONFIG
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tc-examples.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+. "$top/scripts/private_redis.sh"
+trap 'stop_redis; rm -rf "$tmp"' EXIT
 trap 'exit 130' HUP INT TERM
 
 passed=0
@@ -24,11 +28,15 @@ failed=0
 skipped=0
 listed=" "
 
-# example NAME [EXPECTED_LINE]: runs BUILD_DIR/examples/NAME; EXPECTED_LINE must be one whole line
+# example NAME [EXPECTED_LINE [EXPECTED_LINE_WITH_REDIS]]: runs BUILD_DIR/examples/NAME; the
+# expected line of the pass (the first one when the second is not given) must be one whole line
 # of its output (stdout or stderr).
 example() {
     name=$1
     listed="$listed$name "
+    if [ "$pass" = redis ] && [ $# -ge 3 ]; then
+        set -- "$1" "$3"
+    fi
     bin=$build/examples/$name
     if [ ! -f "$top/examples/$name.c" ]; then
         echo "examples: $name skipped (no examples/$name.c yet)"
@@ -40,7 +48,7 @@ example() {
         failed=$((failed + 1))
         return 0
     fi
-    wd=$tmp/$name
+    wd=$tmp/$pass/$name
     mkdir "$wd"
     st=0
     (cd "$wd" && exec timeout "$limit" "$bin") > "$wd.out" 2>&1 || st=$?
@@ -53,29 +61,53 @@ example() {
         why="did not print the line '$2'"
     fi
     if [ -n "$why" ]; then
-        echo "examples: $name FAILED: $why; its output:"
+        echo "examples: $name ($pass) FAILED: $why; its output:"
         sed 's/^/  | /' "$wd.out"
         failed=$((failed + 1))
     elif [ $# -ge 2 ]; then
-        echo "examples: $name ok"
+        echo "examples: $name ($pass) ok"
         passed=$((passed + 1))
     else
-        echo "examples: $name ok (exit status only: add its expected line to $0)"
+        echo "examples: $name ($pass) ok (exit status only: add its expected line to $0)"
         passed=$((passed + 1))
     fi
 }
 
 # ---- the examples and what each must print ----------------------------------------------------
-example quickstart 'quickstart: ok'
-example custom_store 'custom_store: ok'
+all_examples() {
+    listed=" "
+    example quickstart 'quickstart: ok'
+    example custom_store 'custom_store: ok'
+    example catalog 'catalog: ok'
+    example profile 'profile: ok'
+    example lambda 'lambda: ok'
+    example leaderboard 'leaderboard: skipped (needs Redis)' 'leaderboard: ok'
+    example cart 'cart: skipped (needs Redis)' 'cart: ok'
 
-# ---- examples with no line above: exit status only --------------------------------------------
-for src in "$top"/examples/*.c; do
-    [ -f "$src" ] || continue
-    name=$(basename "$src" .c)
-    case $listed in *" $name "*) continue ;; esac
-    example "$name"
-done
+    # ---- examples with no line above: exit status only ----------------------------------------
+    for src in "$top"/examples/*.c; do
+        [ -f "$src" ] || continue
+        name=$(basename "$src" .c)
+        case $listed in *" $name "*) continue ;; esac
+        example "$name"
+    done
+}
+
+pass=embedded
+mkdir "$tmp/$pass"
+all_examples
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    start_redis "$tmp/redis-server"
+    pass=redis
+    mkdir "$tmp/$pass"
+    TIERCACHE_CONFIG=$(printf '{"redis":{"host":"127.0.0.1","port":%d}}' "$port")
+    export TIERCACHE_CONFIG
+    echo "examples: again with a private Redis: TIERCACHE_CONFIG=$TIERCACHE_CONFIG"
+    all_examples
+    stop_redis
+else
+    echo "examples: the Redis pass skipped: redis-server and redis-cli are not installed"
+fi
 
 if [ "$skipped" -ne 0 ]; then
     echo "examples: $passed passed, $failed failed, $skipped skipped"
