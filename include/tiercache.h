@@ -666,6 +666,16 @@ TC_API int tc_invalidator_new(tc_invalidator **out, tc_cache *cache);
 TC_API int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *inv);
 
 /**
+ * Waits for the next change, for a loop of one's own around tc_invalidator_step: returns when
+ * one may be there (PostgreSQL's NOTIFY, a write through this process's store) or after
+ * feed.poll_ms; a loop also calls it after TC_ESTATE (standby) or a failure, to try again at
+ * that pace.
+ * @return TC_OK, TC_EINVAL (NULL), TC_ESTORE (the database unreachable: the wait still lasted
+ *         feed.poll_ms).
+ */
+TC_API int tc_invalidator_wait(tc_invalidator *inv);
+
+/**
  * Runs steps on a thread of the library's until tc_invalidator_free: batches back to back while
  * there is a backlog, then a wait for the next change (woken at once by PostgreSQL's NOTIFY and
  * by this process's own writes, else after feed.poll_ms); a standby tries for the lease every

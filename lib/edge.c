@@ -1265,6 +1265,11 @@ void tc__edge_free(tc__edge *e)
 }
 
 /* Places a value or a tombstone under the version rule shared by set and tombstone. */
+/* edge_put's tombstone argument: 0 a value; TOMB_PLAIN a tombstone; TOMB_RETIRE a tombstone
+ * that also leaves an entry of the very same version in place. */
+#define TOMB_PLAIN 1
+#define TOMB_RETIRE 2
+
 static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *value, size_t len,
                     int64_t version, int64_t ttl_ms, int tombstone, unsigned flags)
 {
@@ -1291,7 +1296,8 @@ static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *va
     size_t i = find_slot(sh, hash, key, key_len);
     struct edge_entry *old = sh->slots[i].en;
     struct policy_hint hint = {0, EDGE_SMALL, 0};
-    if (old != NULL && !is_expired(old, now) && old->version > version) {
+    if (old != NULL && !is_expired(old, now) &&
+        (old->version > version || (tombstone == TOMB_RETIRE && old->version == version))) {
         rc = 0; /* refusing does not depend on memory: report the refusal, not ENOMEM */
     } else {
         /* The older copy goes in every case: whether the new one is stored, too big or could
@@ -1335,7 +1341,13 @@ int tc__edge_set_flags(tc__edge *e, const char *key, size_t key_len, const void 
 int tc__edge_tombstone(tc__edge *e, const char *key, size_t key_len, int64_t version,
                        int64_t ttl_ms)
 {
-    return edge_put(e, key, key_len, NULL, 0, version, ttl_ms, 1, 0);
+    return edge_put(e, key, key_len, NULL, 0, version, ttl_ms, TOMB_PLAIN, 0);
+}
+
+int tc__edge_retire(tc__edge *e, const char *key, size_t key_len, int64_t version,
+                    int64_t ttl_ms)
+{
+    return edge_put(e, key, key_len, NULL, 0, version, ttl_ms, TOMB_RETIRE, 0);
 }
 
 /* Returned by lookup() for an expired entry, which only a writer may remove. */

@@ -55,6 +55,11 @@ int tc__edge_set_flags(tc__edge *e, const char *key, size_t key_len, const void 
 int tc__edge_tombstone(tc__edge *e, const char *key, size_t key_len, int64_t version,
                        int64_t ttl_ms);
 
+/* tc__edge_tombstone for a change the invalidator applies: an entry of this very version stays
+ * too (a write through the library put it there already). Same returns. */
+int tc__edge_retire(tc__edge *e, const char *key, size_t key_len, int64_t version,
+                    int64_t ttl_ms);
+
 /* Removes the entry (live or tombstone). Returns 1 if one was removed, else 0. */
 int tc__edge_remove(tc__edge *e, const char *key, size_t key_len);
 

@@ -43,6 +43,7 @@ struct tc_invalidator {
     const tc_config *cfg;
     char holder[2 * TC__BUS_ID_LEN + 1];
     int held;              /* the last claim succeeded: released on free */
+    int64_t last_seq;      /* the checkpoint after the last step */
     int64_t last_trim_ms;
     change *batch;         /* feed.batch slots, reused */
     /* The thread. */
@@ -157,12 +158,20 @@ int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *
     }
     for (int i = 0; i < col.n; i++)
         free(inv->batch[i].key);
+    inv->last_seq = applied > 0 ? inv->batch[applied - 1].seq : seq;
     if (rc == TC_OK) {
         if (out_applied != NULL)
             *out_applied = applied;
         trim_now_and_then(inv);
     }
     return rc;
+}
+
+int tc_invalidator_wait(tc_invalidator *inv)
+{
+    if (inv == NULL)
+        return tc__err(NULL, TC_EINVAL, "invalidator: NULL argument");
+    return inv->store->ops->feed_wait(inv->store, inv->last_seq, inv->cfg->feed_poll_ms);
 }
 
 /* Sleeps up to ms, in slices, returning early when the invalidator is being stopped. */

@@ -122,6 +122,20 @@ START_TEST(test_library_writes_keep_their_copy)
     ck_assert_uint_eq(info & 0xff, TC_SOURCE_REDIS);
     tc_free(v);
     ck_assert_int_eq(step(inv, TC_OK), 0); /* caught up */
+    /* The edges keep that very version too: the writer's, and one filled from Redis (after the
+     * invalidator's bus message for the change had time to arrive). */
+    ck_assert_int_eq(tc_put(a, K("k"), "v2", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, NULL, fresh, K("k")), TC_OK);
+    tc_free(v);
+    ck_assert_int_eq(step(inv, TC_OK), 1);
+    tct_sleep_ms(300);
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, NULL, a, K("k")), TC_OK);
+    ck_assert_uint_eq(info & 0xff, TC_SOURCE_EDGE);
+    tc_free(v);
+    ck_assert_int_eq(tc_get_ex(&v, &len, &info, NULL, fresh, K("k")), TC_OK);
+    ck_assert_uint_eq(info & 0xff, TC_SOURCE_EDGE);
+    ck_assert_int_eq(memcmp(v, "v2", 2), 0);
+    tc_free(v);
     tc_invalidator_free(inv);
     tc_close(a);
     tc_close(i);
@@ -195,6 +209,7 @@ START_TEST(test_no_feed_in_a_store_of_your_own)
     ck_assert_int_eq(tc_invalidator_new(NULL, NULL), TC_EINVAL);
     ck_assert_int_eq(tc_invalidator_step(NULL, NULL, NULL), TC_EINVAL);
     ck_assert_int_eq(tc_invalidator_start(NULL), TC_EINVAL);
+    ck_assert_int_eq(tc_invalidator_wait(NULL), TC_EINVAL);
     tc_invalidator_free(NULL);
 }
 END_TEST

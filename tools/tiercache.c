@@ -348,8 +348,7 @@ static int cmd_invalidator(tc_cache *c, int argc, char **argv)
                 }
                 if (once)
                     break;
-                struct timespec ts = {0, 100 * 1000000L};
-                nanosleep(&ts, NULL);
+                tc_invalidator_wait(inv); /* the next change, or feed.poll_ms */
             }
         } else if (rc == TC_ESTATE) {
             if (state != 0)
@@ -359,7 +358,7 @@ static int cmd_invalidator(tc_cache *c, int argc, char **argv)
                 status = EX_STANDBY;
                 break;
             }
-            sleep(1);
+            tc_invalidator_wait(inv); /* try for the lease again after feed.poll_ms */
         } else {
             if (state != 2) {
                 const char *d = tc_errmsg(c);
@@ -370,7 +369,7 @@ static int cmd_invalidator(tc_cache *c, int argc, char **argv)
                 status = EX_FAIL;
                 break;
             }
-            sleep(1);
+            tc_invalidator_wait(inv);
         }
     }
     tc_invalidator_free(inv);
