@@ -44,7 +44,7 @@ rows=$(( (n + cols - 1) / cols ))
     echo "set terminal pngcairo size 1200,$((330 * rows)) font 'sans,10'"
     echo "set output '$out/missratio.png'"
     echo "set multiplot layout $rows,$cols title 'Miss ratio by cache size (share of the key space), lower is better'"
-    echo "set logscale x; set xtics ('0.1%' 0.1, '1%' 1, '10%' 10); set xrange [0.07:14]"
+    echo "set logscale x; set xtics ('0.1%%' 0.1, '1%%' 1, '10%%' 10); set xrange [0.07:14]"
     echo "set yrange [0:*]; set key top right; set grid ytics"
     for t in $traces; do
         echo "set title '$t'"
