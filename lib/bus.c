@@ -38,7 +38,6 @@ int tc__bus_decode(tc__bus_msg *m, const void *data, size_t len)
     case TC__BUS_PATTERN:
     case TC__BUS_TAG:
     case TC__BUS_FLUSH:
-    case TC__BUS_RETIRE:
         break;
     default:
         return TC_EPROTO;

@@ -15,18 +15,17 @@
 #define TC__BUS_HEADER (3 + TC__BUS_ID_LEN + 8)
 
 /* Operations: what the receiver does to its edge. */
-#define TC__BUS_CHANGED 'K' /* put or del committed version: the key's older copies go */
+#define TC__BUS_CHANGED 'K' /* version committed (a put, a del, or a change the invalidator
+                             * applied): the key's older copies go */
 #define TC__BUS_DROP 'I'    /* tc_invalidate: the key's copy goes, whatever its version */
 #define TC__BUS_PATTERN 'P' /* tc_invalidate_pattern: every key matching the argument goes */
 #define TC__BUS_TAG 'T'     /* tc_invalidate_tag: every entry with the tag goes */
 #define TC__BUS_FLUSH 'F'   /* the sender lost messages (a publish failed): everything goes */
-#define TC__BUS_RETIRE 'R'  /* the invalidator applied a change of version: older copies go, one
-                             * of that very version (a library write's own) stays */
 
 typedef struct tc__bus_msg {
     unsigned op;
     unsigned char sender[TC__BUS_ID_LEN];
-    int64_t version; /* TC__BUS_CHANGED and TC__BUS_RETIRE; 0 otherwise */
+    int64_t version; /* TC__BUS_CHANGED; 0 otherwise */
     const char *arg; /* key, pattern or tag; points into the decoded bytes */
     size_t arg_len;
 } tc__bus_msg;

@@ -179,7 +179,7 @@ int tc__cache_apply_change(tc_cache *c, const char *key, size_t key_len, int64_t
         tc__edge_retire(c->edge, key, key_len, version, min64(ttl, c->cfg->edge_max_ttl_ms)) < 0)
         tc__edge_remove(c->edge, key, key_len);
     /* Not bus_publish: a lost message must fail the change, so that it is applied again. */
-    if (c->publish && (rc = bus_send(c, TC__BUS_RETIRE, version, key, key_len)) != TC_OK)
+    if (c->publish && (rc = bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)
         return tc__err(c, rc, "invalidator: publish on the bus failed");
     return TC_OK;
 }
@@ -275,19 +275,16 @@ static void bus_message(void *ctx, const char *channel, size_t channel_len, cons
         return;
     /* Unversioned evictions void the fills whose reads began before them (fill_edge). The
      * epoch moves first: a fill that lands after the eviction walked its shard then sees it. */
-    if (m.op != TC__BUS_CHANGED && m.op != TC__BUS_RETIRE)
+    if (m.op != TC__BUS_CHANGED)
         atomic_fetch_add(&c->edge_epoch, 1);
     switch (m.op) {
-    case TC__BUS_RETIRE:
+    case TC__BUS_CHANGED:
+        /* Copies older than the new version go. One of the very version stays: versions are
+         * unique per write, so it is that write's value (filled from Redis after the write,
+         * before its message arrived, or this message is the invalidator's for a write made
+         * through the library). */
         if (tc__edge_retire(c->edge, m.arg, m.arg_len, m.version,
                             min64(c->cfg->tombstone_ttl_ms, c->cfg->edge_max_ttl_ms)) < 0)
-            tc__edge_remove(c->edge, m.arg, m.arg_len);
-        break;
-    case TC__BUS_CHANGED:
-        /* Copies older than the new version go; one of the very version is replaced too,
-         * which costs a read, never a stale value. */
-        if (tc__edge_tombstone(c->edge, m.arg, m.arg_len, m.version,
-                               min64(c->cfg->tombstone_ttl_ms, c->cfg->edge_max_ttl_ms)) < 0)
             tc__edge_remove(c->edge, m.arg, m.arg_len);
         break;
     case TC__BUS_DROP:

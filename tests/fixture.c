@@ -93,3 +93,19 @@ void tct_sql(const char *path, const char *stmt)
     ck_assert_msg(rc == SQLITE_OK, "%s: %s", stmt, err ? err : "?");
     sqlite3_close(db);
 }
+
+void tct_wait_edge(tc_cache *c)
+{
+    for (int waited = 0; waited < 10000; waited += 10) {
+        ck_assert_int_eq(tc_put(c, "tct:probe", 9, "p", 1, 0), TC_OK);
+        void *v = NULL;
+        size_t len;
+        unsigned info = 0;
+        int rc = tc_get_ex(&v, &len, &info, NULL, c, "tct:probe", 9);
+        tc_free(v);
+        if (rc == TC_OK && (info & 0xff) == TC_SOURCE_EDGE)
+            return;
+        tct_sleep_ms(10);
+    }
+    ck_abort_msg("the handle's edge did not come into use within 10 s (bus not subscribed?)");
+}

@@ -89,6 +89,9 @@ long long tct_stat(tc_cache *c, const char *section, const char *field);
 /* Runs one SQL statement on the SQLite file at path, as another program would; fails the test
  * on error. */
 void tct_sql(const char *path, const char *stmt);
+/* Waits (up to 10 s, else fails the test) until c's edge serves: with Redis and the bus on, the
+ * edge is neither read nor filled until the bus subscription is up. Writes a probe key. */
+void tct_wait_edge(tc_cache *c);
 /* Sleeps ms milliseconds. */
 void tct_sleep_ms(int ms);
 
