@@ -76,13 +76,6 @@ long long tct_stat(tc_cache *c, const char *section, const char *field)
     return n;
 }
 
-void tct_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
 void tct_sql(const char *path, const char *stmt)
 {
     sqlite3 *db;

@@ -44,14 +44,14 @@
 #define START_TIMEOUT_MS 5000
 #define STOP_TIMEOUT_MS 5000
 
-static void sleep_ms(long ms)
+void tct_sleep_ms(int ms)
 {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
     }
 }
 
-static long long mono_ms(void)
+long long tct_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -166,7 +166,7 @@ static int find_redis_server(char *out, size_t size)
 
 /* A port nobody listens on right now: bind port 0 and read what the kernel chose. Someone may
  * take it before redis-server binds it; the caller retries then. */
-static int free_port(void)
+int tct_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -260,15 +260,15 @@ static int spawn(tct_redis *r, const char *exe)
         _exit(127);
     }
     r->pid = pid;
-    long long deadline = mono_ms() + START_TIMEOUT_MS;
-    while (mono_ms() < deadline) {
+    long long deadline = tct_mono_ms() + START_TIMEOUT_MS;
+    while (tct_mono_ms() < deadline) {
         if (waitpid(pid, NULL, WNOHANG) == pid) {
             r->pid = 0; /* exited: most likely the port was taken */
             return -1;
         }
         if (ping(r->port))
             return 0;
-        sleep_ms(10);
+        tct_sleep_ms(10);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -314,7 +314,7 @@ int tct_redis_start_conf(tct_redis *r, const char *extra_conf_lines)
         return -1;
     }
     for (int attempt = 0; attempt < 5; attempt++) {
-        r->port = free_port();
+        r->port = tct_free_port();
         if (r->port > 0 && spawn(r, exe) == 0) {
             track(r);
             return 0;
@@ -346,14 +346,14 @@ int tct_redis_restart(tct_redis *r)
         return -1;
     /* redis sets SO_REUSEADDR, so TIME_WAIT left by the killed server does not block the
      * port; something else grabbing it in between does, for a while: retry for a few seconds. */
-    long long deadline = mono_ms() + START_TIMEOUT_MS;
+    long long deadline = tct_mono_ms() + START_TIMEOUT_MS;
     do {
         if (spawn(r, exe) == 0) {
             track(r);
             return 0;
         }
-        sleep_ms(50);
-    } while (mono_ms() < deadline);
+        tct_sleep_ms(50);
+    } while (tct_mono_ms() < deadline);
     fprintf(stderr, "tct_redis_restart: port %d did not come back\n", r->port);
     return -1;
 }
@@ -362,14 +362,14 @@ void tct_redis_stop(tct_redis *r)
 {
     if (r->pid > 0) {
         kill(r->pid, SIGTERM);
-        long long deadline = mono_ms() + STOP_TIMEOUT_MS;
+        long long deadline = tct_mono_ms() + STOP_TIMEOUT_MS;
         int reaped = 0;
-        while (!reaped && mono_ms() < deadline) {
+        while (!reaped && tct_mono_ms() < deadline) {
             pid_t w = waitpid(r->pid, NULL, WNOHANG);
             if (w == r->pid || (w < 0 && errno == ECHILD))
                 reaped = 1;
             else
-                sleep_ms(10);
+                tct_sleep_ms(10);
         }
         if (!reaped) {
             kill(r->pid, SIGKILL);

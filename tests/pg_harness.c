@@ -44,20 +44,6 @@
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- binaries ----------------------------------------------------------------------------- */
 
 static char bindir[PATH_MAX];
@@ -158,24 +144,6 @@ static void untrack(const tct_pg *p)
 }
 
 /* ---- running the binaries ----------------------------------------------------------------- */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 /* Who the children run as: the postgres user when we are root, else ourselves. */
 typedef struct run_as {
@@ -311,8 +279,8 @@ static int postmaster(tct_pg *p, const run_as *ra, int quiet)
     char ping[300];
     snprintf(ping, sizeof ping, "host=127.0.0.1 port=%d dbname=postgres user=postgres "
              "connect_timeout=2", p->port);
-    long long deadline = mono_ms() + START_TIMEOUT_MS;
-    while (mono_ms() < deadline) {
+    long long deadline = tct_mono_ms() + START_TIMEOUT_MS;
+    while (tct_mono_ms() < deadline) {
         if (waitpid(pid, NULL, WNOHANG) == pid) {
             p->pid = 0; /* exited: most likely the port was taken */
             if (!quiet)
@@ -321,7 +289,7 @@ static int postmaster(tct_pg *p, const run_as *ra, int quiet)
         }
         if (PQping(ping) == PQPING_OK)
             return 0;
-        sleep_ms(20);
+        tct_sleep_ms(20);
     }
     fprintf(stderr, "tct_pg: postgres did not accept connections within %d s\n",
             START_TIMEOUT_MS / 1000);
@@ -361,7 +329,7 @@ int tct_pg_start_opts(tct_pg *p, int durable)
     if (initdb(p, &ra) != 0)
         goto fail;
     for (int attempt = 0; attempt < 5; attempt++) {
-        p->port = free_port();
+        p->port = tct_free_port();
         if (p->port > 0 && postmaster(p, &ra, attempt < 4) == 0) {
             snprintf(p->conninfo, sizeof p->conninfo,
                      "host=127.0.0.1 port=%d dbname=postgres user=postgres", p->port);
@@ -384,14 +352,14 @@ static void shutdown_server(tct_pg *p)
     if (p->pid <= 0)
         return;
     kill(p->pid, SIGINT);
-    long long deadline = mono_ms() + STOP_TIMEOUT_MS;
+    long long deadline = tct_mono_ms() + STOP_TIMEOUT_MS;
     int reaped = 0;
-    while (!reaped && mono_ms() < deadline) {
+    while (!reaped && tct_mono_ms() < deadline) {
         pid_t w = waitpid(p->pid, NULL, WNOHANG);
         if (w == p->pid || (w < 0 && errno == ECHILD))
             reaped = 1;
         else
-            sleep_ms(10);
+            tct_sleep_ms(10);
     }
     if (!reaped) {
         kill(p->pid, SIGKILL);
@@ -408,14 +376,14 @@ int tct_pg_restart(tct_pg *p)
     shutdown_server(p);
     track(p);
     /* The postmaster sets SO_REUSEADDR; retry for a while in case the port is busy. */
-    long long deadline = mono_ms() + START_TIMEOUT_MS;
+    long long deadline = tct_mono_ms() + START_TIMEOUT_MS;
     do {
         if (postmaster(p, &ra, 1) == 0) {
             track(p);
             return 0;
         }
-        sleep_ms(100);
-    } while (mono_ms() < deadline);
+        tct_sleep_ms(100);
+    } while (tct_mono_ms() < deadline);
     fprintf(stderr, "tct_pg_restart: port %d did not come back\n", p->port);
     return -1;
 }

@@ -67,6 +67,12 @@ char *tct_redis_cmd(const tct_redis *r, const char *const *argv);
 char *tct_redis_cmd_auth(const tct_redis *r, const char *user, const char *pass,
                          const char *const *argv);
 
+/* A loopback TCP port nobody listens on right now (bind port 0), or -1; someone may take it
+ * before the caller binds it, so a caller retries a failed start with a new one. */
+int tct_free_port(void);
+/* CLOCK_MONOTONIC in milliseconds, for deadlines. */
+long long tct_mono_ms(void);
+
 /* A fresh temp dir (mkdtemp) in out; 0 on success. tct_rmrf removes a tree. */
 int tct_tmpdir(char *out, size_t size);
 void tct_rmrf(const char *path);
@@ -92,7 +98,7 @@ void tct_sql(const char *path, const char *stmt);
 /* Waits (up to 10 s, else fails the test) until c's edge serves: with Redis and the bus on, the
  * edge is neither read nor filled until the bus subscription is up. Writes a probe key. */
 void tct_wait_edge(tc_cache *c);
-/* Sleeps ms milliseconds. */
+/* Sleeps ms milliseconds (harness.c). */
 void tct_sleep_ms(int ms);
 
 /* ---- harness.c: fork() under AddressSanitizer ---- */
