@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,32 +149,6 @@ END_TEST
 
 /* ---- single-flight -------------------------------------------------------------------------- */
 
-static atomic_int *store_reads; /* shared with forked children (MAP_SHARED) */
-static atomic_int store_read_ms;
-
-static void count_store_read(tc_cache *c, const char *key, size_t key_len)
-{
-    atomic_fetch_add(store_reads, 1);
-    if (atomic_load(&store_read_ms) > 0)
-        tct_sleep_ms(atomic_load(&store_read_ms));
-}
-
-static void hook_on(int delay_ms)
-{
-    store_reads = mmap(NULL, sizeof *store_reads, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(store_reads, MAP_FAILED);
-    atomic_store(store_reads, 0);
-    atomic_store(&store_read_ms, delay_ms);
-    atomic_store(&tc__hook_before_store_read, count_store_read);
-}
-
-static void hook_off(void)
-{
-    atomic_store(&tc__hook_before_store_read, NULL);
-    munmap(store_reads, sizeof *store_reads);
-}
-
 typedef struct stampede {
     tc_cache *c;
     const char *key;
@@ -208,7 +180,7 @@ static void stampede_on(tc_cache *c, const char *key, int want_rc, const char *w
     atomic_int go = 0;
     stampede s[N];
     pthread_t t[N];
-    hook_on(200);
+    tct_count_store_reads(200);
     for (int i = 0; i < N; i++) {
         s[i] = (stampede){.c = c, .key = key, .go = &go};
         ck_assert_int_eq(pthread_create(&t[i], NULL, stampede_reader, &s[i]), 0);
@@ -216,8 +188,8 @@ static void stampede_on(tc_cache *c, const char *key, int want_rc, const char *w
     atomic_store(&go, 1);
     for (int i = 0; i < N; i++)
         pthread_join(t[i], NULL);
-    int n = atomic_load(store_reads);
-    hook_off();
+    int n = tct_store_reads();
+    tct_count_store_reads_off();
     ck_assert_int_eq(n, 1);
     for (int i = 0; i < N; i++) {
         ck_assert_int_eq(s[i].rc, want_rc);
@@ -242,66 +214,14 @@ END_TEST
 
 /* ---- the miss lease across processes -------------------------------------------------------- */
 
-#define PROCS 4
-#define THREADS 8
-
-static void *read_hot(void *p)
+/* A child's handle on the shared table and Redis. */
+static tc_cache *open_lease_child(void *conf)
 {
-    tc_cache *c = p;
-    void *v = NULL;
-    size_t len = 0;
-    int rc = tc_get(&v, &len, c, K("hot"));
-    int ok = rc == TC_OK && len == 9 && memcmp(v, "hot value", 9) == 0;
-    tc_free(v);
-    return ok ? NULL : (void *)1;
+    return pgwt_open("wt_lease", tct_srv.port, conf);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A child: its own handle, THREADS readers of one key released together at start_ms. Plain
- * checks only (no ck_assert in the child): the exit status tells. */
-static int lease_child(int64_t start_ms, const char *conf)
-{
-    tc_config *cfg;
-    tc_cache *c = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", tct_srv.port);
-    if (tc_config_new(&cfg) != TC_OK)
-        return 100;
-    int rc = tc_config_set_string(cfg, "store.type", "postgres");
-    rc |= tc_config_set_string(cfg, "store.conninfo", pg_srv.conninfo);
-    rc |= tc_config_set_string(cfg, "store.table", "wt_lease");
-    rc |= tc_config_set_string(cfg, "redis.host", "127.0.0.1");
-    rc |= tc_config_set_int(cfg, "redis.port", tct_srv.port);
-    rc |= tc_config_load_json(cfg, conf, strlen(conf));
-    if (rc != TC_OK || tc_open(&c, cfg) != TC_OK) {
-        tc_config_free(cfg);
-        return 101;
-    }
-    tc_config_free(cfg);
-    int64_t now = wall_ms();
-    if (start_ms > now)
-        tct_sleep_ms((int)(start_ms - now));
-    pthread_t t[THREADS];
-    int bad = 0;
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&t[i], NULL, read_hot, c);
-    for (int i = 0; i < THREADS; i++) {
-        void *res;
-        pthread_join(t[i], &res);
-        bad += res != NULL;
-    }
-    tc_close(c);
-    return bad;
-}
-
-/* PROCS processes x THREADS threads miss on one key while its store read takes 100 ms: with the
- * lease, the store is read once in all. */
+/* 4 processes x 8 threads miss on one key while its store read takes 100 ms: with the lease,
+ * the store is read once in all. */
 START_TEST(test_lease_one_store_read_across_processes)
 {
     const char *conf = "{\"lease_ms\": 5000, \"lease_wait_ms\": 5000}";
@@ -309,22 +229,10 @@ START_TEST(test_lease_one_store_read_across_processes)
      * process while it forks. */
     tc_close(pgwt_open("wt_lease", 0, NULL)); /* creates the table */
     pg_sql("INSERT INTO wt_lease (key, value) VALUES ('hot', 'hot value')");
-    hook_on(100);
-    int64_t start = wall_ms() + 1000;
-    pid_t pid[PROCS];
-    for (int i = 0; i < PROCS; i++) {
-        pid[i] = fork();
-        ck_assert_int_ge(pid[i], 0);
-        if (pid[i] == 0)
-            _exit(lease_child(start, conf));
-    }
-    for (int i = 0; i < PROCS; i++) {
-        int st;
-        ck_assert_int_eq(waitpid(pid[i], &st, 0), pid[i]);
-        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: status %d", i, st);
-    }
-    int n = atomic_load(store_reads);
-    hook_off();
+    tct_count_store_reads(100);
+    tct_burst(open_lease_child, (void *)conf, 4, 8, "hot", "hot value");
+    int n = tct_store_reads();
+    tct_count_store_reads_off();
     ck_assert_int_eq(n, 1);
 }
 END_TEST

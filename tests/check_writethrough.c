@@ -3,17 +3,10 @@
  * the stale window when the store is down, negative entries shared through Redis, the
  * cross-process lease. A private redis-server and SQLite files in a temp dir.
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "cache.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)
@@ -106,50 +99,19 @@ END_TEST
 
 /* ---- negative entries shared through Redis ------------------------------------------------- */
 
-static atomic_int *store_reads; /* shared with forked children (MAP_SHARED) */
-static atomic_int store_read_ms;
-
-static void count_store_read(tc_cache *c, const char *key, size_t key_len)
-{
-    atomic_fetch_add(store_reads, 1);
-    if (atomic_load(&store_read_ms) > 0)
-        tct_sleep_ms(atomic_load(&store_read_ms));
-}
-
-static int reads(void)
-{
-    return atomic_load(store_reads);
-}
-
-static void hook_on(int delay_ms)
-{
-    store_reads = mmap(NULL, sizeof *store_reads, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(store_reads, MAP_FAILED);
-    atomic_store(store_reads, 0);
-    atomic_store(&store_read_ms, delay_ms);
-    atomic_store(&tc__hook_before_store_read, count_store_read);
-}
-
-static void hook_off(void)
-{
-    atomic_store(&tc__hook_before_store_read, NULL);
-    munmap(store_reads, sizeof *store_reads);
-}
-
 START_TEST(test_negative_entries_shared_through_redis)
 {
     const char *conf = "{\"negative_ttl_ms\": 60000}";
     tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, conf);
     tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, conf); /* another process's view */
     unsigned info;
-    hook_on(0);
+    tct_count_store_reads(0);
     ck_assert_int_eq(get_info(a, "nokey", NULL, &info), TC_ENOTFOUND);
-    ck_assert_int_eq(reads(), 1);
+    ck_assert_int_eq(tct_store_reads(), 1);
     /* b's edge never saw the key: Redis tells it the store lacks it, the store is not asked. */
     ck_assert_int_eq(get_info(b, "nokey", NULL, &info), TC_ENOTFOUND);
     ck_assert_int_eq(get_info(b, "nokey", NULL, &info), TC_ENOTFOUND);
-    ck_assert_int_eq(reads(), 1);
+    ck_assert_int_eq(tct_store_reads(), 1);
     ck_assert_int_eq(tct_stat(b, "redis", "hits"), 1); /* then its own edge remembered it */
 
     /* A put replaces the memory in every tier. */
@@ -168,8 +130,8 @@ START_TEST(test_negative_entries_shared_through_redis)
     ck_assert_ptr_null(tc_items_value(items, 0, &vl));
     ck_assert_ptr_nonnull(tc_items_value(items, 1, &vl));
     tc_items_free(items);
-    ck_assert_int_eq(reads(), 2);
-    hook_off();
+    ck_assert_int_eq(tct_store_reads(), 2);
+    tct_count_store_reads_off();
     tc_close(a);
     tc_close(b);
     tc_close(c);
@@ -178,46 +140,14 @@ END_TEST
 
 /* ---- the miss lease across processes -------------------------------------------------------- */
 
-#define PROCS 4
-#define THREADS 8
-
-static void *read_hot(void *p)
+/* A child's handle on the shared SQLite file and Redis. */
+static tc_cache *open_lease_child(void *conf)
 {
-    tc_cache *c = p;
-    unsigned info;
-    int rc = get_info(c, "hot", "hot value", &info);
-    return rc == TC_OK ? NULL : (void *)1;
+    return tct_open(tct_dir, "db", tct_srv.port, conf);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A child: its own handle, THREADS readers of one key released together at start_ms. */
-static int lease_child(int64_t start_ms, const char *conf)
-{
-    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, conf);
-    int64_t now = wall_ms();
-    if (start_ms > now)
-        tct_sleep_ms((int)(start_ms - now));
-    pthread_t t[THREADS];
-    int bad = 0;
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&t[i], NULL, read_hot, c);
-    for (int i = 0; i < THREADS; i++) {
-        void *res;
-        pthread_join(t[i], &res);
-        bad += res != NULL;
-    }
-    tc_close(c);
-    return bad;
-}
-
-/* PROCS processes x THREADS threads miss on one key while its store read takes 100 ms: with the
- * lease, the store is read once (without it, once per process: 4 here). */
+/* 4 processes x 8 threads miss on one key while its store read takes 100 ms: with the lease,
+ * the store is read once (without it, once per process: 4 here). */
 START_TEST(test_lease_one_store_read_across_processes)
 {
     const char *conf = "{\"lease_ms\": 5000, \"lease_wait_ms\": 5000}";
@@ -227,22 +157,10 @@ START_TEST(test_lease_one_store_read_across_processes)
     store_path(path, sizeof path);
     tc_close(tct_open(tct_dir, "db", 0, NULL)); /* creates the table */
     tct_sql(path, "INSERT INTO tiercache(key, value) VALUES ('hot', 'hot value')");
-    hook_on(100);
-    int64_t start = wall_ms() + 500;
-    pid_t pid[PROCS];
-    for (int i = 0; i < PROCS; i++) {
-        pid[i] = fork();
-        ck_assert_int_ge(pid[i], 0);
-        if (pid[i] == 0)
-            _exit(lease_child(start, conf));
-    }
-    for (int i = 0; i < PROCS; i++) {
-        int st;
-        ck_assert_int_eq(waitpid(pid[i], &st, 0), pid[i]);
-        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: status %d", i, st);
-    }
-    ck_assert_int_eq(reads(), 1);
-    hook_off();
+    tct_count_store_reads(100);
+    tct_burst(open_lease_child, (void *)conf, 4, 8, "hot", "hot value");
+    ck_assert_int_eq(tct_store_reads(), 1);
+    tct_count_store_reads_off();
 }
 END_TEST
 

@@ -3,12 +3,18 @@
  * per test, and opening caches.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "cache.h"
 #include "tc_test.h"
 
 tct_redis tct_srv;
@@ -101,4 +107,106 @@ void tct_wait_edge(tc_cache *c)
         tct_sleep_ms(10);
     }
     ck_abort_msg("the handle's edge did not come into use within 10 s (bus not subscribed?)");
+}
+
+/* ---- counting store reads, across forked children ------------------------------------------ */
+
+static atomic_int *store_reads; /* MAP_SHARED: children count into it too */
+static atomic_int store_read_ms;
+
+static void count_store_read(tc_cache *c, const char *key, size_t key_len)
+{
+    atomic_fetch_add(store_reads, 1);
+    if (atomic_load(&store_read_ms) > 0)
+        tct_sleep_ms(atomic_load(&store_read_ms));
+}
+
+void tct_count_store_reads(int delay_ms)
+{
+    store_reads = mmap(NULL, sizeof *store_reads, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(store_reads, MAP_FAILED);
+    atomic_store(store_reads, 0);
+    atomic_store(&store_read_ms, delay_ms);
+    atomic_store(&tc__hook_before_store_read, count_store_read);
+}
+
+int tct_store_reads(void)
+{
+    return atomic_load(store_reads);
+}
+
+void tct_count_store_reads_off(void)
+{
+    atomic_store(&tc__hook_before_store_read, NULL);
+    munmap(store_reads, sizeof *store_reads);
+}
+
+/* ---- a burst of misses across processes ---------------------------------------------------- */
+
+typedef struct burst {
+    tc_cache *c;
+    const char *key, *want;
+} burst;
+
+static void *burst_read(void *p)
+{
+    const burst *b = p;
+    void *v = NULL;
+    size_t len = 0;
+    int rc = tc_get(&v, &len, b->c, b->key, strlen(b->key));
+    int ok = rc == TC_OK && len == strlen(b->want) && memcmp(v, b->want, len) == 0;
+    tc_free(v);
+    return ok ? NULL : (void *)1;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A child: its own handle, threads readers released together at start_ms. Plain checks only (no
+ * ck_assert in a child): the exit status tells. */
+static int burst_child(tc_cache *(*open)(void *), void *ctx, int threads, int64_t start_ms,
+                       const char *key, const char *want)
+{
+    tc_cache *c = open(ctx);
+    if (c == NULL)
+        return 100;
+    int64_t now = wall_ms();
+    if (start_ms > now)
+        tct_sleep_ms((int)(start_ms - now));
+    pthread_t t[64];
+    burst b = {c, key, want};
+    int bad = 0, n = threads < 64 ? threads : 64;
+    for (int i = 0; i < n; i++)
+        pthread_create(&t[i], NULL, burst_read, &b);
+    for (int i = 0; i < n; i++) {
+        void *res;
+        pthread_join(t[i], &res);
+        bad += res != NULL;
+    }
+    tc_close(c);
+    return bad;
+}
+
+void tct_burst(tc_cache *(*open)(void *ctx), void *ctx, int procs, int threads, const char *key,
+               const char *want)
+{
+    int64_t start = wall_ms() + 1000; /* every child open and waiting */
+    pid_t pid[16];
+    ck_assert_int_le(procs, 16);
+    for (int i = 0; i < procs; i++) {
+        pid[i] = fork();
+        ck_assert_int_ge(pid[i], 0);
+        if (pid[i] == 0)
+            _exit(burst_child(open, ctx, threads, start, key, want));
+    }
+    for (int i = 0; i < procs; i++) {
+        int st;
+        ck_assert_int_eq(waitpid(pid[i], &st, 0), pid[i]);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: status %d", i, st);
+    }
 }

@@ -90,6 +90,17 @@ void tct_dir_teardown(void);
 /* Opens a cache on a SQLite file dir/name.db; with Redis at port (0: no Redis tier); extra is
  * a JSON object whose members are applied after those (NULL for none). Fails the test on error. */
 tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char *extra_json);
+/* Counts the reads that go to the store (tc__hook_before_store_read), in this process and in
+ * children forked after the call, each taking delay_ms first; _off removes the hook. */
+void tct_count_store_reads(int delay_ms);
+int tct_store_reads(void);
+void tct_count_store_reads_off(void);
+/* A burst of misses: procs forked processes, each opening its own handle with open(ctx) (which
+ * returns NULL on failure; it runs in the child) and reading key with threads threads (at most
+ * 64) released together; every read must return want. Fails the test otherwise. No handle may
+ * be open in the calling process. */
+void tct_burst(tc_cache *(*open)(void *ctx), void *ctx, int procs, int threads, const char *key,
+               const char *want);
 /* A JSON integer field of tc_stats_json, e.g. tct_stat(c, "redis", "connects"). */
 long long tct_stat(tc_cache *c, const char *section, const char *field);
 /* Runs one SQL statement on the SQLite file at path, as another program would; fails the test
