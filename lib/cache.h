@@ -35,9 +35,9 @@ struct tc__store *tc__cache_store(tc_cache *cache);
 void tc__cache_holder(tc_cache *cache, char *out);
 /* Applies one change of the store's feed: key now has (or, deleted, took) version. Redis gets a
  * tombstone of it unless it holds that version or a newer one; this handle's edge drops older
- * copies (one of that very version stays); the bus tells every other handle's edge the same. TC_OK once all of that was done
- * (an edge-only handle: at once), else the failure (TC_EREDIS...): the change must be applied
- * again. */
+ * copies (one of that very version stays); the bus tells every other handle's edge the same.
+ * TC_OK once all of that was done (an edge-only handle: at once), else the failure
+ * (TC_EREDIS...): the change must be applied again. */
 int tc__cache_apply_change(tc_cache *cache, const char *key, size_t key_len, int64_t version);
 
 #endif

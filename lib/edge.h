@@ -55,8 +55,9 @@ int tc__edge_set_flags(tc__edge *e, const char *key, size_t key_len, const void 
 int tc__edge_tombstone(tc__edge *e, const char *key, size_t key_len, int64_t version,
                        int64_t ttl_ms);
 
-/* tc__edge_tombstone for a change the invalidator applies: an entry of this very version stays
- * too (a write through the library put it there already). Same returns. */
+/* tc__edge_tombstone for a bus message or a change the invalidator applies: an entry of this
+ * very version stays too (versions are unique per write: it is that write's value). Same
+ * returns. */
 int tc__edge_retire(tc__edge *e, const char *key, size_t key_len, int64_t version,
                     int64_t ttl_ms);
 
