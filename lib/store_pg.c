@@ -12,7 +12,8 @@
  *                      FOR EACH STATEMENT trigger: takes the table's write lock (below)
  *   <t>_ver()          the function of two BEFORE triggers, tiercache_version_ins (INSERT)
  *                      and tiercache_version_upd (UPDATE), that version plain-SQL writes
- *   <t>_del(k)         the library's delete: returns the deletion's version
+ *   <t>_del(k)         the library's delete: returns the deletion's version (the one the log
+ *                      trigger drew for it; a fresh one when there was no row)
  *
  * Versions. Every version is a nextval of <t>_seq, so versions are unique across the table
  * and increase with every write, deletes included, and a key deleted and written again gets a
@@ -24,7 +25,7 @@
  * <t> touches a row, so a transaction holds it from its first write of <t> until it commits
  * or rolls back, and every version is drawn while holding it: by the BEFORE row triggers, by
  * the library's statements (a nextval evaluated after the statement trigger fired), by
- * <t>_del (which takes the lock itself first) and by the deferred delete log trigger. Hence a
+ * <t>_del (which takes the lock itself first) and by the delete log trigger. Hence a
  * transaction that commits before another drew all its versions before the other drew any:
  * a write can no longer draw its version, wait for a row that a concurrent transaction holds,
  * and commit after it with the lower version (a tc_put behind a plain-SQL DELETE used to leave
@@ -82,15 +83,19 @@
  * Every insert, update and delete of <t> is logged, plain SQL included: an insert or update
  * with the row's final version (an AFTER trigger sees what the BEFORE versioning trigger made
  * of it), a key changed by UPDATE under its old key too, a delete with a fresh nextval of
- * <t>_seq, newer than any copy of the row. The log triggers are DEFERRABLE INITIALLY DEFERRED
- * and run under the table's write lock (taken since the transaction's first write by
- * tiercache_lock; <t>_chg takes it again, which costs nothing and keeps the log right on its
- * own), so the seqs are drawn one transaction at a time, in commit order: a log row's seq is
- * never below that of a row committed before it, and a consumer that has read up to seq N can
- * never later find a row <= N appear (with plain BIGSERIAL, a transaction that drew a lower
- * seq but committed later would be skipped for ever). Writers of one table serialise (see
- * "Versions follow commit order": one WAL flush each, no group commit among them). A session
- * that sets the triggers IMMEDIATE keeps correctness. TRUNCATE is neither logged nor locked.
+ * <t>_seq, newer than any copy of the row. The log triggers are plain AFTER ... FOR EACH ROW
+ * triggers, run at the end of each statement under the table's write lock (taken since the
+ * transaction's first write by tiercache_lock; <t>_chg takes it again, which costs nothing and
+ * keeps the log right on its own), so the seqs are drawn one transaction at a time, in commit
+ * order: a log row's seq is never below that of a row committed before it, and a consumer that
+ * has read up to seq N can never later find a row <= N appear (with plain BIGSERIAL, a
+ * transaction that drew a lower seq but committed later would be skipped for ever). Writers of
+ * one table serialise (see "Versions follow commit order": one WAL flush each, no group commit
+ * among them). They used to be constraint triggers deferred to the commit (the lock was then
+ * taken only there); but a delete's version drawn at commit is above that of a row the same
+ * transaction wrote after the delete (`DELETE k; INSERT k; COMMIT` logged the insert below the
+ * delete's tombstone, and the row stayed invisible). Opening a table whose log triggers are
+ * still deferred replaces them. TRUNCATE is neither logged nor locked.
  * The same function NOTIFYs channel "<t>_feed" (delivered at commit), on which feed_wait
  * LISTENs through a connection of its own.
  *
@@ -1026,6 +1031,9 @@ static const char schema_fmt[] =
     "BEGIN\n"
     "  PERFORM pg_advisory_xact_lock(1952670054, hashtext('@'));\n"
     "  DELETE FROM \"@\" WHERE key = k;\n"
+    "  IF FOUND THEN\n"
+    "    RETURN currval('\"@_seq\"');\n"
+    "  END IF;\n"
     "  RETURN nextval('\"@_seq\"');\n"
     "END $f$;\n"
     /* The change feed (store.h): see "The change feed" at the top of the file. */
@@ -1064,17 +1072,23 @@ static const char trigger_fmt[] =
     "CREATE TRIGGER tiercache_version_upd BEFORE UPDATE ON \"@\" FOR EACH ROW"
     " WHEN (NEW.version IS NULL OR NEW.version <= OLD.version) EXECUTE FUNCTION \"@_ver\"()";
 
-/* Deferred: they run at commit, one after the other (the lock in @_chg), so the log's seqs are
- * drawn in commit order. See the top of the file. */
+/* Immediate: they run at the end of each statement, under the table's write lock, so the log's
+ * seqs and a delete's version are drawn in commit order, and in statement order within a
+ * transaction. See the top of the file. */
 static const char log_trigger_fmt[] =
-    "CREATE CONSTRAINT TRIGGER tiercache_log_ins AFTER INSERT ON \"@\""
-    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"@_chg\"();\n"
-    "CREATE CONSTRAINT TRIGGER tiercache_log_upd AFTER UPDATE ON \"@\""
-    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+    "CREATE TRIGGER tiercache_log_ins AFTER INSERT ON \"@\""
+    " FOR EACH ROW EXECUTE FUNCTION \"@_chg\"();\n"
+    "CREATE TRIGGER tiercache_log_upd AFTER UPDATE ON \"@\" FOR EACH ROW"
     " WHEN (NEW.version IS DISTINCT FROM OLD.version OR NEW.key IS DISTINCT FROM OLD.key)"
     " EXECUTE FUNCTION \"@_chg\"();\n"
-    "CREATE CONSTRAINT TRIGGER tiercache_log_del AFTER DELETE ON \"@\""
-    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"@_chg\"()";
+    "CREATE TRIGGER tiercache_log_del AFTER DELETE ON \"@\""
+    " FOR EACH ROW EXECUTE FUNCTION \"@_chg\"()";
+
+/* An older schema's log triggers were deferred constraint triggers: dropped, then made again. */
+static const char log_trigger_drop_fmt[] =
+    "DROP TRIGGER IF EXISTS tiercache_log_ins ON \"@\";\n"
+    "DROP TRIGGER IF EXISTS tiercache_log_upd ON \"@\";\n"
+    "DROP TRIGGER IF EXISTS tiercache_log_del ON \"@\"";
 
 /* A statement whose result the caller does not need. */
 static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
@@ -1120,6 +1134,25 @@ static int create_triggers(const pg_store *s, PGconn *pg, const char *rel, const
     return TC_OK;
 }
 
+/* Drops the log triggers if an older schema made them deferred (sql drops all three); under
+ * the schema lock, before create_triggers makes them again. */
+static int drop_deferred_log_triggers(const pg_store *s, PGconn *pg, const char *rel,
+                                      const char *sql)
+{
+    const char *const args[] = {rel};
+    PGresult *res = NULL;
+    int rc = exec_ok(s, pg,
+                     "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgdeferrable"
+                     " AND tgname IN ('tiercache_log_ins', 'tiercache_log_upd',"
+                     " 'tiercache_log_del')",
+                     1, args, "schema", &res);
+    if (rc != TC_OK)
+        return rc;
+    int deferred = PQntuples(res) > 0;
+    PQclear(res);
+    return deferred ? exec_ok(s, pg, sql, 0, NULL, "schema trigger", NULL) : TC_OK;
+}
+
 static int create_schema(const pg_store *s, PGconn *pg)
 {
     char rel[TABLE_MAX + 3], seq[TABLE_MAX + 7], ver[TABLE_MAX + 9], del[TABLE_MAX + 13];
@@ -1143,7 +1176,7 @@ static int create_schema(const pg_store *s, PGconn *pg)
         " AND to_regprocedure($7) IS NOT NULL AND to_regprocedure($8) IS NOT NULL"
         " AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)"
         " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd', 'tiercache_log_ins',"
-        " 'tiercache_log_upd', 'tiercache_log_del', 'tiercache_lock')) = 6";
+        " 'tiercache_log_upd', 'tiercache_log_del', 'tiercache_lock') AND NOT tgdeferrable) = 6";
     PGresult *res = NULL;
     int rc = exec_ok(s, pg, check, 8, names, "schema", &res);
     if (rc != TC_OK)
@@ -1157,8 +1190,9 @@ static int create_schema(const pg_store *s, PGconn *pg)
     char *trig = fmt_sql(trigger_fmt, s->table);
     char *log_trig = fmt_sql(log_trigger_fmt, s->table);
     char *lock_trig = fmt_sql(lock_trigger_fmt, s->table);
-    if (ddl == NULL || trig == NULL || log_trig == NULL || lock_trig == NULL) {
-        free(ddl), free(trig), free(log_trig), free(lock_trig);
+    char *log_drop = fmt_sql(log_trigger_drop_fmt, s->table);
+    if (ddl == NULL || trig == NULL || log_trig == NULL || lock_trig == NULL || log_drop == NULL) {
+        free(ddl), free(trig), free(log_trig), free(lock_trig), free(log_drop);
         return tc__err(s->base.owner, TC_ENOMEM, "postgres: schema: out of memory");
     }
     /* Under a lock on the table's name: two processes creating one table at once would
@@ -1174,6 +1208,8 @@ static int create_schema(const pg_store *s, PGconn *pg)
     if (rc == TC_OK)
         rc = create_triggers(s, pg, rel, "tiercache_version_ins,tiercache_version_upd", 2, trig);
     if (rc == TC_OK)
+        rc = drop_deferred_log_triggers(s, pg, rel, log_drop);
+    if (rc == TC_OK)
         rc = create_triggers(s, pg, rel, "tiercache_log_ins,tiercache_log_upd,tiercache_log_del",
                              3, log_trig);
     if (rc == TC_OK)
@@ -1186,6 +1222,7 @@ static int create_schema(const pg_store *s, PGconn *pg)
     free(trig);
     free(log_trig);
     free(lock_trig);
+    free(log_drop);
     return rc;
 }
 

@@ -883,7 +883,7 @@ START_TEST(test_feed_logs_every_write)
     free(sql1(pg, "UPDATE t_feed_log SET key = 'q' WHERE key = 'p'"));
     int64_t qv = sql_ll(pg, "SELECT version FROM t_feed_log WHERE key = 'q'");
     free(sql1(pg, "DELETE FROM t_feed_log WHERE key = 'q'"));
-    /* A transaction of several writes: logged at its commit, in statement order. */
+    /* A transaction of several writes: logged in statement order. */
     free(sql1(pg, "BEGIN"));
     free(sql1(pg, "INSERT INTO t_feed_log (key, value) VALUES ('t1', 'x'), ('t2', 'y')"));
     free(sql1(pg, "DELETE FROM t_feed_log WHERE key = 't1'"));
@@ -1014,10 +1014,11 @@ START_TEST(test_feed_commit_order)
 END_TEST
 
 /* The coherence test's race, made deterministic: a tc_put of a key that a plain-SQL DELETE
- * holds in an open transaction. The delete's version is drawn at its commit (the deferred log
- * trigger); the put, which waited, must still get a higher one, or the caches' tombstone
- * would hide the row. Before the table lock, the put drew its version before waiting for the
- * row and committed below the delete. */
+ * holds in an open transaction, which draws more versions while the put waits (the delete's
+ * own was once drawn at commit, by a deferred log trigger; here a write of another key stands
+ * for any version drawn late). The put, which committed last, must get the highest version,
+ * or the caches' tombstone would hide the row. Before the table lock, the put drew its version
+ * before waiting for the row and committed below the delete. */
 START_TEST(test_put_after_sql_delete)
 {
     tc__store *s = store_open("t_put_sqldel");
@@ -1028,8 +1029,12 @@ START_TEST(test_put_after_sql_delete)
     bg_put p;
     bg_put_start(&p, s, "k", "new");
     wait_blocked(pg);
+    free(sql1(pg, "INSERT INTO t_put_sqldel (key, value) VALUES ('z', 'late')"));
+    int64_t vz = sql_ll(pg, "SELECT version FROM t_put_sqldel WHERE key = 'z'");
     free(sql1(pg, "COMMIT"));
     bg_put_join(&p);
+    ck_assert_msg(p.version > vz, "put %lld committed after a write %lld", (long long)p.version,
+                  (long long)vz);
 
     int64_t v[8];
     int n = logged_versions(pg, "t_put_sqldel", "k", v, 8);
@@ -1085,8 +1090,42 @@ START_TEST(test_sql_versions_follow_commit_order)
 }
 END_TEST
 
-/* A table made by the schema before the table lock (no <t>_lock, no tiercache_lock, a <t>_del
- * with a per-key lock) gets them when opened. */
+/* Within one transaction too: a key deleted and then written again (or written and then
+ * deleted) is logged with increasing versions, and the row keeps the newest. */
+START_TEST(test_sql_delete_then_insert_in_one_transaction)
+{
+    tc__store *s = store_open("t_sql_reins");
+    sput(s, "a", "0");
+    sput(s, "b", "0");
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "DELETE FROM t_sql_reins WHERE key = 'a'"));
+    free(sql1(pg, "INSERT INTO t_sql_reins (key, value) VALUES ('a', '1')"));
+    free(sql1(pg, "INSERT INTO t_sql_reins (key, value) VALUES ('c', '1')"));
+    free(sql1(pg, "DELETE FROM t_sql_reins WHERE key = 'c'"));
+    free(sql1(pg, "COMMIT"));
+    const char *keys[] = {"a", "c"};
+    for (int k = 0; k < 2; k++) {
+        int64_t v[8];
+        int n = logged_versions(pg, "t_sql_reins", keys[k], v, 8);
+        ck_assert_int_eq(n, k == 0 ? 3 : 2);
+        for (int i = 1; i < n; i++)
+            ck_assert_msg(v[i] > v[i - 1], "the log's versions of %s go backwards: %lld then %lld",
+                          keys[k], (long long)v[i - 1], (long long)v[i]);
+    }
+    got g;
+    ck_assert_int_eq(sget(s, "a", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "1");
+    int64_t v[8];
+    ck_assert_int_eq(logged_versions(pg, "t_sql_reins", "a", v, 8), 3);
+    ck_assert_int_eq(g.version, v[2]);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+/* A table made by the schema before the table lock (no <t>_lock, no tiercache_lock, deferred
+ * log triggers) gets the new objects when opened. */
 START_TEST(test_schema_upgrade_adds_lock)
 {
     tc__store *s = store_open("t_upgrade");
@@ -1095,7 +1134,21 @@ START_TEST(test_schema_upgrade_adds_lock)
     PGconn *pg = sql_conn();
     free(sql1(pg, "DROP TRIGGER tiercache_lock ON t_upgrade"));
     free(sql1(pg, "DROP FUNCTION t_upgrade_lock()"));
+    const char *const logs[] = {"ins", "upd", "del"}, *const ops[] = {"INSERT", "UPDATE", "DELETE"};
+    for (int i = 0; i < 3; i++) { /* the older schema's deferred log triggers */
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP TRIGGER tiercache_log_%s ON t_upgrade", logs[i]);
+        free(sql1(pg, sql));
+        snprintf(sql, sizeof sql,
+                 "CREATE CONSTRAINT TRIGGER tiercache_log_%s AFTER %s ON t_upgrade DEFERRABLE"
+                 " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION t_upgrade_chg()",
+                 logs[i], ops[i]);
+        free(sql1(pg, sql));
+    }
     s = store_open("t_upgrade");
+    ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_upgrade'::regclass"
+                                " AND tgname LIKE 'tiercache_log_%' AND NOT tgdeferrable"),
+                     3);
     ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_upgrade'::regclass"
                                 " AND tgname = 'tiercache_lock'"),
                      1);
@@ -1322,6 +1375,7 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_feed_commit_order);
     tcase_add_test(tc, test_put_after_sql_delete);
     tcase_add_test(tc, test_sql_versions_follow_commit_order);
+    tcase_add_test(tc, test_sql_delete_then_insert_in_one_transaction);
     tcase_add_test(tc, test_schema_upgrade_adds_lock);
     tcase_add_test(tc, test_feed_claim_commit_release);
     tcase_add_test(tc, test_feed_trim);
