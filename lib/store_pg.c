@@ -8,35 +8,71 @@
  *   <t>(key TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL DEFAULT 0,
  *       updated_at BIGINT NOT NULL DEFAULT 0)          updated_at: epoch milliseconds
  *   <t>_seq            the sequence every version comes from
+ *   <t>_lock()         the function of tiercache_lock, a BEFORE INSERT OR UPDATE OR DELETE
+ *                      FOR EACH STATEMENT trigger: takes the table's write lock (below)
  *   <t>_ver()          the function of two BEFORE triggers, tiercache_version_ins (INSERT)
  *                      and tiercache_version_upd (UPDATE), that version plain-SQL writes
- *   <t>_del(k)         the library's delete: returns the deletion's version
+ *   <t>_del(k)         the library's delete: returns the deletion's version (the one the log
+ *                      trigger drew for it; a fresh one when there was no row)
  *
  * Versions. Every version is a nextval of <t>_seq, so versions are unique across the table
  * and increase with every write, deletes included, and a key deleted and written again gets a
- * version above its tombstone's (a per-key counter would restart). A library write is one
- * statement in autocommit (one round trip, TC_OK only once committed): the put an upsert with
- * RETURNING, the delete a call of <t>_del. Each first takes a transaction advisory lock on
- * the key and only then draws its version, so two library writes of one key commit in the
- * order of their versions. Drawing the version first (a plain VALUES (..., nextval(...)))
- * would not do: nextval is evaluated before the insert waits for a concurrent writer of the
- * same key, so a put could wait behind a delete, commit after it and still carry the older
- * version: the caches would keep the delete's tombstone while the store holds the value.
+ * version above its tombstone's (a per-key counter would restart).
+ *
+ * Versions follow commit order, for every writer, plain SQL included. The table's write lock
+ * is a transaction advisory lock, (1952670054, hashtext('<t>')), the very lock the change
+ * feed's log triggers take (below). tiercache_lock takes it before any write statement on
+ * <t> touches a row, so a transaction holds it from its first write of <t> until it commits
+ * or rolls back, and every version is drawn while holding it: by the BEFORE row triggers, by
+ * the library's statements (a nextval evaluated after the statement trigger fired), by
+ * <t>_del (which takes the lock itself first) and by the delete log trigger. Hence a
+ * transaction that commits before another drew all its versions before the other drew any:
+ * a write can no longer draw its version, wait for a row that a concurrent transaction holds,
+ * and commit after it with the lower version (a tc_put behind a plain-SQL DELETE used to leave
+ * the row below the delete's tombstone, invisible to readers until the tombstone expired).
+ * Versions drawn outside a write (a `SELECT nextval(...)` before the transaction's first
+ * write of <t>) are not covered: a plain-SQL writer that sets version itself is trusted and
+ * must draw it inside its write statement, from <t>_seq.
+ *
+ * The price: write transactions on one table run one at a time, each from its first write
+ * statement to its commit (before, only their commits were serialised, by the log triggers'
+ * lock); reads never wait. A plain-SQL transaction that stays open after writing <t> blocks
+ * every other writer of <t>, the library's included, until it ends. And a deadlock that was
+ * impossible before: T1 locks a row of <t> without writing (SELECT ... FOR UPDATE / FOR
+ * SHARE, or a foreign-key check), T2 writes <t> (takes the table lock) and waits for that
+ * row, then T1 writes <t>: T1 waits for the table lock held by T2. Likewise two transactions
+ * that write two such tables in opposite orders. PostgreSQL detects these after
+ * deadlock_timeout and aborts one of the two (SQLSTATE 40P01; a library call so aborted
+ * returns TC_ESTORE), it never hangs; programs that lock rows of <t> and then write should
+ * write first or retry. (A session that turns triggers off, session_replication_role =
+ * replica or ALTER TABLE ... DISABLE TRIGGER, escapes the versioning altogether.)
+ *
+ * A library write is one statement in autocommit (one round trip, TC_OK only once
+ * committed): the put an upsert with RETURNING, the delete a call of <t>_del. They need no
+ * lock of their own: the table lock also orders two library writes of one key (an earlier
+ * version of this file took a per-key advisory lock for that, now redundant and dropped).
+ * An upsert's nextval in its VALUES is evaluated after the statement trigger took the lock;
+ * the update branch reuses it (EXCLUDED.version): no transaction can have committed a write
+ * of <t> in between, even if the upsert waited for the row (only non-writers can hold a row
+ * of <t> while this holds the table lock).
  *
  * The triggers version rows that other programs write in plain SQL: an INSERT that brings no
  * version (0, the default) and an UPDATE that does not raise the version (a plain
  * `UPDATE t SET value = ... WHERE key = ...` keeps OLD.version) get a nextval and a fresh
- * updated_at. The library's own writes always carry a version above the row's old one (drawn
- * after the key's lock and, for an update, after the row's lock), so the triggers' WHEN
- * leaves them alone: one nextval per put, and no PL/pgSQL call. The one exception: a plain-SQL
- * writer that committed a version above the one a put drew; then the trigger gives the put a
- * newer one, and the put returns what the row really got (RETURNING). A plain-SQL writer that
- * sets version itself is trusted; it must take it from <t>_seq.
+ * updated_at. The library's own writes always carry a version above the row's old one, so the
+ * triggers' WHEN leaves them alone: one nextval per put, and no PL/pgSQL call beyond
+ * tiercache_lock's. The one exception: a plain-SQL writer that set a version above the one a
+ * put drew; then the trigger gives the put a newer one, and the put returns what the row
+ * really got (RETURNING).
  *
  * Creating the schema: opening checks, in one query, that every object exists; if any is
  * missing, it creates them all (IF NOT EXISTS / OR REPLACE / a check for the triggers) in one
  * transaction under a transaction advisory lock on the table name, so processes that open the
- * same new table at once serialise instead of failing on the catalogs' unique indexes.
+ * same new table at once serialise instead of failing on the catalogs' unique indexes. A
+ * table made by an older version of this file lacks <t>_lock and tiercache_lock: the check
+ * fails, and the creation adds them and replaces <t>_del (OR REPLACE); a process of the older
+ * version still running keeps its own put statement, whose per-key lock then comes after the
+ * table lock, which is harmless.
  *
  * The change feed (store.h's feed_* operations):
  *
@@ -47,16 +83,19 @@
  * Every insert, update and delete of <t> is logged, plain SQL included: an insert or update
  * with the row's final version (an AFTER trigger sees what the BEFORE versioning trigger made
  * of it), a key changed by UPDATE under its old key too, a delete with a fresh nextval of
- * <t>_seq, newer than any copy of the row. The log triggers are DEFERRABLE INITIALLY DEFERRED
- * and take a transaction advisory lock on the table's feed before drawing their seqs, so the
- * seqs are drawn at commit, one committing transaction at a time: a log row's seq is never
- * below that of a row committed before it, and a consumer that has read up to seq N can never
- * later find a row <= N appear (with plain BIGSERIAL, a transaction that drew a lower seq but
- * committed later would be skipped for ever). The price: writers of one table serialise
- * from their commit's start to its end (one WAL flush each, no group commit among them).
- * Deferred rather than immediate so that two multi-statement plain-SQL transactions never
- * hold that lock while waiting for each other's rows (a deadlock). A session that sets the
- * triggers IMMEDIATE keeps correctness and takes that risk itself. TRUNCATE is not logged.
+ * <t>_seq, newer than any copy of the row. The log triggers are plain AFTER ... FOR EACH ROW
+ * triggers, run at the end of each statement under the table's write lock (taken since the
+ * transaction's first write by tiercache_lock; <t>_chg takes it again, which costs nothing and
+ * keeps the log right on its own), so the seqs are drawn one transaction at a time, in commit
+ * order: a log row's seq is never below that of a row committed before it, and a consumer that
+ * has read up to seq N can never later find a row <= N appear (with plain BIGSERIAL, a
+ * transaction that drew a lower seq but committed later would be skipped for ever). Writers of
+ * one table serialise (see "Versions follow commit order": one WAL flush each, no group commit
+ * among them). They used to be constraint triggers deferred to the commit (the lock was then
+ * taken only there); but a delete's version drawn at commit is above that of a row the same
+ * transaction wrote after the delete (`DELETE k; INSERT k; COMMIT` logged the insert below the
+ * delete's tombstone, and the row stayed invisible). Opening a table whose log triggers are
+ * still deferred replaces them. TRUNCATE is neither logged nor locked.
  * The same function NOTIFYs channel "<t>_feed" (delivered at commit), on which feed_wait
  * LISTENs through a connection of its own.
  *
@@ -110,7 +149,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TABLE_MAX 58 /* 63 (NAMEDATALEN - 1) minus the longest suffix, "_feed" */
+#define TABLE_MAX 58 /* 63 (NAMEDATALEN - 1) minus the longest suffixes, "_feed", "_lock" */
 
 enum {
     ST_GET,
@@ -265,14 +304,13 @@ static char *fmt_sql(const char *fmt, const char *t)
 /* Statement texts; prepared on every connection. */
 static const char *const st_fmt[ST_COUNT] = {
     "SELECT value, version FROM \"@\" WHERE key = $1",
-    /* The key's lock first (the CTE is read before the row is made), then the version: library
-     * writes of one key commit in version order. The lock lasts until the statement's
-     * transaction commits. The update's version is drawn after the row lock. */
-    "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($1, 0)))"
-    " INSERT INTO \"@\" AS t (key, value, version, updated_at)"
-    " SELECT $1, $2, nextval('\"@_seq\"'), $3 FROM l"
+    /* No lock here: tiercache_lock, a statement trigger, takes the table's write lock before
+     * the VALUES are evaluated, so the nextval is drawn under it, and the update branch can
+     * reuse it (see "Versions follow commit order" at the top). */
+    "INSERT INTO \"@\" AS t (key, value, version, updated_at)"
+    " VALUES ($1, $2, nextval('\"@_seq\"'), $3)"
     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,"
-    " version = nextval('\"@_seq\"'), updated_at = EXCLUDED.updated_at"
+    " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"
     " RETURNING t.version",
     "SELECT \"@_del\"($1)",
     /* The feed's statements take their parameters and give their results in text format. */
@@ -978,13 +1016,24 @@ static const char schema_fmt[] =
     "  NEW.updated_at := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
     "  RETURN NEW;\n"
     "END $f$;\n"
+    /* The table's write lock (see the top of the file). Statement-level: once per write
+     * statement, whatever the number of rows (none included). */
+    "CREATE OR REPLACE FUNCTION \"@_lock\"() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n"
+    "  PERFORM pg_advisory_xact_lock(1952670054, hashtext('@'));\n"
+    "  RETURN NULL;\n"
+    "END $f$;\n"
     /* A function, not one statement: its DELETE must run under a snapshot taken after the
-     * lock (PL/pgSQL takes one per statement), or it would miss a row that a put committed
+     * table's lock (PL/pgSQL takes one per statement; the DELETE's own statement trigger would
+     * take the lock only after its snapshot), or it would miss a row that a put committed
      * while this waited for the lock, and return a version above that put's. */
     "CREATE OR REPLACE FUNCTION \"@_del\"(k text) RETURNS bigint LANGUAGE plpgsql AS $f$\n"
     "BEGIN\n"
-    "  PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));\n"
+    "  PERFORM pg_advisory_xact_lock(1952670054, hashtext('@'));\n"
     "  DELETE FROM \"@\" WHERE key = k;\n"
+    "  IF FOUND THEN\n"
+    "    RETURN currval('\"@_seq\"');\n"
+    "  END IF;\n"
     "  RETURN nextval('\"@_seq\"');\n"
     "END $f$;\n"
     /* The change feed (store.h): see "The change feed" at the top of the file. */
@@ -1011,23 +1060,35 @@ static const char schema_fmt[] =
     "  RETURN NULL;\n"
     "END $f$;\n";
 
+/* Fires before any row of the statement is touched (and before an INSERT's VALUES or SELECT
+ * is evaluated): for the library's upsert, both as INSERT and as UPDATE. */
+static const char lock_trigger_fmt[] =
+    "CREATE TRIGGER tiercache_lock BEFORE INSERT OR UPDATE OR DELETE ON \"@\""
+    " FOR EACH STATEMENT EXECUTE FUNCTION \"@_lock\"()";
+
 static const char trigger_fmt[] =
     "CREATE TRIGGER tiercache_version_ins BEFORE INSERT ON \"@\" FOR EACH ROW"
     " WHEN (NEW.version IS NULL OR NEW.version <= 0) EXECUTE FUNCTION \"@_ver\"();\n"
     "CREATE TRIGGER tiercache_version_upd BEFORE UPDATE ON \"@\" FOR EACH ROW"
     " WHEN (NEW.version IS NULL OR NEW.version <= OLD.version) EXECUTE FUNCTION \"@_ver\"()";
 
-/* Deferred: they run at commit, one after the other (the lock in @_chg), so the log's seqs are
- * drawn in commit order. See the top of the file. */
+/* Immediate: they run at the end of each statement, under the table's write lock, so the log's
+ * seqs and a delete's version are drawn in commit order, and in statement order within a
+ * transaction. See the top of the file. */
 static const char log_trigger_fmt[] =
-    "CREATE CONSTRAINT TRIGGER tiercache_log_ins AFTER INSERT ON \"@\""
-    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"@_chg\"();\n"
-    "CREATE CONSTRAINT TRIGGER tiercache_log_upd AFTER UPDATE ON \"@\""
-    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+    "CREATE TRIGGER tiercache_log_ins AFTER INSERT ON \"@\""
+    " FOR EACH ROW EXECUTE FUNCTION \"@_chg\"();\n"
+    "CREATE TRIGGER tiercache_log_upd AFTER UPDATE ON \"@\" FOR EACH ROW"
     " WHEN (NEW.version IS DISTINCT FROM OLD.version OR NEW.key IS DISTINCT FROM OLD.key)"
     " EXECUTE FUNCTION \"@_chg\"();\n"
-    "CREATE CONSTRAINT TRIGGER tiercache_log_del AFTER DELETE ON \"@\""
-    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"@_chg\"()";
+    "CREATE TRIGGER tiercache_log_del AFTER DELETE ON \"@\""
+    " FOR EACH ROW EXECUTE FUNCTION \"@_chg\"()";
+
+/* An older schema's log triggers were deferred constraint triggers: dropped, then made again. */
+static const char log_trigger_drop_fmt[] =
+    "DROP TRIGGER IF EXISTS tiercache_log_ins ON \"@\";\n"
+    "DROP TRIGGER IF EXISTS tiercache_log_upd ON \"@\";\n"
+    "DROP TRIGGER IF EXISTS tiercache_log_del ON \"@\"";
 
 /* A statement whose result the caller does not need. */
 static int exec_ok(const pg_store *s, PGconn *pg, const char *sql, int nparams,
@@ -1073,10 +1134,29 @@ static int create_triggers(const pg_store *s, PGconn *pg, const char *rel, const
     return TC_OK;
 }
 
+/* Drops the log triggers if an older schema made them deferred (sql drops all three); under
+ * the schema lock, before create_triggers makes them again. */
+static int drop_deferred_log_triggers(const pg_store *s, PGconn *pg, const char *rel,
+                                      const char *sql)
+{
+    const char *const args[] = {rel};
+    PGresult *res = NULL;
+    int rc = exec_ok(s, pg,
+                     "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgdeferrable"
+                     " AND tgname IN ('tiercache_log_ins', 'tiercache_log_upd',"
+                     " 'tiercache_log_del')",
+                     1, args, "schema", &res);
+    if (rc != TC_OK)
+        return rc;
+    int deferred = PQntuples(res) > 0;
+    PQclear(res);
+    return deferred ? exec_ok(s, pg, sql, 0, NULL, "schema trigger", NULL) : TC_OK;
+}
+
 static int create_schema(const pg_store *s, PGconn *pg)
 {
     char rel[TABLE_MAX + 3], seq[TABLE_MAX + 7], ver[TABLE_MAX + 9], del[TABLE_MAX + 13];
-    char log[TABLE_MAX + 7], feed[TABLE_MAX + 8], chg[TABLE_MAX + 9];
+    char log[TABLE_MAX + 7], feed[TABLE_MAX + 8], chg[TABLE_MAX + 9], lck[TABLE_MAX + 10];
     snprintf(rel, sizeof rel, "\"%s\"", s->table);
     snprintf(seq, sizeof seq, "\"%s_seq\"", s->table);
     snprintf(ver, sizeof ver, "\"%s_ver\"()", s->table);
@@ -1084,20 +1164,21 @@ static int create_schema(const pg_store *s, PGconn *pg)
     snprintf(log, sizeof log, "\"%s_log\"", s->table);
     snprintf(feed, sizeof feed, "\"%s_feed\"", s->table);
     snprintf(chg, sizeof chg, "\"%s_chg\"()", s->table);
-    const char *const names[] = {rel, seq, ver, del, log, feed, chg};
+    snprintf(lck, sizeof lck, "\"%s_lock\"()", s->table);
+    const char *const names[] = {rel, seq, ver, del, log, feed, chg, lck};
 
     /* Usually all there: one query, no lock, no catalog writes. A table made before the feed
-     * existed lacks its objects and gets them here. */
+     * or the table lock existed lacks their objects and gets them here. */
     static const char check[] =
         "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
         " AND to_regprocedure($3) IS NOT NULL AND to_regprocedure($4) IS NOT NULL"
         " AND to_regclass($5) IS NOT NULL AND to_regclass($6) IS NOT NULL"
-        " AND to_regprocedure($7) IS NOT NULL"
+        " AND to_regprocedure($7) IS NOT NULL AND to_regprocedure($8) IS NOT NULL"
         " AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)"
         " AND tgname IN ('tiercache_version_ins', 'tiercache_version_upd', 'tiercache_log_ins',"
-        " 'tiercache_log_upd', 'tiercache_log_del')) = 5";
+        " 'tiercache_log_upd', 'tiercache_log_del', 'tiercache_lock') AND NOT tgdeferrable) = 6";
     PGresult *res = NULL;
-    int rc = exec_ok(s, pg, check, 7, names, "schema", &res);
+    int rc = exec_ok(s, pg, check, 8, names, "schema", &res);
     if (rc != TC_OK)
         return rc;
     int present = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -1108,8 +1189,10 @@ static int create_schema(const pg_store *s, PGconn *pg)
     char *ddl = fmt_sql(schema_fmt, s->table);
     char *trig = fmt_sql(trigger_fmt, s->table);
     char *log_trig = fmt_sql(log_trigger_fmt, s->table);
-    if (ddl == NULL || trig == NULL || log_trig == NULL) {
-        free(ddl), free(trig), free(log_trig);
+    char *lock_trig = fmt_sql(lock_trigger_fmt, s->table);
+    char *log_drop = fmt_sql(log_trigger_drop_fmt, s->table);
+    if (ddl == NULL || trig == NULL || log_trig == NULL || lock_trig == NULL || log_drop == NULL) {
+        free(ddl), free(trig), free(log_trig), free(lock_trig), free(log_drop);
         return tc__err(s->base.owner, TC_ENOMEM, "postgres: schema: out of memory");
     }
     /* Under a lock on the table's name: two processes creating one table at once would
@@ -1125,8 +1208,12 @@ static int create_schema(const pg_store *s, PGconn *pg)
     if (rc == TC_OK)
         rc = create_triggers(s, pg, rel, "tiercache_version_ins,tiercache_version_upd", 2, trig);
     if (rc == TC_OK)
+        rc = drop_deferred_log_triggers(s, pg, rel, log_drop);
+    if (rc == TC_OK)
         rc = create_triggers(s, pg, rel, "tiercache_log_ins,tiercache_log_upd,tiercache_log_del",
                              3, log_trig);
+    if (rc == TC_OK)
+        rc = create_triggers(s, pg, rel, "tiercache_lock", 1, lock_trig);
     if (rc == TC_OK)
         rc = exec_ok(s, pg, "COMMIT", 0, NULL, "schema commit", NULL);
     if (rc != TC_OK)
@@ -1134,6 +1221,8 @@ static int create_schema(const pg_store *s, PGconn *pg)
     free(ddl);
     free(trig);
     free(log_trig);
+    free(lock_trig);
+    free(log_drop);
     return rc;
 }
 

@@ -883,7 +883,7 @@ START_TEST(test_feed_logs_every_write)
     free(sql1(pg, "UPDATE t_feed_log SET key = 'q' WHERE key = 'p'"));
     int64_t qv = sql_ll(pg, "SELECT version FROM t_feed_log WHERE key = 'q'");
     free(sql1(pg, "DELETE FROM t_feed_log WHERE key = 'q'"));
-    /* A transaction of several writes: logged at its commit, in statement order. */
+    /* A transaction of several writes: logged in statement order. */
     free(sql1(pg, "BEGIN"));
     free(sql1(pg, "INSERT INTO t_feed_log (key, value) VALUES ('t1', 'x'), ('t2', 'y')"));
     free(sql1(pg, "DELETE FROM t_feed_log WHERE key = 't1'"));
@@ -932,24 +932,238 @@ START_TEST(test_feed_logs_every_write)
 }
 END_TEST
 
-/* Seqs follow commit order: a transaction that wrote first but commits last is logged after
- * the write that committed in between, so a consumer that read past that one never skips it. */
+/* A library put in a thread of its own, that a plain-SQL transaction will block. */
+typedef struct bg_put {
+    tc__store *s;
+    const char *key, *val;
+    int rc;
+    int64_t version;
+    pthread_t th;
+} bg_put;
+
+static void *bg_put_run(void *arg)
+{
+    bg_put *p = arg;
+    p->rc = p->s->ops->put(p->s, p->key, strlen(p->key), p->val, strlen(p->val), &p->version);
+    return NULL;
+}
+
+static void bg_put_start(bg_put *p, tc__store *s, const char *key, const char *val)
+{
+    *p = (bg_put){.s = s, .key = key, .val = val, .rc = -1};
+    ck_assert_int_eq(pthread_create(&p->th, NULL, bg_put_run, p), 0);
+}
+
+static void bg_put_join(bg_put *p)
+{
+    pthread_join(p->th, NULL);
+    ck_assert_msg(p->rc == TC_OK, "put %s: %s", p->key, tc_errmsg(OWNER));
+}
+
+/* Waits (10 s at most) until some backend waits for a lock: the put is blocked. */
+static void wait_blocked(PGconn *pg)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (sql_ll(pg, "SELECT count(*) FROM pg_locks WHERE NOT granted") > 0)
+            return;
+        tct_sleep_ms(10);
+    }
+    ck_abort_msg("the put never waited for a lock");
+}
+
+/* The versions the log holds for key, in seq order, into v (at most max); their count. */
+static int logged_versions(PGconn *pg, const char *table, const char *key, int64_t *v, int max)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT version FROM \"%s_log\" WHERE key = '%s' ORDER BY seq",
+             table, key);
+    PGresult *res = PQexec(pg, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+    int n = PQntuples(res) < max ? PQntuples(res) : max;
+    for (int i = 0; i < n; i++)
+        v[i] = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/* Seqs and versions follow commit order: a library write made while a plain-SQL transaction
+ * has written the table waits for that transaction's commit and is logged after it, with a
+ * higher version; a consumer that read past one change never finds an older one appear. */
 START_TEST(test_feed_commit_order)
 {
     tc__store *s = store_open("t_feed_order");
     PGconn *pg = sql_conn();
     free(sql1(pg, "BEGIN"));
     free(sql1(pg, "INSERT INTO t_feed_order (key, value) VALUES ('early', 'x')"));
-    int64_t v = sput(s, "late", "y");
+    bg_put p;
+    bg_put_start(&p, s, "late", "y");
+    wait_blocked(pg);
     changes cs;
-    read_feed(s, 0, &cs);
-    ck_assert_int_eq(cs.n, 1);
-    change_is(&cs, 0, "late", v);
-    int64_t seen = cs.c[0].seq;
+    read_feed(s, 0, &cs); /* reads never wait */
+    ck_assert_int_eq(cs.n, 0);
     free(sql1(pg, "COMMIT"));
-    read_feed(s, seen, &cs);
-    ck_assert_int_eq(cs.n, 1);
+    bg_put_join(&p);
+    read_feed(s, 0, &cs);
+    ck_assert_int_eq(cs.n, 2);
     change_is(&cs, 0, "early", 0);
+    change_is(&cs, 1, "late", p.version);
+    ck_assert_int_gt(p.version, cs.c[0].version);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+/* The coherence test's race, made deterministic: a tc_put of a key that a plain-SQL DELETE
+ * holds in an open transaction, which draws more versions while the put waits (the delete's
+ * own was once drawn at commit, by a deferred log trigger; here a write of another key stands
+ * for any version drawn late). The put, which committed last, must get the highest version,
+ * or the caches' tombstone would hide the row. Before the table lock, the put drew its version
+ * before waiting for the row and committed below the delete. */
+START_TEST(test_put_after_sql_delete)
+{
+    tc__store *s = store_open("t_put_sqldel");
+    int64_t v0 = sput(s, "k", "old");
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "DELETE FROM t_put_sqldel WHERE key = 'k'"));
+    bg_put p;
+    bg_put_start(&p, s, "k", "new");
+    wait_blocked(pg);
+    free(sql1(pg, "INSERT INTO t_put_sqldel (key, value) VALUES ('z', 'late')"));
+    int64_t vz = sql_ll(pg, "SELECT version FROM t_put_sqldel WHERE key = 'z'");
+    free(sql1(pg, "COMMIT"));
+    bg_put_join(&p);
+    ck_assert_msg(p.version > vz, "put %lld committed after a write %lld", (long long)p.version,
+                  (long long)vz);
+
+    int64_t v[8];
+    int n = logged_versions(pg, "t_put_sqldel", "k", v, 8);
+    ck_assert_int_eq(n, 3); /* the first put, the delete, the second put */
+    ck_assert_int_eq(v[0], v0);
+    for (int i = 1; i < n; i++)
+        ck_assert_msg(v[i] > v[i - 1], "the log's versions of k go backwards: %lld then %lld",
+                      (long long)v[i - 1], (long long)v[i]);
+    ck_assert_int_eq(v[2], p.version);
+    ck_assert_msg(p.version > v[1], "put %lld committed after the delete %lld",
+                  (long long)p.version, (long long)v[1]);
+    got g;
+    ck_assert_int_eq(sget(s, "k", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "new");
+    ck_assert_int_eq(g.version, p.version);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+/* The same between plain-SQL writers, whose versions the BEFORE row triggers draw: an INSERT
+ * that waits for a DELETE of its key (on the primary key) used to draw its version before
+ * waiting, below the one the delete drew at its commit. */
+START_TEST(test_sql_versions_follow_commit_order)
+{
+    tc__store *s = store_open("t_sql_order");
+    sput(s, "a", "0");
+    PGconn *t1 = sql_conn(), *t2 = sql_conn();
+    free(sql1(t1, "BEGIN"));
+    free(sql1(t1, "DELETE FROM t_sql_order WHERE key = 'a'"));
+    /* t2 sends its INSERT without waiting for the answer: it blocks behind t1. */
+    ck_assert_int_eq(PQsendQuery(t2, "INSERT INTO t_sql_order (key, value) VALUES ('a', '2')"
+                                     " RETURNING version"),
+                     1);
+    wait_blocked(t1);
+    free(sql1(t1, "COMMIT"));
+    PGresult *res = PQgetResult(t2);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+    int64_t v2 = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    while ((res = PQgetResult(t2)) != NULL)
+        PQclear(res);
+    int64_t v[8];
+    int n = logged_versions(t1, "t_sql_order", "a", v, 8);
+    ck_assert_int_eq(n, 3); /* the put, the delete, the insert */
+    ck_assert_int_eq(v[2], v2);
+    for (int i = 1; i < n; i++)
+        ck_assert_msg(v[i] > v[i - 1], "the log's versions of a go backwards: %lld then %lld",
+                      (long long)v[i - 1], (long long)v[i]);
+    PQfinish(t1);
+    PQfinish(t2);
+    s->ops->close(s);
+}
+END_TEST
+
+/* Within one transaction too: a key deleted and then written again (or written and then
+ * deleted) is logged with increasing versions, and the row keeps the newest. */
+START_TEST(test_sql_delete_then_insert_in_one_transaction)
+{
+    tc__store *s = store_open("t_sql_reins");
+    sput(s, "a", "0");
+    sput(s, "b", "0");
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "BEGIN"));
+    free(sql1(pg, "DELETE FROM t_sql_reins WHERE key = 'a'"));
+    free(sql1(pg, "INSERT INTO t_sql_reins (key, value) VALUES ('a', '1')"));
+    free(sql1(pg, "INSERT INTO t_sql_reins (key, value) VALUES ('c', '1')"));
+    free(sql1(pg, "DELETE FROM t_sql_reins WHERE key = 'c'"));
+    free(sql1(pg, "COMMIT"));
+    const char *keys[] = {"a", "c"};
+    for (int k = 0; k < 2; k++) {
+        int64_t v[8];
+        int n = logged_versions(pg, "t_sql_reins", keys[k], v, 8);
+        ck_assert_int_eq(n, k == 0 ? 3 : 2);
+        for (int i = 1; i < n; i++)
+            ck_assert_msg(v[i] > v[i - 1], "the log's versions of %s go backwards: %lld then %lld",
+                          keys[k], (long long)v[i - 1], (long long)v[i]);
+    }
+    got g;
+    ck_assert_int_eq(sget(s, "a", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "1");
+    int64_t v[8];
+    ck_assert_int_eq(logged_versions(pg, "t_sql_reins", "a", v, 8), 3);
+    ck_assert_int_eq(g.version, v[2]);
+    PQfinish(pg);
+    s->ops->close(s);
+}
+END_TEST
+
+/* A table made by the schema before the table lock (no <t>_lock, no tiercache_lock, deferred
+ * log triggers) gets the new objects when opened. */
+START_TEST(test_schema_upgrade_adds_lock)
+{
+    tc__store *s = store_open("t_upgrade");
+    sput(s, "k", "v");
+    s->ops->close(s);
+    PGconn *pg = sql_conn();
+    free(sql1(pg, "DROP TRIGGER tiercache_lock ON t_upgrade"));
+    free(sql1(pg, "DROP FUNCTION t_upgrade_lock()"));
+    const char *const logs[] = {"ins", "upd", "del"}, *const ops[] = {"INSERT", "UPDATE", "DELETE"};
+    for (int i = 0; i < 3; i++) { /* the older schema's deferred log triggers */
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP TRIGGER tiercache_log_%s ON t_upgrade", logs[i]);
+        free(sql1(pg, sql));
+        snprintf(sql, sizeof sql,
+                 "CREATE CONSTRAINT TRIGGER tiercache_log_%s AFTER %s ON t_upgrade DEFERRABLE"
+                 " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION t_upgrade_chg()",
+                 logs[i], ops[i]);
+        free(sql1(pg, sql));
+    }
+    s = store_open("t_upgrade");
+    ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_upgrade'::regclass"
+                                " AND tgname LIKE 'tiercache_log_%' AND NOT tgdeferrable"),
+                     3);
+    ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_upgrade'::regclass"
+                                " AND tgname = 'tiercache_lock'"),
+                     1);
+    ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_proc WHERE proname = 't_upgrade_lock'"),
+                     1);
+    /* Only the trigger missing: added too. */
+    free(sql1(pg, "DROP TRIGGER tiercache_lock ON t_upgrade"));
+    s->ops->close(s);
+    s = store_open("t_upgrade");
+    ck_assert_int_eq(sql_ll(pg, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_upgrade'::regclass"
+                                " AND tgname = 'tiercache_lock'"),
+                     1);
+    got g;
+    ck_assert_int_eq(sget(s, "k", &g), TC_OK);
+    ck_assert_str_eq(g.buf, "v");
     PQfinish(pg);
     s->ops->close(s);
 }
@@ -1159,6 +1373,10 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_edge_on);
     tcase_add_test(tc, test_feed_logs_every_write);
     tcase_add_test(tc, test_feed_commit_order);
+    tcase_add_test(tc, test_put_after_sql_delete);
+    tcase_add_test(tc, test_sql_versions_follow_commit_order);
+    tcase_add_test(tc, test_sql_delete_then_insert_in_one_transaction);
+    tcase_add_test(tc, test_schema_upgrade_adds_lock);
     tcase_add_test(tc, test_feed_claim_commit_release);
     tcase_add_test(tc, test_feed_trim);
     tcase_add_test(tc, test_feed_wait);

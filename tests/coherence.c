@@ -374,8 +374,9 @@ static int sql_delete(sqlc *c, const char *key, int64_t *version)
         }
         return 0;
     }
-    /* The log trigger is deferred to the commit: SET CONSTRAINTS ALL IMMEDIATE fires it now,
-     * inside the transaction, so the version it drew can be read back before COMMIT. */
+    /* The log trigger has run by the end of the DELETE (it was once deferred to the commit,
+     * hence SET CONSTRAINTS ALL IMMEDIATE, now a no-op), so the version it drew can be read
+     * back before COMMIT. */
     PGresult *r = pq(c->pg, "BEGIN", 0, NULL, NULL);
     int ok = pq_ok(r);
     PQclear(r);
