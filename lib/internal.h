@@ -33,6 +33,11 @@ int64_t tc__wall_ms(void);
 /* A number that changes in the child at every fork(). A connection remembers the generation it
  * was opened in; a different one means it belongs to the parent and must not be used. */
 unsigned tc__fork_generation(void);
+/* A lock that a child takes over when a parent's thread held it at fork time (process.c): the
+ * stores' rare paths (opening a connection, the first call after a fork). gen is
+ * tc__fork_generation(). */
+void tc__tag_lock(atomic_uint *w, unsigned gen);
+void tc__tag_unlock(atomic_uint *w);
 
 /* ---- values between tiers ---- */
 /* A tier hands a value to its caller through this callback, while the bytes are valid (under

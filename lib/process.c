@@ -1,9 +1,10 @@
 /*
- * process.c - clocks and fork detection.
+ * process.c - clocks, fork detection and the fork-proof lock.
  */
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 int64_t tc__now_ms(void)
@@ -43,4 +44,33 @@ unsigned tc__fork_generation(void)
 {
     pthread_once(&atfork_once, register_atfork);
     return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
+/*
+ * A spin lock that survives fork: the word holds 0 when free, otherwise 1 + the fork generation
+ * of the process whose thread holds it. A pthread mutex would not do: a thread of a parent may
+ * hold it at the instant another thread forks, and in the child that thread does not exist, so
+ * the mutex would stay locked forever. Generations only grow from parent to child, and a child
+ * sees only its ancestors' memory, so a tag other than our own was left by an ancestor's thread
+ * and is taken over, while our own tag means a thread of this process holds it and we wait.
+ * Used only on rare paths (opening a connection, the first call after a fork).
+ */
+void tc__tag_lock(atomic_uint *w, unsigned gen)
+{
+    unsigned tag = gen + 1u;
+    for (;;) {
+        unsigned cur = atomic_load_explicit(w, memory_order_relaxed);
+        if (cur != tag) {
+            if (atomic_compare_exchange_weak_explicit(w, &cur, tag, memory_order_acquire,
+                                                      memory_order_relaxed))
+                return;
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+void tc__tag_unlock(atomic_uint *w)
+{
+    atomic_store_explicit(w, 0, memory_order_release);
 }

@@ -184,7 +184,7 @@ typedef struct pg_store {
     /* The fork generation that mu, cv and slots belong to. Written (release) only by open and
      * by fork_fixup; every call reads it (acquire) before touching anything else. */
     atomic_uint gen;
-    atomic_uint fixing; /* serialises fork_fixup between a child's threads (tag_lock) */
+    atomic_uint fixing; /* serialises fork_fixup between a child's threads (tc__tag_lock) */
     /* On the heap so that a child can replace them (see fork_fixup). */
     pthread_mutex_t *mu;
     pthread_cond_t *cv;
@@ -402,31 +402,6 @@ static int idle_ok(pg_slot *slot)
     return !slot->fatal && PQstatus(pg) == CONNECTION_OK;
 }
 
-/* ---- fork-proof lock ------------------------------------------------------------------------ */
-
-/* The tag lock of store_sqlite.c (see there): 0 when free, else 1 + the fork generation of the
- * holder, so a child takes over a lock that a parent thread held at fork time. Only on the
- * first call after a fork. */
-static void tag_lock(atomic_uint *w, unsigned gen)
-{
-    unsigned tag = gen + 1u;
-    for (;;) {
-        unsigned cur = atomic_load_explicit(w, memory_order_relaxed);
-        if (cur != tag) {
-            if (atomic_compare_exchange_weak_explicit(w, &cur, tag, memory_order_acquire,
-                                                      memory_order_relaxed))
-                return;
-        } else {
-            sched_yield();
-        }
-    }
-}
-
-static void tag_unlock(atomic_uint *w)
-{
-    atomic_store_explicit(w, 0, memory_order_release);
-}
-
 /* Frees an inherited connection without a byte on its socket: /dev/null takes the descriptor's
  * place, so PQfinish's Terminate message and close() reach only /dev/null. */
 static void abandon(PGconn *pg)
@@ -465,7 +440,7 @@ static int new_sync(pthread_mutex_t **mu, pthread_cond_t **cv)
 static int fork_fixup(pg_store *s, unsigned gen)
 {
     int rc = TC_OK;
-    tag_lock(&s->fixing, gen);
+    tc__tag_lock(&s->fixing, gen);
     if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) {
         pthread_mutex_t *mu, *lmu = malloc(sizeof *lmu);
         pthread_cond_t *cv;
@@ -498,7 +473,7 @@ static int fork_fixup(pg_store *s, unsigned gen)
             atomic_store_explicit(&s->gen, gen, memory_order_release);
         }
     }
-    tag_unlock(&s->fixing);
+    tc__tag_unlock(&s->fixing);
     return rc;
 }
 

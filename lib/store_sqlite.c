@@ -72,7 +72,7 @@ typedef struct sqlite_store {
     /* The fork generation that mu, db, st and node belong to. Written (release) only by open
      * and by fork_fixup; every call reads it (acquire) before touching anything else. */
     atomic_uint gen;
-    /* Serialises fork_fixup between the threads of one child (a tag lock, see tag_lock). */
+    /* Serialises fork_fixup between the threads of one child (a tag lock, see tc__tag_lock). */
     atomic_uint fixing;
     /* On the heap so that a child can replace it instead of re-initialising a mutex that a
      * parent thread may have held at fork time (pthread_mutex_init on an initialised mutex is
@@ -121,36 +121,7 @@ static int valid_table_name(const char *t)
     return 1;
 }
 
-/* ---- fork-proof locks and the graveyard ----------------------------------------------------- */
-
-/*
- * A spin lock that survives fork: the word holds 0 when free, otherwise 1 + the fork generation
- * of the process whose thread holds it. A pthread mutex would not do: a thread of a parent may
- * hold it at the instant another thread forks, and in the child that thread does not exist, so
- * the mutex would stay locked forever. Generations only grow from parent to child, and a child
- * sees only its ancestors' memory, so a tag other than our own was left by an ancestor's thread
- * and is taken over, while our own tag means a thread of this process holds it and we wait.
- * Used only on rare paths (opening a connection, the first call after a fork).
- */
-static void tag_lock(atomic_uint *w, unsigned gen)
-{
-    unsigned tag = gen + 1u;
-    for (;;) {
-        unsigned cur = atomic_load_explicit(w, memory_order_relaxed);
-        if (cur != tag) {
-            if (atomic_compare_exchange_weak_explicit(w, &cur, tag, memory_order_acquire,
-                                                      memory_order_relaxed))
-                return;
-        } else {
-            sched_yield();
-        }
-    }
-}
-
-static void tag_unlock(atomic_uint *w)
-{
-    atomic_store_explicit(w, 0, memory_order_release);
-}
+/* ---- the graveyard ------------------------------------------------------------------------- */
 
 /* Where a child puts what it inherited and must neither use nor release: connections, mutexes,
  * and the descriptors that hold its locks (hold_inherited). A process-wide push-only lock-free
@@ -330,7 +301,7 @@ static int registry_enter(const sqlite_store *s, dev_t dev, ino_t ino, const cha
     unsigned gen = tc__fork_generation();
     int rc = TC_OK;
     file_node *mine = NULL;
-    tag_lock(&files_lock, gen);
+    tc__tag_lock(&files_lock, gen);
     for (file_node *n = files; n != NULL && rc == TC_OK; n = n->next) {
         if (n->dev != dev || n->ino != ino)
             continue;
@@ -367,7 +338,7 @@ static int registry_enter(const sqlite_store *s, dev_t dev, ino_t ino, const cha
         mine->open++;
         *out = mine;
     }
-    tag_unlock(&files_lock);
+    tc__tag_unlock(&files_lock);
     return rc;
 }
 
@@ -378,13 +349,13 @@ static void registry_record_shm(file_node *n)
     struct stat sb;
     int ok = snprintf(shm, sizeof shm, "%s-shm", n->path) < (int)sizeof shm &&
              stat(shm, &sb) == 0;
-    tag_lock(&files_lock, tc__fork_generation());
+    tc__tag_lock(&files_lock, tc__fork_generation());
     n->have_shm = ok;
     if (ok) {
         n->shm_dev = sb.st_dev;
         n->shm_ino = sb.st_ino;
     }
-    tag_unlock(&files_lock);
+    tc__tag_unlock(&files_lock);
 }
 
 /* The connection on n closed (in the generation that opened it). */
@@ -392,7 +363,7 @@ static void registry_leave(file_node *n)
 {
     if (n == NULL)
         return;
-    tag_lock(&files_lock, tc__fork_generation());
+    tc__tag_lock(&files_lock, tc__fork_generation());
     if (--n->open == 0) {
         /* Nothing of ours is open on the file any more, so a future child inherits no records
          * for it from us: forget the node, which keeps the registry as small as what is open. */
@@ -404,7 +375,7 @@ static void registry_leave(file_node *n)
             }
         }
     }
-    tag_unlock(&files_lock);
+    tc__tag_unlock(&files_lock);
 }
 
 /* ---- the connection ------------------------------------------------------------------------- */
@@ -671,7 +642,7 @@ static int conn_open(sqlite_store *s)
 static int fork_fixup(sqlite_store *s, unsigned gen)
 {
     int rc = TC_OK;
-    tag_lock(&s->fixing, gen);
+    tc__tag_lock(&s->fixing, gen);
     if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) {
         pthread_mutex_t *mu = malloc(sizeof *mu);
         if (mu == NULL || pthread_mutex_init(mu, NULL) != 0) {
@@ -690,7 +661,7 @@ static int fork_fixup(sqlite_store *s, unsigned gen)
             atomic_store_explicit(&s->gen, gen, memory_order_release);
         }
     }
-    tag_unlock(&s->fixing);
+    tc__tag_unlock(&s->fixing);
     return rc;
 }
 
