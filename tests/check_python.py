@@ -129,6 +129,7 @@ def embedded(tmp):
             db.execute("UPDATE tiercache SET value = X'6e6577' WHERE key = 'a'")
             db.commit()
             db.close()
+            inv.wait()
             applied, seq = inv.step()
             check(applied >= 1 and seq > 0, "invalidator step applied %d" % applied)
             check(c.get("a") == b"new", "the plain-SQL change is read after invalidation")
@@ -188,9 +189,19 @@ def with_redis(port):
         check(got and got[0][1] == b"player1 just scored!", "pub/sub: %r" % got[:1])
 
 
+def every_function_declared(path):
+    """Every tc_ function the library exports has its prototype in the binding."""
+    out = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True)
+    exported = {line.split()[-1].split("@")[0] for line in out.stdout.splitlines()
+                if line.split()[-1].startswith("tc_")}
+    missing = exported - set(tiercache._PROTOTYPES)
+    check(exported and not missing, "functions without a prototype: %s" % sorted(missing))
+
+
 def main():
     if len(sys.argv) > 1:
         tiercache.load(sys.argv[1])
+        every_function_declared(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="tc-python.")
     old = os.getcwd()
     os.chdir(tmp)

@@ -123,6 +123,7 @@ _PROTOTYPES = {
     "tc_unsubscribe": (None, [_ptr]),
     "tc_invalidator_new": (_int, [c_void_pp, _ptr]),
     "tc_invalidator_step": (_int, [c_int64_p, c_int64_p, _ptr]),
+    "tc_invalidator_wait": (_int, [_ptr]),
     "tc_invalidator_start": (_int, [_ptr]),
     "tc_invalidator_free": (None, [_ptr]),
     "tc_stats_json": (_int, [c_char_pp, _ptr]),
@@ -518,6 +519,10 @@ class Invalidator:
         _check(load().tc_invalidator_step(ctypes.byref(applied), ctypes.byref(seq), self._p),
                self._cache._h, "invalidator step")
         return applied.value, seq.value
+
+    def wait(self):
+        """Returns when a change may be there, or after feed.poll_ms."""
+        _check(load().tc_invalidator_wait(self._p), self._cache._h, "invalidator wait")
 
     def start(self):
         _check(load().tc_invalidator_start(self._p), self._cache._h, "invalidator start")
