@@ -29,10 +29,8 @@ const struct tc_config *tc__cache_config(tc_cache *cache);
 struct tc__pubsub *tc__cache_pubsub(tc_cache *cache);
 /* Its stale-while-revalidate refresher (refresh.h). */
 struct tc__refresher *tc__cache_refresher(tc_cache *cache);
-/* Its store (store.h), and a name for it in the feed's lease: the handle's bus id in hex
- * (out holds 2 * TC__BUS_ID_LEN + 1 bytes). */
+/* Its store (store.h). */
 struct tc__store *tc__cache_store(tc_cache *cache);
-void tc__cache_holder(tc_cache *cache, char *out);
 /* Applies one change of the store's feed: key now has (or, deleted, took) version. Redis gets a
  * tombstone of it unless it holds that version or a newer one; this handle's edge drops older
  * copies (one of that very version stays); the bus tells every other handle's edge the same.

@@ -44,10 +44,12 @@ struct tc_invalidator {
     char holder[2 * TC__BUS_ID_LEN + 1];
     int held;              /* the last claim succeeded: released on free */
     int64_t last_seq;      /* the checkpoint after the last step */
+    int last_rc;           /* the last step's result */
     int64_t last_trim_ms;
     change *batch;         /* feed.batch slots, reused */
-    /* The thread. */
+    /* The thread, and the fork generation that started it (a child has no such thread). */
     int started;
+    unsigned gen;
     atomic_int stop;
     pthread_t thread;
 };
@@ -72,7 +74,16 @@ int tc_invalidator_new(tc_invalidator **out, tc_cache *c)
     inv->c = c;
     inv->store = store;
     inv->cfg = tc__cache_config(c);
-    tc__cache_holder(c, inv->holder);
+    /* Its own random name in the lease, never the handle's: every invalidator must be told
+     * apart from every other (a handle without the bus has no id of its own). */
+    unsigned char id[TC__BUS_ID_LEN];
+    tc__bus_new_id(id);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < TC__BUS_ID_LEN; i++) {
+        inv->holder[2 * i] = hex[id[i] >> 4];
+        inv->holder[2 * i + 1] = hex[id[i] & 15];
+    }
+    inv->holder[2 * TC__BUS_ID_LEN] = '\0';
     atomic_init(&inv->stop, 0);
     *out = inv;
     return TC_OK;
@@ -125,6 +136,7 @@ int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *
     int64_t seq = 0;
     int rc = st->ops->feed_claim(st, consumer, inv->holder, inv->cfg->feed_lease_ms, &seq);
     inv->held = rc == TC_OK;
+    inv->last_rc = rc;
     if (rc != TC_OK)
         return rc;
     if (out_seq != NULL)
@@ -159,6 +171,7 @@ int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *
     for (int i = 0; i < col.n; i++)
         free(inv->batch[i].key);
     inv->last_seq = applied > 0 ? inv->batch[applied - 1].seq : seq;
+    inv->last_rc = rc;
     if (rc == TC_OK) {
         if (out_applied != NULL)
             *out_applied = applied;
@@ -167,10 +180,18 @@ int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *
     return rc;
 }
 
+static void pause_ms(tc_invalidator *inv, int64_t ms);
+
 int tc_invalidator_wait(tc_invalidator *inv)
 {
     if (inv == NULL)
         return tc__err(NULL, TC_EINVAL, "invalidator: NULL argument");
+    if (inv->last_rc != TC_OK) {
+        /* A standby, or a failure: the log has changes this invalidator did not apply, so a
+         * wait for "changes after" would return at once. Try again at the poll's pace. */
+        pause_ms(inv, inv->cfg->feed_poll_ms);
+        return TC_OK;
+    }
     return inv->store->ops->feed_wait(inv->store, inv->last_seq, inv->cfg->feed_poll_ms);
 }
 
@@ -209,6 +230,7 @@ int tc_invalidator_start(tc_invalidator *inv)
     if (pthread_create(&inv->thread, NULL, run, inv) != 0)
         return tc__err(inv->c, TC_ENOMEM, "invalidator: cannot start its thread");
     inv->started = 1;
+    inv->gen = tc__fork_generation();
     return TC_OK;
 }
 
@@ -216,6 +238,12 @@ void tc_invalidator_free(tc_invalidator *inv)
 {
     if (inv == NULL)
         return;
+    if (inv->started && inv->gen != tc__fork_generation()) {
+        /* A fork()ed child's copy: the thread and the lease are its parent's. */
+        free(inv->batch);
+        free(inv);
+        return;
+    }
     if (inv->started) {
         atomic_store(&inv->stop, 1);
         pthread_join(inv->thread, NULL);

@@ -8,7 +8,7 @@
  *   <t>(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 0,
  *       updated_at INTEGER NOT NULL DEFAULT 0)
  *   <t>_seq(id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL)      one row
- *   <t>_ai, <t>_au   triggers that version rows written by other programs in plain SQL
+ *   <t>_ai, <t>_av   triggers that version rows written by other programs in plain SQL
  *
  * Versions come from the one-row sequence, never from a per-key counter: a key deleted and
  * written again must get a version above its tombstone's, and a per-key counter would restart
@@ -391,10 +391,10 @@ static void registry_leave(file_node *n)
  * an older program keeps increasing versions.
  *
  * Triggers: a plain-SQL INSERT leaves version at its default 0, and a plain-SQL UPDATE of value
- * leaves version unchanged; both then get the next sequence value. Neither trigger can fire
- * itself or the other, whatever PRAGMA recursive_triggers says: their inner UPDATE sets version
- * and updated_at only, never value, so "AFTER UPDATE OF value" does not match it, and it is not
- * an INSERT. The library's own writes carry a fresh non-zero version, so neither trigger fires
+ * or key leaves version unchanged; both then get the next sequence value. Neither trigger can
+ * fire itself or the other, whatever PRAGMA recursive_triggers says: their inner UPDATE sets
+ * version and updated_at only, never value or key, so "AFTER UPDATE OF value, key" does not
+ * match it, and it is not an INSERT. The library's own writes carry a fresh non-zero version, so neither trigger fires
  * for them. Not versioned: a plain-SQL write that sets version itself, and a plain-SQL DELETE
  * (nothing is left to carry a version). */
 static const char schema_fmt[] =
@@ -408,7 +408,7 @@ static const char schema_fmt[] =
     "UPDATE \"%w_seq\" SET v = v + 1 WHERE id = 1; "
     "UPDATE \"%w\" SET version = (SELECT v FROM \"%w_seq\" WHERE id = 1), "
     "updated_at = " SQL_NOW_MS " WHERE rowid = NEW.rowid; END;"
-    "CREATE TRIGGER IF NOT EXISTS \"%w_au\" AFTER UPDATE OF value ON \"%w\" "
+    "CREATE TRIGGER IF NOT EXISTS \"%w_av\" AFTER UPDATE OF value, key ON \"%w\" "
     "WHEN NEW.version = OLD.version BEGIN "
     "UPDATE \"%w_seq\" SET v = v + 1 WHERE id = 1; "
     "UPDATE \"%w\" SET version = (SELECT v FROM \"%w_seq\" WHERE id = 1), "
@@ -425,6 +425,8 @@ static const char schema_fmt[] =
  * change logged); a delete takes a fresh version from the sequence, so even a plain-SQL DELETE
  * gives the invalidator a version newer than any copy of the row. */
 static const char feed_schema_fmt[] =
+    /* _av replaced _au (which did not version a plain-SQL rename of a key). */
+    "DROP TRIGGER IF EXISTS \"%w_au\";"
     "CREATE TABLE IF NOT EXISTS \"%w_log\"("
     "seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, version INTEGER NOT NULL, "
     "at INTEGER NOT NULL);"
@@ -434,10 +436,15 @@ static const char feed_schema_fmt[] =
     "CREATE TRIGGER IF NOT EXISTS \"%w_li\" AFTER INSERT ON \"%w\" WHEN NEW.version <> 0 BEGIN "
     "INSERT INTO \"%w_log\"(key, version, at) VALUES (NEW.key, NEW.version, " SQL_NOW_MS "); END;"
     "CREATE TRIGGER IF NOT EXISTS \"%w_lu\" AFTER UPDATE ON \"%w\" "
-    "WHEN NEW.version <> OLD.version OR NEW.key IS NOT OLD.key BEGIN "
+    "WHEN NEW.version <> OLD.version BEGIN "
     "INSERT INTO \"%w_log\"(key, version, at) VALUES (NEW.key, NEW.version, " SQL_NOW_MS "); "
-    "INSERT INTO \"%w_log\"(key, version, at) SELECT OLD.key, NEW.version, " SQL_NOW_MS " "
-    "WHERE NEW.key IS NOT OLD.key; END;"
+    "END;"
+    /* A renamed key: the old one is gone, like a delete, with a fresh version. */
+    "CREATE TRIGGER IF NOT EXISTS \"%w_lk\" AFTER UPDATE OF key ON \"%w\" "
+    "WHEN NEW.key IS NOT OLD.key BEGIN "
+    "UPDATE \"%w_seq\" SET v = v + 1 WHERE id = 1; "
+    "INSERT INTO \"%w_log\"(key, version, at) "
+    "VALUES (OLD.key, (SELECT v FROM \"%w_seq\" WHERE id = 1), " SQL_NOW_MS "); END;"
     "CREATE TRIGGER IF NOT EXISTS \"%w_ld\" AFTER DELETE ON \"%w\" BEGIN "
     "UPDATE \"%w_seq\" SET v = v + 1 WHERE id = 1; "
     "INSERT INTO \"%w_log\"(key, version, at) "
@@ -527,7 +534,8 @@ static int create_schema(const sqlite_store *s, sqlite3 *db)
     char *sql = sqlite3_mprintf(schema_fmt, t, t, t, t, t, t, t, t, t, t, t, t, t, t);
     if (sql == NULL)
         return tc__err(s->base.owner, TC_ENOMEM, "sqlite %s: schema: out of memory", s->path);
-    char *feed = sqlite3_mprintf(feed_schema_fmt, t, t, t, t, t, t, t, t, t, t, t, t, t, t);
+    char *feed = sqlite3_mprintf(feed_schema_fmt, t, t, t, t, t, t, t, t, t, t, t, t, t, t, t,
+                                 t, t, t, t);
     if (feed == NULL) {
         sqlite3_free(sql);
         return tc__err(s->base.owner, TC_ENOMEM, "sqlite %s: schema: out of memory", s->path);
@@ -898,8 +906,13 @@ static int sqlite_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
             return rc;
     }
     waker *w = s->waker;
-    if (w == NULL || timeout_ms <= 0)
+    if (timeout_ms <= 0)
         return TC_OK;
+    if (w == NULL) { /* no waker (out of memory when it was made): a plain poll */
+        struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        return TC_OK;
+    }
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += timeout_ms / 1000;

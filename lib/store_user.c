@@ -7,8 +7,9 @@
  * (tc_open copies the config), and a config may open several handles.
  *
  * The adapter turns the callbacks' plain int results into the store contract of store.h: only
- * TC_OK, TC_ENOTFOUND, TC_ENOMEM and TC_ESTORE leave it, so a callback returning, say, TC_EKEY
- * cannot be mistaken for the caller's own bad key. A version <= 0 is refused: version 0 means
+ * TC_OK, TC_ENOTFOUND, TC_ENOMEM, TC_ESTORE and (a value over max_value_bytes handed to
+ * tc_store_result_set) TC_ETOOBIG leave it, so a callback returning, say, TC_EKEY cannot be
+ * mistaken for the caller's own bad key. A version <= 0 is refused: version 0 means
  * "no value" to the caches (negative entries) and the race guard needs versions to increase.
  */
 #include "store.h"
@@ -130,6 +131,9 @@ static const char *terminated(char *buf, const char *key, size_t key_len)
 static int user_get(tc__store *st, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
 {
     user_store *s = (user_store *)st;
+    int krc = tc__check_key(s->base.owner, key, key_len); /* the stores check again */
+    if (krc != TC_OK)
+        return krc;
     char kbuf[TC_KEY_MAX + 1];
     struct tc_store_result r = {fn, ctx, s->base.owner, s->max_value_bytes, 0, TC_OK};
     int rc = s->def->get(s->def->userdata, terminated(kbuf, key, key_len), key_len, &r);
@@ -157,6 +161,9 @@ static int user_put(tc__store *st, const char *key, size_t key_len, const void *
                     int64_t *out_version)
 {
     user_store *s = (user_store *)st;
+    int krc = tc__check_key(s->base.owner, key, key_len); /* the stores check again */
+    if (krc != TC_OK)
+        return krc;
     char kbuf[TC_KEY_MAX + 1];
     int64_t v = 0;
     int rc = s->def->put(s->def->userdata, terminated(kbuf, key, key_len), key_len,
@@ -170,6 +177,9 @@ static int user_put(tc__store *st, const char *key, size_t key_len, const void *
 static int user_del(tc__store *st, const char *key, size_t key_len, int64_t *out_version)
 {
     user_store *s = (user_store *)st;
+    int krc = tc__check_key(s->base.owner, key, key_len); /* the stores check again */
+    if (krc != TC_OK)
+        return krc;
     char kbuf[TC_KEY_MAX + 1];
     int64_t v = 0;
     int rc = s->def->del(s->def->userdata, terminated(kbuf, key, key_len), key_len, &v);

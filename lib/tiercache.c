@@ -90,6 +90,8 @@ static void fork_repair(tc_cache *c, int resume)
                 atomic_store(&c->edge_synced, 0);
                 atomic_fetch_add(&c->edge_epoch, 1);
             }
+            /* The child's messages must not look like its parent's (each skips its own). */
+            tc__bus_new_id(c->bus_id);
             tc__edge_clear(c->edge);
             tc__refresher_after_fork(c->refresher);
             tc__flights_after_fork(c->flights);
@@ -150,16 +152,6 @@ struct tc__refresher *tc__cache_refresher(tc_cache *c)
 struct tc__store *tc__cache_store(tc_cache *c)
 {
     return c->store;
-}
-
-void tc__cache_holder(tc_cache *c, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < TC__BUS_ID_LEN; i++) {
-        out[2 * i] = hex[c->bus_id[i] >> 4];
-        out[2 * i + 1] = hex[c->bus_id[i] & 15];
-    }
-    out[2 * TC__BUS_ID_LEN] = '\0';
 }
 
 static int bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
@@ -1094,6 +1086,8 @@ store:
         if (rc == TC_OK) {
             r->raw = v, r->raw_len = vl, r->raw_version = ver, r->raw_ttl = -1;
             follower = 1;
+        } else if (rc == TC_ENOTFOUND) {
+            follower = 1; /* the leader remembered the absence (negative_ttl_ms) */
         } else if (rc == TC_ENOMEM) {
             leader = 1; /* no shared result: read for ourselves */
         }

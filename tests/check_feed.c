@@ -106,6 +106,29 @@ START_TEST(test_plain_sql_reaches_every_tier)
 }
 END_TEST
 
+/* A plain-SQL rename of a key: the old key goes from every tier, the new one is read. */
+START_TEST(test_plain_sql_rename)
+{
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_cache *i = tct_open(tct_dir, "db", tct_srv.port, NULL);
+    tc_invalidator *inv = invalidator(i);
+    ck_assert_int_eq(tc_put(a, K("old"), "v", 1, 0), TC_OK);
+    expect(a, "old", "v");
+    tct_sql(db_path(), "UPDATE tiercache SET key = 'new' WHERE key = 'old'");
+    long long renamed = sql_int("SELECT version FROM tiercache WHERE key = 'new'");
+    ck_assert_int_gt(sql_int("SELECT MAX(version) FROM tiercache_log WHERE key = 'old'"), 0);
+    ck_assert_int_eq(sql_int("SELECT MAX(version) FROM tiercache_log WHERE key = 'new'"),
+                     renamed);
+    while (step(inv, TC_OK) > 0) {
+    }
+    ck_assert(eventually(a, "old", NULL));
+    expect(a, "new", "v");
+    tc_invalidator_free(inv);
+    tc_close(a);
+    tc_close(i);
+}
+END_TEST
+
 /* A library write is in the log too; applying it leaves the new copy in Redis. */
 START_TEST(test_library_writes_keep_their_copy)
 {
@@ -203,6 +226,22 @@ START_TEST(test_checkpoint_lease_and_trim)
 }
 END_TEST
 
+/* Without Redis (no bus id): two invalidators are still told apart by the lease. */
+START_TEST(test_lease_without_redis)
+{
+    tc_cache *c1 = tct_open(tct_dir, "db", 0, NULL), *c2 = tct_open(tct_dir, "db", 0, NULL);
+    tc_invalidator *one = invalidator(c1), *two = invalidator(c2);
+    step(one, TC_OK);
+    step(two, TC_ESTATE);
+    ck_assert_int_eq(tc_invalidator_wait(two), TC_OK); /* a standby's wait: the poll interval */
+    tc_invalidator_free(one);
+    step(two, TC_OK);
+    tc_invalidator_free(two);
+    tc_close(c1);
+    tc_close(c2);
+}
+END_TEST
+
 START_TEST(test_no_feed_in_a_store_of_your_own)
 {
     tc_invalidator *inv = (tc_invalidator *)1;
@@ -224,6 +263,8 @@ Suite *feed_suite(void)
     tcase_add_checked_fixture(tc, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(tc, test_plain_sql_reaches_every_tier);
     tcase_add_test(tc, test_library_writes_keep_their_copy);
+    tcase_add_test(tc, test_plain_sql_rename);
+    tcase_add_test(tc, test_lease_without_redis);
     tcase_add_test(tc, test_old_version_not_refilled);
     tcase_add_test(tc, test_checkpoint_lease_and_trim);
     tcase_add_test(tc, test_no_feed_in_a_store_of_your_own);

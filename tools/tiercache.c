@@ -154,7 +154,9 @@ static int cmd_get(tc_cache *c, int argc, char **argv)
         return failed("get", rc, c);
     int ok = fwrite(v, 1, len, stdout) == len && fflush(stdout) == 0;
     tc_free(v);
-    return ok ? EX_OK : failed("get: writing stdout", TC_EIO, NULL);
+    if (!ok)
+        fprintf(stderr, "%s: get: writing stdout: %s\n", prog, strerror(errno));
+    return ok ? EX_OK : EX_FAIL;
 }
 
 /* All of standard input, in *out (malloc'd). */
@@ -206,8 +208,10 @@ static int cmd_put(tc_cache *c, int argc, char **argv)
     size_t len;
     int from_stdin = argc - i == 1 || strcmp(argv[i + 1], "-") == 0;
     if (from_stdin) {
-        if (read_stdin(&value, &len) != TC_OK)
-            return failed("put: reading stdin", TC_EIO, NULL);
+        if (read_stdin(&value, &len) != TC_OK) {
+            fprintf(stderr, "%s: put: reading stdin failed (or out of memory)\n", prog);
+            return EX_FAIL;
+        }
     } else {
         len = strlen(argv[i + 1]);
     }
