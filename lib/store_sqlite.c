@@ -91,7 +91,23 @@ typedef struct sqlite_store {
 typedef struct waker {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    struct waker *next_dead; /* in dead_wakers */
 } waker;
+
+/* A child's inherited wakers, kept reachable like the graveyard's connections (valgrind: "still
+ * reachable"): a parent thread may have held one's mutex at fork time, so it is never used or
+ * destroyed in the child. Push-only, lock-free. */
+static _Atomic(waker *) dead_wakers;
+
+static void bury_waker(waker *w)
+{
+    if (w == NULL)
+        return;
+    w->next_dead = atomic_load_explicit(&dead_wakers, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&dead_wakers, &w->next_dead, w,
+                                                  memory_order_release, memory_order_relaxed))
+        ;
+}
 
 static waker *waker_new(void);
 static void waker_free(waker *w);
@@ -665,6 +681,7 @@ static int fork_fixup(sqlite_store *s, unsigned gen)
             s->mu = mu;
             /* The parent's waker is left as its mutex is (a parent thread may have held it);
              * without a new one, feed_wait only polls. */
+            bury_waker(s->waker);
             s->waker = waker_new();
             atomic_store_explicit(&s->gen, gen, memory_order_release);
         }
@@ -1059,8 +1076,10 @@ static void sqlite_close(tc__store *base)
         free(s->mu);
         waker_free(s->waker);
     } else {
-        /* Closed in a child before any call: the connection and mutex are the parent's. */
+        /* Closed in a child before any call: the connection, mutex and waker are the
+         * parent's. */
         bury(s->db, s->mu, -1);
+        bury_waker(s->waker);
     }
     free(s->path);
     free(s->table);
