@@ -73,3 +73,15 @@ void tc_free(void *ptr)
 {
     free(ptr);
 }
+
+int tc__valid_identifier(const char *s, size_t max_len)
+{
+    size_t n = 0;
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
+        return 0;
+    for (; *s != '\0'; s++, n++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '_'))
+            return 0;
+    return n <= max_len;
+}

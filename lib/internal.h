@@ -24,6 +24,9 @@
 int tc__err(const void *owner, int code, const char *fmt, ...) TC__PRINTF(3, 4);
 /* Checks a key against the public rules (1..TC_KEY_MAX bytes, no NUL). */
 int tc__check_key(const void *owner, const char *key, size_t key_len);
+/* 1 if s is an SQL identifier the stores may paste into SQL ([A-Za-z_][A-Za-z0-9_]*) of at most
+ * max_len bytes, else 0. */
+int tc__valid_identifier(const char *s, size_t max_len);
 
 /* ---- time and process (process.c) ---- */
 /* Monotonic milliseconds, from a coarse clock: cheap enough for every cache hit. */

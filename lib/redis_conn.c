@@ -229,21 +229,12 @@ static void slot_destroy(void *p)
 
 /* ---- the object -------------------------------------------------------------------------- */
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* NULL for NULL or "" (both mean "not set"); *oom on a failed copy. */
 static char *dup_opt(const char *s, int *oom)
 {
     if (s == NULL || s[0] == '\0')
         return NULL;
-    char *d = dup_str(s);
+    char *d = strdup(s);
     if (d == NULL)
         *oom = 1;
     return d;
@@ -332,10 +323,10 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
     cs->username = dup_opt(opts->username, &oom);
     cs->password = dup_opt(opts->password, &oom);
     if (use_unix) {
-        cs->unix_socket = dup_str(opts->unix_socket);
-        cs->where = dup_str(opts->unix_socket);
+        cs->unix_socket = strdup(opts->unix_socket);
+        cs->where = strdup(opts->unix_socket);
     } else {
-        cs->host = dup_str(opts->host);
+        cs->host = strdup(opts->host);
         size_t n = strlen(opts->host) + 16;
         cs->where = malloc(n);
         if (cs->where != NULL)

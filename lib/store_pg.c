@@ -253,18 +253,6 @@ static void on_notice(void *arg, const PGresult *res)
         slot->fatal = 1;
 }
 
-static int valid_table_name(const char *t)
-{
-    size_t n = 0;
-    if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || *t == '_'))
-        return 0;
-    for (; *t != '\0'; t++, n++)
-        if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9') ||
-              *t == '_'))
-            return 0;
-    return n <= TABLE_MAX;
-}
-
 /* ---- binary values -------------------------------------------------------------------------- */
 
 /* Reads the one int8 (binary) of a one-row, one-column result. */
@@ -1203,15 +1191,6 @@ static int create_schema(const pg_store *s, PGconn *pg)
 
 /* ---- open ----------------------------------------------------------------------------------- */
 
-static char *dup_str(const char *str)
-{
-    size_t n = strlen(str) + 1;
-    char *p = malloc(n);
-    if (p != NULL)
-        memcpy(p, str, n);
-    return p;
-}
-
 /* Fills s->where and s->password from the conninfo. TC_EINVAL if it does not parse: its text
  * is not shown then, since it may hold a password, and so may libpq's parse error. */
 static int parse_conninfo(pg_store *s, const void *owner)
@@ -1235,7 +1214,7 @@ static int parse_conninfo(pg_store *s, const void *owner)
         if (o->val == NULL || o->val[0] == '\0')
             continue;
         if (strcmp(o->keyword, "password") == 0) {
-            s->password = dup_str(o->val);
+            s->password = strdup(o->val);
             nomem |= s->password == NULL;
             continue;
         }
@@ -1247,7 +1226,7 @@ static int parse_conninfo(pg_store *s, const void *owner)
             }
     }
     PQconninfoFree(opts);
-    s->where = dup_str(n > 0 ? where : "(libpq defaults)");
+    s->where = strdup(n > 0 ? where : "(libpq defaults)");
     if (s->where == NULL || nomem)
         return tc__err(owner, TC_ENOMEM, "postgres: out of memory");
     return TC_OK;
@@ -1262,7 +1241,7 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
     if (out == NULL || conninfo == NULL || table == NULL)
         return tc__err(owner, TC_EINVAL, "postgres open: NULL argument");
     *out = NULL;
-    if (!valid_table_name(table))
+    if (!tc__valid_identifier(table, TABLE_MAX))
         return tc__err(owner, TC_EINVAL,
                        "postgres: invalid table name (want [A-Za-z_][A-Za-z0-9_]*, at most %d "
                        "bytes)",
@@ -1277,8 +1256,8 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
     s->base.ops = &pg_ops;
     s->base.owner = owner;
     s->pool_size = (int)pool_size;
-    s->conninfo = dup_str(conninfo);
-    s->table = dup_str(table);
+    s->conninfo = strdup(conninfo);
+    s->table = strdup(table);
     s->slots = calloc((size_t)pool_size, sizeof *s->slots);
     int rc = TC_OK;
     if (s->conninfo == NULL || s->table == NULL || s->slots == NULL)

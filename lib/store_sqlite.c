@@ -126,17 +126,6 @@ static int db_fail(const sqlite_store *s, sqlite3 *db, const char *op)
                    sqlite3_errmsg(db), sqlite3_extended_errcode(db));
 }
 
-static int valid_table_name(const char *t)
-{
-    if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || *t == '_'))
-        return 0;
-    for (t++; *t != '\0'; t++)
-        if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9') ||
-              *t == '_'))
-            return 0;
-    return 1;
-}
-
 /* ---- the graveyard ------------------------------------------------------------------------- */
 
 /* Where a child puts what it inherited and must neither use nor release: connections, mutexes,
@@ -1101,15 +1090,6 @@ static const tc__store_ops sqlite_ops = {
 
 /* ---- open ----------------------------------------------------------------------------------- */
 
-static char *dup_str(const char *str)
-{
-    size_t n = strlen(str) + 1;
-    char *p = malloc(n);
-    if (p != NULL)
-        memcpy(p, str, n);
-    return p;
-}
-
 /* Opens the connection now (so a bad path fails here, with everything freed), in WAL mode with
  * synchronous=FULL, creating the schema if missing. TC_OK, TC_EINVAL (NULL argument, invalid
  * table name, negative timeout), TC_ESTORE, TC_ENOMEM; *out is NULL on failure. */
@@ -1119,7 +1099,7 @@ int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
     if (out == NULL || path == NULL || table == NULL)
         return tc__err(owner, TC_EINVAL, "sqlite open: NULL argument");
     *out = NULL;
-    if (!valid_table_name(table))
+    if (!tc__valid_identifier(table, SIZE_MAX))
         return tc__err(owner, TC_EINVAL, "sqlite %s: invalid table name", path);
     if (busy_timeout_ms < 0)
         return tc__err(owner, TC_EINVAL, "sqlite %s: negative busy timeout", path);
@@ -1130,8 +1110,8 @@ int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
     s->base.ops = &sqlite_ops;
     s->base.owner = owner;
     s->busy_timeout_ms = busy_timeout_ms > INT_MAX ? INT_MAX : (int)busy_timeout_ms;
-    s->path = dup_str(path);
-    s->table = dup_str(table);
+    s->path = strdup(path);
+    s->table = strdup(table);
     s->mu = malloc(sizeof *s->mu);
     if (s->path == NULL || s->table == NULL || s->mu == NULL ||
         pthread_mutex_init(s->mu, NULL) != 0) {
