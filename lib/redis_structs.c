@@ -112,6 +112,19 @@ static void epilogue(skey *k)
         skey_free(k);
 }
 
+/* The end of a call that returns a list: the key goes; the list is the caller's on TC_OK and is
+ * freed otherwise. */
+static int hand_over(tc_items **out, tc_items *items, skey *k, int rc)
+{
+    epilogue(k);
+    if (rc != TC_OK) {
+        tc_items_free(items);
+        return rc;
+    }
+    *out = items;
+    return TC_OK;
+}
+
 static int format_score(tc_cache *cache, char *buf, double score, const char *what)
 {
     if (!isfinite(score))
@@ -318,13 +331,7 @@ int tc_ztop(tc_items **out, tc_cache *cache, const char *set, size_t set_len, si
             freeReplyObject(rep);
         }
     }
-    epilogue(&k);
-    if (rc != TC_OK) {
-        tc_items_free(items);
-        return rc;
-    }
-    *out = items;
-    return TC_OK;
+    return hand_over(out, items, &k, rc);
 }
 
 /* The rank for "highest first" and the score, read together: MULTI, ZREVRANK, ZSCORE, EXEC in
@@ -560,13 +567,7 @@ int tc_hgetall(tc_items **out, tc_cache *cache, const char *hash, size_t hash_le
             freeReplyObject(rep);
         }
     }
-    epilogue(&k);
-    if (rc != TC_OK) {
-        tc_items_free(items);
-        return rc;
-    }
-    *out = items;
-    return TC_OK;
+    return hand_over(out, items, &k, rc);
 }
 
 /* ---- both --------------------------------------------------------------------------------- */
