@@ -97,6 +97,7 @@ void tct_rmrf(const char *path)
 #define MAX_TRACKED 32
 static struct {
     pid_t owner, server; /* owner 0: free slot */
+    int sig;             /* what stops the server at exit */
     char dir[256];
 } tracked[MAX_TRACKED];
 static int atexit_registered;
@@ -108,7 +109,7 @@ static void cleanup_at_exit(void)
         if (tracked[i].owner != me)
             continue;
         if (tracked[i].server > 0) {
-            kill(tracked[i].server, SIGKILL);
+            kill(tracked[i].server, tracked[i].sig);
             waitpid(tracked[i].server, NULL, 0);
         }
         tct_rmrf(tracked[i].dir);
@@ -116,13 +117,13 @@ static void cleanup_at_exit(void)
     }
 }
 
-static void track(const tct_redis *r)
+void tct_track_server(pid_t server, const char *dir, int sig)
 {
     pid_t me = getpid();
     int free_slot = -1;
     for (int i = 0; i < MAX_TRACKED; i++) {
-        if (tracked[i].owner == me && strcmp(tracked[i].dir, r->dir) == 0) {
-            tracked[i].server = r->pid;
+        if (tracked[i].owner == me && strcmp(tracked[i].dir, dir) == 0) {
+            tracked[i].server = server;
             return;
         }
         if (free_slot < 0 && tracked[i].owner != me)
@@ -135,15 +136,16 @@ static void track(const tct_redis *r)
         atexit_registered = 1;
     }
     tracked[free_slot].owner = me;
-    tracked[free_slot].server = r->pid;
-    snprintf(tracked[free_slot].dir, sizeof tracked[free_slot].dir, "%s", r->dir);
+    tracked[free_slot].server = server;
+    tracked[free_slot].sig = sig;
+    snprintf(tracked[free_slot].dir, sizeof tracked[free_slot].dir, "%s", dir);
 }
 
-static void untrack(const tct_redis *r)
+void tct_untrack_server(const char *dir)
 {
     pid_t me = getpid();
     for (int i = 0; i < MAX_TRACKED; i++)
-        if (tracked[i].owner == me && strcmp(tracked[i].dir, r->dir) == 0)
+        if (tracked[i].owner == me && strcmp(tracked[i].dir, dir) == 0)
             tracked[i].owner = 0;
 }
 
@@ -316,7 +318,7 @@ int tct_redis_start_conf(tct_redis *r, const char *extra_conf_lines)
     for (int attempt = 0; attempt < 5; attempt++) {
         r->port = tct_free_port();
         if (r->port > 0 && spawn(r, exe) == 0) {
-            track(r);
+            tct_track_server(r->pid, r->dir, SIGKILL);
             return 0;
         }
     }
@@ -333,7 +335,7 @@ void tct_redis_kill(tct_redis *r)
         kill(r->pid, SIGKILL);
         waitpid(r->pid, NULL, 0);
         r->pid = 0;
-        track(r);
+        tct_track_server(r->pid, r->dir, SIGKILL);
     }
 }
 
@@ -349,7 +351,7 @@ int tct_redis_restart(tct_redis *r)
     long long deadline = tct_mono_ms() + START_TIMEOUT_MS;
     do {
         if (spawn(r, exe) == 0) {
-            track(r);
+            tct_track_server(r->pid, r->dir, SIGKILL);
             return 0;
         }
         tct_sleep_ms(50);
@@ -378,7 +380,7 @@ void tct_redis_stop(tct_redis *r)
         r->pid = 0;
     }
     if (r->dir[0] != '\0') {
-        untrack(r);
+        tct_untrack_server(r->dir);
         tct_rmrf(r->dir);
         r->dir[0] = '\0';
     }

@@ -43,6 +43,8 @@
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
+/* What stops a server left running at exit: immediate shutdown (backends exit too). */
+#define EXIT_SIGNAL SIGQUIT
 
 /* ---- binaries ----------------------------------------------------------------------------- */
 
@@ -86,61 +88,6 @@ int tct_pg_available(void)
 {
     char a[PATH_MAX], b[PATH_MAX];
     return exe_path(a, sizeof a, "initdb") == 0 && exe_path(b, sizeof b, "postgres") == 0;
-}
-
-/* ---- servers this process owns (for the atexit cleanup) ---------------------------------- */
-
-#define MAX_TRACKED 8
-static struct {
-    pid_t owner, server;
-    char dir[256];
-} tracked[MAX_TRACKED];
-static int atexit_registered;
-
-static void cleanup_at_exit(void)
-{
-    pid_t me = getpid();
-    for (int i = 0; i < MAX_TRACKED; i++) {
-        if (tracked[i].owner != me)
-            continue;
-        if (tracked[i].server > 0) {
-            kill(tracked[i].server, SIGQUIT); /* immediate shutdown: backends exit too */
-            waitpid(tracked[i].server, NULL, 0);
-        }
-        tct_rmrf(tracked[i].dir);
-        tracked[i].owner = 0;
-    }
-}
-
-static void track(const tct_pg *p)
-{
-    pid_t me = getpid();
-    int free_slot = -1;
-    for (int i = 0; i < MAX_TRACKED; i++) {
-        if (tracked[i].owner == me && strcmp(tracked[i].dir, p->dir) == 0) {
-            tracked[i].server = p->pid;
-            return;
-        }
-        if (free_slot < 0 && tracked[i].owner != me)
-            free_slot = i;
-    }
-    if (free_slot < 0)
-        return;
-    if (!atexit_registered) {
-        atexit(cleanup_at_exit);
-        atexit_registered = 1;
-    }
-    tracked[free_slot].owner = me;
-    tracked[free_slot].server = p->pid;
-    snprintf(tracked[free_slot].dir, sizeof tracked[free_slot].dir, "%s", p->dir);
-}
-
-static void untrack(const tct_pg *p)
-{
-    pid_t me = getpid();
-    for (int i = 0; i < MAX_TRACKED; i++)
-        if (tracked[i].owner == me && strcmp(tracked[i].dir, p->dir) == 0)
-            tracked[i].owner = 0;
 }
 
 /* ---- running the binaries ----------------------------------------------------------------- */
@@ -333,7 +280,7 @@ int tct_pg_start_opts(tct_pg *p, int durable)
         if (p->port > 0 && postmaster(p, &ra, attempt < 4) == 0) {
             snprintf(p->conninfo, sizeof p->conninfo,
                      "host=127.0.0.1 port=%d dbname=postgres user=postgres", p->port);
-            track(p);
+            tct_track_server(p->pid, p->dir, EXIT_SIGNAL);
             return 0;
         }
     }
@@ -374,12 +321,12 @@ int tct_pg_restart(tct_pg *p)
     if (p->port <= 0 || p->dir[0] == '\0' || who(&ra) != 0)
         return -1;
     shutdown_server(p);
-    track(p);
+    tct_track_server(p->pid, p->dir, EXIT_SIGNAL);
     /* The postmaster sets SO_REUSEADDR; retry for a while in case the port is busy. */
     long long deadline = tct_mono_ms() + START_TIMEOUT_MS;
     do {
         if (postmaster(p, &ra, 1) == 0) {
-            track(p);
+            tct_track_server(p->pid, p->dir, EXIT_SIGNAL);
             return 0;
         }
         tct_sleep_ms(100);
@@ -392,7 +339,7 @@ void tct_pg_stop(tct_pg *p)
 {
     shutdown_server(p);
     if (p->dir[0] != '\0') {
-        untrack(p);
+        tct_untrack_server(p->dir);
         tct_rmrf(p->dir);
         p->dir[0] = '\0';
     }

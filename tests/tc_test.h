@@ -67,6 +67,10 @@ char *tct_redis_cmd(const tct_redis *r, const char *const *argv);
 char *tct_redis_cmd_auth(const tct_redis *r, const char *user, const char *pass,
                          const char *const *argv);
 
+/* A server child the harness started in dir: at this process's exit it is stopped with sig
+ * and dir removed, unless tct_untrack_server(dir) came first (the harnesses' own stops). */
+void tct_track_server(pid_t server, const char *dir, int sig);
+void tct_untrack_server(const char *dir);
 /* A loopback TCP port nobody listens on right now (bind port 0), or -1; someone may take it
  * before the caller binds it, so a caller retries a failed start with a new one. */
 int tct_free_port(void);
