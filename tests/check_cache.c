@@ -676,71 +676,15 @@ END_TEST
 
 /* ---- stampede control ------------------------------------------------------------------ */
 
-static atomic_int store_reads;
-
-static void slow_store_read(tc_cache *c, const char *key, size_t key_len)
-{
-    atomic_fetch_add(&store_reads, 1);
-    tct_sleep_ms(200); /* every other reader arrives while this one reads */
-}
-
-typedef struct stampede {
-    tc_cache *c;
-    const char *key;
-    atomic_int *go;
-    int rc;
-    char value[16];
-} stampede;
-
-static void *stampede_reader(void *arg)
-{
-    stampede *s = arg;
-    while (!atomic_load(s->go))
-        sched_yield();
-    void *v = NULL;
-    size_t len = 0;
-    s->rc = tc_get(&v, &len, s->c, s->key, strlen(s->key));
-    if (s->rc == TC_OK) {
-        snprintf(s->value, sizeof s->value, "%.*s", (int)len, (char *)v);
-        tc_free(v);
-    }
-    return NULL;
-}
-
-/* N concurrent misses of one key make one store read, and every caller gets its result. */
-static void stampede_on(tc_cache *c, const char *key, int want_rc, const char *want)
-{
-    enum { N = 8 };
-    atomic_int go = 0;
-    stampede s[N];
-    pthread_t t[N];
-    atomic_store(&store_reads, 0);
-    atomic_store(&tc__hook_before_store_read, slow_store_read);
-    for (int i = 0; i < N; i++) {
-        s[i] = (stampede){.c = c, .key = key, .go = &go};
-        ck_assert_int_eq(pthread_create(&t[i], NULL, stampede_reader, &s[i]), 0);
-    }
-    atomic_store(&go, 1);
-    for (int i = 0; i < N; i++)
-        pthread_join(t[i], NULL);
-    atomic_store(&tc__hook_before_store_read, NULL);
-    ck_assert_int_eq(atomic_load(&store_reads), 1);
-    for (int i = 0; i < N; i++) {
-        ck_assert_int_eq(s[i].rc, want_rc);
-        if (want != NULL)
-            ck_assert_str_eq(s[i].value, want);
-    }
-}
-
 START_TEST(test_single_flight)
 {
     tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
     ck_assert_int_eq(tc_put(c, K("hot"), "v1", 2, 0), TC_OK);
     ck_assert_int_eq(tc_invalidate(c, K("hot")), TC_OK); /* out of the edge: a miss */
     long long hits = tct_stat(c, "store", "hits");
-    stampede_on(c, "hot", TC_OK, "v1");
+    tct_stampede(c, "hot", TC_OK, "v1");
     ck_assert_int_eq(tct_stat(c, "store", "hits") - hits, 1);
-    stampede_on(c, "never", TC_ENOTFOUND, NULL);
+    tct_stampede(c, "never", TC_ENOTFOUND, NULL);
     /* Later readers are not held by a flight that landed: the edge answers them. */
     expect_value(c, "hot", "v1", 2, TC_SOURCE_EDGE);
     tc_close(c);

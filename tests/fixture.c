@@ -4,6 +4,7 @@
  */
 #include <jansson.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -208,5 +209,54 @@ void tct_burst(tc_cache *(*open)(void *ctx), void *ctx, int procs, int threads, 
         int st;
         ck_assert_int_eq(waitpid(pid[i], &st, 0), pid[i]);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: status %d", i, st);
+    }
+}
+
+/* ---- concurrent misses in one process ------------------------------------------------------ */
+
+typedef struct stampede {
+    tc_cache *c;
+    const char *key;
+    atomic_int *go;
+    int rc;
+    char value[16];
+} stampede;
+
+static void *stampede_reader(void *arg)
+{
+    stampede *s = arg;
+    while (!atomic_load(s->go))
+        sched_yield();
+    void *v = NULL;
+    size_t len = 0;
+    s->rc = tc_get(&v, &len, s->c, s->key, strlen(s->key));
+    if (s->rc == TC_OK) {
+        snprintf(s->value, sizeof s->value, "%.*s", (int)len, (char *)v);
+        tc_free(v);
+    }
+    return NULL;
+}
+
+void tct_stampede(tc_cache *c, const char *key, int want_rc, const char *want)
+{
+    enum { N = 8 };
+    atomic_int go = 0;
+    stampede s[N];
+    pthread_t t[N];
+    tct_count_store_reads(200); /* every other reader arrives while this one reads */
+    for (int i = 0; i < N; i++) {
+        s[i] = (stampede){.c = c, .key = key, .go = &go};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, stampede_reader, &s[i]), 0);
+    }
+    atomic_store(&go, 1);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    int n = tct_store_reads();
+    tct_count_store_reads_off();
+    ck_assert_int_eq(n, 1);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(s[i].rc, want_rc);
+        if (want != NULL)
+            ck_assert_str_eq(s[i].value, want);
     }
 }

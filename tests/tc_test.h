@@ -99,6 +99,9 @@ tc_cache *tct_open(const char *dir, const char *name, int redis_port, const char
 void tct_count_store_reads(int delay_ms);
 int tct_store_reads(void);
 void tct_count_store_reads_off(void);
+/* 8 threads miss on key at once while the store read takes 200 ms: exactly one store read,
+ * and every reader gets want_rc (and, for TC_OK, the value want). Fails the test otherwise. */
+void tct_stampede(tc_cache *c, const char *key, int want_rc, const char *want);
 /* A burst of misses: procs forked processes, each opening its own handle with open(ctx) (which
  * returns NULL on failure; it runs in the child) and reading key with threads threads (at most
  * 64) released together; every read must return want. Fails the test otherwise. No handle may
