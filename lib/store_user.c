@@ -119,24 +119,27 @@ static int callback_failed(const user_store *s, const char *what, int rc)
                    tc_strerror(rc), rc);
 }
 
-/* The callbacks get a NUL-terminated key (convenient from C and through FFI); keys reaching a
- * store are at most TC_KEY_MAX bytes, checked by the caller. */
-static const char *terminated(char *buf, const char *key, size_t key_len)
+/* The callbacks get a NUL-terminated key (convenient from C and through FFI) in buf, which holds
+ * TC_KEY_MAX + 1 bytes; the key is checked again, as the built-in stores do. */
+static int key_arg(const user_store *s, char *buf, const char *key, size_t key_len)
 {
-    memcpy(buf, key, key_len);
-    buf[key_len] = '\0';
-    return buf;
+    int rc = tc__check_key(s->base.owner, key, key_len);
+    if (rc == TC_OK) {
+        memcpy(buf, key, key_len);
+        buf[key_len] = '\0';
+    }
+    return rc;
 }
 
 static int user_get(tc__store *st, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
 {
     user_store *s = (user_store *)st;
-    int krc = tc__check_key(s->base.owner, key, key_len); /* the stores check again */
+    char kbuf[TC_KEY_MAX + 1];
+    int krc = key_arg(s, kbuf, key, key_len);
     if (krc != TC_OK)
         return krc;
-    char kbuf[TC_KEY_MAX + 1];
     struct tc_store_result r = {fn, ctx, s->base.owner, s->max_value_bytes, 0, TC_OK};
-    int rc = s->def->get(s->def->userdata, terminated(kbuf, key, key_len), key_len, &r);
+    int rc = s->def->get(s->def->userdata, kbuf, key_len, &r);
     if (rc == TC_ENOTFOUND)
         return TC_ENOTFOUND;
     if (rc != TC_OK)
@@ -161,12 +164,12 @@ static int user_put(tc__store *st, const char *key, size_t key_len, const void *
                     int64_t *out_version)
 {
     user_store *s = (user_store *)st;
-    int krc = tc__check_key(s->base.owner, key, key_len); /* the stores check again */
+    char kbuf[TC_KEY_MAX + 1];
+    int krc = key_arg(s, kbuf, key, key_len);
     if (krc != TC_OK)
         return krc;
-    char kbuf[TC_KEY_MAX + 1];
     int64_t v = 0;
-    int rc = s->def->put(s->def->userdata, terminated(kbuf, key, key_len), key_len,
+    int rc = s->def->put(s->def->userdata, kbuf, key_len,
                          len > 0 ? value : "", len, &v);
     if (rc != TC_OK)
         return callback_failed(s, "put", rc);
@@ -177,12 +180,12 @@ static int user_put(tc__store *st, const char *key, size_t key_len, const void *
 static int user_del(tc__store *st, const char *key, size_t key_len, int64_t *out_version)
 {
     user_store *s = (user_store *)st;
-    int krc = tc__check_key(s->base.owner, key, key_len); /* the stores check again */
+    char kbuf[TC_KEY_MAX + 1];
+    int krc = key_arg(s, kbuf, key, key_len);
     if (krc != TC_OK)
         return krc;
-    char kbuf[TC_KEY_MAX + 1];
     int64_t v = 0;
-    int rc = s->def->del(s->def->userdata, terminated(kbuf, key, key_len), key_len, &v);
+    int rc = s->def->del(s->def->userdata, kbuf, key_len, &v);
     if (rc != TC_OK)
         return callback_failed(s, "del", rc);
     *out_version = v;

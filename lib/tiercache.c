@@ -955,6 +955,20 @@ static int check_get_args(tc_cache *c, const char *key, size_t key_len)
     return tc__check_key(c, key, key_len);
 }
 
+/* What every get that returns an allocated value checks first: the outputs are reset, then
+ * must be there, then the handle and key. */
+static int begin_get(void **out, size_t *out_len, tc_cache *c, const char *what, const char *key,
+                     size_t key_len)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (out_len != NULL)
+        *out_len = 0;
+    if (out == NULL || out_len == NULL)
+        return tc__err(c, TC_EINVAL, "%s: out or out_len is NULL", what);
+    return check_get_args(c, key, key_len);
+}
+
 /* The read path. On TC_OK the value is in r. */
 static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
                         unsigned *source)
@@ -1191,13 +1205,7 @@ int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_vers
         *out_info = 0;
     if (out_version != NULL)
         *out_version = 0;
-    if (out != NULL)
-        *out = NULL;
-    if (out_len != NULL)
-        *out_len = 0;
-    if (out == NULL || out_len == NULL)
-        return tc__err(c, TC_EINVAL, "get: out or out_len is NULL");
-    int rc = check_get_args(c, key, key_len);
+    int rc = begin_get(out, out_len, c, "get", key, key_len);
     if (rc != TC_OK)
         return rc;
     reader r = {.c = c};
@@ -1465,15 +1473,9 @@ int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_a
         *out_age_s = 0;
     if (out_headers != NULL)
         *out_headers = NULL;
-    if (out != NULL)
-        *out = NULL;
-    if (out_len != NULL)
-        *out_len = 0;
-    if (out == NULL || out_len == NULL)
-        return tc__err(c, TC_EINVAL, "get_http: out or out_len is NULL");
-    if (flags & ~TC_HTTP_ONLY_IF_CACHED)
+    int rc = begin_get(out, out_len, c, "get_http", key, key_len);
+    if (rc == TC_OK && (flags & ~TC_HTTP_ONLY_IF_CACHED))
         return tc__err(c, TC_EINVAL, "get_http: unknown flags 0x%x", flags);
-    int rc = check_get_args(c, key, key_len);
     if (rc != TC_OK)
         return rc;
     reader r = {.c = c, .flags = flags};
