@@ -43,6 +43,7 @@
 #define tc__edge_clear nottl_edge_clear
 #define tc__edge_counts nottl_edge_counts
 #define tc__edge_remove_matching nottl_edge_remove_matching
+#define tc__edge_retire nottl_edge_retire
 #include "edge.c"
 #undef tc__edge_new
 #undef tc__edge_free
@@ -56,6 +57,7 @@
 #undef tc__edge_clear
 #undef tc__edge_counts
 #undef tc__edge_remove_matching
+#undef tc__edge_retire
 #undef TC_EDGE_H
 #include "edge.h"
 #include "bench_util.h"
