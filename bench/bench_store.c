@@ -17,6 +17,11 @@
  *                                                                  the store's pragmas (WAL,
  *                                                                  synchronous=FULL)
  *
+ *   wt-put-pg-bound,    us per bare write followed by a SET of   vs the bare write alone
+ *   wt-put-sqlite-bound the key in Redis over a raw connection
+ *                       kept open: the least any write-through
+ *                       can cost on this machine
+ *
  * The baselines write the store's own table, not a table of their own: the triggers that give
  * plain-SQL writes their versions and log them are part of the store every writer pays for, so
  * the ratio is what the library adds (its versioned transaction, Redis, the edge, the bus).
@@ -27,6 +32,7 @@
  * With -v (or BENCH_VERBOSE=1) it also prints where a put's time goes: the store's put alone
  * (tc__store through the internal interface) next to the whole tc_put.
  */
+#include <hiredis.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -161,7 +167,31 @@ static PGconn *raw_pg(const char *table)
     return conn;
 }
 
-static double raw_pg_puts(PGconn *conn, int n)
+/* The bounds' second half: the key's new value SET in Redis over a raw connection kept open,
+ * the least any write-through can add to its commit (no version guard, no edge, no bus). */
+static redisContext *raw_redis(void)
+{
+    struct timeval tv = {2, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
+    if (rc == NULL || rc->err)
+        die("raw redis connect", rc != NULL ? rc->errstr : "out of memory");
+    return rc;
+}
+
+static void raw_set(redisContext *rc, const char *k)
+{
+    if (rc == NULL)
+        return;
+    const char *argv[] = {"SET", k, val, "PX", "600000"};
+    const size_t lens[] = {3, strlen(k), VLEN, 2, 6};
+    redisReply *rep = redisCommandArgv(rc, 5, argv, lens);
+    if (rep == NULL || rep->type != REDIS_REPLY_STATUS)
+        die("raw redis SET", rc->errstr);
+    freeReplyObject(rep);
+}
+
+/* rc: NULL for the bare write; else each write is followed by raw_set (the bound). */
+static double raw_pg_puts(PGconn *conn, redisContext *rc, int n)
 {
     static const int fmts[2] = {1, 1};
     double t0 = now_ns();
@@ -173,6 +203,7 @@ static double raw_pg_puts(PGconn *conn, int n)
         if (PQresultStatus(res) != PGRES_COMMAND_OK)
             die("raw upsert", PQerrorMessage(conn));
         PQclear(res);
+        raw_set(rc, k);
     }
     return (now_ns() - t0) / 1e3 / n;
 }
@@ -219,22 +250,25 @@ static void bench_wt_put_pg(void)
                  pg.conninfo);
         nr = open_cache(store, 1, 0);
     }
+    redisContext *rr = raw_redis();
     tc_puts(c, 100); /* warm-up: every key exists, so every put is an update */
-    raw_pg_puts(raw, 100);
+    raw_pg_puts(raw, NULL, 100);
     if (s != NULL) {
         store_puts(s, 100);
         tc_puts(nr, 100);
     }
-    double v[ROUNDS], b[ROUNDS], st[ROUNDS], vnr[ROUNDS];
+    double v[ROUNDS], b[ROUNDS], st[ROUNDS], vnr[ROUNDS], lv[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
-        b[r] = raw_pg_puts(raw, 300);
+        b[r] = raw_pg_puts(raw, NULL, 300);
         v[r] = tc_puts(c, 300);
+        lv[r] = raw_pg_puts(raw, rr, 300);
         if (s != NULL) {
             st[r] = store_puts(s, 300);
             vnr[r] = tc_puts(nr, 300);
         }
     }
     report("wt-put-pg", "us/op", median(v, ROUNDS), median(b, ROUNDS));
+    report("wt-put-pg-bound", "us/op", median(lv, ROUNDS), median(b, ROUNDS));
     if (s != NULL) {
         fprintf(stderr, "  wt-put-pg breakdown (medians): bare upsert %.1f us, store put alone "
                         "%.1f us, tc_put without Redis %.1f us, tc_put %.1f us\n",
@@ -242,6 +276,7 @@ static void bench_wt_put_pg(void)
         s->ops->close(s);
         tc_close(nr);
     }
+    redisFree(rr);
     PQfinish(raw);
     tc_close(c);
 }
@@ -255,7 +290,7 @@ static void sq_exec(sqlite3 *db, const char *sql)
         die(sql, err);
 }
 
-static double raw_sqlite_puts(sqlite3 *db, sqlite3_stmt *st, int n)
+static double raw_sqlite_puts(sqlite3 *db, sqlite3_stmt *st, redisContext *rc, int n)
 {
     double t0 = now_ns();
     for (int i = 0; i < n; i++) {
@@ -265,6 +300,7 @@ static double raw_sqlite_puts(sqlite3 *db, sqlite3_stmt *st, int n)
         if (sqlite3_step(st) != SQLITE_DONE)
             die("raw sqlite upsert", sqlite3_errmsg(db));
         sqlite3_reset(st);
+        raw_set(rc, k);
     }
     return (now_ns() - t0) / 1e3 / n;
 }
@@ -293,24 +329,28 @@ static void bench_wt_put_sqlite(void)
     snprintf(sp, sizeof sp, "%s/store.db", dir);
     if (verbose && tc__store_sqlite_open(&s, sp, "tiercache", 5000, NULL) != TC_OK)
         die("store open", NULL);
+    redisContext *rr = raw_redis();
     tc_puts(c, 100);
-    raw_sqlite_puts(db, st, 100);
+    raw_sqlite_puts(db, st, NULL, 100);
     if (s != NULL)
         store_puts(s, 100);
-    double v[ROUNDS], b[ROUNDS], sv[ROUNDS];
+    double v[ROUNDS], b[ROUNDS], sv[ROUNDS], lv[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
-        b[r] = raw_sqlite_puts(db, st, 300);
+        b[r] = raw_sqlite_puts(db, st, NULL, 300);
         v[r] = tc_puts(c, 300);
+        lv[r] = raw_sqlite_puts(db, st, rr, 300);
         if (s != NULL)
             sv[r] = store_puts(s, 300);
     }
     report("wt-put-sqlite", "us/op", median(v, ROUNDS), median(b, ROUNDS));
+    report("wt-put-sqlite-bound", "us/op", median(lv, ROUNDS), median(b, ROUNDS));
     if (s != NULL) {
         fprintf(stderr, "  wt-put-sqlite breakdown: store put alone %.1f us, tc_put %.1f us, "
                         "bare upsert %.1f us (medians)\n",
                 median(sv, ROUNDS), median(v, ROUNDS), median(b, ROUNDS));
         s->ops->close(s);
     }
+    redisFree(rr);
     sqlite3_finalize(st);
     sqlite3_close(db);
     tc_close(c);
