@@ -731,3 +731,74 @@ void tc__sigpipe_restore(tc__sigpipe_guard *g, int io_failed)
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
     errno = saved;
 }
+
+/* ---- commands in RESP ---------------------------------------------------------------------- */
+
+static size_t dec_digits(size_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+static char *put_dec(char *p, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+size_t tc__resp_size(int argc, const size_t *lens)
+{
+    size_t n = 1 + dec_digits((size_t)argc) + 2; /* *<argc>\r\n */
+    for (int i = 0; i < argc; i++)
+        n += 1 + dec_digits(lens[i]) + 2 + lens[i] + 2; /* $<len>\r\n<bytes>\r\n */
+    return n;
+}
+
+char *tc__resp_write(char *out, int argc, const char *const *argv, const size_t *lens)
+{
+    char *p = out;
+    *p++ = '*';
+    p = put_dec(p, (size_t)argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = put_dec(p, lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        if (lens[i] > 0)
+            memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    return p;
+}
+
+redisReply *tc__resp_command(redisContext *c, int argc, const char *const *argv,
+                             const size_t *lens)
+{
+    char stack[1024];
+    size_t len = tc__resp_size(argc, lens);
+    char *buf = len <= sizeof stack ? stack : malloc(len);
+    if (buf == NULL) /* hiredis then fails the same way and sets c->err */
+        return redisCommandArgv(c, argc, (const char **)argv, lens);
+    tc__resp_write(buf, argc, argv, lens);
+    int rc = redisAppendFormattedCommand(c, buf, len);
+    if (buf != stack)
+        free(buf);
+    void *reply = NULL;
+    if (rc != REDIS_OK || redisGetReply(c, &reply) != REDIS_OK)
+        return NULL;
+    return reply;
+}

@@ -96,6 +96,22 @@ void tc__sigpipe_block(tc__sigpipe_guard *g);
 /* io_failed: the I/O under the guard reported an error (only then can a SIGPIPE be pending). */
 void tc__sigpipe_restore(tc__sigpipe_guard *g, int io_failed);
 
+/* Commands in RESP, written here rather than by hiredis's redisFormatCommandArgv: each
+ * argument a length-prefixed bulk string exactly as there (binary safe; user bytes are never
+ * in a format string), but into one buffer sized in advance, without hiredis's sds growth and
+ * printf-style formatting per argument, which cost more client instructions than the rest of
+ * a pipelined GET together (callgrind: ~2,300 of ~4,200 per key).
+ *
+ * tc__resp_size: the bytes of one command (argc >= 1; lens[i] its arguments' lengths).
+ * tc__resp_write: writes it at out (tc__resp_size bytes), returns the end. */
+size_t tc__resp_size(int argc, const size_t *lens);
+char *tc__resp_write(char *out, int argc, const char *const *argv, const size_t *lens);
+
+/* redisCommandArgv's equivalent: appends the command to c's output buffer, then waits for its
+ * reply (NULL on failure: c->err says why, REDIS_ERR_OOM included). Blocking contexts only. */
+redisReply *tc__resp_command(redisContext *c, int argc, const char *const *argv,
+                             const size_t *lens);
+
 #ifdef __cplusplus
 }
 #endif

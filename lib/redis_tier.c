@@ -3,7 +3,8 @@
  * one retry after a dropped connection, and a journal of invalidations that could not be
  * delivered while Redis was unreachable.
  *
- * Every command is sent argv-style with explicit lengths (redisCommandArgv): keys and values
+ * Every command is sent argv-style with explicit lengths (tc__resp_command, redis_conn.h, which
+ * writes RESP as redisCommandArgv does, with less work): keys and values
  * are binary and never pass through a format string.
  *
  * The journal. A put is committed to the store before the tier is updated; if the update then
@@ -558,7 +559,7 @@ static redisReply *conn_eval(redisContext *c, int which, int nrest, const char *
         lens[0] = 7;
         argv[1] = scripts[which].sha;
         lens[1] = 40;
-        rep = redisCommandArgv(c, (int)n, argv, lens);
+        rep = tc__resp_command(c, (int)n, argv, lens);
         if (rep != NULL && rep->type == REDIS_REPLY_ERROR && rep->len >= 8 &&
             memcmp(rep->str, "NOSCRIPT", 8) == 0) {
             freeReplyObject(rep);
@@ -566,7 +567,7 @@ static redisReply *conn_eval(redisContext *c, int which, int nrest, const char *
             lens[0] = 4;
             argv[1] = scripts[which].text;
             lens[1] = scripts[which].len;
-            rep = redisCommandArgv(c, (int)n, argv, lens);
+            rep = tc__resp_command(c, (int)n, argv, lens);
         }
     }
     free(argv);
@@ -676,7 +677,7 @@ static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glo
     do {
         const char *argv[6] = {"SCAN", cursor, "MATCH", glob, "COUNT", SCAN_COUNT};
         size_t lens[6] = {4, strlen(cursor), 5, glob_len, 5, strlen(SCAN_COUNT)};
-        redisReply *rep = redisCommandArgv(c, 6, argv, lens);
+        redisReply *rep = tc__resp_command(c, 6, argv, lens);
         if (rep == NULL)
             return ctx_error(r, c, "SCAN");
         const redisReply *keys = NULL;
@@ -703,7 +704,7 @@ static int scan_drop(tc__redis *r, redisContext *c, const char *glob, size_t glo
                     dargv[1 + i] = batch[i]->str;
                     dlens[1 + i] = batch[i]->len;
                 }
-                redisReply *drep = redisCommandArgv(c, (int)n + 1, dargv, dlens);
+                redisReply *drep = tc__resp_command(c, (int)n + 1, dargv, dlens);
                 if (drep == NULL)
                     rc = ctx_error(r, c, "DEL");
                 else if (drep->type != REDIS_REPLY_INTEGER)
@@ -831,7 +832,7 @@ typedef struct command {
 static int op_command(tc__redis *r, redisContext *c, void *ctx, int *broken)
 {
     command *cmd = ctx;
-    cmd->reply = redisCommandArgv(c, cmd->argc, cmd->argv, cmd->lens);
+    cmd->reply = tc__resp_command(c, cmd->argc, cmd->argv, cmd->lens);
     if (cmd->reply != NULL)
         return TC_OK;
     *broken = 1;
@@ -913,7 +914,7 @@ static int op_command_once(tc__redis *r, redisContext *c, void *ctx, int *broken
         return tc__err(r->owner, TC_EREDIS, "redis %s: %s: the server closed the connection",
                        tc__rconns_where(r->conns), cmd->what);
     }
-    cmd->reply = redisCommandArgv(c, cmd->argc, cmd->argv, cmd->lens);
+    cmd->reply = tc__resp_command(c, cmd->argc, cmd->argv, cmd->lens);
     if (cmd->reply != NULL)
         return TC_OK;
     *broken = BROKEN_SENT;
@@ -953,15 +954,23 @@ static int op_pipeline(tc__redis *r, redisContext *c, void *ctx, int *broken)
     int rc = TC_OK;
     for (size_t i = 0; i < pc->n; i++)
         pc->replies[i] = NULL;
-    for (size_t i = 0; i < pc->n; i++) {
-        /* A failed append (out of memory) leaves earlier commands in the output buffer: the
-         * connection is out of step and must go (hiredis has set c->err). */
-        if (redisAppendCommandArgv(c, pc->cmds[i].argc, pc->cmds[i].argv,
-                                   pc->cmds[i].lens) != REDIS_OK) {
-            *broken = BROKEN;
-            return c->err != 0 ? ctx_error(r, c, pc->what)
-                               : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
-        }
+    /* The whole pipeline in one buffer (tc__resp_write), handed to hiredis in one append. */
+    size_t len = 0;
+    for (size_t i = 0; i < pc->n; i++)
+        len += tc__resp_size(pc->cmds[i].argc, pc->cmds[i].lens);
+    char *buf = malloc(len), *p = buf;
+    if (buf == NULL)
+        return tc__err(r->owner, TC_ENOMEM, "redis: out of memory"); /* nothing sent */
+    for (size_t i = 0; i < pc->n; i++)
+        p = tc__resp_write(p, pc->cmds[i].argc, pc->cmds[i].argv, pc->cmds[i].lens);
+    int appended = redisAppendFormattedCommand(c, buf, len);
+    free(buf);
+    if (appended != REDIS_OK) {
+        /* Out of memory in hiredis (it set c->err): nothing was written, but the connection's
+         * state is hiredis's to judge, so it goes. */
+        *broken = BROKEN;
+        return c->err != 0 ? ctx_error(r, c, pc->what)
+                           : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
     }
     for (size_t i = 0; i < pc->n; i++) {
         void *rep = NULL;
@@ -1488,7 +1497,7 @@ static int op_invalidate_tag(tc__redis *r, redisContext *c, void *ctx, int *brok
     do {
         const char *argv[5] = {"SSCAN", tc->set, cursor, "COUNT", TAG_SCAN_COUNT};
         size_t lens[5] = {5, tc->set_len, strlen(cursor), 5, strlen(TAG_SCAN_COUNT)};
-        redisReply *rep = redisCommandArgv(c, 5, argv, lens);
+        redisReply *rep = tc__resp_command(c, 5, argv, lens);
         if (rep == NULL) {
             *broken = 1;
             return ctx_error(r, c, "SSCAN");

@@ -449,6 +449,38 @@ START_TEST(test_guard_script_sha_and_noscript)
 }
 END_TEST
 
+/* The library's own RESP writer (tc__resp_write) gives hiredis's bytes, argument for argument:
+ * empty and binary arguments (NUL, CR, LF), lengths across digit boundaries, many arguments. */
+START_TEST(test_resp_matches_hiredis)
+{
+    static char big[100001];
+    memset(big, 'x', sizeof big);
+    const char bin[] = {'a', '\0', '\r', '\n', '$', '*', '\xff'};
+    const char *argv[12];
+    size_t lens[12];
+    const size_t sizes[] = {0, 1, 9, 10, 99, 100, 999, 1000, 65535, 100000};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        for (int argc = 1; argc <= 12; argc++) {
+            for (int i = 0; i < argc; i++) {
+                argv[i] = i % 3 == 1 ? bin : big;
+                lens[i] = i % 3 == 1 ? sizeof bin : i % 3 == 2 ? 0 : sizes[s];
+            }
+            char *want = NULL;
+            long long want_len = redisFormatCommandArgv(&want, argc, argv, lens);
+            ck_assert_int_gt(want_len, 0);
+            size_t len = tc__resp_size(argc, lens);
+            ck_assert_uint_eq(len, (size_t)want_len);
+            char *mine = malloc(len);
+            ck_assert_ptr_nonnull(mine);
+            ck_assert_ptr_eq(tc__resp_write(mine, argc, argv, lens), mine + len);
+            ck_assert_int_eq(memcmp(mine, want, len), 0);
+            free(mine);
+            redisFreeCommand(want);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_invalidate_pattern)
 {
     tc__redis_opts o = opts_for(&srv, "pi:");
@@ -2226,6 +2258,7 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_invalidate_pattern);
     tcase_add_test(tc, test_del_keeps_tombstone);
     tcase_add_test(tc, test_guard_script_sha_and_noscript);
+    tcase_add_test(tc, test_resp_matches_hiredis);
     tcase_add_test(tc, test_garbage_values);
     tcase_add_test(tc, test_wrong_type);
     tcase_add_test(tc, test_oversized_value);
