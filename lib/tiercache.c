@@ -14,6 +14,7 @@
 #include "cache_control.h"
 #include "config.h"
 #include "edge.h"
+#include "http_headers.h"
 #include "items.h"
 #include "pattern.h"
 #include "pubsub.h"
@@ -1427,42 +1428,6 @@ int tc_get_many(tc_items **out, tc_cache *c, const char *const *keys, const size
     return TC_OK;
 }
 
-/* "Name: value\r\n" appended to a growing string. */
-typedef struct strbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_field(strbuf *b, const char *name, const char *v, size_t n)
-{
-    if (n == 0)
-        return;
-    sb_add(b, name, strlen(name));
-    sb_add(b, ": ", 2);
-    sb_add(b, v, n);
-    sb_add(b, "\r\n", 2);
-}
-
 int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_age_s,
                 char **out_headers, tc_cache *c, const char *key, size_t key_len,
                 unsigned flags)
@@ -1482,27 +1447,23 @@ int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_a
     unsigned source = 0;
     rc = read_through(c, key, key_len, &r, &source);
     int64_t age_s = 0;
-    strbuf h = {0};
-    sb_add(&h, "", 0);
+    char *headers = NULL;
     tc__rec rec;
-    if (rc == TC_OK && r.rec != NULL && tc__rec_decode(&rec, r.rec, r.rec_len) == TC_OK &&
-        rec.kind == TC__REC_HTTP) {
-        int64_t now = tc__wall_ms();
-        /* Saturating: a damaged record from Redis may hold any date. */
-        age_s = rec.date_ms < 0 || now <= rec.date_ms ? 0 : (now - rec.date_ms) / 1000;
-        char age[32];
-        int n = snprintf(age, sizeof age, "%lld", (long long)age_s);
-        sb_field(&h, "Age", age, (size_t)n);
-        sb_field(&h, "Cache-Control", rec.cache_control, rec.cache_control_len);
-        sb_field(&h, "ETag", rec.etag, rec.etag_len);
-        sb_field(&h, "Last-Modified", rec.last_modified, rec.last_modified_len);
+    if (rc == TC_OK) {
+        int http = r.rec != NULL && tc__rec_decode(&rec, r.rec, r.rec_len) == TC_OK &&
+                   rec.kind == TC__REC_HTTP;
+        if (http) {
+            int64_t now = tc__wall_ms();
+            /* Saturating: a damaged record from Redis may hold any date. */
+            age_s = rec.date_ms < 0 || now <= rec.date_ms ? 0 : (now - rec.date_ms) / 1000;
+        }
+        headers = tc__http_block(http ? &rec : NULL, age_s);
+        if (headers == NULL)
+            rc = tc__err(c, TC_ENOMEM, "get_http: out of memory for the headers");
     }
     reader_done(&r);
-    if (rc == TC_OK && h.failed)
-        rc = tc__err(c, TC_ENOMEM, "get_http: out of memory for the headers");
     if (rc != TC_OK) {
         free(r.copy);
-        free(h.p);
         return rc;
     }
     *out = r.copy;
@@ -1512,9 +1473,9 @@ int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_a
     if (out_age_s != NULL)
         *out_age_s = age_s;
     if (out_headers != NULL)
-        *out_headers = h.p;
+        *out_headers = headers;
     else
-        free(h.p);
+        free(headers);
     return TC_OK;
 }
 
@@ -1647,99 +1608,6 @@ int tc_put(tc_cache *c, const char *key, size_t key_len, const void *value, size
     return write_through(c, key, key_len, &r, ttl_ms);
 }
 
-/* The fields tc_put_http reads, each repeated line joined. */
-enum { H_CC, H_EXPIRES, H_DATE, H_AGE, H_ETAG, H_LM, H_TAGS, H_COUNT };
-static const char *const http_names[H_COUNT] = {
-    "cache-control", "expires", "date", "age", "etag", "last-modified", "surrogate-key",
-};
-#define HTTP_HEADERS_MAX (64 * 1024)
-
-static int is_ows(char ch)
-{
-    return ch == ' ' || ch == '\t';
-}
-
-/* Splits a "Name: value" line (a trailing CRLF is dropped); 0 if it has no ':' or holds a
- * control byte other than HTAB: a CR or LF inside would come back out of tc_get_http as a
- * header line of its own (response splitting). */
-static int split_line(const char *line, const char **name, size_t *name_len, const char **v,
-                      size_t *v_len)
-{
-    const char *colon = strchr(line, ':');
-    if (colon == NULL)
-        return 0;
-    const char *n = line, *n_end = colon;
-    while (n < n_end && is_ows(*n))
-        n++;
-    while (n_end > n && is_ows(n_end[-1]))
-        n_end--;
-    const char *p = colon + 1, *p_end = colon + strlen(colon);
-    while (p < p_end && is_ows(*p))
-        p++;
-    while (p_end > p && (is_ows(p_end[-1]) || p_end[-1] == '\r' || p_end[-1] == '\n'))
-        p_end--;
-    for (const char *q = line; q < p_end; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return 0;
-    }
-    *name = n;
-    *name_len = (size_t)(n_end - n);
-    *v = p;
-    *v_len = (size_t)(p_end - p);
-    return 1;
-}
-
-/* Gathers the fields tc_put_http reads into buf (HTTP_HEADERS_MAX bytes), one field after the
- * other, each field's repeated lines joined. */
-static int http_fields(tc_cache *c, const char *const *headers, size_t n, char *buf,
-                       const char **val, size_t *len)
-{
-    size_t used = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *name, *v;
-        size_t nl, vl;
-        if (headers[i] == NULL)
-            return tc__err(c, TC_EINVAL, "put_http: headers[%zu] is NULL", i);
-        if (!split_line(headers[i], &name, &nl, &v, &vl))
-            return tc__err(c, TC_EINVAL,
-                           "put_http: headers[%zu] has no ':' or holds a control character", i);
-    }
-    for (int f = 0; f < H_COUNT; f++) {
-        val[f] = NULL;
-        len[f] = 0;
-        const char *sep = f == H_TAGS ? " " : ", ";
-        for (size_t i = 0; i < n; i++) {
-            const char *name, *v;
-            size_t nl, vl;
-            split_line(headers[i], &name, &nl, &v, &vl);
-            if (nl != strlen(http_names[f]) || strncasecmp(name, http_names[f], nl) != 0)
-                continue;
-            if (val[f] != NULL && (f == H_ETAG || f == H_LM)) {
-                /* One value each: the last line wins (a joined list would be no ETag). */
-                val[f] = NULL;
-                len[f] = 0;
-            }
-            size_t sl = val[f] != NULL ? strlen(sep) : 0;
-            if (used + sl + vl > HTTP_HEADERS_MAX)
-                return tc__err(c, TC_EINVAL, "put_http: headers over %d bytes",
-                               HTTP_HEADERS_MAX);
-            if (val[f] == NULL)
-                val[f] = buf + used;
-            memcpy(buf + used, sep, sl);
-            memcpy(buf + used + sl, v, vl);
-            used += sl + vl;
-            len[f] += sl + vl;
-        }
-    }
-    return TC_OK;
-}
-
-static int check_tag(void *ctx, const char *tag, size_t tag_len)
-{
-    return tag_len > TC_KEY_MAX;
-}
-
 int tc_put_http(unsigned *out_stored, tc_cache *c, const char *key, size_t key_len,
                 const void *value, size_t value_len, const char *const *headers,
                 size_t n_headers)
@@ -1754,23 +1622,20 @@ int tc_put_http(unsigned *out_stored, tc_cache *c, const char *key, size_t key_l
     if (headers == NULL && n_headers > 0)
         return tc__err(c, TC_EINVAL, "put_http: headers is NULL but n_headers is %zu",
                        n_headers);
-    char *buf = malloc(HTTP_HEADERS_MAX);
+    char *buf = malloc(TC__HTTP_FIELDS_MAX);
     if (buf == NULL)
         return tc__err(c, TC_ENOMEM, "put_http: out of memory");
-    const char *v[H_COUNT];
-    size_t l[H_COUNT];
-    rc = http_fields(c, headers, n_headers, buf, v, l);
-    if (rc == TC_OK && tc__rec_each_tag(v[H_TAGS], l[H_TAGS], check_tag, NULL) != 0)
-        rc = tc__err(c, TC_EINVAL, "put_http: a Surrogate-Key tag is over %d bytes",
-                     TC_KEY_MAX);
+    const char *v[TC__H_COUNT];
+    size_t l[TC__H_COUNT];
+    rc = tc__http_fields(c, "put_http", headers, n_headers, buf, v, l);
     if (rc != TC_OK) {
         free(buf);
         return rc;
     }
     int64_t now = tc__wall_ms();
     tc__freshness f;
-    tc__freshness_compute(&f, v[H_CC], l[H_CC], v[H_EXPIRES], l[H_EXPIRES], v[H_DATE],
-                          l[H_DATE], v[H_AGE], l[H_AGE], now, now);
+    tc__freshness_compute(&f, v[TC__H_CC], l[TC__H_CC], v[TC__H_EXPIRES], l[TC__H_EXPIRES], v[TC__H_DATE],
+                          l[TC__H_DATE], v[TC__H_AGE], l[TC__H_AGE], now, now);
     if (!f.storable) {
         /* A shared cache may not store it; nothing older may be served in its place. */
         free(buf);
@@ -1784,10 +1649,10 @@ int tc_put_http(unsigned *out_stored, tc_cache *c, const char *key, size_t key_l
         .lifetime_ms = f.explicit_lifetime ? f.lifetime_ms : c->cfg->default_ttl_ms,
         .swr_ms = f.swr_ms,
         .sie_ms = f.sie_ms,
-        .etag = v[H_ETAG], .etag_len = l[H_ETAG],
-        .last_modified = v[H_LM], .last_modified_len = l[H_LM],
-        .cache_control = v[H_CC], .cache_control_len = l[H_CC],
-        .tags = v[H_TAGS], .tags_len = l[H_TAGS],
+        .etag = v[TC__H_ETAG], .etag_len = l[TC__H_ETAG],
+        .last_modified = v[TC__H_LM], .last_modified_len = l[TC__H_LM],
+        .cache_control = v[TC__H_CC], .cache_control_len = l[TC__H_CC],
+        .tags = v[TC__H_TAGS], .tags_len = l[TC__H_TAGS],
         .value = value ? value : "",
         .value_len = value_len,
     };
@@ -1943,7 +1808,7 @@ int tc_invalidate_tag(int64_t *out_removed, tc_cache *c, const char *tag, size_t
     if (tag == NULL || tag_len == 0 || tag_len > TC_KEY_MAX)
         return tc__err(c, TC_EINVAL, "invalidate_tag: the tag must be 1..%d bytes", TC_KEY_MAX);
     for (size_t i = 0; i < tag_len; i++)
-        if (tag[i] == '\0' || is_ows(tag[i]))
+        if (tag[i] == '\0' || tag[i] == ' ' || tag[i] == '\t')
             return tc__err(c, TC_EINVAL, "invalidate_tag: the tag holds a NUL, space or tab");
     tag_ref t = {tag, tag_len};
     return invalidate_many(out_removed, c, tag, tag_len, tc__redis_invalidate_tag, match_tag, &t,
