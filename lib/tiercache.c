@@ -1272,17 +1272,22 @@ typedef struct many {
 
 enum { MANY_TODO, MANY_DONE, MANY_STORE, MANY_FULL };
 
-/* An edge hit of tc_get_many: a plain value is the answer; an HTTP record is judged by the
- * single-key path (its staleness rules), so it is left to it. */
+typedef struct many_edge_hit {
+    many *m;
+    size_t i;
+    unsigned edge_flags;
+} many_edge_hit;
+
+/* An edge hit of tc_get_many: a plain value is the answer, copied once, straight into the list;
+ * an HTTP record is judged by the single-key path (its staleness rules), so it is left to it. */
 static int many_edge(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
 {
-    reader *r = ctx;
-    if (r->edge_flags & EDGE_NEGATIVE)
+    many_edge_hit *h = ctx;
+    if (h->edge_flags & EDGE_NEGATIVE)
         return READ_NEGATIVE;
-    if (r->edge_flags != 0)
+    if (h->edge_flags != 0)
         return TC_ENOTFOUND;
-    r->version = version;
-    return deliver_value(r, data, len);
+    return tc__items_set_value(h->m->items, h->i, data, len) == TC_OK ? TC_OK : TC_ENOMEM;
 }
 
 static int many_redis(void *ctx, size_t j, const void *data, size_t len, int64_t version,
@@ -1340,13 +1345,10 @@ static int get_many_run(many *m, size_t n)
         m->state[i] = MANY_TODO;
         if (!edge_usable(c))
             continue;
-        reader r = {.c = c};
+        many_edge_hit h = {m, i, 0};
         int64_t tomb = -1;
-        rc = tc__edge_get_flags(c->edge, m->keys[i], m->key_lens[i], many_edge, &r,
-                                &r.edge_flags, &tomb);
-        if (rc == TC_OK)
-            rc = tc__items_set_value(m->items, i, r.copy, r.len) == TC_OK ? TC_OK : TC_ENOMEM;
-        free(r.copy);
+        rc = tc__edge_get_flags(c->edge, m->keys[i], m->key_lens[i], many_edge, &h,
+                                &h.edge_flags, &tomb);
         if (rc == TC_ENOMEM)
             return tc__err(c, TC_ENOMEM, "get_many: out of memory");
         if (rc == TC_OK || rc == READ_NEGATIVE) {
