@@ -971,6 +971,16 @@ static int begin_get(void **out, size_t *out_len, tc_cache *c, const char *what,
 }
 
 /* The read path. On TC_OK the value is in r. */
+/* Lands the leader's flight (*fl, then NULL) with rc and the value in r->raw; no-op without
+ * one. */
+static void land(tc_cache *c, tc__flight **fl, int rc, const reader *r)
+{
+    if (*fl == NULL)
+        return;
+    tc__flight_land(c->flights, *fl, rc, r->raw, r->raw_len, r->raw_version);
+    *fl = NULL;
+}
+
 static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
                         unsigned *source)
 {
@@ -1108,7 +1118,22 @@ store:
         }
     }
     lease ls = {.state = LEASE_NONE};
-    if (leader) {
+    int refound = 0;
+    if (leader && fl != NULL && fallback == NULL && edge_usable(c)) {
+        /* The previous flight of this key may have landed between this reader's miss and its
+         * join, and a flight lands after its fill: then the edge has the value now. */
+        unsigned ef = 0;
+        if (tc__edge_get_flags(c->edge, key, key_len, deliver_copy, r, &ef, NULL) == TC_OK &&
+            ef == 0 && r->raw != NULL) {
+            refound = 1;
+            follower = 1; /* loaded and filled by another reader */
+            rc = TC_OK;
+        } else {
+            free(r->raw);
+            r->raw = NULL;
+        }
+    }
+    if (leader && !refound) {
         /* Across processes: wait for the holder of the key's lease, or take it. */
         if (c->redis != NULL && c->cfg->lease_ms > 0 && fallback == NULL)
             lease_step(c, key, key_len, r, &ls);
@@ -1122,9 +1147,9 @@ store:
                 hook(c, key, key_len);
             rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
         }
-        if (fl != NULL)
-            tc__flight_land(c->flights, fl, rc, r->raw, r->raw_len, r->raw_version);
     }
+    /* A leader lands its flight once the caches are filled (a reader arriving later finds the
+     * value there: see refound), or at once if there is nothing to fill. */
     if (rc == TC_ENOTFOUND) {
         free(fallback);
         if (ls.state == LEASE_PEER_ABSENT) {
@@ -1134,12 +1159,15 @@ store:
             if (!follower)
                 fill_negative(c, key, key_len, r->epoch);
         }
+        land(c, &fl, rc, r);
         lease_release(c, key, key_len, &ls);
         tc__err(c, TC_ENOTFOUND, "key not found");
         return rc;
     }
-    if (rc != TC_OK)
+    if (rc != TC_OK) {
+        land(c, &fl, rc, r);
         lease_release(c, key, key_len, &ls);
+    }
     if (rc != TC_OK) {
         if (rc == TC_ESTORE)
             TC__INC(c->stats.store.errors);
@@ -1163,7 +1191,9 @@ store:
     if (!follower && ls.state != LEASE_PEER_VALUE)
         TC__INC(c->stats.store.hits);
     r->version = r->raw_version;
-    *source = ls.state == LEASE_PEER_VALUE ? TC_SOURCE_REDIS : TC_SOURCE_STORE;
+    *source = refound                          ? TC_SOURCE_EDGE
+              : ls.state == LEASE_PEER_VALUE ? TC_SOURCE_REDIS
+                                             : TC_SOURCE_STORE;
     int64_t now = tc__wall_ms();
     tc__rec fresh = {.kind = TC__REC_PLAIN, .value = r->raw, .value_len = r->raw_len};
     int64_t ttl = c->cfg->default_ttl_ms;
@@ -1178,6 +1208,7 @@ store:
         fill_edge(c, key, key_len, r->raw, r->raw_len, 0, r->raw_version, ls.ttl_ms, r->epoch);
     else if (!follower) /* the leader filled them */
         fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch, NULL);
+    land(c, &fl, TC_OK, r);
     lease_release(c, key, key_len, &ls); /* after the fill: a waiter now finds the value */
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;

@@ -3,6 +3,7 @@
  * the three callbacks, the way a user puts the caches in front of a database of theirs.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,12 +297,14 @@ END_TEST
 /* Many threads missing on one key: the callback is asked once (single-flight). */
 typedef struct {
     tc_cache *c;
-    atomic_int *ok;
+    atomic_int *ok, *go;
 } reader_arg;
 
 static void *read_hot(void *p)
 {
     reader_arg *a = p;
+    while (!atomic_load(a->go)) /* all at once, however slowly the threads start (valgrind) */
+        sched_yield();
     void *v;
     size_t len;
     if (tc_get(&v, &len, a->c, K("hot")) == TC_OK && len == 3 && memcmp(v, "hot", 3) == 0)
@@ -322,11 +325,12 @@ START_TEST(test_concurrent_misses_one_callback)
     db->row[0].used = 1;
     pthread_mutex_unlock(&db->mu);
     atomic_store(&db->get_delay_ms, 50);
-    atomic_int ok = 0;
-    reader_arg arg = {c, &ok};
+    atomic_int ok = 0, go = 0;
+    reader_arg arg = {c, &ok, &go};
     pthread_t t[8];
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(pthread_create(&t[i], NULL, read_hot, &arg), 0);
+    atomic_store(&go, 1);
     for (int i = 0; i < 8; i++)
         pthread_join(t[i], NULL);
     ck_assert_int_eq(atomic_load(&ok), 8);
