@@ -44,6 +44,7 @@
 #define tc__edge_counts nottl_edge_counts
 #define tc__edge_remove_matching nottl_edge_remove_matching
 #define tc__edge_retire nottl_edge_retire
+#define tc__edge_peek nottl_edge_peek
 #include "edge.c"
 #undef tc__edge_new
 #undef tc__edge_free
@@ -58,6 +59,7 @@
 #undef tc__edge_counts
 #undef tc__edge_remove_matching
 #undef tc__edge_retire
+#undef tc__edge_peek
 #undef TC_EDGE_H
 #include "edge.h"
 #include "bench_util.h"

@@ -16,6 +16,9 @@ extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t ke
  * key that does; to slow it down in stampede tests). Not exported. */
 typedef void (*tc__store_hook)(tc_cache *cache, const char *key, size_t key_len);
 extern _Atomic(tc__store_hook) tc__hook_before_store_read;
+/* Test hook: when set, called by a reader that missed every cache right before it joins the
+ * key's flight (single-flight; to hold it between its miss and its join). Not exported. */
+extern _Atomic(tc__store_hook) tc__hook_before_flight_join;
 typedef void (*tc__bus_hook)(tc_cache *cache);
 extern _Atomic(tc__bus_hook) tc__hook_bus_applied; /* set while the subscriber may run */
 

@@ -1522,6 +1522,17 @@ int tc__edge_get_flags(tc__edge *e, const char *key, size_t key_len, tc__value_f
     return edge_read(e, key, key_len, &rd);
 }
 
+int tc__edge_peek(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
+                  unsigned *out_flags)
+{
+    if (e == NULL || key == NULL)
+        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
+    if (out_flags != NULL)
+        *out_flags = 0;
+    struct edge_read rd = {.fn = fn, .ctx = ctx, .flags = out_flags};
+    return edge_read(e, key, key_len, &rd);
+}
+
 /* tc__edge_get_into's read by the general path (edge_read): a thread without a reader slot of
  * its own yet, a writer in the shard, an expired entry, a tombstone or a flagged entry. */
 EDGE_COLD static int get_into_slow(tc__edge *e, const char *key, size_t key_len, void *buf,

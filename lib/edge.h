@@ -31,6 +31,11 @@ int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, 
 int tc__edge_get_flags(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
                        unsigned *out_flags, int64_t *out_tomb_version);
 
+/* tc__edge_get_flags without the hit counted in the stats and without out_tomb_version: a
+ * second look at an entry a read already counted as a miss (out_flags may be NULL). */
+int tc__edge_peek(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
+                  unsigned *out_flags);
+
 /* The read without a callback, for callers that want the bytes in their own buffer: the value
  * is copied in with an inline memcpy. TC_OK (copied; *out_len and *out_version set),
  * TC_ERANGE (longer than cap: *out_len is its length, buf untouched), TC_ENOTFOUND,

@@ -123,6 +123,7 @@ void tc__cache_fork_check(tc_cache *c)
 
 void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t key_len);
 _Atomic(tc__store_hook) tc__hook_before_store_read;
+_Atomic(tc__store_hook) tc__hook_before_flight_join;
 _Atomic(tc__bus_hook) tc__hook_bus_applied;
 
 tc__edge *tc__cache_edge(tc_cache *c)
@@ -1100,8 +1101,12 @@ store:
     int leader = 1, follower = 0;
     rc = TC_ENOMEM;
     tc__flight *fl = NULL;
-    if (c->flights != NULL) /* single_flight off: every reader reads (benchmarks' baseline) */
+    if (c->flights != NULL) { /* single_flight off: every reader reads (benchmarks' baseline) */
+        tc__store_hook hook = atomic_load(&tc__hook_before_flight_join);
+        if (hook != NULL)
+            hook(c, key, key_len);
         fl = tc__flight_join(c->flights, key, key_len, &leader);
+    }
     if (fl != NULL && !leader) {
         void *v = NULL;
         size_t vl = 0;
@@ -1121,10 +1126,20 @@ store:
     int refound = 0;
     if (leader && fl != NULL && fallback == NULL && edge_usable(c)) {
         /* The previous flight of this key may have landed between this reader's miss and its
-         * join, and a flight lands after its fill: then the edge has the value now. */
+         * join, and a flight lands after its fill: then the edge has the answer now (a plain
+         * value, or the key's absence). Not for HTTP records (stale-while-revalidate and
+         * stale-if-error judge those): they read the store as before. Counted as the miss the
+         * first look was. Landing after the fill makes followers wait for the Redis write too
+         * (once: a Redis that fails is skipped for retry_interval_ms). */
         unsigned ef = 0;
-        if (tc__edge_get_flags(c->edge, key, key_len, deliver_copy, r, &ef, NULL) == TC_OK &&
-            ef == 0 && r->raw != NULL) {
+        int prc = tc__edge_peek(c->edge, key, key_len, deliver_copy, r, &ef);
+        if (prc == TC_OK && (ef & EDGE_NEGATIVE)) {
+            land(c, &fl, TC_ENOTFOUND, r);
+            free(r->raw);
+            r->raw = NULL;
+            return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
+        }
+        if (prc == TC_OK && ef == 0 && r->raw != NULL) {
             refound = 1;
             follower = 1; /* loaded and filled by another reader */
             rc = TC_OK;

@@ -691,6 +691,61 @@ START_TEST(test_single_flight)
 }
 END_TEST
 
+/* A reader that missed the edge just before another reader's fill and joins the key's flight
+ * just after that flight landed finds the value in the edge: the store is read once. */
+static _Thread_local int late_reader;
+static atomic_int late_waiting, first_done;
+
+static void hold_late_reader(tc_cache *c, const char *key, size_t key_len)
+{
+    if (!late_reader)
+        return;
+    atomic_store(&late_waiting, 1);
+    while (!atomic_load(&first_done))
+        tct_sleep_ms(1);
+}
+
+static void *late_get(void *arg)
+{
+    late_reader = 1;
+    void *v = NULL;
+    size_t len;
+    int rc = tc_get(&v, &len, arg, K("late"));
+    char *out = rc == TC_OK && len == 2 && memcmp(v, "v1", 2) == 0 ? strdup("v1") : NULL;
+    tc_free(v);
+    return out;
+}
+
+START_TEST(test_single_flight_late_joiner)
+{
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
+    ck_assert_int_eq(tc_put(c, K("late"), "v1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(c, K("late")), TC_OK); /* out of the edge: a miss */
+    atomic_store(&late_waiting, 0);
+    atomic_store(&first_done, 0);
+    tct_count_store_reads(0);
+    atomic_store(&tc__hook_before_flight_join, hold_late_reader);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, late_get, c), 0);
+    while (!atomic_load(&late_waiting)) /* it missed the edge and waits before joining */
+        tct_sleep_ms(1);
+    void *v;
+    size_t len;
+    ck_assert_int_eq(tc_get(&v, &len, c, K("late")), TC_OK); /* reads, fills, lands */
+    tc_free(v);
+    atomic_store(&first_done, 1);
+    void *out;
+    pthread_join(t, &out);
+    atomic_store(&tc__hook_before_flight_join, NULL);
+    int reads = tct_store_reads();
+    tct_count_store_reads_off();
+    ck_assert_ptr_nonnull(out);
+    free(out);
+    ck_assert_int_eq(reads, 1);
+    tc_close(c);
+}
+END_TEST
+
 /* Cache TTLs are cut by up to ttl_jitter_pct percent, never lengthened. */
 START_TEST(test_ttl_jitter)
 {
@@ -797,6 +852,7 @@ Suite *cache_suite(void)
     tcase_add_test(local, test_no_redis);
     tcase_add_test(local, test_fork_while_reading);
     tcase_add_test(local, test_single_flight);
+    tcase_add_test(local, test_single_flight_late_joiner);
     tcase_add_test(local, test_write_fill_survives_an_eviction);
     suite_add_tcase(s, local);
 
