@@ -4,8 +4,8 @@
  * delivered while Redis was unreachable.
  *
  * Every command is sent argv-style with explicit lengths (tc__resp_command, redis_conn.h, which
- * writes RESP as redisCommandArgv does, with less work): keys and values
- * are binary and never pass through a format string.
+ * writes RESP as redisCommandArgv does, with less work): keys and values are binary and never
+ * pass through a format string.
  *
  * The journal. A put is committed to the store before the tier is updated; if the update then
  * fails (Redis down, timeout, error reply), Redis may still hold the previous version and would

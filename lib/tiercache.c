@@ -971,7 +971,6 @@ static int begin_get(void **out, size_t *out_len, tc_cache *c, const char *what,
     return check_get_args(c, key, key_len);
 }
 
-/* The read path. On TC_OK the value is in r. */
 /* Lands the leader's flight (*fl, then NULL) with rc and the value in r->raw; no-op without
  * one. */
 static void land(tc_cache *c, tc__flight **fl, int rc, const reader *r)
@@ -982,6 +981,7 @@ static void land(tc_cache *c, tc__flight **fl, int rc, const reader *r)
     *fl = NULL;
 }
 
+/* The read path. On TC_OK the value is in r. */
 static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
                         unsigned *source)
 {
