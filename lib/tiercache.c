@@ -635,9 +635,12 @@ static int64_t jitter(const tc_cache *c, int64_t ttl_ms)
 }
 
 /* announced: NULL for a read's fill; for a write, receives whether its bus message went out
- * with the Redis write (else the caller publishes it). */
+ * with the Redis write (else the caller publishes it). A write fills Redis, then the edge; a
+ * read fills the edge, then calls between(between_arg) if it is not NULL (a read-through leader
+ * lands its flight there, so that its followers do not wait for Redis), then fills Redis. */
 static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec *r,
-                       int64_t version, int64_t ttl_ms, uint64_t epoch, int *announced)
+                       int64_t version, int64_t ttl_ms, uint64_t epoch, int *announced,
+                       void (*between)(void *), void *between_arg)
 {
     ttl_ms = jitter(c, ttl_ms);
     /* store.stale_window_ms: a plain value is cached as a record that is fresh for its TTL and
@@ -665,11 +668,17 @@ static int fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__r
             tc__redis_del(c->redis, key, key_len);
         return rc;
     }
-    fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms, announced);
+    if (announced != NULL)
+        fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms, announced);
     if (r->kind == TC__REC_HTTP)
         fill_edge(c, key, key_len, rec, rec_len, EDGE_HTTP, version, ttl_ms, epoch);
     else
         fill_edge(c, key, key_len, r->value, r->value_len, 0, version, ttl_ms, epoch);
+    if (announced == NULL) {
+        if (between != NULL)
+            between(between_arg);
+        fill_redis(c, key, key_len, rec, rec_len, r, version, ttl_ms, NULL);
+    }
     free(rec);
     return TC_OK;
 }
@@ -981,6 +990,19 @@ static void land(tc_cache *c, tc__flight **fl, int rc, const reader *r)
     *fl = NULL;
 }
 
+/* land() as fill_caches' between: once the edge is filled, before Redis. */
+typedef struct landing {
+    tc_cache *c;
+    tc__flight **fl;
+    const reader *r;
+} landing;
+
+static void land_ok(void *arg)
+{
+    landing *lg = arg;
+    land(lg->c, lg->fl, TC_OK, lg->r);
+}
+
 /* The read path. On TC_OK the value is in r. */
 static int read_through(tc_cache *c, const char *key, size_t key_len, reader *r,
                         unsigned *source)
@@ -1129,8 +1151,7 @@ store:
          * join, and a flight lands after its fill: then the edge has the answer now (a plain
          * value, or the key's absence). Not for HTTP records (stale-while-revalidate and
          * stale-if-error judge those): they read the store as before. Counted as the miss the
-         * first look was. Landing after the fill makes followers wait for the Redis write too
-         * (once: a Redis that fails is skipped for retry_interval_ms). */
+         * first look was. */
         unsigned ef = 0;
         int prc = tc__edge_peek(c->edge, key, key_len, deliver_copy, r, &ef);
         if (prc == TC_OK && (ef & EDGE_NEGATIVE)) {
@@ -1163,7 +1184,7 @@ store:
             rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
         }
     }
-    /* A leader lands its flight once the caches are filled (a reader arriving later finds the
+    /* A leader lands its flight once the edge is filled (a reader arriving later finds the
      * value there: see refound), or at once if there is nothing to fill. */
     if (rc == TC_ENOTFOUND) {
         free(fallback);
@@ -1221,9 +1242,11 @@ store:
     }
     if (ls.state == LEASE_PEER_VALUE) /* Redis has it: only this edge is filled */
         fill_edge(c, key, key_len, r->raw, r->raw_len, 0, r->raw_version, ls.ttl_ms, r->epoch);
-    else if (!follower) /* the leader filled them */
-        fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch, NULL);
-    land(c, &fl, TC_OK, r);
+    else if (!follower) { /* the leader filled them */
+        landing lg = {c, &fl, r};
+        fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch, NULL, land_ok, &lg);
+    }
+    land(c, &fl, TC_OK, r); /* if the fill did not */
     lease_release(c, key, key_len, &ls); /* after the fill: a waiter now finds the value */
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;
@@ -1588,7 +1611,7 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
             /* A newer value: the old headers do not describe it. */
             rec = (tc__rec){.kind = TC__REC_PLAIN, .value = r.raw, .value_len = r.raw_len};
         }
-        fill_caches(c, key, key_len, &rec, r.raw_version, ttl, epoch, NULL);
+        fill_caches(c, key, key_len, &rec, r.raw_version, ttl, epoch, NULL, NULL, NULL);
         done = 1;
     }
     reader_done(&r);
@@ -1634,7 +1657,7 @@ static int write_through(tc_cache *c, const char *key, size_t key_len, tc__rec *
     /* Committed. From here on failures only make caches colder: the Redis tier remembers a key
      * it could not overwrite and, before it serves again, leaves a tombstone of this version. */
     int announced = 0;
-    fill_caches(c, key, key_len, r, version, ttl_ms, EPOCH_WRITE, &announced);
+    fill_caches(c, key, key_len, r, version, ttl_ms, EPOCH_WRITE, &announced, NULL, NULL);
     if (!announced)
         bus_publish(c, TC__BUS_CHANGED, version, key, key_len);
     return TC_OK;
