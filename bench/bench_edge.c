@@ -2,7 +2,8 @@
  * bench_edge.c - the edge tier's benchmarks, each figure next to its baseline from the same run:
  *   BENCH <id> <metric> value=<v> baseline=<b> ratio=<value/baseline>
  *
- *   edge-hit-<keys>-<dist>        ns per tc__edge_get_into hit (tc_get_into's read) copying a
+ *   edge-hit-<keys>-<dist>        ns per tc__edge_get_into hit (tc_get_into's read, inline as
+ *                                 it is there; the baseline is inline too) copying a
  *                                 64-byte value out, vs a bare open-addressing lookup plus
  *                                 memcpy on the same keys and trace
  *   edge-scale-self-<set>         2-thread aggregate hits/s vs the same edge at 1 thread
@@ -29,7 +30,10 @@
 /* The TTL baseline is this very edge compiled without its TTL check: a second copy of edge.c,
  * built here with EDGE_BENCH_NO_TTL and its functions renamed, next to the library's. Included
  * first so that edge.h declares the renamed functions; the library's declarations follow. A
- * function added to edge.h needs a line in both lists (the link fails on a duplicate otherwise). */
+ * function or variable added to edge.h or edge_hit.h needs a line in both lists (the link fails
+ * on a duplicate otherwise). edge_hit.h's layout part is read once (the two copies share their
+ * structures); its hit part twice, so that both tc__edge_get_into and nottl_edge_get_into are
+ * inline here, as tc__edge_get_into is in tc_get_into. */
 #define EDGE_BENCH_NO_TTL 1
 #define tc__edge_new nottl_edge_new
 #define tc__edge_free nottl_edge_free
@@ -45,6 +49,9 @@
 #define tc__edge_remove_matching nottl_edge_remove_matching
 #define tc__edge_retire nottl_edge_retire
 #define tc__edge_peek nottl_edge_peek
+#define tc__edge_get_into_slow nottl_edge_get_into_slow
+#define tc__edge_clock nottl_edge_clock
+#define tc__edge_thread_slot nottl_edge_thread_slot
 #include "edge.c"
 #undef tc__edge_new
 #undef tc__edge_free
@@ -60,8 +67,14 @@
 #undef tc__edge_remove_matching
 #undef tc__edge_retire
 #undef tc__edge_peek
+#undef tc__edge_get_into_slow
+#undef tc__edge_clock
+#undef tc__edge_thread_slot
+#undef EDGE_BENCH_NO_TTL
 #undef TC_EDGE_H
+#undef TC_EDGE_HIT_H
 #include "edge.h"
+#include "edge_hit.h"
 #include "bench_util.h"
 
 #include <math.h>

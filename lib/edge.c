@@ -28,8 +28,11 @@
  * The eviction policy lives in its own section below and is reached only through policy_*
  * functions. It is S3-FIFO (Yang et al., SOSP'23), chosen over LRU, FIFO and SIEVE on the
  * traces in bench/bench_edge.c; docs/eviction.md gives the numbers and the reasons.
+ *
+ * The structures, the hash and the hit path of tc_get_into (tc__edge_get_into) are in
+ * edge_hit.h, so that the hit can be compiled into its caller.
  */
-#include "edge.h"
+#include "edge_hit.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -39,9 +42,6 @@
 #include <string.h>
 #include <time.h>
 
-/* Enough shards that 2-core to 16-core callers rarely collide on a lock. More would shrink each
- * shard's byte budget, which is also the largest value the shard can hold. */
-#define EDGE_MAX_SHARDS 16
 /* A shard with only a handful of entries wastes much of its share to hash imbalance, and a
  * small byte share refuses ordinary values; small caches are not contended enough to need
  * shards anyway, so they get fewer (down to one). 512 KiB is RocksDB's minimum shard size for
@@ -53,11 +53,6 @@
 /* How far from the old end of each queue eviction looks for an expired entry before taking a
  * live one. */
 #define EDGE_EXPIRED_PROBE 4
-/* Reader counters: each of the first EDGE_READER_SLOTS concurrent threads owns one slot (given
- * back when the thread exits); any further thread shares one more slot, updated with atomic
- * read-modify-writes, correct but slower. A writer reads the slots in use so far. */
-#define EDGE_READER_SLOTS 64
-#define EDGE_SHARED_SLOT EDGE_READER_SLOTS
 
 /* S3-FIFO parameters, the paper's: the small queue holds a tenth of the shard; an entry leaves
  * it for the main queue if it was read at least EDGE_MOVE_TO_MAIN times there (libCacheSim's
@@ -65,7 +60,6 @@
  * remembers as many evicted keys as nine tenths of the entries held. */
 #define EDGE_SMALL_DIV 10
 #define EDGE_MOVE_TO_MAIN 2
-#define EDGE_FREQ_MAX 3
 #define EDGE_GHOST_WAYS 4
 
 /* The cached clock ticks this often (ms). The coarse clock it copies advances every 1-4 ms
@@ -76,171 +70,6 @@
 #define EDGE_CLOCK_IDLE_TICKS 500
 
 enum { EDGE_SMALL, EDGE_MAIN };
-
-/* An entry is one allocation: the entry proper, key and value, then (8-aligned) the queue links
- * and the hash, which only writers follow. A hit reads from the allocation's start only what it
- * needs (a 17-byte key and a 64-byte value end 105 bytes in), so it touches as few cache lines
- * as the allocator's alignment allows. */
-struct edge_links {
-    struct edge_entry *newer, *older; /* within the entry's queue; newer chains the garbage */
-    uint64_t hash;
-};
-
-struct edge_entry {
-    uint32_t value_len;
-    uint16_t key_len;
-    unsigned char tombstone : 1;
-    unsigned char queue : 1; /* EDGE_SMALL or EDGE_MAIN */
-    unsigned char flags : 2; /* the caller's (tc__edge_set_flags) */
-    /* Reads since eviction last looked, saturating at EDGE_FREQ_MAX. Readers bump it
-     * concurrently: a lost increment only makes the entry look a little colder. */
-    atomic_uchar freq;
-    int64_t expires_ms; /* edge clock; the entry is absent from then on */
-    int64_t version;
-    char data[]; /* key_len key bytes, then value_len value bytes */
-};
-
-/* A table slot: the entry (NULL when free) and its key's hash, compared before the entry is
- * touched. */
-struct edge_slot {
-    uint64_t hash;
-    struct edge_entry *en;
-};
-
-/* A ghost remembers the hash of a key evicted from the small queue, so that a key coming back
- * soon after goes straight to the main queue. Stamps count ghost insertions; 0 is empty. */
-struct ghost_slot {
-    uint32_t tag;
-    uint32_t stamp;
-};
-
-/* Charged per entry besides key and value: the headers, its share of the table (two slots: the
- * table is between a quarter and a half full) and of the ghost (as many slots as the table).
- * Allocator overhead is left out: it is not ours to know. */
-#define EDGE_OVERHEAD                                                                        \
-    (sizeof(struct edge_entry) + alignof(struct edge_links) - 1 + sizeof(struct edge_links) + \
-     2 * sizeof(struct edge_slot) + 2 * sizeof(struct ghost_slot))
-
-struct edge_queue {
-    struct edge_entry *newest, *oldest;
-    size_t count, bytes;
-};
-
-struct edge_shard {
-    /* What every hit reads, on its own cache line, written only by writers. */
-    alignas(64) atomic_int writer; /* a writer holds the shard: readers take the mutex */
-    struct edge_slot *slots;
-    size_t mask; /* slot count - 1; the count is a power of two */
-
-    /* Writers' state, under the mutex (and the writer flag where readers could see it). */
-    alignas(64) pthread_mutex_t lock;
-    size_t count, bytes;
-    size_t max_entries, max_bytes;
-    int64_t evictions;
-    struct edge_queue small, main;
-    /* S's share (a tenth, rounded up) and M's (the rest), of each budget. */
-    size_t small_max_entries, small_max_bytes, main_max_entries, main_max_bytes;
-    int has_evicted;
-    struct ghost_slot *ghost; /* (gmask + 1) * EDGE_GHOST_WAYS slots, as many as the table */
-    size_t gmask;
-    uint32_t gclock;
-};
-
-/* A thread's count of reads in progress in each shard: one cache line, written only by its
- * owner (or, for the shared slot, by every thread without one), read by writers. */
-struct edge_readers {
-    alignas(64) atomic_uint n[EDGE_MAX_SHARDS];
-    /* Hits of tc__edge_get_into and tc__edge_get_flags, counted where the owner alone writes:
-     * one shared counter would be the one line every hit of every thread writes. */
-    alignas(64) atomic_llong hits;
-};
-
-struct tc__edge {
-    struct edge_shard *shards;
-    size_t nshards;               /* a power of two */
-    struct edge_readers *readers; /* EDGE_READER_SLOTS + 1 (the shared one) */
-    uint64_t secret[2];
-    struct tc__edge *next_edge, *prev_edge; /* every edge, for fork() */
-};
-
-/* The hit path is a handful of small functions; at a million keys, where every hit waits on
- * memory, calls between them cost as much as a cache miss (the out-of-order window overlaps
- * less of the next hit), so they are forced inline there, and the rare paths kept out of it. */
-#if defined(__GNUC__)
-#define EDGE_INLINE static inline __attribute__((always_inline))
-#define EDGE_COLD __attribute__((noinline, cold))
-#else
-#define EDGE_INLINE static inline
-#define EDGE_COLD
-#endif
-
-/* ---- hashing ------------------------------------------------------------------------------ */
-/* A wyhash-style hash: 16 bytes per 64x64->128 multiply, fast on the short keys caches see.
- * Both operands of every multiply carry a per-map random secret, because a known operand could
- * be cancelled to zero by a crafted key and collide whatever the seed (wyhash's "blinding"
- * weakness); keys may come from untrusted clients, and one long chain would serialise a shard.
- * Not a cryptographic PRF: SipHash would be the step up if that is ever needed. */
-
-EDGE_INLINE uint64_t fold_mul(uint64_t a, uint64_t b)
-{
-#if defined(__SIZEOF_INT128__)
-    __uint128_t r = (__uint128_t)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-#else
-    uint64_t ha = a >> 32, la = (uint32_t)a, hb = b >> 32, lb = (uint32_t)b;
-    uint64_t hh = ha * hb, hl = ha * lb, lh = la * hb, ll = la * lb;
-    uint64_t mid = (ll >> 32) + (uint32_t)hl + (uint32_t)lh;
-    uint64_t lo = (mid << 32) | (uint32_t)ll;
-    uint64_t hi = hh + (hl >> 32) + (lh >> 32) + (mid >> 32);
-    return lo ^ hi;
-#endif
-}
-
-EDGE_INLINE uint64_t read64(const unsigned char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-EDGE_INLINE uint64_t read32(const unsigned char *p)
-{
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* The hash proper, with the two secrets given (the bench's baseline table calls it with fixed
- * ones, so that the comparison prices the table and not the hash). */
-EDGE_INLINE uint64_t hash_with(uint64_t s0, uint64_t s1, const char *key, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)key;
-    uint64_t h = s0;
-    uint64_t a = 0, b = 0;
-    size_t n = len;
-
-    while (n > 16) {
-        h = fold_mul(read64(p) ^ s1, read64(p + 8) ^ h);
-        p += 16;
-        n -= 16;
-    }
-    /* The tail is read as two overlapping words rather than byte by byte. */
-    if (n > 8) {
-        a = read64(p);
-        b = read64(p + n - 8);
-    } else if (n >= 4) {
-        a = read32(p);
-        b = read32(p + n - 4);
-    } else if (n > 0) {
-        a = ((uint64_t)p[0] << 16) | ((uint64_t)p[n >> 1] << 8) | p[n - 1];
-    }
-    return fold_mul(s1 ^ (uint64_t)len, fold_mul(a ^ s1, b ^ h));
-}
-
-EDGE_INLINE uint64_t edge_hash(const tc__edge *e, const char *key, size_t len)
-{
-    return hash_with(e->secret[0], e->secret[1], key, len);
-}
 
 /* ---- the edge clock ----------------------------------------------------------------------- */
 /* TTLs are checked against a process-wide copy of the coarse monotonic clock that a ticker
@@ -257,10 +86,7 @@ EDGE_INLINE uint64_t edge_hash(const tc__edge *e, const char *key, size_t len)
  * hit path needs no store to say "still wanted" (such a store measured 15-20 ns a hit at a
  * million keys, where hits are bound by memory). In a fork()ed child the ticker is gone: the child
  * handler marks it so, and the child's first read starts its own. */
-static struct {
-    alignas(64) atomic_int_fast64_t now; /* ms on tc__now_ms()'s clock; 0 when not published */
-    atomic_int wake_pending;             /* a reader asked the parked or absent ticker to run */
-} edge_clock;
+struct edge_clock_state tc__edge_clock;
 
 static pthread_mutex_t clock_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t clock_cond; /* on CLOCK_MONOTONIC, set up once by clock_init */
@@ -292,20 +118,20 @@ static void *clock_main(void *arg)
     clock_started = 1;
     pthread_cond_broadcast(&clock_cond); /* clock_start waits for this */
     while (!clock_stop) {
-        atomic_store(&edge_clock.now, tc__now_ms());
+        atomic_store(&tc__edge_clock.now, tc__now_ms());
         if (++idle < EDGE_CLOCK_IDLE_TICKS) {
             clock_timedwait_ms(EDGE_CLOCK_TICK_MS);
             continue;
         }
         /* Park. wake_pending is cleared before now: a reader that sees now == 0 then sets it
          * after the clearing, and its signal (under clock_lock) cannot be lost. */
-        atomic_store(&edge_clock.wake_pending, 0);
-        atomic_store(&edge_clock.now, 0);
-        while (!clock_stop && !atomic_load(&edge_clock.wake_pending))
+        atomic_store(&tc__edge_clock.wake_pending, 0);
+        atomic_store(&tc__edge_clock.now, 0);
+        while (!clock_stop && !atomic_load(&tc__edge_clock.wake_pending))
             pthread_cond_wait(&clock_cond, &clock_lock);
         idle = 0;
     }
-    atomic_store(&edge_clock.now, 0);
+    atomic_store(&tc__edge_clock.now, 0);
     pthread_mutex_unlock(&clock_lock);
     return NULL;
 }
@@ -339,7 +165,7 @@ static void clock_start(void)
 EDGE_COLD static int64_t clock_slow(void)
 {
     int64_t t = tc__now_ms();
-    if (atomic_exchange(&edge_clock.wake_pending, 1) == 0) {
+    if (atomic_exchange(&tc__edge_clock.wake_pending, 1) == 0) {
         pthread_mutex_lock(&clock_lock);
         if (clock_users > 0 && !clock_direct) {
             if (!clock_running)
@@ -354,7 +180,7 @@ EDGE_COLD static int64_t clock_slow(void)
 
 EDGE_INLINE int64_t edge_now(void)
 {
-    int64_t t = atomic_load_explicit(&edge_clock.now, memory_order_relaxed);
+    int64_t t = atomic_load_explicit(&tc__edge_clock.now, memory_order_relaxed);
     return t != 0 ? t : clock_slow();
 }
 
@@ -364,8 +190,8 @@ static void clock_after_fork_child(void)
     /* The ticker did not survive the fork; its condition variable may hold its wait state. */
     clock_running = 0;
     clock_stop = 0;
-    atomic_store(&edge_clock.now, 0);
-    atomic_store(&edge_clock.wake_pending, 0);
+    atomic_store(&tc__edge_clock.now, 0);
+    atomic_store(&tc__edge_clock.wake_pending, 0);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -418,7 +244,7 @@ static void clock_release(void)
     clock_stop = 0;
     /* A reader that raised wake_pending while the ticker was stopping found it running and only
      * signalled; clearing it lets the next reader start a new one. */
-    atomic_store(&edge_clock.wake_pending, 0);
+    atomic_store(&tc__edge_clock.wake_pending, 0);
     pthread_mutex_unlock(&clock_lock);
 }
 
@@ -433,6 +259,13 @@ static void clock_release(void)
 #endif
 
 /* ---- entries ------------------------------------------------------------------------------ */
+
+/* Charged per entry besides key and value: the headers, its share of the table (two slots: the
+ * table is between a quarter and a half full) and of the ghost (as many slots as the table).
+ * Allocator overhead is left out: it is not ours to know. */
+#define EDGE_OVERHEAD                                                                        \
+    (sizeof(struct edge_entry) + alignof(struct edge_links) - 1 + sizeof(struct edge_links) + \
+     2 * sizeof(struct edge_slot) + 2 * sizeof(struct ghost_slot))
 
 static size_t entry_charge(size_t key_len, size_t value_len)
 {
@@ -453,16 +286,6 @@ static int64_t expiry_after(int64_t now, int64_t ttl_ms)
 {
     /* A caller may pass "forever" as INT64_MAX; saturate instead of wrapping into the past. */
     return ttl_ms > INT64_MAX - now ? INT64_MAX : now + ttl_ms;
-}
-
-EDGE_INLINE unsigned freq_of(struct edge_entry *en)
-{
-    return atomic_load_explicit(&en->freq, memory_order_relaxed);
-}
-
-EDGE_INLINE void set_freq(struct edge_entry *en, unsigned f)
-{
-    atomic_store_explicit(&en->freq, (unsigned char)f, memory_order_relaxed);
 }
 
 static size_t links_offset(size_t key_len, size_t value_len)
@@ -710,14 +533,6 @@ static void policy_insert(struct edge_shard *sh, struct edge_entry *en, struct p
     queue_push(queue_of(sh, en), en);
 }
 
-EDGE_INLINE void policy_hit(struct edge_entry *en)
-{
-    /* Reading first keeps a saturated entry's line clean in every reader's cache. */
-    unsigned f = freq_of(en);
-    if (f < EDGE_FREQ_MAX)
-        set_freq(en, f + 1);
-}
-
 /* Takes the entry out of its queue. With `remember` (it expired or was deleted, rather than
  * replaced or chosen by the policy), a key that showed reuse becomes a ghost, so that its next
  * version (a refill after expiry or invalidation) goes straight to M. */
@@ -803,14 +618,7 @@ static void policy_reset(struct edge_shard *sh)
 
 /* ---- shard locking ------------------------------------------------------------------------ */
 
-/* initial-exec: the hit path should not call __tls_get_addr when this is a shared library; four
- * bytes of the static TLS that glibc reserves for dlopen()ed libraries is all it takes. */
-#if defined(__GNUC__)
-#define EDGE_TLS_MODEL __attribute__((tls_model("initial-exec")))
-#else
-#define EDGE_TLS_MODEL
-#endif
-static _Thread_local unsigned edge_thread_slot EDGE_TLS_MODEL; /* 1 + slot; 0 before first use */
+_Thread_local unsigned tc__edge_thread_slot EDGE_TLS_MODEL;
 
 /* Which exclusive slots are taken, process-wide, and how many were ever used (writers look at
  * those and the shared one). A thread's slot goes back through a thread-specific key's
@@ -866,18 +674,12 @@ EDGE_COLD static unsigned reader_slot_claim(void)
 
 EDGE_INLINE unsigned reader_slot(void)
 {
-    unsigned s = edge_thread_slot;
+    unsigned s = tc__edge_thread_slot;
     if (s == 0) {
         s = reader_slot_claim() + 1;
-        edge_thread_slot = s;
+        tc__edge_thread_slot = s;
     }
     return s - 1;
-}
-
-EDGE_INLINE size_t shard_index(const tc__edge *e, uint64_t hash)
-{
-    /* High bits pick the shard, low bits the bucket, so the two choices are independent. */
-    return (size_t)(hash >> 40) & (e->nshards - 1);
 }
 
 static void wait_readers(atomic_uint *n)
@@ -914,28 +716,6 @@ static void shard_write_unlock(struct edge_shard *sh)
 /* Linear probing; a removal shifts the entries after it back instead of leaving a marker, so a
  * probe always ends at the first free slot. Only writers change it, with the shard held
  * exclusively. */
-
-/* Whether the entry's key bytes `a` equal the caller's `b` (n of each). Keys are short, and
- * a slot's full 64-bit hash already matched, so this almost always answers "equal": word
- * compares (overlapping, without early exit), inline, instead of a call to memcmp. Neither side
- * is read past its n bytes. */
-EDGE_INLINE int key_eq(const char *a, const char *b, size_t n)
-{
-    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
-    if (n >= 8) {
-        /* [0, 8) and [n - 8, n) cover up to 16 bytes; [8, 16) and [n - 16, n) the rest up to 32. */
-        uint64_t d = (read64(x) ^ read64(y)) | (read64(x + n - 8) ^ read64(y + n - 8));
-        if (n > 16) {
-            d |= (read64(x + 8) ^ read64(y + 8)) | (read64(x + n - 16) ^ read64(y + n - 16));
-            for (size_t i = 16; i + 16 < n; i += 8)
-                d |= read64(x + i) ^ read64(y + i);
-        }
-        return d == 0;
-    }
-    if (n >= 4)
-        return ((read32(x) ^ read32(y)) | (read32(x + n - 4) ^ read32(y + n - 4))) == 0;
-    return n == 0 || memcmp(x, y, n) == 0;
-}
 
 EDGE_INLINE int key_is(const struct edge_slot *s, uint64_t hash, const char *key, size_t key_len)
 {
@@ -1100,7 +880,7 @@ static void after_fork_parent(void)
 
 static void after_fork_child(void)
 {
-    unsigned own = edge_thread_slot; /* 1 + slot, 0 for none */
+    unsigned own = tc__edge_thread_slot; /* 1 + slot, 0 for none */
     for (unsigned s = 0; s < EDGE_READER_SLOTS; s++)
         atomic_store(&reader_slot_taken[s], own == s + 1);
     for (tc__edge *e = edges; e != NULL; e = e->next_edge)
@@ -1451,14 +1231,6 @@ EDGE_COLD static int get_shared(tc__edge *e, size_t si, uint64_t hash, const cha
     return busy ? get_locked(sh, hash, key, key_len, now, rd) : rc;
 }
 
-#if defined(__GNUC__)
-#define EDGE_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define EDGE_LIKELY(x) __builtin_expect(!!(x), 1)
-#else
-#define EDGE_UNLIKELY(x) (x)
-#define EDGE_LIKELY(x) (x)
-#endif
-
 /* Every read: hash, the reader protocol, lookup, and the removal of an expired entry. */
 EDGE_INLINE int edge_read(tc__edge *e, const char *key, size_t key_len,
                           const struct edge_read *rd)
@@ -1533,12 +1305,13 @@ int tc__edge_peek(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn,
     return edge_read(e, key, key_len, &rd);
 }
 
-/* tc__edge_get_into's read by the general path (edge_read): a thread without a reader slot of
- * its own yet, a writer in the shard, an expired entry, a tombstone or a flagged entry. */
-EDGE_COLD static int get_into_slow(tc__edge *e, const char *key, size_t key_len, void *buf,
-                                   size_t cap, size_t *out_len, int64_t *out_version,
-                                   int64_t *out_tomb_version)
+int tc__edge_get_into_slow(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
+                           size_t *out_len, int64_t *out_version, int64_t *out_tomb_version)
 {
+    if (e == NULL || key == NULL || buf == NULL || out_len == NULL || out_version == NULL)
+        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
+    if (out_tomb_version != NULL)
+        *out_tomb_version = -1;
     struct edge_read rd = {.count = 1,
                            .buf = buf,
                            .cap = cap,
@@ -1546,68 +1319,6 @@ EDGE_COLD static int get_into_slow(tc__edge *e, const char *key, size_t key_len,
                            .version = out_version,
                            .tomb_version = out_tomb_version};
     return edge_read(e, key, key_len, &rd);
-}
-
-/* The hit path of tc_get_into, written out for the common case (a plain live value read by a
- * thread with its own reader slot, no writer in the shard) so that it carries nothing else:
- * edge_read's general form, with its callback and options in a struct, kept about a hundred
- * instructions and most callee-saved registers in play. Every other case goes to edge_read,
- * from the start (no slot, a writer: nothing was done yet) or after leaving the shard (an
- * expired, flagged or tombstone entry: only the frequency bump was skipped, and edge_read does
- * it). The reader protocol is edge_read's. */
-int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
-                      size_t *out_len, int64_t *out_version, int64_t *out_tomb_version)
-{
-    /* The key is read first: at a million keys it is the first cache miss of the hit, and the
-     * sooner it is asked for the more of it overlaps the previous hit's misses. */
-    if (EDGE_UNLIKELY(e == NULL || key == NULL))
-        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
-    uint64_t hash = edge_hash(e, key, key_len);
-    if (EDGE_UNLIKELY(buf == NULL || out_len == NULL || out_version == NULL))
-        return tc__err(NULL, TC_EINVAL, "edge: NULL argument");
-    if (out_tomb_version != NULL)
-        *out_tomb_version = -1;
-    unsigned slot = edge_thread_slot - 1; /* UINT_MAX before the first read */
-    if (EDGE_UNLIKELY(slot >= EDGE_READER_SLOTS))
-        return get_into_slow(e, key, key_len, buf, cap, out_len, out_version, out_tomb_version);
-    size_t si = shard_index(e, hash);
-    struct edge_shard *sh = &e->shards[si];
-    int64_t now = hit_clock();
-
-    atomic_uint *mine = &e->readers[slot].n[si];
-    unsigned mark = atomic_load_explicit(mine, memory_order_relaxed);
-    atomic_store(mine, mark + 1); /* the hit's one fence (see edge_read) */
-    if (EDGE_UNLIKELY(atomic_load(&sh->writer) != 0)) {
-        atomic_store_explicit(mine, mark, memory_order_release);
-        return get_into_slow(e, key, key_len, buf, cap, out_len, out_version, out_tomb_version);
-    }
-    const struct edge_slot *slots = sh->slots;
-    size_t mask = sh->mask, i = hash & mask;
-    struct edge_entry *en;
-    while ((en = slots[i].en) != NULL &&
-           !(slots[i].hash == hash && en->key_len == key_len && key_eq(en->data, key, key_len)))
-        i = (i + 1) & mask;
-    if (EDGE_UNLIKELY(en == NULL || hit_expired(en, now) || en->tombstone || en->flags != 0)) {
-        atomic_store_explicit(mine, mark, memory_order_release);
-        if (en == NULL)
-            return TC_ENOTFOUND;
-        return get_into_slow(e, key, key_len, buf, cap, out_len, out_version, out_tomb_version);
-    }
-    policy_hit(en);
-    uint32_t len = en->value_len;
-    *out_len = len;
-    *out_version = en->version;
-    int rc = TC_ERANGE;
-    if (EDGE_LIKELY(len <= cap)) {
-        memcpy(buf, en->data + key_len, len);
-        rc = TC_OK;
-    }
-    atomic_store_explicit(mine, mark, memory_order_release);
-    /* This thread's own counter: a load and a store, no read-modify-write. */
-    atomic_llong *h = &e->readers[slot].hits;
-    atomic_store_explicit(h, atomic_load_explicit(h, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    return rc;
 }
 
 int tc__edge_remove(tc__edge *e, const char *key, size_t key_len)

@@ -36,14 +36,8 @@ int tc__edge_get_flags(tc__edge *e, const char *key, size_t key_len, tc__value_f
 int tc__edge_peek(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, void *ctx,
                   unsigned *out_flags);
 
-/* The read without a callback, for callers that want the bytes in their own buffer: the value
- * is copied in with an inline memcpy. TC_OK (copied; *out_len and *out_version set),
- * TC_ERANGE (longer than cap: *out_len is its length, buf untouched), TC_ENOTFOUND,
- * TC__EDGE_FLAGGED (the entry has flags: nothing copied, read it with tc__edge_get_flags),
- * TC_EINVAL. out_tomb_version as for tc__edge_get_flags (may be NULL). The locking is
- * tc__edge_get's. */
-int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
-                      size_t *out_len, int64_t *out_version, int64_t *out_tomb_version);
+/* tc__edge_get_into, the read into the caller's buffer (tc_get_into's), is inline, in
+ * edge_hit.h. */
 
 /* Stores a copy for ttl_ms (> 0). Returns 1 if stored, 0 if refused because the entry already
  * holds a newer version or a newer tombstone (equal versions are accepted: a refresh), or

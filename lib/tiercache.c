@@ -13,7 +13,7 @@
 #include "cache.h"
 #include "cache_control.h"
 #include "config.h"
-#include "edge.h"
+#include "edge_hit.h"
 #include "http_headers.h"
 #include "items.h"
 #include "pattern.h"
