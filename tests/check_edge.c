@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "edge.h"
+#include "edge_hit.h"
 #include "tc_test.h"
 
 #define MIB ((size_t)1024 * 1024)
@@ -176,6 +176,95 @@ START_TEST(test_keys_of_every_length)
     key[TC_KEY_MAX - 1] = 'y';
     ck_assert_int_eq(tc__edge_get(edge, key, TC_KEY_MAX, capture_fn, &cap), TC_ENOTFOUND);
     ck_assert_int_eq(entries_of(edge), TC_KEY_MAX);
+}
+END_TEST
+
+START_TEST(test_get_into_every_length)
+{
+    /* tc__edge_get_into compares short keys and copies short values with its own inline code
+     * (edge_hit.h): every key length up to 40 against keys differing in any one byte, every
+     * value length up to 140 (across the 64-byte inline copy's edges), with guard bytes around
+     * the caller's buffer. */
+    unsigned char value[140], buf[160];
+    char key[40], other[40];
+    for (size_t i = 0; i < sizeof value; i++)
+        value[i] = (unsigned char)(i * 37 + 11); /* NUL bytes included */
+    for (size_t kn = 1; kn <= sizeof key; kn++) {
+        for (size_t i = 0; i < kn; i++)
+            key[i] = (char)(i % 7 == 3 ? 0 : 'a' + (int)(kn + i) % 26);
+        size_t vn = (kn * 7) % (sizeof value + 1);
+        ck_assert_int_eq(tc__edge_set(edge, key, kn, value, vn, (int64_t)kn, LONG_TTL), 1);
+    }
+    for (size_t kn = 1; kn <= sizeof key; kn++) {
+        for (size_t i = 0; i < kn; i++)
+            key[i] = (char)(i % 7 == 3 ? 0 : 'a' + (int)(kn + i) % 26);
+        size_t vn = (kn * 7) % (sizeof value + 1), len = 0;
+        int64_t version = 0, tomb = 0;
+        memset(buf, 0xEE, sizeof buf);
+        ck_assert_int_eq(tc__edge_get_into(edge, key, kn, buf + 8, vn, &len, &version, &tomb),
+                         TC_OK);
+        ck_assert_uint_eq(len, vn);
+        ck_assert_int_eq(version, (int64_t)kn);
+        ck_assert_int_eq(tomb, -1);
+        ck_assert_mem_eq(buf + 8, value, vn);
+        for (size_t i = 0; i < 8; i++)
+            ck_assert_uint_eq(buf[i], 0xEE);
+        for (size_t i = 8 + vn; i < sizeof buf; i++)
+            ck_assert_uint_eq(buf[i], 0xEE);
+        if (vn > 0) {
+            /* One byte short: TC_ERANGE with the length, the buffer untouched. */
+            memset(buf, 0xEE, sizeof buf);
+            ck_assert_int_eq(
+                tc__edge_get_into(edge, key, kn, buf, vn - 1, &len, &version, NULL), TC_ERANGE);
+            ck_assert_uint_eq(len, vn);
+            for (size_t i = 0; i < sizeof buf; i++)
+                ck_assert_uint_eq(buf[i], 0xEE);
+        }
+        /* The key compare alone, as the table would use it after a hash matched. */
+        ck_assert(key_eq(key, key, kn));
+        for (size_t i = 0; i < kn; i++) {
+            memcpy(other, key, kn);
+            other[i] ^= 0x40;
+            ck_assert(!key_eq(key, other, kn));
+            ck_assert_int_eq(
+                tc__edge_get_into(edge, other, kn, buf, sizeof buf, &len, &version, NULL),
+                TC_ENOTFOUND);
+        }
+    }
+    /* Every value length up to 140, each under its own key. */
+    for (size_t vn = 0; vn <= sizeof value; vn++) {
+        char k[40]; /* not 16: GCC -Warray-bounds follows the inlined hash past 16 bytes */
+        int kl = snprintf(k, sizeof k, "len:%zu", vn);
+        ck_assert_int_eq(tc__edge_set(edge, k, (size_t)kl, value, vn, 1, LONG_TTL), 1);
+        size_t len = 0;
+        int64_t version = 0;
+        memset(buf, 0xEE, sizeof buf);
+        ck_assert_int_eq(
+            tc__edge_get_into(edge, k, (size_t)kl, buf + 8, vn, &len, &version, NULL), TC_OK);
+        ck_assert_uint_eq(len, vn);
+        ck_assert_mem_eq(buf + 8, value, vn);
+        for (size_t i = 0; i < sizeof buf; i++)
+            if (i < 8 || i >= 8 + vn)
+                ck_assert_uint_eq(buf[i], 0xEE);
+    }
+    /* A longer value goes through memcpy: 4 KiB, read whole. */
+    static unsigned char big[4096], out[4096];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (unsigned char)(i * 131);
+    ck_assert_int_eq(tc__edge_set(edge, "big", 3, big, sizeof big, 7, LONG_TTL), 1);
+    size_t len = 0;
+    int64_t version = 0;
+    ck_assert_int_eq(tc__edge_get_into(edge, "big", 3, out, sizeof out, &len, &version, NULL),
+                     TC_OK);
+    ck_assert_uint_eq(len, sizeof big);
+    ck_assert_mem_eq(out, big, sizeof big);
+    /* NULL arguments: the error, not a crash. */
+    ck_assert_int_eq(tc__edge_get_into(NULL, "big", 3, out, 1, &len, &version, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__edge_get_into(edge, NULL, 3, out, 1, &len, &version, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__edge_get_into(edge, "big", 3, NULL, 1, &len, &version, NULL),
+                     TC_EINVAL);
+    ck_assert_int_eq(tc__edge_get_into(edge, "big", 3, out, 1, NULL, &version, NULL), TC_EINVAL);
+    ck_assert_int_eq(tc__edge_get_into(edge, "big", 3, out, 1, &len, NULL, NULL), TC_EINVAL);
 }
 END_TEST
 
@@ -1183,6 +1272,7 @@ Suite *edge_suite(void)
     tcase_add_test(tc, test_one_mib_value);
     tcase_add_test(tc, test_overwrite);
     tcase_add_test(tc, test_keys_of_every_length);
+    tcase_add_test(tc, test_get_into_every_length);
     tcase_add_test(tc, test_many_keys);
     tcase_add_test(tc, test_absent);
     tcase_add_test(tc, test_callback_result_passes_through);
