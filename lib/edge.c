@@ -682,9 +682,9 @@ EDGE_INLINE unsigned reader_slot(void)
     return s - 1;
 }
 
-static void wait_readers(atomic_uint *n)
+static void wait_readers(atomic_ullong *n)
 {
-    for (unsigned spins = 0; atomic_load(n) != 0; spins++) {
+    for (unsigned spins = 0; (atomic_load(n) & EDGE_READING_MASK) != 0; spins++) {
         /* A reader only copies a value out; if it was preempted, let it run. */
         if (spins >= 100)
             sched_yield();
@@ -886,7 +886,8 @@ static void after_fork_child(void)
     for (tc__edge *e = edges; e != NULL; e = e->next_edge)
         for (unsigned s = 0; s <= EDGE_READER_SLOTS; s++)
             for (size_t i = 0; i < EDGE_MAX_SHARDS; i++)
-                atomic_store(&e->readers[s].n[i], 0);
+                atomic_store(&e->readers[s].n[i],
+                             atomic_load(&e->readers[s].n[i]) & ~EDGE_READING_MASK);
     edges_unlock_shards();
     pthread_mutex_unlock(&edges_lock);
     clock_after_fork_child();
@@ -1004,11 +1005,9 @@ int tc__edge_new(tc__edge **out, size_t max_entries, size_t max_bytes)
         return tc__err(NULL, TC_ENOMEM, "edge: out of memory");
     }
     memset(e->shards, 0, n * sizeof *e->shards);
-    for (size_t s = 0; s <= EDGE_READER_SLOTS; s++) {
+    for (size_t s = 0; s <= EDGE_READER_SLOTS; s++)
         for (size_t i = 0; i < EDGE_MAX_SHARDS; i++)
             atomic_init(&e->readers[s].n[i], 0);
-        atomic_init(&e->readers[s].hits, 0);
-    }
     e->nshards = n;
     make_secret(e);
 
@@ -1136,7 +1135,7 @@ int tc__edge_retire(tc__edge *e, const char *key, size_t key_len, int64_t versio
 /* What a read does with the entry it finds: call fn (with *flags set first, when flags is not
  * NULL), or, without fn, copy the value into buf (tc__edge_get_into). */
 struct edge_read {
-    int count; /* a hit counts in the thread's hits counter */
+    int count; /* a hit counts in the thread's reader word (EDGE_HIT_UNIT) */
     tc__value_fn fn;
     void *ctx;
     unsigned *flags;
@@ -1223,12 +1222,16 @@ EDGE_COLD static int get_shared(tc__edge *e, size_t si, uint64_t hash, const cha
                                 size_t key_len, int64_t now, const struct edge_read *rd)
 {
     struct edge_shard *sh = &e->shards[si];
-    atomic_uint *shared = &e->readers[EDGE_SHARED_SLOT].n[si];
+    atomic_ullong *shared = &e->readers[EDGE_SHARED_SLOT].n[si];
     atomic_fetch_add(shared, 1);
     int busy = atomic_load(&sh->writer) != 0;
     int rc = busy ? TC_ENOTFOUND : lookup(sh, hash, key, key_len, now, rd);
     atomic_fetch_sub_explicit(shared, 1, memory_order_release);
-    return busy ? get_locked(sh, hash, key, key_len, now, rd) : rc;
+    if (busy)
+        rc = get_locked(sh, hash, key, key_len, now, rd);
+    if (rd->count && (rc == TC_OK || rc == TC_ERANGE))
+        atomic_fetch_add_explicit(shared, EDGE_HIT_UNIT, memory_order_relaxed);
+    return rc;
 }
 
 /* Every read: hash, the reader protocol, lookup, and the removal of an expired entry. */
@@ -1244,27 +1247,28 @@ EDGE_INLINE int edge_read(tc__edge *e, const char *key, size_t key_len,
 
     if (EDGE_UNLIKELY(slot == EDGE_SHARED_SLOT)) {
         rc = get_shared(e, si, hash, key, key_len, now, rd);
-        if (rd->count && (rc == TC_OK || rc == TC_ERANGE))
-            atomic_fetch_add_explicit(&e->readers[slot].hits, 1, memory_order_relaxed);
     } else {
-        /* The counter is this thread's alone: a load and a store do (a nested read from a
+        /* The word is this thread's alone: a load and a store do (a nested read from a
          * callback just counts up). The store is the hit's one fence. */
-        atomic_uint *mine = &e->readers[slot].n[si];
-        unsigned mark = atomic_load_explicit(mine, memory_order_relaxed);
+        atomic_ullong *mine = &e->readers[slot].n[si];
+        unsigned long long mark = atomic_load_explicit(mine, memory_order_relaxed);
         atomic_store(mine, mark + 1);
-        if (EDGE_UNLIKELY(atomic_load(&sh->writer) != 0)) {
+        int locked = atomic_load(&sh->writer) != 0;
+        if (EDGE_UNLIKELY(locked)) {
             atomic_store_explicit(mine, mark, memory_order_release);
             rc = get_locked(sh, hash, key, key_len, now, rd);
         } else {
             rc = lookup(sh, hash, key, key_len, now, rd);
-            atomic_store_explicit(mine, mark, memory_order_release);
         }
-        if (rd->count && (rc == TC_OK || rc == TC_ERANGE)) {
-            /* This thread's own counter: a load and a store, no read-modify-write. */
-            atomic_llong *h = &e->readers[slot].hits;
-            atomic_store_explicit(h, atomic_load_explicit(h, memory_order_relaxed) + 1,
-                                  memory_order_relaxed);
-        }
+        /* Leaving counts a hit (EDGE_HIT_UNIT). The word is read again rather than restored
+         * to mark: a read nested in fn counted its own hit meanwhile. After the locked read the
+         * word is back at mark already, and the count is added the same way. */
+        unsigned long long hit = rd->count && (rc == TC_OK || rc == TC_ERANGE) ? EDGE_HIT_UNIT : 0;
+        unsigned long long cur = atomic_load_explicit(mine, memory_order_relaxed);
+        if (!locked)
+            atomic_store_explicit(mine, cur - 1 + hit, memory_order_release);
+        else if (hit)
+            atomic_store_explicit(mine, cur + hit, memory_order_relaxed);
     }
     if (EDGE_UNLIKELY(rc == EDGE_EXPIRED)) {
         drop_expired(e, si, hash, key, key_len);
@@ -1408,7 +1412,9 @@ void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evi
     int64_t n = 0, b = 0, ev = 0, h = 0;
     if (e != NULL) {
         for (unsigned s = 0; s <= EDGE_READER_SLOTS; s++)
-            h += atomic_load_explicit(&e->readers[s].hits, memory_order_relaxed);
+            for (size_t i = 0; i < EDGE_MAX_SHARDS; i++)
+                h += (int64_t)(atomic_load_explicit(&e->readers[s].n[i], memory_order_relaxed) /
+                               EDGE_HIT_UNIT);
         for (size_t i = 0; i < e->nshards; i++) {
             /* The counts change only under the mutex; readers never touch them. */
             struct edge_shard *sh = &e->shards[i];

@@ -1,11 +1,11 @@
 /*
  * edge_hit.h - the edge's hit path, inline: tc__edge_get_into, the read that tc_get_into makes
  * first, and what it needs of the edge's layout. Everything here belongs to edge.c; it is in a
- * header only so that this one read can be compiled into its caller. At a million keys, where
- * every hit waits on memory, a call (its register saves, and the longer instruction stream per
- * hit, which lets the processor overlap fewer hits' cache misses) cost as much as the rest of the
- * hit: inlined, the same code read 1.2-1.3 times faster (bench/bench_edge.c, docs/benchmarks.md).
- * No other file reads these structures.
+ * header only so that this one read can be compiled into its caller: a call's register saves
+ * and stack arguments lengthen every hit, and at a million keys, where hits wait on memory, a
+ * longer hit leaves the processor fewer hits' cache misses to overlap. Inlined, the same code
+ * read 1.16-1.19 times faster at 10k keys and 1.16-1.35 at 1M (docs/eviction.md, "Third
+ * round"). No other file reads these structures (tests/check_edge.c calls key_eq).
  *
  * Two parts, each with its own guard: the layout (constants, structures, the hash, the key
  * compare, the policy's hit hook), and the hit path proper (the shared state it reads and the
@@ -93,13 +93,17 @@ struct edge_shard {
     uint32_t gclock;
 };
 
-/* A thread's count of reads in progress in each shard: one cache line, written only by its
- * owner (or, for the shared slot, by every thread without one), read by writers. */
+/* A thread's reads in each shard: one word per shard, written only by its owner (or, for the
+ * shared slot, by every thread without one), read by writers. The low bits count the reads in
+ * progress there (a nested read from a callback counts up); the rest count the hits made there
+ * (of tc__edge_get_into and tc__edge_get_flags; tc__edge_counts sums them). A hit is counted by
+ * the very store that ends it (the word goes back to what it was, plus EDGE_HIT_UNIT): no second
+ * line written per hit, and no shared one, which would be the one line every hit of every
+ * thread writes. */
+#define EDGE_READING_MASK 0xffffull
+#define EDGE_HIT_UNIT (EDGE_READING_MASK + 1)
 struct edge_readers {
-    alignas(64) atomic_uint n[EDGE_MAX_SHARDS];
-    /* Hits of tc__edge_get_into and tc__edge_get_flags, counted where the owner alone writes:
-     * one shared counter would be the one line every hit of every thread writes. */
-    alignas(64) atomic_llong hits;
+    alignas(64) atomic_ullong n[EDGE_MAX_SHARDS];
 };
 
 struct tc__edge {
@@ -344,8 +348,8 @@ EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, 
     size_t si = shard_index(e, hash);
     struct edge_shard *sh = &e->shards[si];
 
-    atomic_uint *mine = &e->readers[slot].n[si];
-    unsigned mark = atomic_load_explicit(mine, memory_order_relaxed);
+    atomic_ullong *mine = &e->readers[slot].n[si];
+    unsigned long long mark = atomic_load_explicit(mine, memory_order_relaxed);
     atomic_store(mine, mark + 1); /* the hit's one fence (see edge_read) */
     if (EDGE_UNLIKELY(atomic_load(&sh->writer) != 0)) {
         atomic_store_explicit(mine, mark, memory_order_release);
@@ -379,11 +383,7 @@ EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, 
             memcpy(buf, src, len);
         rc = TC_OK;
     }
-    atomic_store_explicit(mine, mark, memory_order_release);
-    /* This thread's own counter: a load and a store, no read-modify-write. */
-    atomic_llong *h = &e->readers[slot].hits;
-    atomic_store_explicit(h, atomic_load_explicit(h, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    atomic_store_explicit(mine, mark + EDGE_HIT_UNIT, memory_order_release); /* left, counted */
     return rc;
 }
 #undef EDGE_HIT_CLOCK

@@ -80,6 +80,13 @@ static int64_t evictions_of(tc__edge *e)
     return ev;
 }
 
+static int64_t hits_of(tc__edge *e)
+{
+    int64_t h;
+    tc__edge_counts(e, NULL, NULL, NULL, &h);
+    return h;
+}
+
 static void sleep_ms(unsigned ms)
 {
     usleep(ms * 1000u);
@@ -265,6 +272,105 @@ START_TEST(test_get_into_every_length)
                      TC_EINVAL);
     ck_assert_int_eq(tc__edge_get_into(edge, "big", 3, out, 1, NULL, &version, NULL), TC_EINVAL);
     ck_assert_int_eq(tc__edge_get_into(edge, "big", 3, out, 1, &len, NULL, NULL), TC_EINVAL);
+}
+END_TEST
+
+/* A callback that reads the edge again (a nested read): its own hit counts too. */
+static int nested_fn(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl_ms)
+{
+    char buf[16];
+    size_t n;
+    int64_t v;
+    return tc__edge_get_into(ctx, "hc:b", 4, buf, sizeof buf, &n, &v, NULL) == TC_OK ? 0 : -1;
+}
+
+#define HC_THREADS 80 /* more than the 64 reader slots: the last ones share one */
+#define HC_READS 2000
+
+typedef struct hc_arg {
+    tc__edge *e;
+    pthread_barrier_t *go;
+    long ok;
+} hc_arg;
+
+static void *hc_reader(void *p)
+{
+    hc_arg *a = p;
+    char key[8], buf[16];
+    size_t n;
+    int64_t v;
+    unsigned flags;
+    /* A first read before the barrier takes the thread's reader slot while every other reader
+     * holds its own: the last threads get the shared one. */
+    a->ok += tc__edge_get_into(a->e, "hc:0", 4, buf, sizeof buf, &n, &v, NULL) == TC_OK;
+    pthread_barrier_wait(a->go);
+    for (int i = 0; i < HC_READS; i++) {
+        snprintf(key, sizeof key, "hc:%d", i % 8);
+        a->ok += tc__edge_get_into(a->e, key, strlen(key), buf, sizeof buf, &n, &v, NULL) == TC_OK;
+        a->ok += tc__edge_get_flags(a->e, key, strlen(key), NULL, NULL, &flags, NULL) == TC_OK;
+    }
+    return NULL;
+}
+
+static void *hc_writer(void *p)
+{
+    hc_arg *a = p;
+    char key[8];
+    pthread_barrier_wait(a->go);
+    for (int64_t i = 2; i <= 20000; i++) { /* the readers' keys, again: they meet a writer */
+        snprintf(key, sizeof key, "hc:%d", (int)(i % 8));
+        tc__edge_set(a->e, key, strlen(key), "v", 1, i, LONG_TTL);
+    }
+    return NULL;
+}
+
+START_TEST(test_hit_counts)
+{
+    /* Counted: live values found by tc__edge_get_into and tc__edge_get_flags (TC_ERANGE too),
+     * nested reads included. Not counted: misses, tc__edge_get, tc__edge_peek. */
+    char buf[16];
+    size_t n;
+    int64_t v;
+    unsigned flags;
+    ck_assert_int_eq(tc__edge_set(edge, "hc:a", 4, "12345678", 8, 1, LONG_TTL), 1);
+    ck_assert_int_eq(tc__edge_set(edge, "hc:b", 4, "xy", 2, 1, LONG_TTL), 1);
+    int64_t h0 = hits_of(edge);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(tc__edge_get_into(edge, "hc:a", 4, buf, sizeof buf, &n, &v, NULL), TC_OK);
+    ck_assert_int_eq(tc__edge_get_into(edge, "hc:a", 4, buf, 4, &n, &v, NULL), TC_ERANGE);
+    ck_assert_int_eq(tc__edge_get_into(edge, "hc:z", 4, buf, sizeof buf, &n, &v, NULL),
+                     TC_ENOTFOUND);
+    ck_assert_int_eq(tc__edge_get(edge, "hc:a", 4, NULL, NULL), TC_OK);
+    ck_assert_int_eq(tc__edge_peek(edge, "hc:a", 4, NULL, NULL, NULL), TC_OK);
+    ck_assert_int_eq(tc__edge_get_flags(edge, "hc:a", 4, NULL, NULL, &flags, NULL), TC_OK);
+    ck_assert_int_eq(hits_of(edge) - h0, 5);
+    ck_assert_int_eq(tc__edge_get_flags(edge, "hc:a", 4, nested_fn, edge, &flags, NULL), TC_OK);
+    ck_assert_int_eq(hits_of(edge) - h0, 7);
+
+    /* Exact under threads, past the reader slots, with a writer in the shards. */
+    for (int i = 0; i < 8; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "hc:%d", i);
+        ck_assert_int_eq(tc__edge_set(edge, key, strlen(key), "v", 1, 1, LONG_TTL), 1);
+    }
+    int64_t h1 = hits_of(edge);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, HC_THREADS + 1);
+    pthread_t th[HC_THREADS + 1];
+    hc_arg args[HC_THREADS + 1];
+    for (int i = 0; i <= HC_THREADS; i++) {
+        args[i] = (hc_arg){.e = edge, .go = &go};
+        ck_assert_int_eq(
+            pthread_create(&th[i], NULL, i == HC_THREADS ? hc_writer : hc_reader, &args[i]), 0);
+    }
+    long ok = 0;
+    for (int i = 0; i <= HC_THREADS; i++) {
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        ok += args[i].ok;
+    }
+    pthread_barrier_destroy(&go);
+    ck_assert_int_eq(ok, (long)HC_THREADS * (HC_READS * 2 + 1));
+    ck_assert_int_eq(hits_of(edge) - h1, ok);
 }
 END_TEST
 
@@ -1273,6 +1379,7 @@ Suite *edge_suite(void)
     tcase_add_test(tc, test_overwrite);
     tcase_add_test(tc, test_keys_of_every_length);
     tcase_add_test(tc, test_get_into_every_length);
+    tcase_add_test(tc, test_hit_counts);
     tcase_add_test(tc, test_many_keys);
     tcase_add_test(tc, test_absent);
     tcase_add_test(tc, test_callback_result_passes_through);
