@@ -952,7 +952,7 @@ static int sqlite_feed_read(tc__store *base, int64_t after, int max, tc__change_
     sqlite3_stmt *st = s->st[ST_FEED_READ];
     if (sqlite3_bind_int64(st, 1, after) != SQLITE_OK || sqlite3_bind_int(st, 2, max) != SQLITE_OK)
         rc = db_fail(s, s->db, "feed read");
-    int src;
+    int src = SQLITE_DONE; /* read only after a step; set for GCC -Og, which cannot tell */
     while (rc == TC_OK && (src = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = (const char *)sqlite3_column_text(st, 1);
         size_t key_len = (size_t)sqlite3_column_bytes(st, 1);
