@@ -620,6 +620,15 @@ static void policy_reset(struct edge_shard *sh)
 
 _Thread_local unsigned tc__edge_thread_slot EDGE_TLS_MODEL;
 
+/* The shared slot's reads in progress in this thread, innermost first (the frames live on the
+ * stack of get_shared): after a fork from inside one of them, the child gives them back to the
+ * counts it clears (after_fork_child), so that leaving them does not wrap the count. */
+struct shared_frame {
+    atomic_ullong *word;
+    struct shared_frame *outer;
+};
+static _Thread_local struct shared_frame *shared_frames;
+
 /* Which exclusive slots are taken, process-wide, and how many were ever used (writers look at
  * those and the shared one). A thread's slot goes back through a thread-specific key's
  * destructor when it exits. */
@@ -883,11 +892,18 @@ static void after_fork_child(void)
     unsigned own = tc__edge_thread_slot; /* 1 + slot, 0 for none */
     for (unsigned s = 0; s < EDGE_READER_SLOTS; s++)
         atomic_store(&reader_slot_taken[s], own == s + 1);
+    /* The reads in progress of threads the child does not have are gone; the forking thread's
+     * own stay counted (it may have forked from a read's callback, and will leave that read):
+     * its own slot is left as it is, and its frames in the shared slot are given back. The
+     * hit bits stay. */
     for (tc__edge *e = edges; e != NULL; e = e->next_edge)
         for (unsigned s = 0; s <= EDGE_READER_SLOTS; s++)
-            for (size_t i = 0; i < EDGE_MAX_SHARDS; i++)
+            for (size_t i = 0; (s + 1 != own || s == EDGE_SHARED_SLOT) && i < EDGE_MAX_SHARDS;
+                 i++)
                 atomic_store(&e->readers[s].n[i],
                              atomic_load(&e->readers[s].n[i]) & ~EDGE_READING_MASK);
+    for (struct shared_frame *f = shared_frames; f != NULL; f = f->outer)
+        atomic_fetch_add(f->word, 1);
     edges_unlock_shards();
     pthread_mutex_unlock(&edges_lock);
     clock_after_fork_child();
@@ -1146,7 +1162,8 @@ struct edge_read {
     int64_t *version;
 };
 
-/* Copies a plain entry's value out, inline: the hit path of tc_get_into. */
+/* Copies a plain entry's value out: tc_get_into's read when it takes the general path
+ * (tc__edge_get_into_slow). */
 EDGE_INLINE int copy_into(const struct edge_read *rd, const struct edge_entry *en)
 {
     if (en->flags != 0)
@@ -1223,10 +1240,16 @@ EDGE_COLD static int get_shared(tc__edge *e, size_t si, uint64_t hash, const cha
 {
     struct edge_shard *sh = &e->shards[si];
     atomic_ullong *shared = &e->readers[EDGE_SHARED_SLOT].n[si];
-    atomic_fetch_add(shared, 1);
-    int busy = atomic_load(&sh->writer) != 0;
+    struct shared_frame frame = {shared, shared_frames};
+    shared_frames = &frame;
+    unsigned long long before = atomic_fetch_add(shared, 1);
+    /* Half the in-progress bits in use (32,768 readers of one shard at once): the mutex
+     * instead, long before the count could carry into the hit bits. */
+    int busy = (before & EDGE_READING_MASK) >= EDGE_READING_MASK / 2 ||
+               atomic_load(&sh->writer) != 0;
     int rc = busy ? TC_ENOTFOUND : lookup(sh, hash, key, key_len, now, rd);
     atomic_fetch_sub_explicit(shared, 1, memory_order_release);
+    shared_frames = frame.outer;
     if (busy)
         rc = get_locked(sh, hash, key, key_len, now, rd);
     if (rd->count && (rc == TC_OK || rc == TC_ERANGE))
@@ -1411,10 +1434,6 @@ void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evi
 {
     int64_t n = 0, b = 0, ev = 0, h = 0;
     if (e != NULL) {
-        for (unsigned s = 0; s <= EDGE_READER_SLOTS; s++)
-            for (size_t i = 0; i < EDGE_MAX_SHARDS; i++)
-                h += (int64_t)(atomic_load_explicit(&e->readers[s].n[i], memory_order_relaxed) /
-                               EDGE_HIT_UNIT);
         for (size_t i = 0; i < e->nshards; i++) {
             /* The counts change only under the mutex; readers never touch them. */
             struct edge_shard *sh = &e->shards[i];
@@ -1422,6 +1441,16 @@ void tc__edge_counts(tc__edge *e, int64_t *entries, int64_t *bytes, int64_t *evi
             n += (int64_t)sh->count;
             b += (int64_t)sh->bytes;
             ev += sh->evictions;
+            /* Each word's hits modulo 2^48: what they moved since last time. Exact as long as
+             * no word takes 2^48 hits between two calls (65 days of 50 M hits a second). */
+            for (unsigned s = 0; s <= EDGE_READER_SLOTS; s++) {
+                uint64_t now_hits = (uint64_t)atomic_load_explicit(&e->readers[s].n[i],
+                                                                   memory_order_relaxed) /
+                                    EDGE_HIT_UNIT;
+                sh->hits += (int64_t)((now_hits - sh->hits_seen[s]) & (UINT64_MAX >> 16));
+                sh->hits_seen[s] = now_hits;
+            }
+            h += sh->hits;
             pthread_mutex_unlock(&sh->lock);
         }
     }

@@ -5,7 +5,8 @@
  * and stack arguments lengthen every hit, and at a million keys, where hits wait on memory, a
  * longer hit leaves the processor fewer hits' cache misses to overlap. Inlined, the same code
  * read 1.16-1.19 times faster at 10k keys and 1.16-1.35 at 1M (docs/eviction.md, "Third
- * round"). No other file reads these structures (tests/check_edge.c calls key_eq).
+ * round"). Only this read is meant for other files: tiercache.c uses nothing else here (the
+ * bench and tests/check_edge.c borrow the hash and the key compare).
  *
  * Two parts, each with its own guard: the layout (constants, structures, the hash, the key
  * compare, the policy's hit hook), and the hit path proper (the shared state it reads and the
@@ -88,18 +89,23 @@ struct edge_shard {
     /* S's share (a tenth, rounded up) and M's (the rest), of each budget. */
     size_t small_max_entries, small_max_bytes, main_max_entries, main_max_bytes;
     int has_evicted;
+    /* The hits of this shard's reader words, accumulated by tc__edge_counts: each word's hit
+     * bits wrap at 2^48, so they are read as differences from what was seen last time. */
+    uint64_t hits_seen[EDGE_READER_SLOTS + 1];
+    int64_t hits;
     struct ghost_slot *ghost; /* (gmask + 1) * EDGE_GHOST_WAYS slots, as many as the table */
     size_t gmask;
     uint32_t gclock;
 };
 
 /* A thread's reads in each shard: one word per shard, written only by its owner (or, for the
- * shared slot, by every thread without one), read by writers. The low bits count the reads in
- * progress there (a nested read from a callback counts up); the rest count the hits made there
- * (of tc__edge_get_into and tc__edge_get_flags; tc__edge_counts sums them). A hit is counted by
- * the very store that ends it (the word goes back to what it was, plus EDGE_HIT_UNIT): no second
- * line written per hit, and no shared one, which would be the one line every hit of every
- * thread writes. */
+ * shared slot, by every thread without one), read by writers. The low 16 bits count the reads
+ * in progress there (a nested read from a callback counts up; the shared slot turns readers
+ * away to the mutex before it could carry); the high 48 count the hits made there (of
+ * tc__edge_get_into and tc__edge_get_flags), modulo 2^48, which tc__edge_counts accumulates. A
+ * plain hit by a thread with its own slot is counted by the very store that ends it (the word
+ * goes back to what it was, plus EDGE_HIT_UNIT): no second line written per hit, and no shared
+ * one, which would be the one line every hit of every thread writes. */
 #define EDGE_READING_MASK 0xffffull
 #define EDGE_HIT_UNIT (EDGE_READING_MASK + 1)
 struct edge_readers {
