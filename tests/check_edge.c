@@ -1352,7 +1352,8 @@ typedef struct slot_holder {
 static void *hold_slot(void *p)
 {
     slot_holder *h = p;
-    get(edge, "fk:hold"); /* takes a reader slot, kept until the thread exits */
+    /* Takes a reader slot, kept until the thread exits (no callback: 64 threads at once). */
+    tc__edge_get(edge, "fk:hold", 7, NULL, NULL);
     pthread_barrier_wait(h->taken);
     pthread_barrier_wait(h->release);
     return NULL;

@@ -1208,7 +1208,7 @@ START_TEST(test_feed_trim)
     tc__store *s = store_open("t_feed_trim");
     PGconn *pg = sql_conn();
     for (int i = 0; i < 6; i++) {
-        char key[8];
+        char key[16];
         snprintf(key, sizeof key, "k%d", i);
         sput(s, key, "v");
     }
