@@ -103,14 +103,7 @@ int tc__http_fields(const void *owner, const char *what, const char *const *head
 
 /* ---- the block tc_get_http returns ---------------------------------------------------------- */
 
-/* "Name: value\r\n" appended to a growing string. */
-typedef struct strbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *s, size_t n)
+void tc__strbuf_add(tc__strbuf *b, const char *s, size_t n)
 {
     if (b->failed)
         return;
@@ -129,20 +122,21 @@ static void sb_add(strbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void sb_field(strbuf *b, const char *name, const char *v, size_t n)
+/* "Name: value\r\n" appended to the block. */
+static void sb_field(tc__strbuf *b, const char *name, const char *v, size_t n)
 {
     if (n == 0)
         return;
-    sb_add(b, name, strlen(name));
-    sb_add(b, ": ", 2);
-    sb_add(b, v, n);
-    sb_add(b, "\r\n", 2);
+    tc__strbuf_add(b, name, strlen(name));
+    tc__strbuf_add(b, ": ", 2);
+    tc__strbuf_add(b, v, n);
+    tc__strbuf_add(b, "\r\n", 2);
 }
 
 char *tc__http_block(const tc__rec *rec, int64_t age_s)
 {
-    strbuf h = {0};
-    sb_add(&h, "", 0);
+    tc__strbuf h = {0};
+    tc__strbuf_add(&h, "", 0);
     if (rec != NULL) {
         char age[32];
         int n = snprintf(age, sizeof age, "%lld", (long long)age_s);

@@ -42,6 +42,16 @@ unsigned tc__fork_generation(void);
 void tc__tag_lock(atomic_uint *w, unsigned gen);
 void tc__tag_unlock(atomic_uint *w);
 
+/* ---- a growable string (http_headers.c) ---- */
+/* Start from {0}. Each append keeps a terminating NUL; after a failed allocation `failed` is set
+ * and later appends do nothing, so a caller checks once at the end (then frees p). */
+typedef struct tc__strbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} tc__strbuf;
+void tc__strbuf_add(tc__strbuf *b, const char *s, size_t n);
+
 /* ---- values between tiers ---- */
 /* A tier hands a value to its caller through this callback, while the bytes are valid (under
  * the edge's lock, inside the hiredis reply, inside the SQLite statement), so each value is

@@ -1337,6 +1337,7 @@ static void fork_child_writes(const char *key)
     _exit(1);
 }
 
+/* 0 when the child exited with 0; -1 if it could not be waited for, else its wait status. */
 static int fork_status(pid_t pid)
 {
     int status = -1;
@@ -1456,11 +1457,7 @@ START_TEST(test_fork_while_busy)
                 execl("/bin/true", "true", (char *)NULL);
             _exit(bad ? 1 : 0);
         }
-        int status = -1;
-        if (pid < 0 || waitpid(pid, &status, 0) != pid)
-            result = -1;
-        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-            result = status == 0 ? -2 : status;
+        result = fork_status(pid);
     }
     /* Stop the thread before asserting: with CK_FORK=no a failed assertion longjmps. */
     atomic_store(&a.stop, 1);

@@ -18,6 +18,7 @@
  *  - servers shared by a TCase are started in an unchecked fixture, in the runner process.
  */
 #include "tc_test.h"
+#include "internal.h" /* tc__strbuf */
 
 #include <errno.h>
 #include <pthread.h>
@@ -388,61 +389,34 @@ void tct_redis_stop(tct_redis *r)
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-typedef struct strbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void format_reply(strbuf *b, const redisReply *rep)
+static void format_reply(tc__strbuf *b, const redisReply *rep)
 {
     char num[32];
     switch (rep->type) {
     case REDIS_REPLY_STRING:
     case REDIS_REPLY_STATUS:
     case REDIS_REPLY_ERROR:
-        sb_add(b, rep->str != NULL ? rep->str : "", rep->str != NULL ? rep->len : 0);
+        tc__strbuf_add(b, rep->str != NULL ? rep->str : "", rep->str != NULL ? rep->len : 0);
         break;
     case REDIS_REPLY_INTEGER:
         snprintf(num, sizeof num, "%lld", rep->integer);
-        sb_add(b, num, strlen(num));
+        tc__strbuf_add(b, num, strlen(num));
         break;
     case REDIS_REPLY_NIL:
-        sb_add(b, "(nil)", 5);
+        tc__strbuf_add(b, "(nil)", 5);
         break;
     case REDIS_REPLY_ARRAY:
         for (size_t i = 0; i < rep->elements; i++) {
             if (i > 0)
-                sb_add(b, "\n", 1);
+                tc__strbuf_add(b, "\n", 1);
             format_reply(b, rep->element[i]);
         }
         break;
     default: /* RESP3 types of hiredis 1.x; not requested by these tests */
         if (rep->str != NULL)
-            sb_add(b, rep->str, rep->len);
+            tc__strbuf_add(b, rep->str, rep->len);
         else
-            sb_add(b, "(?)", 3);
+            tc__strbuf_add(b, "(?)", 3);
         break;
     }
 }
@@ -483,11 +457,11 @@ char *tct_redis_cmd_auth(const tct_redis *r, const char *user, const char *pass,
             rep = redisCommandArgv(c, argc, (const char **)argv, lens);
         }
         if (rep != NULL) {
-            strbuf b = {0};
-            sb_add(&b, "", 0);
+            tc__strbuf b = {0};
+            tc__strbuf_add(&b, "", 0);
             format_reply(&b, rep);
             freeReplyObject(rep);
-            if (b.oom)
+            if (b.failed)
                 free(b.p);
             else
                 out = b.p;
