@@ -13,7 +13,8 @@ extern void (*tc__hook_after_commit)(tc_cache *cache, const char *key, size_t ke
 /* Bench hook: when set, called on the subscriber thread after a bus message from another
  * handle was applied to this handle's edge. Not exported. */
 /* Test hook: when set, called right before a read goes to the store (by the one reader of a
- * key that does; to slow it down in stampede tests). Not exported. */
+ * key that does, or by a stale-while-revalidate refresh; to slow it down in stampede tests, or
+ * to hold it while a test forks). Not exported. */
 typedef void (*tc__store_hook)(tc_cache *cache, const char *key, size_t key_len);
 extern _Atomic(tc__store_hook) tc__hook_before_store_read;
 /* Test hook: when set, called by a reader that missed every cache right before it joins the
@@ -32,6 +33,8 @@ const struct tc_config *tc__cache_config(tc_cache *cache);
 struct tc__pubsub *tc__cache_pubsub(tc_cache *cache);
 /* Its stale-while-revalidate refresher (refresh.h). */
 struct tc__refresher *tc__cache_refresher(tc_cache *cache);
+/* Its single-flight table (singleflight.h), NULL with single_flight off. */
+struct tc__flights *tc__cache_flights(tc_cache *cache);
 /* Its store (store.h). */
 struct tc__store *tc__cache_store(tc_cache *cache);
 /* Applies one change of the store's feed: key now has (or, deleted, took) version. Redis gets a

@@ -6,6 +6,7 @@
 
 #include "tiercache.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -36,6 +37,15 @@ int64_t tc__wall_ms(void);
 /* A number that changes in the child at every fork(). A connection remembers the generation it
  * was opened in; a different one means it belongs to the parent and must not be used. */
 unsigned tc__fork_generation(void);
+/* In a fork()ed child: 1 if t is the thread that called the last fork(), the only one of the
+ * parent's threads that lives on in the child (a fork from inside a store callback leaves that
+ * thread in the middle of a read, holding what the read holds). 0 in a process that never
+ * forked. */
+int tc__is_forking_thread(pthread_t t);
+/* In a fork()ed child, before any other use of mu: makes mu usable again. Returns 1 if it was
+ * free at the fork, so that what it protects is whole; 0 if a parent thread held it, so that
+ * what it protects may be half-changed (the caller must neither walk nor free that). */
+int tc__mutex_after_fork(pthread_mutex_t *mu);
 /* A lock that a child takes over when a parent's thread held it at fork time (process.c): the
  * stores' rare paths (opening a connection, the first call after a fork). gen is
  * tc__fork_generation(). */

@@ -47,12 +47,27 @@ struct tc_invalidator {
     int last_rc;           /* the last step's result */
     int64_t last_trim_ms;
     change *batch;         /* feed.batch slots, reused */
-    /* The thread, and the fork generation that started it (a child has no such thread). */
+    /* The thread, and the fork generation of this copy (a child has no such thread, and the
+     * lease it finds held under holder is its parent's: see fork_check). */
     int started;
     unsigned gen;
     atomic_int stop;
     pthread_t thread;
 };
+
+/* Its own random name in the lease, never the handle's: every invalidator must be told apart
+ * from every other (a handle without the bus has no id of its own). */
+static void new_holder(tc_invalidator *inv)
+{
+    unsigned char id[TC__BUS_ID_LEN];
+    tc__bus_new_id(id);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < TC__BUS_ID_LEN; i++) {
+        inv->holder[2 * i] = hex[id[i] >> 4];
+        inv->holder[2 * i + 1] = hex[id[i] & 15];
+    }
+    inv->holder[2 * TC__BUS_ID_LEN] = '\0';
+}
 
 int tc_invalidator_new(tc_invalidator **out, tc_cache *c)
 {
@@ -73,17 +88,9 @@ int tc_invalidator_new(tc_invalidator **out, tc_cache *c)
     }
     inv->c = c;
     inv->store = store;
+    inv->gen = tc__fork_generation();
     inv->cfg = tc__cache_config(c);
-    /* Its own random name in the lease, never the handle's: every invalidator must be told
-     * apart from every other (a handle without the bus has no id of its own). */
-    unsigned char id[TC__BUS_ID_LEN];
-    tc__bus_new_id(id);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < TC__BUS_ID_LEN; i++) {
-        inv->holder[2 * i] = hex[id[i] >> 4];
-        inv->holder[2 * i + 1] = hex[id[i] & 15];
-    }
-    inv->holder[2 * TC__BUS_ID_LEN] = '\0';
+    new_holder(inv);
     atomic_init(&inv->stop, 0);
     *out = inv;
     return TC_OK;
@@ -123,6 +130,22 @@ static void trim_now_and_then(tc_invalidator *inv)
     inv->store->ops->feed_trim(inv->store, inv->cfg->feed_retention_ms, &removed);
 }
 
+/* The first call in a fork()ed child: the parent's thread and lease stay the parent's. The
+ * child takes a name of its own, so that it never renews or releases the parent's lease, nor
+ * fences the parent's checkpoint with it; it claims the lease anew, as any other invalidator
+ * would. */
+static void fork_check(tc_invalidator *inv)
+{
+    unsigned g = tc__fork_generation();
+    if (inv->gen == g)
+        return;
+    inv->gen = g;
+    inv->started = 0;
+    inv->held = 0;
+    atomic_store(&inv->stop, 0);
+    new_holder(inv);
+}
+
 int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *inv)
 {
     if (out_applied != NULL)
@@ -131,6 +154,7 @@ int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *
         *out_seq = 0;
     if (inv == NULL)
         return tc__err(NULL, TC_EINVAL, "invalidator: NULL argument");
+    fork_check(inv);
     tc__store *st = inv->store;
     const char *consumer = inv->cfg->feed_consumer;
     int64_t seq = 0;
@@ -186,6 +210,7 @@ int tc_invalidator_wait(tc_invalidator *inv)
 {
     if (inv == NULL)
         return tc__err(NULL, TC_EINVAL, "invalidator: NULL argument");
+    fork_check(inv);
     if (inv->last_rc != TC_OK) {
         /* A standby, or a failure: the log has changes this invalidator did not apply, so a
          * wait for "changes after" would return at once. Try again at the poll's pace. */
@@ -225,12 +250,13 @@ static void *run(void *arg)
 
 int tc_invalidator_start(tc_invalidator *inv)
 {
+    if (inv != NULL)
+        fork_check(inv);
     if (inv == NULL || inv->started)
         return tc__err(NULL, TC_EINVAL, "invalidator: NULL or already started");
     if (pthread_create(&inv->thread, NULL, run, inv) != 0)
         return tc__err(inv->c, TC_ENOMEM, "invalidator: cannot start its thread");
     inv->started = 1;
-    inv->gen = tc__fork_generation();
     return TC_OK;
 }
 
@@ -238,12 +264,7 @@ void tc_invalidator_free(tc_invalidator *inv)
 {
     if (inv == NULL)
         return;
-    if (inv->started && inv->gen != tc__fork_generation()) {
-        /* A fork()ed child's copy: the thread and the lease are its parent's. */
-        free(inv->batch);
-        free(inv);
-        return;
-    }
+    fork_check(inv); /* a child's copy: no thread to stop, no lease of its own to release */
     if (inv->started) {
         atomic_store(&inv->stop, 1);
         pthread_join(inv->thread, NULL);

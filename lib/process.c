@@ -29,9 +29,14 @@ int64_t tc__wall_ms(void)
 
 static atomic_uint fork_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+/* In a child: the thread that called fork(), the only one of the parent's threads that lives on
+ * in it. Written before the generation moves, in the child's only thread, and read only by
+ * repairs, which run after they saw the new generation. */
+static pthread_t forker;
 
 static void on_fork_child(void)
 {
+    forker = pthread_self();
     atomic_fetch_add(&fork_gen, 1);
 }
 
@@ -44,6 +49,25 @@ unsigned tc__fork_generation(void)
 {
     pthread_once(&atfork_once, register_atfork);
     return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
+int tc__is_forking_thread(pthread_t t)
+{
+    return tc__fork_generation() != 0 && pthread_equal(t, forker);
+}
+
+int tc__mutex_after_fork(pthread_mutex_t *mu)
+{
+    /* The forking thread never holds one of these across fork(), and no other thread of the
+     * child can have locked it yet (the caller repairs before any other use), so a busy mutex
+     * was held by a thread that did not survive the fork. Re-initialising a mutex that is
+     * locked is what POSIX leaves undefined for a live owner; here there is none. */
+    if (pthread_mutex_trylock(mu) == 0) {
+        pthread_mutex_unlock(mu);
+        return 1;
+    }
+    pthread_mutex_init(mu, NULL);
+    return 0;
 }
 
 /*

@@ -155,10 +155,22 @@ void tc__refresher_after_fork(tc__refresher *r)
 {
     if (r == NULL)
         return;
-    /* Whatever the parent's thread held is gone with it; the memory is the child's to free. */
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-    free_jobs(r->head);
+    pthread_cond_init(&r->cv, NULL); /* its waiters were parent threads */
+    int whole = tc__mutex_after_fork(&r->mu);
+    if (r->started && tc__is_forking_thread(r->thread)) {
+        /* A refresh forked (from a store callback): the thread lives on in the child and goes
+         * on with its queue, unless a parent thread was changing the queue at the fork. */
+        if (!whole) {
+            r->head = r->tail = NULL; /* half-linked: dropped, not walked */
+            r->pending = 0;
+        }
+        return;
+    }
+    /* The thread did not survive: what it ran and what was queued is the child's to free (a
+     * queue a parent thread was linking at the fork is dropped without a walk), and the child
+     * starts a thread of its own on its first refresh. */
+    if (whole)
+        free_jobs(r->head);
     free(r->running);
     r->head = r->tail = r->running = NULL;
     r->pending = 0;

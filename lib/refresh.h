@@ -23,8 +23,10 @@ void tc__refresher_free(tc__refresher *r);
  * queued, 0 if one is already in flight or the queue is full, TC_ENOMEM. Thread-safe. */
 int tc__refresher_submit(tc__refresher *r, const char *key, size_t key_len, const void *job,
                          size_t job_len);
-/* In a fork()ed child, before any other use: the thread did not survive, and its lock may have
- * been held at the fork. Forgets the thread and what was pending. */
+/* In a fork()ed child, before any other use: the thread did not survive (unless it is the one
+ * that forked, from a refresh: then it goes on), and its lock may have been held at the fork.
+ * Frees what was running and pending; the child's first refresh starts its own thread, so a
+ * key whose refresh the parent was running can be refreshed in the child at once. */
 void tc__refresher_after_fork(tc__refresher *r);
 /* Waits until nothing is queued or running (tests). */
 void tc__refresher_drain(tc__refresher *r);

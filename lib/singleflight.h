@@ -14,9 +14,12 @@ typedef struct tc__flight tc__flight;
 int tc__flights_new(tc__flights **out);
 /* No flight may be in progress. NULL is accepted. */
 void tc__flights_free(tc__flights *f);
-/* In a fork()ed child: flights of the parent's threads are gone with them; forget them (their
- * memory is leaked rather than touched: a parent thread may have held the lock). */
+/* In a fork()ed child, before any other use: the flights led by the parent's other threads are
+ * freed (their leaders and followers did not survive the fork), so a reader of such a key in the
+ * child loads it at once; a flight the forking thread leads stays, for it to land. */
 void tc__flights_after_fork(tc__flights *f);
+/* Tests: the users (leader and followers) of the key's flight in progress, 0 if none. */
+unsigned tc__flights_users(tc__flights *f, const char *key, size_t key_len);
 
 /* Joins the flight of key. Returns the flight; *leader is 1 if the caller must load the key and
  * then call tc__flight_land, 0 if another thread is loading it: tc__flight_wait then gives its

@@ -60,6 +60,12 @@ struct tc_cache {
     tc__store *store;
     tc__refresher *refresher; /* stale-while-revalidate refreshes */
     tc__flights *flights;     /* one store read per key at a time */
+    /* The miss leases this process's threads hold (lease_step), so that a fork()ed child can
+     * tell whether its parent's other threads held any: those are theirs, and for as long as
+     * they may live (lease_ms) the child reads the store rather than wait on them. */
+    pthread_mutex_t leases_mu;
+    struct lease *leases;
+    atomic_llong lease_skip_until; /* tc__now_ms() before which no lease is taken or awaited */
     tc__stats stats;
     atomic_uint fork_gen; /* tc__fork_generation() the edge was last emptied in, or
                            * EDGE_REPAIRING while a child empties it */
@@ -79,6 +85,8 @@ struct tc_cache {
 #endif
 #endif
 
+static void leases_after_fork(tc_cache *c);
+
 static void fork_repair(tc_cache *c, int resume)
 {
     unsigned gen = tc__fork_generation();
@@ -96,6 +104,7 @@ static void fork_repair(tc_cache *c, int resume)
             tc__edge_clear(c->edge);
             tc__refresher_after_fork(c->refresher);
             tc__flights_after_fork(c->flights);
+            leases_after_fork(c);
             tc__pubsub_after_fork(c->pubsub); /* the bus is down: the edge is not used */
 #ifndef TC_TSAN
             /* ThreadSanitizer aborts a child of a multi-threaded process that starts a
@@ -149,6 +158,11 @@ struct tc__pubsub *tc__cache_pubsub(tc_cache *c)
 struct tc__refresher *tc__cache_refresher(tc_cache *c)
 {
     return c->refresher;
+}
+
+struct tc__flights *tc__cache_flights(tc_cache *c)
+{
+    return c->flights;
 }
 
 struct tc__store *tc__cache_store(tc_cache *c)
@@ -356,6 +370,7 @@ int tc_open(tc_cache **out, const tc_config *cfg)
     tc_cache *c = calloc(1, sizeof *c);
     if (c == NULL)
         return tc__err(NULL, TC_ENOMEM, "tc_open: out of memory");
+    pthread_mutex_init(&c->leases_mu, NULL);
     int rc;
     if (cfg != NULL) {
         rc = tc__config_dup(&c->cfg, cfg);
@@ -450,6 +465,7 @@ void tc_close(tc_cache *c)
     if (c->store != NULL)
         c->store->ops->close(c->store);
     tc_config_free(c->cfg);
+    pthread_mutex_destroy(&c->leases_mu);
     free(c);
 }
 
@@ -887,7 +903,38 @@ typedef struct lease {
     int state;
     int64_t ttl_ms; /* LEASE_PEER_*: the remaining life of what the holder filled */
     char token[16];
+    struct lease *next; /* LEASE_HELD: in c->leases */
+    pthread_t holder;
 } lease;
+
+/* Like the flights list, walkable at any instant a fork catches (one pointer store per change),
+ * and the leases it links live on their holders' stacks, which the child has copies of. A
+ * lease the forking thread holds stays: it releases it in the child as in the parent. */
+static void leases_after_fork(tc_cache *c)
+{
+    (void)tc__mutex_after_fork(&c->leases_mu);
+    int others = 0;
+    for (lease **p = &c->leases; *p != NULL;) {
+        if (tc__is_forking_thread((*p)->holder)) {
+            p = &(*p)->next;
+        } else {
+            others = 1;
+            *p = (*p)->next;
+        }
+    }
+    if (others)
+        atomic_store(&c->lease_skip_until, add_sat64(tc__now_ms(), c->cfg->lease_ms));
+}
+
+static void lease_hold(tc_cache *c, lease *ls)
+{
+    ls->state = LEASE_HELD;
+    ls->holder = pthread_self();
+    pthread_mutex_lock(&c->leases_mu);
+    ls->next = c->leases;
+    c->leases = ls;
+    pthread_mutex_unlock(&c->leases_mu);
+}
 
 /* A token no other holder has: 16 random bytes (a counter and the clock if getrandom fails). */
 static void lease_token(char *token)
@@ -907,6 +954,8 @@ static void lease_token(char *token)
  * without a lease (slower, never wrong). */
 static void lease_step(tc_cache *c, const char *key, size_t key_len, reader *r, lease *ls)
 {
+    if (tc__now_ms() < atomic_load_explicit(&c->lease_skip_until, memory_order_relaxed))
+        return; /* a child whose parent's threads held leases (leases_after_fork) */
     lease_token(ls->token);
     int64_t deadline = add_sat64(tc__wall_ms(), c->cfg->lease_wait_ms);
     unsigned pause_us = 250;
@@ -915,7 +964,7 @@ static void lease_step(tc_cache *c, const char *key, size_t key_len, reader *r, 
                                  c->cfg->lease_ms, deliver_copy, r);
         if (rc == TC__LEASE_TAKEN) {
             TC__INC(c->stats.leases);
-            ls->state = LEASE_HELD;
+            lease_hold(c, ls);
             return;
         }
         if (rc == TC_OK) {
@@ -952,10 +1001,29 @@ static void lease_step(tc_cache *c, const char *key, size_t key_len, reader *r, 
     }
 }
 
-static void lease_release(tc_cache *c, const char *key, size_t key_len, const lease *ls)
+static void lease_release(tc_cache *c, const char *key, size_t key_len, lease *ls)
 {
-    if (ls->state == LEASE_HELD)
-        tc__redis_unlease(c->redis, key, key_len, ls->token, sizeof ls->token);
+    if (ls->state != LEASE_HELD)
+        return;
+    pthread_mutex_lock(&c->leases_mu);
+    for (lease **p = &c->leases; *p != NULL; p = &(*p)->next) {
+        if (*p == ls) {
+            *p = ls->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->leases_mu);
+    ls->state = LEASE_NONE;
+    tc__redis_unlease(c->redis, key, key_len, ls->token, sizeof ls->token);
+}
+
+/* Every read of the store, the read path's and the refresher's, with the tests' hook. */
+static int store_get(tc_cache *c, const char *key, size_t key_len, reader *r)
+{
+    tc__store_hook hook = atomic_load(&tc__hook_before_store_read);
+    if (hook != NULL)
+        hook(c, key, key_len);
+    return c->store->ops->get(c->store, key, key_len, deliver_copy, r);
 }
 
 static int check_get_args(tc_cache *c, const char *key, size_t key_len)
@@ -1178,10 +1246,7 @@ store:
         } else if (ls.state == LEASE_PEER_ABSENT) {
             rc = TC_ENOTFOUND;
         } else {
-            tc__store_hook hook = atomic_load(&tc__hook_before_store_read);
-            if (hook != NULL)
-                hook(c, key, key_len);
-            rc = c->store->ops->get(c->store, key, key_len, deliver_copy, r);
+            rc = store_get(c, key, key_len, r);
         }
     }
     /* A leader lands its flight once the edge is filled (a reader arriving later finds the
@@ -1600,7 +1665,7 @@ static int refresh_key(void *owner, const char *key, size_t key_len, const void 
     free(r.raw);
     r.raw = NULL;
     int done = 0;
-    if (c->store->ops->get(c->store, key, key_len, deliver_copy, &r) == TC_OK) {
+    if (store_get(c, key, key_len, &r) == TC_OK) {
         TC__INC(c->stats.store.hits);
         int64_t now = tc__wall_ms();
         int64_t ttl = c->cfg->default_ttl_ms;

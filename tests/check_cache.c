@@ -15,6 +15,7 @@
 
 #include "cache.h"
 #include "redis_tier.h"
+#include "singleflight.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)
@@ -143,15 +144,13 @@ END_TEST
 
 /* A thread reads edge hits non-stop while another forks: the child must never block on edge
  * state a parent thread was in the middle of using (it gets a fresh edge). */
-static atomic_int reading;
-
 static void *read_loop(void *arg)
 {
-    tc_cache *c = arg;
+    tct_thread *t = arg;
+    tc_cache *c = t->arg;
     /* tc_get_into: an edge hit allocates nothing, so the child cannot inherit an allocator
      * lock from this thread (glibc's malloc survives that, some sanitizers' do not). */
-    atomic_store(&reading, 2); /* started: its start-up allocations are behind it */
-    while (atomic_load(&reading)) {
+    while (!atomic_load(&t->stop)) {
         char buf[8];
         size_t len;
         (void)tc_get_into(&len, c, "k", 1, buf, sizeof buf);
@@ -163,17 +162,13 @@ START_TEST(test_fork_while_reading)
 {
     tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
     ck_assert_int_eq(tc_put(c, K("k"), "v", 1, 0), TC_OK);
-    atomic_store(&reading, 1);
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, read_loop, c), 0);
-    while (atomic_load(&reading) != 2)
-        sched_yield();
+    static tct_thread t; /* stopped by the teardown too, if an assertion fails */
+    tct_thread_start(&t, read_loop, c);
     for (int i = 0; i < 12; i++) {
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
-            signal(SIGALRM, SIG_DFL); /* Check handles SIGALRM: it would kill the test */
-            alarm(20); /* a hang fails the test instead of stalling the suite */
+            tct_child_alarm(20);
             void *v;
             size_t len;
             unsigned info;
@@ -186,14 +181,234 @@ START_TEST(test_fork_while_reading)
             tc_close(c); /* the child's own connections; valgrind checks the child too */
             _exit(bad);
         }
-        int status;
-        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %d", i,
-                      status);
+        int status = tct_child_status(pid);
+        ck_assert_msg(status == 0, "child %d: status %d", i, status);
     }
-    atomic_store(&reading, 0);
-    pthread_join(t, NULL);
+    tct_thread_stop(&t);
     expect_value(c, "k", "v", 1, TC_SOURCE_EDGE);
+    tc_close(c);
+}
+END_TEST
+
+/* ---- fork while reads hold per-process state ------------------------------------------------ */
+
+typedef struct one_read {
+    tc_cache *c;
+    const char *key;
+    int rc;
+    unsigned info;
+    char value[16];
+} one_read;
+
+static void *read_once(void *arg)
+{
+    one_read *o = ((tct_thread *)arg)->arg;
+    void *v = NULL;
+    size_t len = 0;
+    o->rc = tc_get_ex(&v, &len, &o->info, NULL, o->c, o->key, strlen(o->key));
+    if (o->rc == TC_OK)
+        snprintf(o->value, sizeof o->value, "%.*s", (int)len, (const char *)v);
+    tc_free(v);
+    return NULL;
+}
+
+static void expect_read(const one_read *o, const char *want)
+{
+    ck_assert_msg(o->rc == TC_OK, "%s: %s", o->key, tc_strerror(o->rc));
+    ck_assert_str_eq(o->value, want);
+}
+
+/* In a child (no ck_assert: a failed one would run the rest of the suite in the child): key
+ * gives want, from the store. 0 if so. */
+static int child_expect_store(tc_cache *c, const char *key, const char *want)
+{
+    void *v = NULL;
+    size_t len = 0;
+    unsigned info = 0;
+    int rc = tc_get_ex(&v, &len, &info, NULL, c, key, strlen(key));
+    int bad = rc != TC_OK || len != strlen(want) || memcmp(v, want, len) != 0 ||
+              (info & 0xff) != TC_SOURCE_STORE;
+    if (bad)
+        fprintf(stderr, "child: %s: rc %d, %zu bytes, source %u\n", key, rc, len, info & 0xff);
+    tc_free(v);
+    return bad;
+}
+
+/* fork() while one thread leads the flight of "hot" with another following it, and a third
+ * leads "cold": the child starts with nothing in flight, reads both keys (and a third) from
+ * the store at once, and leaks nothing (valgrind checks the child as it exits); the parent's
+ * readers then finish as if nothing had happened. */
+START_TEST(test_fork_during_single_flight)
+{
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
+    ck_assert_int_eq(tc_put(c, K("hot"), "h1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_put(c, K("cold"), "c1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_put(c, K("other"), "o1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(c, K("hot")), TC_OK); /* out of the edge: misses */
+    ck_assert_int_eq(tc_invalidate(c, K("cold")), TC_OK);
+    struct tc__flights *f = tc__cache_flights(c);
+    tct_hold_begin();
+    static one_read lead, follow, lead2;
+    static tct_thread tl, tf, tl2;
+    lead = (one_read){.c = c, .key = "hot"};
+    follow = lead;
+    lead2 = (one_read){.c = c, .key = "cold"};
+    tct_thread_start(&tl, read_once, &lead);
+    tct_thread_start(&tf, read_once, &follow);
+    tct_thread_start(&tl2, read_once, &lead2);
+    tct_hold_threads_started();
+    tct_wait_held(2); /* both leaders in their store reads */
+    long long deadline = tct_mono_ms() + 20000;
+    while (tc__flights_users(f, K("hot")) < 2 && tct_mono_ms() < deadline)
+        tct_sleep_ms(1);
+    ck_assert_uint_eq(tc__flights_users(f, K("hot")), 2); /* the follower waits */
+    ck_assert_uint_eq(tc__flights_users(f, K("cold")), 1);
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(20); /* a wait on a parent's flight would hang: the alarm fails it */
+        tc__cache_fork_check(c);
+        int bad = tc__flights_users(f, K("hot")) != 0 || tc__flights_users(f, K("cold")) != 0;
+        bad |= child_expect_store(c, "hot", "h1");
+        bad |= child_expect_store(c, "cold", "c1");
+        bad |= child_expect_store(c, "other", "o1"); /* a fresh edge */
+        tc_close(c);
+        _exit(bad);
+    }
+    int status = tct_child_status(pid);
+    ck_assert_msg(status == 0, "child: status %d", status);
+    tct_hold_release();
+    tct_thread_stop(&tl);
+    tct_thread_stop(&tf);
+    tct_thread_stop(&tl2);
+    expect_read(&lead, "h1");
+    expect_read(&follow, "h1");
+    expect_read(&lead2, "c1");
+    ck_assert_uint_eq(follow.info & 0xff, TC_SOURCE_STORE); /* the leader's read, shared */
+    ck_assert_uint_eq(tc__flights_users(f, K("hot")), 0);
+    tc_close(c);
+}
+END_TEST
+
+/* fork() on the leader's own thread, between its join and its store read (as a store callback
+ * may): in the child that thread lives on and lands its flight, which the child kept for it. */
+static atomic_int forked_child;
+static unsigned kept_users = 99; /* in the child: the users of the flight it kept */
+
+static void fork_here(tc_cache *c, const char *key, size_t key_len)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        tct_child_alarm(20);
+        tc__cache_fork_check(c); /* the repair, while this thread leads the key's flight */
+        kept_users = tc__flights_users(tc__cache_flights(c), key, key_len);
+        return; /* the read goes on in the child: read_once_child checks it */
+    }
+    atomic_store(&forked_child, pid);
+}
+
+static void *read_once_child(void *arg)
+{
+    one_read *o = ((tct_thread *)arg)->arg;
+    (void)read_once(arg);
+    if (getpid() == tct_hold_pid())
+        return NULL;
+    /* The forked child, on the forking thread: the repair kept the flight it leads, with it as
+     * the only user; it landed it, and the flight is gone. */
+    int bad = kept_users != 1 || o->rc != TC_OK || strcmp(o->value, "l1") != 0 ||
+              tc__flights_users(tc__cache_flights(o->c), K("lead")) != 0;
+    if (bad)
+        fprintf(stderr, "child: kept %u users, rc %d, value %s\n", kept_users, o->rc, o->value);
+    char buf[8];
+    size_t len = 0;
+    bad |= tc_get_into(&len, o->c, K("lead"), buf, sizeof buf) != TC_OK || len != 2;
+    tc_close(o->c);
+    _exit(bad);
+}
+
+START_TEST(test_fork_in_leader)
+{
+    tc_cache *c = tct_open(tct_dir, "a", 0, NULL);
+    ck_assert_int_eq(tc_put(c, K("lead"), "l1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(c, K("lead")), TC_OK);
+    tct_hold_begin();
+    tct_hold_pass(); /* the parent's read is not held: only the fork is made in it */
+    atomic_store(&forked_child, 0);
+    tct_hold_fork_hook(fork_here);
+    static one_read o;
+    static tct_thread t;
+    o = (one_read){.c = c, .key = "lead"};
+    tct_thread_start(&t, read_once_child, &o);
+    tct_hold_threads_started();
+    tct_thread_stop(&t);
+    pid_t pid = atomic_load(&forked_child);
+    ck_assert_int_gt(pid, 0);
+    int status = tct_child_status(pid);
+    ck_assert_msg(status == 0, "child: status %d", status);
+    expect_read(&o, "l1");
+    tc_close(c);
+}
+END_TEST
+
+/* In a child: a stats field, or -1 (no ck_assert there). */
+static long long child_stat(tc_cache *c, const char *section, const char *field)
+{
+    char *text = NULL;
+    if (tc_stats_json(&text, c) != TC_OK)
+        return -1;
+    long long n = -1;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":{", section);
+    const char *sec = strstr(text, pat);
+    snprintf(pat, sizeof pat, "\"%s\":", field);
+    const char *f = sec != NULL ? strstr(sec, pat) : NULL;
+    if (f != NULL)
+        n = strtoll(f + strlen(pat), NULL, 10);
+    tc_free(text);
+    return n;
+}
+
+/* fork() while a thread of the parent holds the key's miss lease (lease_ms) in Redis, between
+ * taking it and filling: the lease is the parent's thread's, which the child does not have, so
+ * the child reads the store at once instead of waiting for it (no lease wait counted), and
+ * leaks nothing; the parent's reader then fills and releases as usual. */
+START_TEST(test_fork_during_lease)
+{
+    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port,
+                           "{\"lease_ms\": 10000, \"lease_wait_ms\": 10000}");
+    tct_wait_edge(c);
+    ck_assert_int_eq(tc_put(c, K("leased"), "l1", 2, 0), TC_OK);
+    ck_assert_int_eq(tc_invalidate(c, K("leased")), TC_OK); /* out of the edge and Redis */
+    long long leases = tct_stat(c, "store", "leases");
+    tct_hold_begin();
+    static one_read o;
+    static tct_thread t;
+    o = (one_read){.c = c, .key = "leased"};
+    tct_thread_start(&t, read_once, &o);
+    tct_hold_threads_started();
+    tct_wait_held(1);
+    ck_assert_int_eq(tct_stat(c, "store", "leases") - leases, 1); /* taken, not yet released */
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(20);
+        long long waits = child_stat(c, "store", "lease_waits");
+        int bad = child_expect_store(c, "leased", "l1");
+        long long after = child_stat(c, "store", "lease_waits");
+        if (waits < 0 || after != waits) {
+            fprintf(stderr, "child: lease waits %lld -> %lld\n", waits, after);
+            bad = 1;
+        }
+        tc_close(c);
+        _exit(bad);
+    }
+    int status = tct_child_status(pid);
+    ck_assert_msg(status == 0, "child: status %d", status);
+    tct_hold_release();
+    tct_thread_stop(&t);
+    expect_read(&o, "l1");
     tc_close(c);
 }
 END_TEST
@@ -851,6 +1066,8 @@ Suite *cache_suite(void)
     tcase_add_test(local, test_open_failure_has_message);
     tcase_add_test(local, test_no_redis);
     tcase_add_test(local, test_fork_while_reading);
+    tcase_add_test(local, test_fork_during_single_flight);
+    tcase_add_test(local, test_fork_in_leader);
     tcase_add_test(local, test_single_flight);
     tcase_add_test(local, test_single_flight_late_joiner);
     tcase_add_test(local, test_write_fill_survives_an_eviction);
@@ -873,6 +1090,7 @@ Suite *cache_suite(void)
     tcase_add_test(tiers, test_get_many);
     tcase_add_test(tiers, test_ttl_jitter);
     tcase_add_test(tiers, test_negative_caching);
+    tcase_add_test(tiers, test_fork_during_lease);
     suite_add_tcase(s, tiers);
 
     TCase *faults = tcase_create("faults");

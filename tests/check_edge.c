@@ -101,6 +101,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    tct_run_deferred(); /* threads a failed test left running */
     tc__edge_free(edge);
     edge = NULL;
     free(cap.data);

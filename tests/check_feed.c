@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tc_test.h"
 
@@ -242,6 +243,37 @@ START_TEST(test_lease_without_redis)
 }
 END_TEST
 
+/* A fork()ed child's copy of an invalidator that holds the lease: the lease stays its parent's.
+ * The child stands by (it never renews the parent's lease under the parent's name), and
+ * freeing its copy releases nothing; the parent still holds the lease afterwards. */
+START_TEST(test_invalidator_in_child)
+{
+    tc_cache *c1 = tct_open(tct_dir, "db", 0, NULL), *c2 = tct_open(tct_dir, "db", 0, NULL);
+    tc_invalidator *one = invalidator(c1), *two = invalidator(c2);
+    step(one, TC_OK); /* one holds the lease */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(20);
+        int64_t applied = 0, seq = 0;
+        int bad = tc_invalidator_step(&applied, &seq, one) != TC_ESTATE;
+        tc_invalidator_free(one); /* must not release the parent's lease */
+        tc_invalidator_free(two);
+        tc_close(c1);
+        tc_close(c2);
+        _exit(bad);
+    }
+    int status = tct_child_status(pid);
+    ck_assert_msg(status == 0, "child: status %d", status);
+    step(two, TC_ESTATE); /* the lease is still one's */
+    step(one, TC_OK);
+    tc_invalidator_free(one);
+    tc_invalidator_free(two);
+    tc_close(c1);
+    tc_close(c2);
+}
+END_TEST
+
 START_TEST(test_no_feed_in_a_store_of_your_own)
 {
     tc_invalidator *inv = (tc_invalidator *)1;
@@ -268,6 +300,7 @@ Suite *feed_suite(void)
     tcase_add_test(tc, test_old_version_not_refilled);
     tcase_add_test(tc, test_checkpoint_lease_and_trim);
     tcase_add_test(tc, test_no_feed_in_a_store_of_your_own);
+    tcase_add_test(tc, test_invalidator_in_child);
     suite_add_tcase(s, tc);
     return s;
 }

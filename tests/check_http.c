@@ -468,6 +468,49 @@ START_TEST(test_close_in_child)
 }
 END_TEST
 
+/* fork() while the refresher thread runs a refresh (its store read held in the hook): the child
+ * starts with an empty queue and no thread, so a stale hit of the same key there queues a
+ * refresh and runs it on a thread of the child's own at once; nothing leaks. Under TSan the
+ * child cannot start a thread: it only closes the handle. */
+START_TEST(test_fork_during_refresh)
+{
+    tc_cache *c = tct_open(tct_dir, "db", 0, NULL);
+    const char *h[] = {"Cache-Control: max-age=60, stale-while-revalidate=600", "Age: 60"};
+    put_http(c, "/swr", "v1", h, N(h), 1);
+    tct_hold_begin();
+    tct_hold_threads_started(); /* the refresher is released before the teardown goes on */
+    expect_http(c, "/swr", 0, "v1", TC_HTTP_STALE); /* queues the refresh; its read is held */
+    tct_wait_held(1);
+    tc__refresher *rf = tc__cache_refresher(c);
+    ck_assert_int_eq(tc__refresher_done(rf), 0);
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(20); /* a refresh stuck behind the parent's would hang the drain */
+        unsigned stored = 0, state = 0;
+        int bad = tc_put_http(&stored, c, K("/swr"), "v2", 2, h, N(h)) != TC_OK || stored != 1;
+        if (!TCT_TSAN) {
+            void *v = NULL;
+            size_t len = 0;
+            bad |= tc_get_http(&v, &len, &state, NULL, NULL, c, K("/swr"), 0) != TC_OK ||
+                   state != TC_HTTP_STALE;
+            tc_free(v);
+            tc__refresher_drain(rf);
+            bad |= tc__refresher_done(rf) != 1;
+        }
+        tc_close(c);
+        _exit(bad);
+    }
+    int status = tct_child_status(pid);
+    ck_assert_msg(status == 0, "child: status %d", status);
+    tct_hold_release();
+    tc__refresher_drain(rf);
+    ck_assert_int_eq(tc__refresher_done(rf), 1);
+    tc_close(c);
+}
+END_TEST
+
 /* A refresh of an old record must not put the old headers over a newer value. */
 START_TEST(test_refresh_keeps_newer_headers)
 {
@@ -535,6 +578,7 @@ Suite *http_suite(void)
     tcase_add_test(local, test_stale_if_error);
     tcase_add_test(local, test_control_characters_refused);
     tcase_add_test(local, test_close_in_child);
+    tcase_add_test(local, test_fork_during_refresh);
     suite_add_tcase(s, local);
 
     TCase *tiers = tcase_create("tiers");

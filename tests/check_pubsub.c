@@ -501,16 +501,6 @@ END_TEST
 /* TSan refuses to start a thread in the child of a multi-threaded process (die_after_fork), so
  * under TSan the child only repairs and unsubscribes the inherited subscription (no thread
  * needed); the other builds run the whole child. */
-#if defined(__SANITIZE_THREAD__)
-#define TCT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TCT_TSAN 1
-#endif
-#endif
-#ifndef TCT_TSAN
-#define TCT_TSAN 0
-#endif
 
 START_TEST(test_fork)
 {

@@ -43,6 +43,7 @@ void tct_dir_setup(void)
 
 void tct_dir_teardown(void)
 {
+    tct_run_deferred(); /* before the files its threads may use go */
     tct_rmrf(tct_dir);
 }
 
@@ -141,6 +142,82 @@ void tct_count_store_reads_off(void)
 {
     atomic_store(&tc__hook_before_store_read, NULL);
     munmap(store_reads, sizeof *store_reads);
+}
+
+/* ---- store reads held in the hook ---------------------------------------------------------- */
+
+static pid_t hold_pid;
+static atomic_int holding, held;
+static _Atomic(tct_fork_hook) hold_fork_hook;
+
+static void hold_store_read(tc_cache *c, const char *key, size_t key_len)
+{
+    if (getpid() != hold_pid)
+        return; /* a forked child's reads go through */
+    tct_fork_hook f = atomic_exchange(&hold_fork_hook, NULL);
+    if (f != NULL) {
+        f(c, key, key_len);
+        if (getpid() != hold_pid)
+            return; /* the child of a fork made on this thread: its read goes on */
+    }
+    atomic_fetch_add(&held, 1);
+    while (atomic_load(&holding))
+        tct_sleep_ms(1);
+}
+
+static void hook_off(void *arg)
+{
+    atomic_store(&tc__hook_before_store_read, NULL);
+    atomic_store(&hold_fork_hook, NULL);
+}
+
+static void release_undo(void *arg)
+{
+    tct_hold_release();
+}
+
+void tct_hold_begin(void)
+{
+    hold_pid = getpid();
+    atomic_store(&holding, 1);
+    atomic_store(&held, 0);
+    atomic_store(&hold_fork_hook, NULL);
+    atomic_store(&tc__hook_before_store_read, hold_store_read);
+    tct_defer(hook_off, NULL); /* first registered, so run last: after the threads left it */
+}
+
+void tct_hold_threads_started(void)
+{
+    tct_defer(release_undo, NULL); /* run before the threads' stops, which wait for them */
+}
+
+void tct_hold_pass(void)
+{
+    atomic_store(&holding, 0);
+}
+
+void tct_hold_fork_hook(tct_fork_hook f)
+{
+    atomic_store(&hold_fork_hook, f);
+}
+
+void tct_wait_held(int n)
+{
+    long long deadline = tct_mono_ms() + 20000;
+    while (atomic_load(&held) < n && tct_mono_ms() < deadline)
+        tct_sleep_ms(1);
+    int now = atomic_load(&held);
+    ck_assert_msg(now >= n, "%d store reads held, want %d", now, n);
+}
+
+void tct_hold_release(void)
+{
+    atomic_store(&holding, 0);
+}
+
+pid_t tct_hold_pid(void)
+{
+    return hold_pid;
 }
 
 /* ---- a burst of misses across processes ---------------------------------------------------- */

@@ -45,6 +45,71 @@
 #define START_TIMEOUT_MS 5000
 #define STOP_TIMEOUT_MS 5000
 
+/* ---- undone in every outcome --------------------------------------------------------------- */
+
+static struct {
+    tct_undo_fn fn;
+    void *arg;
+} deferred[32];
+static int ndeferred;
+
+void tct_defer(tct_undo_fn fn, void *arg)
+{
+    ck_assert_msg(ndeferred < (int)(sizeof deferred / sizeof deferred[0]),
+                  "tct_defer: too many undos registered");
+    deferred[ndeferred].fn = fn;
+    deferred[ndeferred++].arg = arg;
+}
+
+void tct_run_deferred(void)
+{
+    while (ndeferred > 0) {
+        ndeferred--;
+        deferred[ndeferred].fn(deferred[ndeferred].arg);
+    }
+}
+
+static void thread_undo(void *arg)
+{
+    (void)tct_thread_stop(arg);
+}
+
+void tct_thread_start(tct_thread *t, void *(*fn)(void *), void *arg)
+{
+    atomic_init(&t->stop, 0);
+    t->arg = arg;
+    t->result = NULL;
+    t->running = pthread_create(&t->th, NULL, fn, t) == 0;
+    ck_assert_msg(t->running, "cannot start a thread");
+    tct_defer(thread_undo, t);
+}
+
+void *tct_thread_stop(tct_thread *t)
+{
+    if (!t->running)
+        return NULL;
+    atomic_store(&t->stop, 1);
+    pthread_join(t->th, &t->result);
+    t->running = 0;
+    return t->result;
+}
+
+void tct_child_alarm(unsigned seconds)
+{
+    signal(SIGALRM, SIG_DFL);
+    alarm(seconds);
+}
+
+int tct_child_status(pid_t pid)
+{
+    int status = -1;
+    while (waitpid(pid, &status, 0) == -1) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : (status == 0 ? -1 : status);
+}
+
 void tct_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

@@ -6,6 +6,8 @@
 #define TC_TEST_H
 
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 
 #include "tiercache.h"
@@ -81,6 +83,49 @@ long long tct_mono_ms(void);
 int tct_tmpdir(char *out, size_t size);
 void tct_rmrf(const char *path);
 
+/* 1 under ThreadSanitizer, which refuses to start a thread in the child of a multi-threaded
+ * process (die_after_fork): such a child does only what needs no thread. */
+#if defined(__SANITIZE_THREAD__)
+#define TCT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TCT_TSAN 1
+#endif
+#endif
+#ifndef TCT_TSAN
+#define TCT_TSAN 0
+#endif
+
+/* In a fork()ed test child: SIGALRM back to its default (Check handles it) and an alarm of
+ * seconds, so that a hang fails the test instead of stalling the suite. */
+void tct_child_alarm(unsigned seconds);
+/* Waits for a test child; 0 if it exited with status 0, else its wait status (or -1). */
+int tct_child_status(pid_t pid);
+
+/* ---- harness.c: undone in every outcome ---- */
+/* A test that starts a thread or a process, or sets a hook, registers how to undo it. Under
+ * CK_FORK=no (valgrind) a failed assertion leaves the test function at once, and a thread it
+ * started would spin on through the rest of the suite; the checked teardowns (tct_dir_teardown
+ * and the suites' own) call tct_run_deferred after every test, passed or failed, which runs what
+ * is registered, newest first, and forgets it. An undo must be safe to run after the test undid
+ * the same thing itself (tct_thread_stop is). At most 32 at once: more fails the test. */
+typedef void (*tct_undo_fn)(void *arg);
+void tct_defer(tct_undo_fn fn, void *arg);
+void tct_run_deferred(void);
+/* A thread that runs until told to stop: fn is called with the tct_thread itself, whose arg is
+ * the arg given, and loops while !atomic_load(&t->stop). Started by tct_thread_start (fails the
+ * test if it cannot), stopped by tct_thread_stop (sets stop, joins; returns fn's result, or NULL
+ * if it was stopped already), which tct_run_deferred also calls. */
+typedef struct tct_thread {
+    pthread_t th;
+    void *arg;
+    atomic_int stop;
+    int running;
+    void *result;
+} tct_thread;
+void tct_thread_start(tct_thread *t, void *(*fn)(void *), void *arg);
+void *tct_thread_stop(tct_thread *t);
+
 /* ---- fixture.c: caches for integration tests ---- */
 /* The fixtures most integration suites share: tct_srv_up/down as a TCase's unchecked
  * fixture (one redis-server in the runner for the TCase's tests), tct_dir_setup/teardown as
@@ -116,6 +161,23 @@ void tct_sql(const char *path, const char *stmt);
 /* Waits (up to 10 s, else fails the test) until c's edge serves: with Redis and the bus on, the
  * edge is neither read nor filled until the bus subscription is up. Writes a probe key. */
 void tct_wait_edge(tc_cache *c);
+/* Store reads held (tc__hook_before_store_read), to fork while a reader is parked between its
+ * flight's join and its landing, with its lease taken if it has one. tct_hold_begin: from now
+ * on, every store read made in this process waits in the hook until tct_hold_release (a forked
+ * child's go through at once); the teardown removes the hook. A test starts its reader threads,
+ * then calls tct_hold_threads_started (so that the teardown releases them before it joins
+ * them) and tct_wait_held(n) (n reads are parked; fails the test after 20 s). tct_hold_pass:
+ * reads go through again, hook kept. tct_hold_fork_hook(f): the next read to reach the hook
+ * calls f(cache, key, key_len) first, on its own thread (to fork there); the hook then lets a
+ * child's read go on. tct_hold_pid: the process that called tct_hold_begin. */
+typedef void (*tct_fork_hook)(tc_cache *c, const char *key, size_t key_len);
+void tct_hold_begin(void);
+void tct_hold_threads_started(void);
+void tct_wait_held(int n);
+void tct_hold_pass(void);
+void tct_hold_fork_hook(tct_fork_hook f);
+void tct_hold_release(void);
+pid_t tct_hold_pid(void);
 /* Sleeps ms milliseconds (harness.c). */
 void tct_sleep_ms(int ms);
 
