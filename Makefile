@@ -37,7 +37,9 @@ REAL_LDFLAGS  := $(LDFLAGS)
 SONAME   := libtiercache.so.$(VER_MAJOR)
 SHLIB    := $(B)/libtiercache.so.$(VERSION)
 STLIB    := $(B)/libtiercache.a
-LIB_SRC  := $(wildcard lib/*.c)
+# One folder a layer (docs/architecture.md); make check-layers checks that they call down only.
+LIB_SRC  := $(wildcard lib/*/*.c)
+LIB_HDR  := $(wildcard lib/*/*.h)
 LIB_OBJ  := $(patsubst lib/%.c,$(B)/obj/%.o,$(LIB_SRC))
 # tests/coherence.c is a program of its own (make check-coherence), not a suite.
 TEST_SRC := $(filter-out tests/coherence.c,$(wildcard tests/*.c))
@@ -54,7 +56,7 @@ all: lib examples tools
 
 lib: $(SHLIB) $(STLIB)
 
-$(B)/obj/%.o: lib/%.c $(wildcard lib/*.h) include/tiercache.h
+$(B)/obj/%.o: lib/%.c $(LIB_HDR) include/tiercache.h
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -Ilib -c $< -o $@
 
@@ -174,11 +176,11 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_SRC_cache_control := lib/cache_control.c
-FUZZ_SRC_pattern       := lib/pattern.c lib/error.c
-FUZZ_SRC_record        := lib/record.c
+FUZZ_SRC_cache_control := lib/http/cache_control.c
+FUZZ_SRC_pattern       := lib/common/pattern.c lib/common/error.c
+FUZZ_SRC_record        := lib/common/record.c
 
-$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard lib/*.c lib/*.h) include/tiercache.h
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(LIB_HDR) include/tiercache.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude -Ilib -o $@ $< $(FUZZ_SRC_$*)
 

@@ -52,7 +52,7 @@
 #define tc__edge_get_into_slow nottl_edge_get_into_slow
 #define tc__edge_clock nottl_edge_clock
 #define tc__edge_thread_slot nottl_edge_thread_slot
-#include "edge.c"
+#include "edge/edge.c"
 #undef tc__edge_new
 #undef tc__edge_free
 #undef tc__edge_get
@@ -73,8 +73,8 @@
 #undef EDGE_BENCH_NO_TTL
 #undef TC_EDGE_H
 #undef TC_EDGE_HIT_H
-#include "edge.h"
-#include "edge_hit.h"
+#include "edge/edge.h"
+#include "edge/edge_hit.h"
 #include "bench_util.h"
 
 #include <math.h>
@@ -784,7 +784,7 @@ static int32_t ring_pop(sim *s, int q)
 }
 
 /* S3-FIFO as in libCacheSim's S3FIFO.c (small 10%, move-to-main threshold 2, 2-bit main
- * CLOCK, ghost of 90% of the size), the reference for lib/edge.c's per-shard version. */
+ * CLOCK, ghost of 90% of the size), the reference for lib/edge/edge.c's per-shard version. */
 static void s3fifo_evict(sim *s)
 {
     s->has_evicted = 1;

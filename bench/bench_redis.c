@@ -35,9 +35,9 @@
 #include <string.h>
 
 #include "bench_util.h"
-#include "bus.h"
-#include "cache.h"
-#include "redis_tier.h"
+#include "common/bus.h"
+#include "core/cache.h"
+#include "redis/redis_tier.h"
 #include "tc_test.h"
 #include "tiercache.h"
 

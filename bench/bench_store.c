@@ -43,7 +43,7 @@
 
 #include "bench_util.h"
 #include "pg_harness.h"
-#include "store.h"
+#include "store/store.h"
 #include "tc_test.h"
 #include "tiercache.h"
 

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache.h"
+#include "core/cache.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)

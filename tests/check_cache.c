@@ -13,9 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cache.h"
-#include "redis_tier.h"
-#include "singleflight.h"
+#include "core/cache.h"
+#include "redis/redis_tier.h"
+#include "core/singleflight.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)
@@ -535,7 +535,7 @@ START_TEST(test_edge_ttl_capped_by_redis_ttl)
 END_TEST
 
 /* The value in a stored Redis value, past its 19-byte header (version, expiry) and the record
- * header of a plain value (lib/record.h). */
+ * header of a plain value (lib/common/record.h). */
 static const char *payload[] = {"GETRANGE", "tc:k", "20", "-1", NULL};
 static tc_cache *hook_cache, *hook_store_reader;
 static int hook_calls;

@@ -1,12 +1,12 @@
 /*
  * check_cache_control.c - Cache-Control parsing, HTTP-dates, Age, and shared-cache freshness
- * (lib/cache_control.c). Section numbers are RFC 9111 unless another RFC is named.
+ * (lib/http/cache_control.c). Section numbers are RFC 9111 unless another RFC is named.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_control.h"
+#include "http/cache_control.h"
 #include "tc_test.h"
 
 /* 2023-11-14T22:13:20Z, the clock of most tests. */

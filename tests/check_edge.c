@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "edge_hit.h"
+#include "edge/edge_hit.h"
 #include "tc_test.h"
 
 #define MIB ((size_t)1024 * 1024)

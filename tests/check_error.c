@@ -3,7 +3,7 @@
  */
 #include <string.h>
 
-#include "internal.h"
+#include "common/internal.h"
 #include "tc_test.h"
 
 START_TEST(test_codes_pinned)

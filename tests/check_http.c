@@ -14,9 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cache.h"
-#include "redis_tier.h"
-#include "refresh.h"
+#include "core/cache.h"
+#include "redis/redis_tier.h"
+#include "core/refresh.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)

@@ -3,7 +3,7 @@
  */
 #include <string.h>
 
-#include "pattern.h"
+#include "common/pattern.h"
 #include "tc_test.h"
 
 static int m(const char *pat, const char *key)

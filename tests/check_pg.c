@@ -1,5 +1,5 @@
 /*
- * check_pg.c - the PostgreSQL store (lib/store_pg.c), through the public API with
+ * check_pg.c - the PostgreSQL store (lib/store/store_pg.c), through the public API with
  * store.type=postgres (no Redis tier) and, where the versions themselves are checked, through
  * the internal store interface.
  *
@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "pg_harness.h"
-#include "store.h"
+#include "store/store.h"
 #include "tc_test.h"
 
 static tct_pg srv;

@@ -14,10 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache.h"
-#include "edge.h"
+#include "core/cache.h"
+#include "edge/edge.h"
 #include "pg_harness.h"
-#include "redis_tier.h"
+#include "redis/redis_tier.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)

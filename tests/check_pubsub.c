@@ -14,9 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache.h"
-#include "pubsub.h"
-#include "redis_tier.h"
+#include "core/cache.h"
+#include "redis/pubsub.h"
+#include "redis/redis_tier.h"
 #include "tc_test.h"
 
 #define K(s) (s), strlen(s)

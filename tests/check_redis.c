@@ -1,5 +1,5 @@
 /*
- * check_redis.c - the Redis tier (lib/redis_tier.c, lib/redis_conn.c) against a private
+ * check_redis.c - the Redis tier (lib/redis/redis_tier.c, lib/redis/redis_conn.c) against a private
  * redis-server.
  *
  * TCase "redis": one server shared by the tests, started in the runner process (an unchecked
@@ -21,8 +21,8 @@
 
 #include <hiredis/hiredis.h>
 
-#include "redis_conn.h"
-#include "redis_tier.h"
+#include "redis/redis_conn.h"
+#include "redis/redis_tier.h"
 #include "tc_test.h"
 
 static tct_redis srv; /* the shared server; set in the runner before Check forks the tests */

@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "common/internal.h"
 #include "tc_test.h"
 
 static tct_redis redis;

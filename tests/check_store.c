@@ -1,5 +1,5 @@
 /*
- * check_store.c - the SQLite store (lib/store_sqlite.c): values, versions, plain-SQL writers,
+ * check_store.c - the SQLite store (lib/store/store_sqlite.c): values, versions, plain-SQL writers,
  * files, processes and threads.
  *
  * Fork tests run their checks in the child with plain conditions and report through the exit
@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "store/store.h"
 #include "tc_test.h"
 
 #define TABLE "kv"

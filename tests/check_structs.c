@@ -1,6 +1,6 @@
 /*
- * check_structs.c - Redis structures (lib/redis_structs.c: leaderboards and hashes), the result
- * lists (lib/items.c), the tier's batched read (tc__redis_get_many) and its rule that a command
+ * check_structs.c - Redis structures (lib/ext/redis_structs.c: leaderboards and hashes), the result
+ * lists (lib/common/items.c), the tier's batched read (tc__redis_get_many) and its rule that a command
  * which is not idempotent is never sent twice (tc__redis_run), against a private redis-server.
  *
  * TCase "items": the list builder, no server. TCase "structs" and "many": one server shared by
@@ -16,9 +16,9 @@
 
 #include <hiredis/hiredis.h>
 
-#include "cache.h"
-#include "items.h"
-#include "redis_tier.h"
+#include "core/cache.h"
+#include "common/items.h"
+#include "redis/redis_tier.h"
 #include "tc_test.h"
 
 static tct_redis srv; /* shared by a TCase's tests; started in the runner */

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache.h"
+#include "core/cache.h"
 #include "tc_test.h"
 
 tct_redis tct_srv;

@@ -18,7 +18,7 @@
  *  - servers shared by a TCase are started in an unchecked fixture, in the runner process.
  */
 #include "tc_test.h"
-#include "internal.h" /* tc__strbuf */
+#include "common/internal.h" /* tc__strbuf */
 
 #include <errno.h>
 #include <pthread.h>

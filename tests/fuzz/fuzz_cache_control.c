@@ -1,5 +1,5 @@
 /*
- * fuzz_cache_control.c - libFuzzer target for lib/cache_control.c.
+ * fuzz_cache_control.c - libFuzzer target for lib/http/cache_control.c.
  *
  * The input is read three ways:
  *  - whole, as a Cache-Control value and as an HTTP-date;
@@ -16,14 +16,14 @@
  *  - a parsed date formatted back as an IMF-fixdate parses to the same second.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ilib \
- *            tests/fuzz/fuzz_cache_control.c lib/cache_control.c lib/error.c lib/process.c
+ *            tests/fuzz/fuzz_cache_control.c lib/http/cache_control.c lib/common/error.c lib/common/process.c
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_control.h"
+#include "http/cache_control.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

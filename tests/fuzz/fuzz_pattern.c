@@ -1,5 +1,5 @@
 /*
- * fuzz_pattern.c - libFuzzer target for lib/pattern.c.
+ * fuzz_pattern.c - libFuzzer target for lib/common/pattern.c.
  *
  * The input is split at its first '\n' into a pattern and a key: "/img/a*\n/img/a.png".
  * Without a '\n' the whole input is both. So corpus files are readable text.
@@ -23,14 +23,14 @@
  * or escape pair of either becomes at most two bytes.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ilib \
- *            tests/fuzz/fuzz_pattern.c lib/pattern.c lib/error.c
+ *            tests/fuzz/fuzz_pattern.c lib/common/pattern.c lib/common/error.c
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pattern.h"
+#include "common/pattern.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_record.c - libFuzzer target for lib/record.c.
+ * fuzz_record.c - libFuzzer target for lib/common/record.c.
  *
  * The input is read three ways:
  *  - whole, as an encoded record (what Redis or the edge hands back): 'P' | value, or
@@ -23,14 +23,14 @@
  *    tab, each non-empty and inside the list, and stops at the first non-zero result.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ilib \
- *            tests/fuzz/fuzz_record.c lib/record.c
+ *            tests/fuzz/fuzz_record.c lib/common/record.c
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "record.h"
+#include "common/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
