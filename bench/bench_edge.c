@@ -30,10 +30,13 @@
 /* The TTL baseline is this very edge compiled without its TTL check: a second copy of edge.c,
  * built here with EDGE_BENCH_NO_TTL and its functions renamed, next to the library's. Included
  * first so that edge.h declares the renamed functions; the library's declarations follow. A
- * function or variable added to edge.h or edge_hit.h needs a line in both lists (the link fails
- * on a duplicate otherwise). edge_hit.h's layout part is read once (the two copies share their
- * structures); its hit part twice, so that both tc__edge_get_into and nottl_edge_get_into are
- * inline here, as tc__edge_get_into is in tc_get_into. */
+ * function or variable added to edge.h, or to edge_layout.h's shared section, needs a line in
+ * both lists (the link fails on a duplicate otherwise). edge_layout.h's layout is read once (the
+ * two copies share their structures), its shared section and edge_hit.h twice, so that both
+ * tc__edge_get_into and nottl_edge_get_into are inline here, as tc__edge_get_into is in
+ * tc_get_into. The copy shares the library's eviction policy (policy.c) and clock (clock.c):
+ * so this program must not fork(), where both copies' atfork handlers would take the clock's
+ * lock. */
 #define EDGE_BENCH_NO_TTL 1
 #define tc__edge_new nottl_edge_new
 #define tc__edge_free nottl_edge_free
@@ -50,9 +53,9 @@
 #define tc__edge_retire nottl_edge_retire
 #define tc__edge_peek nottl_edge_peek
 #define tc__edge_get_into_slow nottl_edge_get_into_slow
-#define tc__edge_clock nottl_edge_clock
 #define tc__edge_thread_slot nottl_edge_thread_slot
 #include "edge/edge.c"
+#include "edge/edge_hit.h"
 #undef tc__edge_new
 #undef tc__edge_free
 #undef tc__edge_get
@@ -68,13 +71,14 @@
 #undef tc__edge_retire
 #undef tc__edge_peek
 #undef tc__edge_get_into_slow
-#undef tc__edge_clock
 #undef tc__edge_thread_slot
 #undef EDGE_BENCH_NO_TTL
 #undef TC_EDGE_H
 #undef TC_EDGE_HIT_H
+#undef TC_EDGE_SHARED_H
 #include "edge/edge.h"
 #include "edge/edge_hit.h"
+#include "edge/policy.h"
 #include "bench_util.h"
 
 #include <math.h>

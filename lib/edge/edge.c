@@ -25,14 +25,16 @@
  * holding the key and the value (a set is one malloc). Chaining at one entry per bucket reads
  * half an extra entry per hit on average.
  *
- * The eviction policy lives in its own section below and is reached only through policy_*
- * functions. It is S3-FIFO (Yang et al., SOSP'23), chosen over LRU, FIFO and SIEVE on the
+ * The eviction policy lives in policy.c and is reached only through policy.h. It is S3-FIFO (Yang et al., SOSP'23), chosen over LRU, FIFO and SIEVE on the
  * traces in bench/bench_edge.c; docs/eviction.md gives the numbers and the reasons.
  *
- * The structures, the hash and the hit path of tc_get_into (tc__edge_get_into) are in
- * edge_hit.h, so that the hit can be compiled into its caller.
+ * The structures, the hash and the entries' accessors are in edge_layout.h, which the inline
+ * hit path of tc_get_into (edge_hit.h, tc__edge_get_into) shares, so that the hit can be
+ * compiled into its caller.
  */
-#include "edge/edge_hit.h"
+#include "edge/edge.h"
+#include "edge/clock.h"
+#include "edge/policy.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -50,202 +52,14 @@
 #define EDGE_MIN_SHARD_BYTES ((size_t)512 * 1024)
 /* Table slots per shard at first; the table doubles whenever it would be more than half full. */
 #define EDGE_MIN_SLOTS 32
-/* How far from the old end of each queue eviction looks for an expired entry before taking a
- * live one. */
-#define EDGE_EXPIRED_PROBE 4
 
-/* S3-FIFO parameters, the paper's: the small queue holds a tenth of the shard; an entry leaves
- * it for the main queue if it was read at least EDGE_MOVE_TO_MAIN times there (libCacheSim's
- * default 2; 1 was within 0.1 points on every trace but one, docs/eviction.md); the ghost
- * remembers as many evicted keys as nine tenths of the entries held. */
-#define EDGE_SMALL_DIV 10
-#define EDGE_MOVE_TO_MAIN 2
-#define EDGE_GHOST_WAYS 4
 
-/* The cached clock ticks this often (ms). The coarse clock it copies advances every 1-4 ms
- * (the kernel's tick), so ticking faster would publish the same value twice. */
-#define EDGE_CLOCK_TICK_MS 2
-/* Ticks after which the ticker parks until the next read finds the clock unpublished (about a
- * second): readers never write anything to keep it going. */
-#define EDGE_CLOCK_IDLE_TICKS 500
-
-enum { EDGE_SMALL, EDGE_MAIN };
-
-/* ---- the edge clock ----------------------------------------------------------------------- */
-/* TTLs are checked against a process-wide copy of the coarse monotonic clock that a ticker
- * thread refreshes every EDGE_CLOCK_TICK_MS, so a hit costs one load of a line that changes once
- * per tick, instead of a vDSO clock call (4.5-8 ns here, a sixth to a quarter of a hit). Sets
- * use the same clock, so a TTL is exact on it; against real time an entry may live up to a tick
- * plus the coarse clock's resolution (4 ms at HZ=250) plus the ticker's scheduling delay longer
- * or shorter than asked.
- *
- * The ticker starts on the first clock read while an edge exists, stops when the last edge is
- * freed, and parks EDGE_CLOCK_IDLE_TICKS after it was last woken, so an idle process is not woken
- * 500 times a second. While it is not publishing, `now` is 0 and readers read the clock
- * themselves, the first of them waking it: under load that is one wake-up a second, and the
- * hit path needs no store to say "still wanted" (such a store measured 15-20 ns a hit at a
- * million keys, where hits are bound by memory). In a fork()ed child the ticker is gone: the child
- * handler marks it so, and the child's first read starts its own. */
-struct edge_clock_state tc__edge_clock;
-
-static pthread_mutex_t clock_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t clock_cond; /* on CLOCK_MONOTONIC, set up once by clock_init */
-static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
-static size_t clock_users;   /* live edges */
-static int clock_running;    /* the ticker thread exists and has not been joined */
-static int clock_stop;       /* asks the ticker to exit */
-static int clock_started;    /* the ticker reached clock_main: its start-up is over */
-static int clock_direct;     /* no ticker can be had here: every read goes to the clock */
-static pthread_t clock_thread;
-
-static void clock_timedwait_ms(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-    }
-    pthread_cond_timedwait(&clock_cond, &clock_lock, &ts);
-}
-
-static void *clock_main(void *arg)
-{
-    (void)arg;
-    int idle = 0;
-    pthread_mutex_lock(&clock_lock);
-    clock_started = 1;
-    pthread_cond_broadcast(&clock_cond); /* clock_start waits for this */
-    while (!clock_stop) {
-        atomic_store(&tc__edge_clock.now, tc__now_ms());
-        if (++idle < EDGE_CLOCK_IDLE_TICKS) {
-            clock_timedwait_ms(EDGE_CLOCK_TICK_MS);
-            continue;
-        }
-        /* Park. wake_pending is cleared before now: a reader that sees now == 0 then sets it
-         * after the clearing, and its signal (under clock_lock) cannot be lost. */
-        atomic_store(&tc__edge_clock.wake_pending, 0);
-        atomic_store(&tc__edge_clock.now, 0);
-        while (!clock_stop && !atomic_load(&tc__edge_clock.wake_pending))
-            pthread_cond_wait(&clock_cond, &clock_lock);
-        idle = 0;
-    }
-    atomic_store(&tc__edge_clock.now, 0);
-    pthread_mutex_unlock(&clock_lock);
-    return NULL;
-}
-
-/* Under clock_lock. The ticker takes no signals: they belong to the application's threads.
- *
- * It returns once the ticker runs clock_main, so that a thread's start-up (which allocates in
- * the C library and in sanitizer runtimes) never overlaps a fork() the caller makes next: an
- * allocator that does not lock itself around fork(), as GCC 12's AddressSanitizer does not,
- * would leave the child a lock that nobody can release. The wait releases clock_lock, which
- * clock_main takes; callers hold no shard mutex (see the lock order at fork()). */
-static void clock_start(void)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    clock_stop = 0;
-    clock_started = 0;
-    if (pthread_create(&clock_thread, NULL, clock_main, NULL) == 0) {
-        clock_running = 1;
-        while (!clock_started)
-            pthread_cond_wait(&clock_cond, &clock_lock);
-    } else {
-        clock_direct = 1; /* correct, only slower: every read asks the clock */
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-/* The slow path of edge_now: the ticker is parked, absent or not yet started. Kept out of line:
- * the hit path should carry one load and one branch for the clock. */
-EDGE_COLD static int64_t clock_slow(void)
-{
-    int64_t t = tc__now_ms();
-    if (atomic_exchange(&tc__edge_clock.wake_pending, 1) == 0) {
-        pthread_mutex_lock(&clock_lock);
-        if (clock_users > 0 && !clock_direct) {
-            if (!clock_running)
-                clock_start();
-            else
-                pthread_cond_signal(&clock_cond);
-        }
-        pthread_mutex_unlock(&clock_lock);
-    }
-    return t;
-}
+/* ---- the edge clock (clock.c) ------------------------------------------------------------ */
 
 EDGE_INLINE int64_t edge_now(void)
 {
     int64_t t = atomic_load_explicit(&tc__edge_clock.now, memory_order_relaxed);
-    return t != 0 ? t : clock_slow();
-}
-
-/* In a fork()ed child, with clock_lock held since before the fork. */
-static void clock_after_fork_child(void)
-{
-    /* The ticker did not survive the fork; its condition variable may hold its wait state. */
-    clock_running = 0;
-    clock_stop = 0;
-    atomic_store(&tc__edge_clock.now, 0);
-    atomic_store(&tc__edge_clock.wake_pending, 0);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&clock_cond, &ca);
-    pthread_condattr_destroy(&ca);
-#if defined(__SANITIZE_THREAD__)
-    /* ThreadSanitizer cannot follow threads started after a multi-threaded fork (it aborts the
-     * child); under it, children read the clock directly. */
-    clock_direct = 1;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    clock_direct = 1;
-#endif
-#endif
-}
-
-static void clock_init(void)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&clock_cond, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static void clock_acquire(void)
-{
-    pthread_once(&clock_once, clock_init);
-    pthread_mutex_lock(&clock_lock);
-    clock_users++;
-    pthread_mutex_unlock(&clock_lock);
-}
-
-/* The last edge stops the ticker, so that no thread of ours outlives the library's use (an
- * unloaded libtiercache.so must not leave a thread running its code). */
-static void clock_release(void)
-{
-    pthread_mutex_lock(&clock_lock);
-    int join = --clock_users == 0 && clock_running;
-    if (join) {
-        clock_stop = 1;
-        pthread_cond_signal(&clock_cond);
-    }
-    pthread_mutex_unlock(&clock_lock);
-    if (!join)
-        return;
-    pthread_join(clock_thread, NULL);
-    pthread_mutex_lock(&clock_lock);
-    clock_running = 0;
-    clock_stop = 0;
-    /* A reader that raised wake_pending while the ticker was stopping found it running and only
-     * signalled; clearing it lets the next reader start a new one. */
-    atomic_store(&tc__edge_clock.wake_pending, 0);
-    pthread_mutex_unlock(&clock_lock);
+    return t != 0 ? t : tc__edge_clock_slow();
 }
 
 /* bench/bench_edge.c compiles a second copy of this file with EDGE_BENCH_NO_TTL to price the TTL
@@ -259,61 +73,6 @@ static void clock_release(void)
 #endif
 
 /* ---- entries ------------------------------------------------------------------------------ */
-
-/* Charged per entry besides key and value: the headers, its share of the table (two slots: the
- * table is between a quarter and a half full) and of the ghost (as many slots as the table).
- * Allocator overhead is left out: it is not ours to know. */
-#define EDGE_OVERHEAD                                                                        \
-    (sizeof(struct edge_entry) + alignof(struct edge_links) - 1 + sizeof(struct edge_links) + \
-     2 * sizeof(struct edge_slot) + 2 * sizeof(struct ghost_slot))
-
-static size_t entry_charge(size_t key_len, size_t value_len)
-{
-    return EDGE_OVERHEAD + key_len + value_len;
-}
-
-static size_t charge_of(const struct edge_entry *en)
-{
-    return entry_charge(en->key_len, en->value_len);
-}
-
-EDGE_INLINE int is_expired(const struct edge_entry *en, int64_t now)
-{
-    return now >= en->expires_ms;
-}
-
-static int64_t expiry_after(int64_t now, int64_t ttl_ms)
-{
-    /* A caller may pass "forever" as INT64_MAX; saturate instead of wrapping into the past. */
-    return ttl_ms > INT64_MAX - now ? INT64_MAX : now + ttl_ms;
-}
-
-static size_t links_offset(size_t key_len, size_t value_len)
-{
-    size_t n = sizeof(struct edge_entry) + key_len + value_len;
-    return (n + alignof(struct edge_links) - 1) / alignof(struct edge_links) *
-           alignof(struct edge_links);
-}
-
-static struct edge_links *links_of(struct edge_entry *en)
-{
-    return (struct edge_links *)((char *)en + links_offset(en->key_len, en->value_len));
-}
-
-static uint64_t hash_of(struct edge_entry *en)
-{
-    return links_of(en)->hash;
-}
-
-static struct edge_entry *newer_of(struct edge_entry *en)
-{
-    return links_of(en)->newer;
-}
-
-static struct edge_entry *older_of(struct edge_entry *en)
-{
-    return links_of(en)->older;
-}
 
 static void entry_free(struct edge_entry *en)
 {
@@ -362,258 +121,6 @@ static void free_chain(struct edge_entry *en)
         entry_free(en);
         en = next;
     }
-}
-
-/* ---- the ghost ---------------------------------------------------------------------------- */
-/* A set-associative table of 32-bit hash tags with insertion stamps: a key is a ghost while
- * fewer than ghost_span() insertions happened after its own. It is a hint (a false answer only
- * places an entry in the other queue), so it is dropped rather than rehashed when it grows. */
-
-static uint32_t ghost_tag(uint64_t hash)
-{
-    /* The low bits choose the bucket (and the table's slot), bits 40-43 the shard: 28 of the
-     * tag's 32 bits tell the keys of one bucket apart. */
-    return (uint32_t)(hash >> 20) | 1;
-}
-
-/* How many recent ghost insertions count: nine tenths of the entries held, as the paper's
- * ghost holds as many keys as the main queue. Following the live count rather than the bound
- * keeps the ghost right whichever bound (entries or bytes) binds. */
-static uint32_t ghost_span(const struct edge_shard *sh)
-{
-    size_t span = sh->count - sh->count / EDGE_SMALL_DIV;
-    if (span < 1)
-        span = 1;
-    return span > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)span;
-}
-
-static struct ghost_slot *ghost_bucket(struct edge_shard *sh, uint64_t hash)
-{
-    return &sh->ghost[(hash & sh->gmask) * EDGE_GHOST_WAYS];
-}
-
-static void ghost_add(struct edge_shard *sh, uint64_t hash)
-{
-    if (sh->ghost == NULL)
-        return;
-    if (++sh->gclock == 0)
-        sh->gclock = 1;
-    struct ghost_slot *b = ghost_bucket(sh, hash), *oldest = &b[0];
-    for (int i = 0; i < EDGE_GHOST_WAYS; i++) {
-        if (b[i].stamp == 0) {
-            oldest = &b[i];
-            break;
-        }
-        if ((uint32_t)(sh->gclock - b[i].stamp) > (uint32_t)(sh->gclock - oldest->stamp))
-            oldest = &b[i];
-    }
-    oldest->tag = ghost_tag(hash);
-    oldest->stamp = sh->gclock;
-}
-
-/* Whether the key is a ghost; if so it stops being one (it is coming back). */
-static int ghost_take(struct edge_shard *sh, uint64_t hash)
-{
-    if (sh->ghost == NULL)
-        return 0;
-    struct ghost_slot *b = ghost_bucket(sh, hash);
-    uint32_t tag = ghost_tag(hash), span = ghost_span(sh);
-    for (int i = 0; i < EDGE_GHOST_WAYS; i++) {
-        if (b[i].stamp != 0 && b[i].tag == tag && (uint32_t)(sh->gclock - b[i].stamp) < span) {
-            b[i].stamp = 0;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* As many ghost slots as table slots (two to four per entry). If the allocation fails the old
- * ghost stays: a smaller ghost only forgets sooner. */
-static void ghost_resize(struct edge_shard *sh, size_t table_slots)
-{
-    size_t nb = table_slots / EDGE_GHOST_WAYS;
-    if (nb < 1)
-        nb = 1;
-    struct ghost_slot *g = calloc(nb * EDGE_GHOST_WAYS, sizeof *g);
-    if (g == NULL)
-        return;
-    free(sh->ghost);
-    sh->ghost = g;
-    sh->gmask = nb - 1;
-}
-
-/* ---- eviction policy: S3-FIFO ------------------------------------------------------------- */
-/* Two FIFO queues and a ghost. New keys enter the small queue S (a tenth of the shard); a key
- * the ghost remembers, or one replacing an entry of the main queue M, enters M. Eviction takes
- * from S while S holds its share: an entry read EDGE_MOVE_TO_MAIN times moves to M, any other
- * leaves and becomes a ghost. From M, an entry read since it was last looked at goes round
- * again with its count lowered by one (a 2-bit CLOCK); one that was not leaves.
- *
- * Hits only bump an entry's frequency (policy_hit), which readers do concurrently without any
- * lock; every other call is made by a writer holding the shard exclusively. One-hit keys (a
- * scan) pass through S without disturbing M, which is where LRU loses its hot set. */
-
-static struct edge_queue *queue_of(struct edge_shard *sh, const struct edge_entry *en)
-{
-    return en->queue == EDGE_MAIN ? &sh->main : &sh->small;
-}
-
-static void queue_push(struct edge_queue *q, struct edge_entry *en)
-{
-    struct edge_links *l = links_of(en);
-    l->older = q->newest;
-    l->newer = NULL;
-    if (q->newest != NULL)
-        links_of(q->newest)->newer = en;
-    else
-        q->oldest = en;
-    q->newest = en;
-    q->count++;
-    q->bytes += charge_of(en);
-}
-
-static void queue_unlink(struct edge_queue *q, struct edge_entry *en)
-{
-    struct edge_links *l = links_of(en);
-    if (l->newer != NULL)
-        links_of(l->newer)->older = l->older;
-    else
-        q->newest = l->older;
-    if (l->older != NULL)
-        links_of(l->older)->newer = l->newer;
-    else
-        q->oldest = l->newer;
-    l->newer = l->older = NULL;
-    q->count--;
-    q->bytes -= charge_of(en);
-}
-
-/* A queue's share is counted in both budgets: in the one that binds (entries for small values,
- * bytes for large ones) it is the paper's share, and the other never decides. */
-static void policy_init(struct edge_shard *sh)
-{
-    size_t div = EDGE_SMALL_DIV;
-    sh->small_max_entries = sh->max_entries / div + (sh->max_entries % div != 0);
-    sh->small_max_bytes = sh->max_bytes / div + (sh->max_bytes % div != 0);
-    sh->main_max_entries = sh->max_entries - sh->small_max_entries;
-    sh->main_max_bytes = sh->max_bytes - sh->small_max_bytes;
-}
-
-static int small_is_full(const struct edge_shard *sh)
-{
-    return sh->small.count >= sh->small_max_entries || sh->small.bytes >= sh->small_max_bytes;
-}
-
-static int main_is_over(const struct edge_shard *sh)
-{
-    return sh->main.count > sh->main_max_entries || sh->main.bytes > sh->main_max_bytes;
-}
-
-/* What the entry being replaced (if live) tells about the new one: a new version of a key keeps
- * its queue and its reads. */
-struct policy_hint {
-    int known;
-    unsigned char queue;
-    unsigned freq;
-};
-
-/* Adds an entry. A key the ghost remembers goes to M. Until the first eviction, keys arriving
- * once S is full go to M too, so a cold cache keeps its first keys in M rather than churning
- * them through S before anything needs room (libCacheSim's S3FIFO.c does the same). */
-static void policy_insert(struct edge_shard *sh, struct edge_entry *en, struct policy_hint hint)
-{
-    if (hint.known) {
-        en->queue = hint.queue;
-        set_freq(en, hint.freq);
-    } else if (ghost_take(sh, hash_of(en)) || (!sh->has_evicted && small_is_full(sh))) {
-        en->queue = EDGE_MAIN;
-    } else {
-        en->queue = EDGE_SMALL;
-    }
-    queue_push(queue_of(sh, en), en);
-}
-
-/* Takes the entry out of its queue. With `remember` (it expired or was deleted, rather than
- * replaced or chosen by the policy), a key that showed reuse becomes a ghost, so that its next
- * version (a refill after expiry or invalidation) goes straight to M. */
-static void policy_remove(struct edge_shard *sh, struct edge_entry *en, int remember)
-{
-    if (remember && (en->queue == EDGE_MAIN || freq_of(en) > 0))
-        ghost_add(sh, hash_of(en));
-    queue_unlink(queue_of(sh, en), en);
-}
-
-/* An expired entry is absent for every reader already; a short look at the old end of each
- * queue finds many of them (entries of one TTL expire in insertion order) and spares a live
- * entry, without a sweep over the whole table. */
-static struct edge_entry *find_expired(struct edge_queue *q, int64_t now)
-{
-    struct edge_entry *en = q->oldest;
-    for (int i = 0; i < EDGE_EXPIRED_PROBE && en != NULL; i++, en = newer_of(en))
-        if (is_expired(en, now))
-            return en;
-    return NULL;
-}
-
-/* The small queue's eviction: entries read often enough move to M; the first that was not is
- * the victim and becomes a ghost. NULL if S emptied into M. */
-static struct edge_entry *evict_small(struct edge_shard *sh)
-{
-    struct edge_entry *en;
-    while ((en = sh->small.oldest) != NULL) {
-        if (freq_of(en) < EDGE_MOVE_TO_MAIN) {
-            ghost_add(sh, hash_of(en));
-            return en;
-        }
-        queue_unlink(&sh->small, en);
-        en->queue = EDGE_MAIN;
-        set_freq(en, 0);
-        queue_push(&sh->main, en);
-    }
-    return NULL;
-}
-
-/* The main queue's eviction, a CLOCK with a 2-bit count: each pass over an entry costs it one
- * read, so this ends within EDGE_FREQ_MAX + 1 passes (amortised, one step per read). */
-static struct edge_entry *evict_main(struct edge_shard *sh)
-{
-    struct edge_entry *en;
-    while ((en = sh->main.oldest) != NULL) {
-        unsigned f = freq_of(en);
-        if (f == 0)
-            return en;
-        set_freq(en, f - 1);
-        queue_unlink(&sh->main, en);
-        queue_push(&sh->main, en);
-    }
-    return NULL;
-}
-
-/* The entry to give up for room, still linked (the caller unlinks it). The shard is not empty.
- * *expired says the victim had expired (it is then not an eviction). */
-static struct edge_entry *policy_victim(struct edge_shard *sh, int64_t now, int *expired)
-{
-    struct edge_entry *en = find_expired(&sh->small, now);
-    if (en == NULL)
-        en = find_expired(&sh->main, now);
-    *expired = en != NULL;
-    if (en != NULL)
-        return en;
-    sh->has_evicted = 1;
-    if (sh->small.count > 0 && !main_is_over(sh) && (en = evict_small(sh)) != NULL)
-        return en;
-    /* M over its share, S empty, or S emptied into M: M always has one to give then. */
-    return evict_main(sh);
-}
-
-static void policy_reset(struct edge_shard *sh)
-{
-    memset(&sh->small, 0, sizeof sh->small);
-    memset(&sh->main, 0, sizeof sh->main);
-    sh->has_evicted = 0;
-    if (sh->ghost != NULL)
-        memset(sh->ghost, 0, (sh->gmask + 1) * EDGE_GHOST_WAYS * sizeof *sh->ghost);
-    sh->gclock = 0;
 }
 
 /* ---- shard locking ------------------------------------------------------------------------ */
@@ -772,7 +279,7 @@ static void shard_unlink(struct edge_shard *sh, size_t i, int remember,
 {
     struct edge_entry *en = sh->slots[i].en;
     slot_delete(sh, i);
-    policy_remove(sh, en, remember);
+    tc__edge_policy_remove(sh, en, remember);
     sh->count--;
     sh->bytes -= charge_of(en);
     garbage_add(garbage, en);
@@ -801,7 +308,7 @@ static int shard_make_slot(struct edge_shard *sh)
     free(sh->slots);
     sh->slots = ns;
     sh->mask = nmask;
-    ghost_resize(sh, n * 2);
+    tc__edge_ghost_resize(sh, n * 2);
     return 1;
 }
 
@@ -813,7 +320,7 @@ static void shard_make_room(struct edge_shard *sh, size_t need, int64_t now,
 {
     while (sh->count + 1 > sh->max_entries || sh->bytes + need > sh->max_bytes) {
         int expired;
-        struct edge_entry *victim = policy_victim(sh, now, &expired);
+        struct edge_entry *victim = tc__edge_policy_victim(sh, now, &expired);
         if (!expired)
             sh->evictions++;
         /* A victim chosen by the policy was made a ghost there if the policy wanted it. */
@@ -822,7 +329,7 @@ static void shard_make_room(struct edge_shard *sh, size_t need, int64_t now,
 }
 
 /* Stores a new entry whose key is absent. 0 if the table could not grow for it. */
-static int shard_insert(struct edge_shard *sh, struct edge_entry *en, struct policy_hint hint,
+static int shard_insert(struct edge_shard *sh, struct edge_entry *en, struct tc__edge_policy_hint hint,
                         int64_t now, struct edge_entry **garbage)
 {
     if (!shard_make_slot(sh))
@@ -835,7 +342,7 @@ static int shard_insert(struct edge_shard *sh, struct edge_entry *en, struct pol
         i = (i + 1) & sh->mask;
     sh->slots[i].hash = hash;
     sh->slots[i].en = en;
-    policy_insert(sh, en, hint);
+    tc__edge_policy_insert(sh, en, hint);
     sh->count++;
     sh->bytes += charge_of(en);
     return 1;
@@ -875,7 +382,7 @@ static void edges_unlock_shards(void)
 
 static void before_fork(void)
 {
-    pthread_mutex_lock(&clock_lock);
+    tc__edge_clock_before_fork();
     pthread_mutex_lock(&edges_lock);
     edges_lock_shards();
 }
@@ -884,7 +391,7 @@ static void after_fork_parent(void)
 {
     edges_unlock_shards();
     pthread_mutex_unlock(&edges_lock);
-    pthread_mutex_unlock(&clock_lock);
+    tc__edge_clock_after_fork_parent();
 }
 
 static void after_fork_child(void)
@@ -906,8 +413,7 @@ static void after_fork_child(void)
         atomic_fetch_add(f->word, 1);
     edges_unlock_shards();
     pthread_mutex_unlock(&edges_lock);
-    clock_after_fork_child();
-    pthread_mutex_unlock(&clock_lock);
+    tc__edge_clock_after_fork_child(); /* releases the clock's lock */
 }
 
 static void fork_init(void)
@@ -1031,7 +537,7 @@ int tc__edge_new(tc__edge **out, size_t max_entries, size_t max_bytes)
         struct edge_shard *sh = &e->shards[i];
         atomic_init(&sh->writer, 0);
         sh->slots = calloc(EDGE_MIN_SLOTS, sizeof *sh->slots);
-        ghost_resize(sh, EDGE_MIN_SLOTS);
+        tc__edge_ghost_resize(sh, EDGE_MIN_SLOTS);
         if (sh->slots == NULL || sh->ghost == NULL || pthread_mutex_init(&sh->lock, NULL) != 0) {
             free(sh->slots);
             free(sh->ghost);
@@ -1042,9 +548,9 @@ int tc__edge_new(tc__edge **out, size_t max_entries, size_t max_bytes)
         /* The remainder goes to the first shards so that the shares add up to the bounds. */
         sh->max_entries = max_entries / n + (i < max_entries % n);
         sh->max_bytes = max_bytes / n + (i < max_bytes % n);
-        policy_init(sh);
+        tc__edge_policy_init(sh);
     }
-    clock_acquire();
+    tc__edge_clock_acquire();
     edges_add(e);
     *out = e;
     return TC_OK;
@@ -1056,7 +562,7 @@ void tc__edge_free(tc__edge *e)
         return;
     edges_remove(e);
     edge_destroy(e, e->nshards);
-    clock_release();
+    tc__edge_clock_release();
 }
 
 /* Places a value or a tombstone under the version rule shared by set and tombstone. */
@@ -1090,7 +596,7 @@ static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *va
     shard_write_lock(e, si);
     size_t i = find_slot(sh, hash, key, key_len);
     struct edge_entry *old = sh->slots[i].en;
-    struct policy_hint hint = {0, EDGE_SMALL, 0};
+    struct tc__edge_policy_hint hint = {0, EDGE_SMALL, 0};
     if (old != NULL && !is_expired(old, now) &&
         (old->version > version || (tombstone == TOMB_RETIRE && old->version == version))) {
         rc = 0; /* refusing does not depend on memory: report the refusal, not ENOMEM */
@@ -1100,7 +606,7 @@ static int edge_put(tc__edge *e, const char *key, size_t key_len, const void *va
         if (old != NULL) {
             int live = !is_expired(old, now);
             if (live && fresh != NULL)
-                hint = (struct policy_hint){1, old->queue, freq_of(old)};
+                hint = (struct tc__edge_policy_hint){1, old->queue, freq_of(old)};
             shard_unlink(sh, i, !(live && fresh != NULL), &garbage);
         }
         if (too_big) {
@@ -1381,7 +887,7 @@ void tc__edge_clear(tc__edge *e)
         shard_write_lock(e, i);
         /* Every entry is on one of the queues, so they are the whole shard's free list. */
         struct edge_queue small = sh->small, main = sh->main;
-        policy_reset(sh);
+        tc__edge_policy_reset(sh);
         memset(sh->slots, 0, (sh->mask + 1) * sizeof *sh->slots);
         sh->count = 0;
         sh->bytes = 0;
