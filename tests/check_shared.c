@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "ext/shared.h"
 #include "tc_test.h"
 
 static tct_redis redis;

@@ -52,7 +52,7 @@ int tc__mutex_after_fork(pthread_mutex_t *mu);
 void tc__tag_lock(atomic_uint *w, unsigned gen);
 void tc__tag_unlock(atomic_uint *w);
 
-/* ---- a growable string (http_headers.c) ---- */
+/* ---- a growable string (strbuf.c) ---- */
 /* Start from {0}. Each append keeps a terminating NUL; after a failed allocation `failed` is set
  * and later appends do nothing, so a caller checks once at the end (then frees p). */
 typedef struct tc__strbuf {
@@ -70,6 +70,18 @@ void tc__strbuf_add(tc__strbuf *b, const char *s, size_t n);
  * as the tier call's result. */
 typedef int (*tc__value_fn)(void *ctx, const void *data, size_t len, int64_t version,
                             int64_t ttl_ms);
+
+/* ---- saturating arithmetic on times (ms) ---- */
+static inline int64_t tc__min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* a + b for b >= 0, saturating at INT64_MAX: a TTL of "forever" must not wrap into the past. */
+static inline int64_t tc__add_sat64(int64_t a, int64_t b)
+{
+    return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b;
+}
 
 /* ---- big-endian integers in the formats the library writes (Redis envelopes, records, bus
  * messages, PostgreSQL's binary results): a load and a byte swap, not a loop per byte (these
@@ -118,7 +130,5 @@ typedef struct tc__stats {
 #define TC__INC(counter) atomic_fetch_add_explicit(&(counter), 1, memory_order_relaxed)
 #define TC__GET(counter) atomic_load_explicit(&(counter), memory_order_relaxed)
 
-/* Process-wide tc_shared counters (tiercache.c). */
-void tc__shared_counts(int64_t *cold, int64_t *warm);
 
 #endif

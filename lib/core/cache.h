@@ -35,6 +35,8 @@ struct tc__pubsub *tc__cache_pubsub(tc_cache *cache);
 struct tc__refresher *tc__cache_refresher(tc_cache *cache);
 /* Its single-flight table (singleflight.h), NULL with single_flight off. */
 struct tc__flights *tc__cache_flights(tc_cache *cache);
+/* Its counters (internal.h), which the handle owns. */
+tc__stats *tc__cache_stats(tc_cache *cache);
 /* Its store (store.h). */
 struct tc__store *tc__cache_store(tc_cache *cache);
 /* Applies one change of the store's feed: key now has (or, deleted, took) version. Redis gets a

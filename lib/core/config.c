@@ -435,3 +435,26 @@ int tc_config_load_file(tc_config *cfg, const char *path)
     free(buf);
     return rc;
 }
+
+/* The store of the caller's callbacks: the definition is made by the store (store_user.c) and
+ * counted, so the config, its copies and the handles opened from them share it. */
+int tc_config_set_store(tc_config *cfg, tc_store_get_fn get, tc_store_put_fn put,
+                        tc_store_del_fn del, void *userdata, tc_store_free_fn free_userdata)
+{
+    if (cfg == NULL)
+        return tc__err(NULL, TC_EINVAL, "tc_config_set_store: cfg is NULL");
+    struct tc__user_store *def = NULL;
+    if (get == NULL && put == NULL && del == NULL) {
+        if (userdata != NULL || free_userdata != NULL)
+            return tc__err(NULL, TC_EINVAL,
+                           "tc_config_set_store: userdata given without callbacks");
+    } else if (get == NULL || put == NULL || del == NULL) {
+        return tc__err(NULL, TC_EINVAL,
+                       "tc_config_set_store: the get, put and del callbacks are all required");
+    } else if (tc__user_store_new(&def, get, put, del, userdata, free_userdata) != TC_OK) {
+        return tc__err(NULL, TC_ENOMEM, "tc_config_set_store: out of memory");
+    }
+    tc__user_store_unref(cfg->user_store);
+    cfg->user_store = def;
+    return TC_OK;
+}

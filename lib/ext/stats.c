@@ -2,6 +2,8 @@
  * stats.c - the handle's counters as a JSON document (jansson).
  */
 #include "ext/stats.h"
+#include "core/cache.h"
+#include "ext/shared.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -57,4 +59,15 @@ int tc__stats_render(char **out, tc__stats *s, tc__edge *edge, const void *owner
         return tc__err(owner, TC_ENOMEM, "stats: out of memory");
     *out = copy;
     return TC_OK;
+}
+
+int tc_stats_json(char **out, tc_cache *c)
+{
+    if (out == NULL)
+        return tc__err(c, TC_EINVAL, "stats: out is NULL");
+    *out = NULL;
+    if (c == NULL)
+        return tc__err(NULL, TC_EINVAL, "stats: cache is NULL");
+    tc__cache_fork_check(c);
+    return tc__stats_render(out, tc__cache_stats(c), tc__cache_edge(c), c);
 }

@@ -103,25 +103,6 @@ int tc__http_fields(const void *owner, const char *what, const char *const *head
 
 /* ---- the block tc_get_http returns ---------------------------------------------------------- */
 
-void tc__strbuf_add(tc__strbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 /* "Name: value\r\n" appended to the block. */
 static void sb_field(tc__strbuf *b, const char *name, const char *v, size_t n)
 {

@@ -81,6 +81,10 @@ struct tc__user_store;
 int tc__store_user_open(tc__store **out, struct tc__user_store *def, int64_t max_value_bytes,
                         const void *owner);
 /* Counted references on a definition: a config and each cache opened from it hold one. */
+/* A definition of the caller's callbacks (all three given), with one reference: NULL and
+ * TC_ENOMEM if it cannot be made. */
+int tc__user_store_new(struct tc__user_store **out, tc_store_get_fn get, tc_store_put_fn put,
+                       tc_store_del_fn del, void *userdata, tc_store_free_fn free_userdata);
 void tc__user_store_ref(struct tc__user_store *def);
 void tc__user_store_unref(struct tc__user_store *def);
 

@@ -1,5 +1,6 @@
 /*
- * store_user.c - a store made of the caller's callbacks (tc_config_set_store).
+ * store_user.c - a store made of the caller's callbacks (tc_config_set_store, in config.c,
+ * makes the definition with tc__user_store_new).
  *
  * The definition (the callbacks, userdata and its destructor) is shared by the config that
  * received it, every copy of that config and every handle opened from one, so it is counted:
@@ -13,7 +14,6 @@
  * "no value" to the caches (negative entries) and the race guard needs versions to increase.
  */
 #include "store/store.h"
-#include "core/config.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -59,32 +59,19 @@ void tc__user_store_unref(struct tc__user_store *def)
     free(def);
 }
 
-int tc_config_set_store(tc_config *cfg, tc_store_get_fn get, tc_store_put_fn put,
-                        tc_store_del_fn del, void *userdata, tc_store_free_fn free_userdata)
+int tc__user_store_new(struct tc__user_store **out, tc_store_get_fn get, tc_store_put_fn put,
+                       tc_store_del_fn del, void *userdata, tc_store_free_fn free_userdata)
 {
-    if (cfg == NULL)
-        return tc__err(NULL, TC_EINVAL, "tc_config_set_store: cfg is NULL");
-    struct tc__user_store *def = NULL;
-    if (get == NULL && put == NULL && del == NULL) {
-        if (userdata != NULL || free_userdata != NULL)
-            return tc__err(NULL, TC_EINVAL,
-                           "tc_config_set_store: userdata given without callbacks");
-    } else if (get == NULL || put == NULL || del == NULL) {
-        return tc__err(NULL, TC_EINVAL,
-                       "tc_config_set_store: the get, put and del callbacks are all required");
-    } else {
-        def = malloc(sizeof *def);
-        if (def == NULL)
-            return tc__err(NULL, TC_ENOMEM, "tc_config_set_store: out of memory");
-        atomic_init(&def->refs, 1);
-        def->get = get;
-        def->put = put;
-        def->del = del;
-        def->userdata = userdata;
-        def->free_userdata = free_userdata;
-    }
-    tc__user_store_unref(cfg->user_store);
-    cfg->user_store = def;
+    struct tc__user_store *def = malloc(sizeof *def);
+    if (def == NULL)
+        return TC_ENOMEM;
+    atomic_init(&def->refs, 1);
+    def->get = get;
+    def->put = put;
+    def->del = del;
+    def->userdata = userdata;
+    def->free_userdata = free_userdata;
+    *out = def;
     return TC_OK;
 }
 

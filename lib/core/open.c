@@ -1,0 +1,119 @@
+/*
+ * open.c - tc_open builds a handle from a config in the order the data flows up: the store,
+ * the edge, Redis and its subscriber, single flight, the refresher, then the bus; tc_close takes
+ * it down in the reverse order.
+ */
+#include "core/handle.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- open / close ------------------------------------------------------------------------- */
+
+int tc_open(tc_cache **out, const tc_config *cfg)
+{
+    if (out == NULL)
+        return tc__err(NULL, TC_EINVAL, "tc_open: out is NULL");
+    *out = NULL;
+    tc_cache *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return tc__err(NULL, TC_ENOMEM, "tc_open: out of memory");
+    pthread_mutex_init(&c->leases_mu, NULL);
+    int rc;
+    if (cfg != NULL) {
+        rc = tc__config_dup(&c->cfg, cfg);
+    } else {
+        rc = tc_config_new(&c->cfg);
+    }
+    if (rc != TC_OK)
+        goto fail;
+    const tc_config *k = c->cfg;
+
+    if (k->user_store != NULL)
+        rc = tc__store_user_open(&c->store, k->user_store, k->max_value_bytes, c);
+    else if (strcmp(k->store_type, "postgres") == 0)
+        rc = tc__store_pg_open(&c->store, k->store_conninfo, k->store_table, k->store_pool_size,
+                               c);
+    else
+        rc = tc__store_sqlite_open(&c->store, k->store_path, k->store_table,
+                                   k->store_busy_timeout_ms, c);
+    if (rc != TC_OK)
+        goto fail;
+    if (k->edge_enabled) {
+        rc = tc__edge_new(&c->edge, (size_t)k->edge_max_entries, (size_t)k->edge_max_bytes);
+        if (rc != TC_OK) {
+            tc__err(NULL, rc, "tc_open: cannot create the edge tier");
+            goto fail;
+        }
+    }
+    if (k->redis_host[0] != '\0' || k->redis_unix_socket[0] != '\0') {
+        tc__redis_opts o = {
+            .host = k->redis_host,
+            .port = (int)k->redis_port,
+            .unix_socket = k->redis_unix_socket,
+            .ns = k->redis_namespace,
+            .connect_timeout_ms = k->redis_connect_timeout_ms,
+            .command_timeout_ms = k->redis_command_timeout_ms,
+            .retry_interval_ms = k->redis_retry_interval_ms,
+            .retry_max_ms = k->redis_retry_max_ms,
+            .username = k->redis_username,
+            .password = k->redis_password,
+            .database = (int)k->redis_database,
+            .keepalive = k->redis_keepalive,
+            /* Records add their header (HTTP headers are bounded by tc_put_http). */
+            .max_value_bytes = (size_t)k->max_value_bytes + 128 * 1024,
+            .tombstone_ttl_ms = k->tombstone_ttl_ms,
+        };
+        rc = tc__redis_new(&c->redis, &o, c, &c->stats);
+        if (rc != TC_OK)
+            goto fail;
+        /* The subscriber connects as the tier does; an idle one PINGs every second. */
+        rc = tc__pubsub_new(&c->pubsub, &o, 1000, c);
+        if (rc != TC_OK)
+            goto fail;
+    }
+    rc = k->single_flight ? tc__flights_new(&c->flights) : TC_OK;
+    if (rc != TC_OK) {
+        tc__err(NULL, rc, "tc_open: out of memory");
+        goto fail;
+    }
+    rc = tc__refresher_new(&c->refresher, tc__refresh_key, c, 64);
+    if (rc != TC_OK) {
+        tc__err(NULL, rc, "tc_open: out of memory");
+        goto fail;
+    }
+    rc = tc__bus_start(c);
+    if (rc != TC_OK)
+        goto fail;
+    atomic_store(&c->fork_gen, tc__fork_generation());
+    *out = c;
+    return TC_OK;
+fail:
+    /* Keep the detail for tc_errmsg(NULL): it was recorded under c, which dies here. */
+    {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", tc_errmsg(NULL));
+        tc_close(c);
+        tc__err(NULL, rc, "%s", msg);
+    }
+    return rc;
+}
+
+void tc_close(tc_cache *c)
+{
+    if (c == NULL)
+        return;
+    tc__fork_repair(c, 0); /* in a fork()ed child, forget the parent's threads (start none) */
+    tc__pubsub_free(c->pubsub);       /* no callback runs after this */
+    free(c->bus_channel);
+    tc__refresher_free(c->refresher); /* its thread uses the tiers */
+    tc__flights_free(c->flights);
+    tc__redis_free(c->redis);
+    tc__edge_free(c->edge);
+    if (c->store != NULL)
+        c->store->ops->close(c->store);
+    tc_config_free(c->cfg);
+    pthread_mutex_destroy(&c->leases_mu);
+    free(c);
+}
