@@ -9,7 +9,75 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- open / close ------------------------------------------------------------------------- */
+/* ---- open: one step a part, in the order the data flows up ------------------------------- */
+
+static int open_store(tc_cache *c)
+{
+    const tc_config *k = c->cfg;
+    if (k->user_store != NULL)
+        return tc__store_user_open(&c->store, k->user_store, k->max_value_bytes, c);
+    if (strcmp(k->store_type, "postgres") == 0)
+        return tc__store_pg_open(&c->store, k->store_conninfo, k->store_table,
+                                 k->store_pool_size, c);
+    return tc__store_sqlite_open(&c->store, k->store_path, k->store_table,
+                                 k->store_busy_timeout_ms, c);
+}
+
+static int open_edge(tc_cache *c)
+{
+    const tc_config *k = c->cfg;
+    if (!k->edge_enabled)
+        return TC_OK;
+    int rc = tc__edge_new(&c->edge, (size_t)k->edge_max_entries, (size_t)k->edge_max_bytes);
+    return rc == TC_OK ? TC_OK : tc__err(NULL, rc, "tc_open: cannot create the edge tier");
+}
+
+/* The tier and the subscriber, which connects as the tier does (an idle one PINGs every
+ * second); none without a host or socket. */
+static int open_redis(tc_cache *c)
+{
+    const tc_config *k = c->cfg;
+    if (k->redis_host[0] == '\0' && k->redis_unix_socket[0] == '\0')
+        return TC_OK;
+    tc__redis_opts o = {
+        .host = k->redis_host,
+        .port = (int)k->redis_port,
+        .unix_socket = k->redis_unix_socket,
+        .ns = k->redis_namespace,
+        .connect_timeout_ms = k->redis_connect_timeout_ms,
+        .command_timeout_ms = k->redis_command_timeout_ms,
+        .retry_interval_ms = k->redis_retry_interval_ms,
+        .retry_max_ms = k->redis_retry_max_ms,
+        .username = k->redis_username,
+        .password = k->redis_password,
+        .database = (int)k->redis_database,
+        .keepalive = k->redis_keepalive,
+        /* Records add their header (HTTP headers are bounded by tc_put_http). */
+        .max_value_bytes = (size_t)k->max_value_bytes + 128 * 1024,
+        .tombstone_ttl_ms = k->tombstone_ttl_ms,
+    };
+    int rc = tc__redis_new(&c->redis, &o, c, &c->stats);
+    return rc == TC_OK ? tc__pubsub_new(&c->pubsub, &o, 1000, c) : rc;
+}
+
+/* What the read path keeps per process: single flight (unless off) and the refresher. */
+static int open_readers(tc_cache *c)
+{
+    int rc = c->cfg->single_flight ? tc__flights_new(&c->flights) : TC_OK;
+    if (rc == TC_OK)
+        rc = tc__refresher_new(&c->refresher, tc__refresh_key, c, 64);
+    return rc == TC_OK ? TC_OK : tc__err(NULL, rc, "tc_open: out of memory");
+}
+
+/* Keeps the detail for tc_errmsg(NULL): it was recorded under c, which dies here. */
+static int open_failed(tc_cache *c, int rc)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", tc_errmsg(NULL));
+    tc_close(c);
+    tc__err(NULL, rc, "%s", msg);
+    return rc;
+}
 
 int tc_open(tc_cache **out, const tc_config *cfg)
 {
@@ -20,85 +88,25 @@ int tc_open(tc_cache **out, const tc_config *cfg)
     if (c == NULL)
         return tc__err(NULL, TC_ENOMEM, "tc_open: out of memory");
     pthread_mutex_init(&c->leases_mu, NULL);
-    int rc;
-    if (cfg != NULL) {
-        rc = tc__config_dup(&c->cfg, cfg);
-    } else {
-        rc = tc_config_new(&c->cfg);
-    }
+    int rc = cfg != NULL ? tc__config_dup(&c->cfg, cfg) : tc_config_new(&c->cfg);
+    if (rc == TC_OK)
+        rc = open_store(c);
+    if (rc == TC_OK)
+        rc = open_edge(c);
+    if (rc == TC_OK)
+        rc = open_redis(c);
+    if (rc == TC_OK)
+        rc = open_readers(c);
+    if (rc == TC_OK)
+        rc = tc__bus_start(c);
     if (rc != TC_OK)
-        goto fail;
-    const tc_config *k = c->cfg;
-
-    if (k->user_store != NULL)
-        rc = tc__store_user_open(&c->store, k->user_store, k->max_value_bytes, c);
-    else if (strcmp(k->store_type, "postgres") == 0)
-        rc = tc__store_pg_open(&c->store, k->store_conninfo, k->store_table, k->store_pool_size,
-                               c);
-    else
-        rc = tc__store_sqlite_open(&c->store, k->store_path, k->store_table,
-                                   k->store_busy_timeout_ms, c);
-    if (rc != TC_OK)
-        goto fail;
-    if (k->edge_enabled) {
-        rc = tc__edge_new(&c->edge, (size_t)k->edge_max_entries, (size_t)k->edge_max_bytes);
-        if (rc != TC_OK) {
-            tc__err(NULL, rc, "tc_open: cannot create the edge tier");
-            goto fail;
-        }
-    }
-    if (k->redis_host[0] != '\0' || k->redis_unix_socket[0] != '\0') {
-        tc__redis_opts o = {
-            .host = k->redis_host,
-            .port = (int)k->redis_port,
-            .unix_socket = k->redis_unix_socket,
-            .ns = k->redis_namespace,
-            .connect_timeout_ms = k->redis_connect_timeout_ms,
-            .command_timeout_ms = k->redis_command_timeout_ms,
-            .retry_interval_ms = k->redis_retry_interval_ms,
-            .retry_max_ms = k->redis_retry_max_ms,
-            .username = k->redis_username,
-            .password = k->redis_password,
-            .database = (int)k->redis_database,
-            .keepalive = k->redis_keepalive,
-            /* Records add their header (HTTP headers are bounded by tc_put_http). */
-            .max_value_bytes = (size_t)k->max_value_bytes + 128 * 1024,
-            .tombstone_ttl_ms = k->tombstone_ttl_ms,
-        };
-        rc = tc__redis_new(&c->redis, &o, c, &c->stats);
-        if (rc != TC_OK)
-            goto fail;
-        /* The subscriber connects as the tier does; an idle one PINGs every second. */
-        rc = tc__pubsub_new(&c->pubsub, &o, 1000, c);
-        if (rc != TC_OK)
-            goto fail;
-    }
-    rc = k->single_flight ? tc__flights_new(&c->flights) : TC_OK;
-    if (rc != TC_OK) {
-        tc__err(NULL, rc, "tc_open: out of memory");
-        goto fail;
-    }
-    rc = tc__refresher_new(&c->refresher, tc__refresh_key, c, 64);
-    if (rc != TC_OK) {
-        tc__err(NULL, rc, "tc_open: out of memory");
-        goto fail;
-    }
-    rc = tc__bus_start(c);
-    if (rc != TC_OK)
-        goto fail;
+        return open_failed(c, rc);
     atomic_store(&c->fork_gen, tc__fork_generation());
     *out = c;
     return TC_OK;
-fail:
-    /* Keep the detail for tc_errmsg(NULL): it was recorded under c, which dies here. */
-    {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", tc_errmsg(NULL));
-        tc_close(c);
-        tc__err(NULL, rc, "%s", msg);
-    }
-    return rc;
 }
+
+/* ---- close: the reverse order ---------------------------------------------------------------- */
 
 void tc_close(tc_cache *c)
 {

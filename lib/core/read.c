@@ -55,248 +55,327 @@ static void land_ok(void *arg)
     land(lg->c, lg->fl, TC_OK, lg->r);
 }
 
-/* The read path. On TC_OK the value is in r. */
-int tc__read_through(tc_cache *c, const char *key, size_t key_len, tc__reader *r,
-                        unsigned *source)
-{
-    int rc;
-    tc__rec rec;
+/* ---- the read path, one step a function ------------------------------------------------- */
+
+/* A step's answer when the read is not answered yet: the next tier is asked. */
+#define READ_ON 1
+
+/* What the steps of one read share. */
+typedef struct read_state {
+    tc_cache *c;
+    const char *key;
+    size_t key_len;
+    tc__reader *r;
+    unsigned *source;
+    tc__rec rec; /* a record decoded on the way */
     /* A stale HTTP record a cache held: its headers for the revalidation, and the value to
-     * serve inside stale-if-error if the store fails. */
-    void *fallback = NULL;
-    size_t fallback_len = 0;
-    int64_t fallback_version = 0;
+     * serve inside stale-if-error if the store fails. Freed when the read ends. */
+    void *fallback;
+    size_t fallback_len;
+    int64_t fallback_version;
+    tc__flight *fl;              /* the flight this reader leads, until it lands */
+    int leader, follower, refound;
+    int final;                   /* the store step answered the read whole: nothing to finish */
+    tc__lease ls;
+} read_state;
 
-    r->state = TC_HTTP_FRESH;
-    r->tomb_version = -1;
-    r->epoch = atomic_load(&c->edge_epoch);
-    if (r->flags & TC__READ_STORE_ONLY)
-        goto store;
-    if (tc__edge_usable(c)) {
-        rc = TC__EDGE_FLAGGED;
-        if (r->buf != NULL) /* tc_get_into: a plain value is copied in without a callback */
-            rc = tc__edge_get_into(c->edge, key, key_len, r->buf, r->cap, &r->len, &r->version,
-                                   &r->tomb_version);
-        if (rc == TC__EDGE_FLAGGED)
-            rc = tc__edge_get_flags(c->edge, key, key_len, tc__deliver_edge, r, &r->edge_flags,
-                                    &r->tomb_version);
-        if (rc == TC__READ_NEGATIVE) {
-            /* Remembered as absent: no lower tier is asked until it expires. */
-            TC__INC(c->stats.edge.misses);
-            return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
-        }
-        if (rc == TC_OK && r->raw != NULL) {
-            rc = tc__judge_http(c, key, key_len, r, 0, &rec);
-            if (rc == 0) {
-                fallback = r->raw, fallback_len = r->raw_len, fallback_version = r->raw_version;
-                r->raw = NULL;
-                rc = TC_ENOTFOUND;
-            } else if (rc == 1) {
-                rc = TC_OK;
-            }
-        }
-        if (rc != TC_ENOTFOUND) {
-            if (rc == TC_OK || rc == TC_ERANGE)
-                *source = TC_SOURCE_EDGE; /* the edge counts its hits itself */
-            free(fallback);
-            return rc;
-        }
+/* r->raw becomes the fallback, unless the one kept is newer. */
+static void keep_fallback(read_state *st)
+{
+    tc__reader *r = st->r;
+    if (st->fallback != NULL && r->raw_version < st->fallback_version)
+        return; /* r->raw is freed when the store step begins */
+    free(st->fallback);
+    st->fallback = r->raw;
+    st->fallback_len = r->raw_len;
+    st->fallback_version = r->raw_version;
+    r->raw = NULL;
+}
+
+/* The edge: a plain value copied straight out, an HTTP record judged, a negative entry. */
+static int read_edge(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    if (!tc__edge_usable(c))
+        return READ_ON;
+    int rc = TC__EDGE_FLAGGED;
+    if (r->buf != NULL) /* tc_get_into: a plain value is copied in without a callback */
+        rc = tc__edge_get_into(c->edge, st->key, st->key_len, r->buf, r->cap, &r->len,
+                               &r->version, &r->tomb_version);
+    if (rc == TC__EDGE_FLAGGED)
+        rc = tc__edge_get_flags(c->edge, st->key, st->key_len, tc__deliver_edge, r,
+                                &r->edge_flags, &r->tomb_version);
+    if (rc == TC__READ_NEGATIVE) {
+        /* Remembered as absent: no lower tier is asked until it expires. */
         TC__INC(c->stats.edge.misses);
+        return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
     }
-
-    if (c->redis != NULL) {
-        rc = tc__redis_get(c->redis, key, key_len, tc__deliver_copy, r);
-        if (rc == TC_OK && ((fallback != NULL && r->raw_version < fallback_version) ||
-                            r->raw_version < r->tomb_version)) {
-            /* Older than what the edge held (a stale record, or a tombstone a write or a bus
-             * message left): a late fill, or a write Redis missed. Invariant 2: never served;
-             * the store answers. */
+    if (rc == TC_OK && r->raw != NULL) {
+        rc = tc__judge_http(c, st->key, st->key_len, r, 0, &st->rec);
+        if (rc == 0) {
+            keep_fallback(st);
             rc = TC_ENOTFOUND;
-        } else if (rc == TC_OK) {
-            const unsigned char *p = r->raw;
-            if (r->raw_len == 1 && p[0] == TC__REC_NEGATIVE) {
-                /* Another process found the store without the key a moment ago. */
-                tc__fill_edge_negative(c, key, key_len, r->raw_ttl, r->epoch);
-                TC__INC(c->stats.redis.hits);
-                free(fallback);
-                return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
-            }
-            if (r->raw_len >= 1 && p[0] == TC__REC_PLAIN) {
-                tc__fill_edge(c, key, key_len, p + 1, r->raw_len - 1, 0, r->raw_version, r->raw_ttl,
-                          r->epoch);
-                r->version = r->raw_version;
-                rc = tc__take_raw(r, 1);
-            } else {
-                rc = tc__judge_http(c, key, key_len, r, 1, &rec);
-                if (rc == TC_EPROTO)
-                    rc = TC_EREDIS; /* nonsense in Redis: the store answers */
-                if (rc == 0) {
-                    /* Stale here too: keep the newer of the two as the fallback. */
-                    if (fallback == NULL || r->raw_version >= fallback_version) {
-                        free(fallback);
-                        fallback = r->raw, fallback_len = r->raw_len;
-                        fallback_version = r->raw_version;
-                        r->raw = NULL;
-                    }
-                    rc = TC_ENOTFOUND;
-                } else if (rc == 1) {
-                    rc = TC_OK;
-                }
-            }
-            if (rc != TC_ENOTFOUND && rc != TC_EREDIS) {
-                if (rc == TC_OK || rc == TC_ERANGE) {
-                    TC__INC(c->stats.redis.hits);
-                    *source = TC_SOURCE_REDIS;
-                }
-                free(fallback);
-                return rc;
-            }
+        } else if (rc == 1) {
+            rc = TC_OK;
         }
-        if (rc == TC_ENOMEM) {
-            free(fallback);
-            return rc;
+    }
+    if (rc != TC_ENOTFOUND) {
+        if (rc == TC_OK || rc == TC_ERANGE)
+            *st->source = TC_SOURCE_EDGE; /* the edge counts its hits itself */
+        return rc;
+    }
+    TC__INC(c->stats.edge.misses);
+    return READ_ON;
+}
+
+/* What Redis held (r->raw): a negative record, a plain value, or an HTTP record to judge. A miss
+ * or nonsense is counted and the read goes on to the store. */
+static int redis_hit(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    const unsigned char *p = r->raw;
+    int rc;
+    if (r->raw_len == 1 && p[0] == TC__REC_NEGATIVE) {
+        /* Another process found the store without the key a moment ago. */
+        tc__fill_edge_negative(c, st->key, st->key_len, r->raw_ttl, r->epoch);
+        TC__INC(c->stats.redis.hits);
+        return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
+    }
+    if (r->raw_len >= 1 && p[0] == TC__REC_PLAIN) {
+        tc__fill_edge(c, st->key, st->key_len, p + 1, r->raw_len - 1, 0, r->raw_version,
+                      r->raw_ttl, r->epoch);
+        r->version = r->raw_version;
+        rc = tc__take_raw(r, 1);
+    } else {
+        rc = tc__judge_http(c, st->key, st->key_len, r, 1, &st->rec);
+        if (rc == TC_EPROTO)
+            rc = TC_EREDIS; /* nonsense in Redis: the store answers */
+        if (rc == 0) {
+            keep_fallback(st); /* stale here too */
+            rc = TC_ENOTFOUND;
+        } else if (rc == 1) {
+            rc = TC_OK;
         }
-        /* A miss, or Redis down or confused: either way the store answers (slower, not wrong). */
+    }
+    if (rc == TC_ENOTFOUND || rc == TC_EREDIS) {
         if (rc == TC_ENOTFOUND)
             TC__INC(c->stats.redis.misses);
         else
             TC__INC(c->stats.redis.errors);
+        return READ_ON;
     }
+    if (rc == TC_OK || rc == TC_ERANGE) {
+        TC__INC(c->stats.redis.hits);
+        *st->source = TC_SOURCE_REDIS;
+    }
+    return rc;
+}
 
-    if (r->flags & TC_HTTP_ONLY_IF_CACHED) {
-        free(fallback);
-        return tc__err(c, TC_ENOTFOUND, "key not in the caches (only-if-cached)");
+static int read_redis(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    if (c->redis == NULL)
+        return READ_ON;
+    int rc = tc__redis_get(c->redis, st->key, st->key_len, tc__deliver_copy, r);
+    if (rc == TC_OK) {
+        /* Older than what the edge held (a stale record, or a tombstone a write or a bus
+         * message left): a late fill, or a write Redis missed. Invariant 2: never served; the
+         * store answers. */
+        if ((st->fallback == NULL || r->raw_version >= st->fallback_version) &&
+            r->raw_version >= r->tomb_version)
+            return redis_hit(st);
+        rc = TC_ENOTFOUND;
     }
-store:
+    if (rc == TC_ENOMEM)
+        return rc;
+    /* A miss, or Redis down or confused: either way the store answers (slower, not wrong). */
+    if (rc == TC_ENOTFOUND)
+        TC__INC(c->stats.redis.misses);
+    else
+        TC__INC(c->stats.redis.errors);
+    return READ_ON;
+}
+
+/* One store read per key at a time: a reader that finds one under way waits for its result
+ * instead of reading too (the leader fills the caches for everyone). READ_ON for a reader that
+ * reads the store itself (the leader; anyone with single_flight off, the benchmarks' baseline,
+ * or without memory for a flight), else the leader's result, as a follower. */
+static int join_flight(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    st->leader = 1;
+    if (c->flights == NULL)
+        return READ_ON;
+    tc__store_hook hook = atomic_load(&tc__hook_before_flight_join);
+    if (hook != NULL)
+        hook(c, st->key, st->key_len);
+    st->fl = tc__flight_join(c->flights, st->key, st->key_len, &st->leader);
+    if (st->fl == NULL || st->leader)
+        return READ_ON;
+    void *v = NULL;
+    size_t vl = 0;
+    int64_t ver = 0;
+    int rc = tc__flight_wait(c->flights, st->fl, &v, &vl, &ver);
+    st->fl = NULL;
+    if (rc == TC_OK) {
+        r->raw = v, r->raw_len = vl, r->raw_version = ver, r->raw_ttl = -1;
+        st->follower = 1;
+    } else if (rc == TC_ENOTFOUND) {
+        st->follower = 1; /* the leader remembered the absence (negative_ttl_ms) */
+    } else if (rc == TC_ENOMEM) {
+        st->leader = 1; /* no shared result: read for ourselves */
+        return READ_ON;
+    }
+    return rc;
+}
+
+/* The previous flight of this key may have landed between this reader's miss and its join, and
+ * a flight lands after its fill: then the edge has the answer now (a plain value, or the key's
+ * absence). Not for HTTP records (stale-while-revalidate and stale-if-error judge those): they
+ * read the store as before. Counted as the miss the first look was. */
+static int look_again(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    unsigned ef = 0;
+    int prc = tc__edge_peek(c->edge, st->key, st->key_len, tc__deliver_copy, r, &ef);
+    if (prc == TC_OK && (ef & TC__EDGE_NEGATIVE)) {
+        land(c, &st->fl, TC_ENOTFOUND, r);
+        free(r->raw);
+        r->raw = NULL;
+        st->final = 1;
+        return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
+    }
+    if (prc == TC_OK && ef == 0 && r->raw != NULL) {
+        st->refound = 1;
+        st->follower = 1; /* loaded and filled by another reader */
+        return TC_OK;
+    }
     free(r->raw);
     r->raw = NULL;
-    /* One store read per key at a time: a reader that finds one under way waits for its
-     * result instead of reading too (the leader fills the caches for everyone). */
-    int leader = 1, follower = 0;
-    rc = TC_ENOMEM;
-    tc__flight *fl = NULL;
-    if (c->flights != NULL) { /* single_flight off: every reader reads (benchmarks' baseline) */
-        tc__store_hook hook = atomic_load(&tc__hook_before_flight_join);
-        if (hook != NULL)
-            hook(c, key, key_len);
-        fl = tc__flight_join(c->flights, key, key_len, &leader);
+    return READ_ON;
+}
+
+/* The leader's load: across processes, wait for the holder of the key's lease or take it; then
+ * the store, unless the holder's fill answered. */
+static int load(read_state *st)
+{
+    tc_cache *c = st->c;
+    if (c->redis != NULL && c->cfg->lease_ms > 0 && st->fallback == NULL)
+        tc__lease_step(c, st->key, st->key_len, st->r, &st->ls);
+    if (st->ls.state == TC__LEASE_PEER_VALUE)
+        return TC_OK;
+    if (st->ls.state == TC__LEASE_PEER_ABSENT)
+        return TC_ENOTFOUND;
+    return tc__store_get(c, st->key, st->key_len, st->r);
+}
+
+/* Below the caches: the value in r->raw on TC_OK. */
+static int read_store(read_state *st)
+{
+    free(st->r->raw);
+    st->r->raw = NULL;
+    int rc = join_flight(st);
+    if (rc == READ_ON && st->fl != NULL && st->fallback == NULL && tc__edge_usable(st->c))
+        rc = look_again(st);
+    if (rc == READ_ON)
+        rc = load(st);
+    return rc;
+}
+
+/* The store has no such key: remembered (negative_ttl_ms) unless a peer did it. A leader lands
+ * its flight once the caches are filled (a reader arriving later finds the answer there). */
+static int finish_miss(read_state *st)
+{
+    tc_cache *c = st->c;
+    if (st->ls.state == TC__LEASE_PEER_ABSENT) {
+        tc__fill_edge_negative(c, st->key, st->key_len, st->ls.ttl_ms, st->r->epoch);
+    } else {
+        TC__INC(c->stats.store.misses);
+        if (!st->follower)
+            tc__fill_negative(c, st->key, st->key_len, st->r->epoch);
     }
-    if (fl != NULL && !leader) {
-        void *v = NULL;
-        size_t vl = 0;
-        int64_t ver = 0;
-        rc = tc__flight_wait(c->flights, fl, &v, &vl, &ver);
-        fl = NULL;
-        if (rc == TC_OK) {
-            r->raw = v, r->raw_len = vl, r->raw_version = ver, r->raw_ttl = -1;
-            follower = 1;
-        } else if (rc == TC_ENOTFOUND) {
-            follower = 1; /* the leader remembered the absence (negative_ttl_ms) */
-        } else if (rc == TC_ENOMEM) {
-            leader = 1; /* no shared result: read for ourselves */
+    land(c, &st->fl, TC_ENOTFOUND, st->r);
+    tc__lease_release(c, st->key, st->key_len, &st->ls);
+    return tc__err(c, TC_ENOTFOUND, "key not found");
+}
+
+/* The store failed: its error goes to the followers too. stale-if-error: a stale copy a cache
+ * held inside its window is served instead. */
+static int store_failed(read_state *st, int rc)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    land(c, &st->fl, rc, r);
+    tc__lease_release(c, st->key, st->key_len, &st->ls);
+    if (rc == TC_ESTORE)
+        TC__INC(c->stats.store.errors);
+    int stale = TC__STALE_NO;
+    if (st->fallback != NULL &&
+        tc__rec_decode(&st->rec, st->fallback, st->fallback_len) == TC_OK &&
+        !tc__rec_fresh(&st->rec, tc__wall_ms(), &stale) && stale != TC__STALE_NO) {
+        int drc = tc__deliver_value(r, st->rec.value, st->rec.value_len);
+        if (drc == TC_OK || drc == TC_ERANGE) {
+            r->version = st->fallback_version;
+            r->state = TC_HTTP_STALE;
+            r->rec = st->fallback; /* the reader's now */
+            r->rec_len = st->fallback_len;
+            st->fallback = NULL;
+            *st->source = TC_SOURCE_STORE;
+            return drc;
         }
     }
-    tc__lease ls = {.state = TC__LEASE_NONE};
-    int refound = 0;
-    if (leader && fl != NULL && fallback == NULL && tc__edge_usable(c)) {
-        /* The previous flight of this key may have landed between this reader's miss and its
-         * join, and a flight lands after its fill: then the edge has the answer now (a plain
-         * value, or the key's absence). Not for HTTP records (stale-while-revalidate and
-         * stale-if-error judge those): they read the store as before. Counted as the miss the
-         * first look was. */
-        unsigned ef = 0;
-        int prc = tc__edge_peek(c->edge, key, key_len, tc__deliver_copy, r, &ef);
-        if (prc == TC_OK && (ef & TC__EDGE_NEGATIVE)) {
-            land(c, &fl, TC_ENOTFOUND, r);
-            free(r->raw);
-            r->raw = NULL;
-            return tc__err(c, TC_ENOTFOUND, "key not found (remembered for negative_ttl_ms)");
-        }
-        if (prc == TC_OK && ef == 0 && r->raw != NULL) {
-            refound = 1;
-            follower = 1; /* loaded and filled by another reader */
-            rc = TC_OK;
-        } else {
-            free(r->raw);
-            r->raw = NULL;
-        }
+    return rc;
+}
+
+/* What a read that found the value fills: a peer's lease fill only this edge (Redis has it); a
+ * follower's or a second look's nothing (the leader filled them); a leader's both caches, with
+ * its flight landed between the edge and Redis. */
+static void fill_up(read_state *st, const tc__rec *fresh, int64_t ttl)
+{
+    tc__reader *r = st->r;
+    if (st->ls.state == TC__LEASE_PEER_VALUE) {
+        tc__fill_edge(st->c, st->key, st->key_len, r->raw, r->raw_len, 0, r->raw_version,
+                      st->ls.ttl_ms, r->epoch);
+    } else if (!st->follower) {
+        landing lg = {st->c, &st->fl, r};
+        tc__fill_caches(st->c, st->key, st->key_len, fresh, r->raw_version, ttl, r->epoch,
+                        NULL, land_ok, &lg);
     }
-    if (leader && !refound) {
-        /* Across processes: wait for the holder of the key's lease, or take it. */
-        if (c->redis != NULL && c->cfg->lease_ms > 0 && fallback == NULL)
-            tc__lease_step(c, key, key_len, r, &ls);
-        if (ls.state == TC__LEASE_PEER_VALUE) {
-            rc = TC_OK;
-        } else if (ls.state == TC__LEASE_PEER_ABSENT) {
-            rc = TC_ENOTFOUND;
-        } else {
-            rc = tc__store_get(c, key, key_len, r);
-        }
-    }
-    /* A leader lands its flight once the edge is filled (a reader arriving later finds the
-     * value there: see refound), or at once if there is nothing to fill. */
-    if (rc == TC_ENOTFOUND) {
-        free(fallback);
-        if (ls.state == TC__LEASE_PEER_ABSENT) {
-            tc__fill_edge_negative(c, key, key_len, ls.ttl_ms, r->epoch);
-        } else {
-            TC__INC(c->stats.store.misses);
-            if (!follower)
-                tc__fill_negative(c, key, key_len, r->epoch);
-        }
-        land(c, &fl, rc, r);
-        tc__lease_release(c, key, key_len, &ls);
-        tc__err(c, TC_ENOTFOUND, "key not found");
-        return rc;
-    }
-    if (rc != TC_OK) {
-        land(c, &fl, rc, r);
-        tc__lease_release(c, key, key_len, &ls);
-    }
-    if (rc != TC_OK) {
-        if (rc == TC_ESTORE)
-            TC__INC(c->stats.store.errors);
-        /* stale-if-error: the store failed, a stale copy inside its window is served. */
-        int stale = TC__STALE_NO;
-        if (fallback != NULL && tc__rec_decode(&rec, fallback, fallback_len) == TC_OK &&
-            !tc__rec_fresh(&rec, tc__wall_ms(), &stale) && stale != TC__STALE_NO) {
-            int drc = tc__deliver_value(r, rec.value, rec.value_len);
-            if (drc == TC_OK || drc == TC_ERANGE) {
-                r->version = fallback_version;
-                r->state = TC_HTTP_STALE;
-                r->rec = fallback;
-                r->rec_len = fallback_len;
-                *source = TC_SOURCE_STORE;
-                return drc;
-            }
-        }
-        free(fallback);
-        return rc;
-    }
-    if (!follower && ls.state != TC__LEASE_PEER_VALUE)
+}
+
+/* The value found below the caches (r->raw): the caches filled, the flight landed, the lease
+ * released, the value handed to the caller. A stale HTTP record of the same version is
+ * revalidated: its headers go back into the caches, fresh again. */
+static int finish_hit(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    if (!st->follower && st->ls.state != TC__LEASE_PEER_VALUE)
         TC__INC(c->stats.store.hits);
     r->version = r->raw_version;
-    *source = refound                          ? TC_SOURCE_EDGE
-              : ls.state == TC__LEASE_PEER_VALUE ? TC_SOURCE_REDIS
-                                             : TC_SOURCE_STORE;
+    *st->source = st->refound                          ? TC_SOURCE_EDGE
+                  : st->ls.state == TC__LEASE_PEER_VALUE ? TC_SOURCE_REDIS
+                                                         : TC_SOURCE_STORE;
     int64_t now = tc__wall_ms();
     tc__rec fresh = {.kind = TC__REC_PLAIN, .value = r->raw, .value_len = r->raw_len};
     int64_t ttl = c->cfg->default_ttl_ms;
     /* The kept headers describe the version they came with: a newer value (written in plain
      * SQL, or put by another process whose record Redis lost) comes back plain. */
-    if (fallback != NULL && fallback_version == r->raw_version &&
-        tc__rec_decode(&rec, fallback, fallback_len) == TC_OK && rec.kind == TC__REC_HTTP) {
-        tc__http_revalidated(&fresh, &rec, fallback_version, r->raw, r->raw_len, r->raw_version, now);
+    if (st->fallback != NULL && st->fallback_version == r->raw_version &&
+        tc__rec_decode(&st->rec, st->fallback, st->fallback_len) == TC_OK &&
+        st->rec.kind == TC__REC_HTTP) {
+        tc__http_revalidated(&fresh, &st->rec, st->fallback_version, r->raw, r->raw_len,
+                             r->raw_version, now);
         ttl = tc__http_cache_ttl(&fresh, now, c->cfg->default_ttl_ms);
     }
-    if (ls.state == TC__LEASE_PEER_VALUE) /* Redis has it: only this edge is filled */
-        tc__fill_edge(c, key, key_len, r->raw, r->raw_len, 0, r->raw_version, ls.ttl_ms, r->epoch);
-    else if (!follower) { /* the leader filled them */
-        landing lg = {c, &fl, r};
-        tc__fill_caches(c, key, key_len, &fresh, r->raw_version, ttl, r->epoch, NULL, land_ok, &lg);
-    }
-    land(c, &fl, TC_OK, r); /* if the fill did not */
-    tc__lease_release(c, key, key_len, &ls); /* after the fill: a waiter now finds the value */
+    fill_up(st, &fresh, ttl);
+    land(c, &st->fl, TC_OK, r); /* if the fill did not */
+    tc__lease_release(c, st->key, st->key_len, &st->ls); /* after the fill: a waiter finds it */
     if (fresh.kind == TC__REC_HTTP) {
         tc__rec header = fresh;
         header.value_len = 0;
@@ -307,8 +386,33 @@ store:
             r->rec_len = hl;
         }
     }
-    free(fallback);
     return tc__take_raw(r, 0);
+}
+
+int tc__read_through(tc_cache *c, const char *key, size_t key_len, tc__reader *r,
+                     unsigned *source)
+{
+    read_state st = {.c = c, .key = key, .key_len = key_len, .r = r, .source = source};
+    r->state = TC_HTTP_FRESH;
+    r->tomb_version = -1;
+    r->epoch = atomic_load(&c->edge_epoch);
+    int rc = READ_ON;
+    if (!(r->flags & TC__READ_STORE_ONLY)) {
+        rc = read_edge(&st);
+        if (rc == READ_ON)
+            rc = read_redis(&st);
+        if (rc == READ_ON && (r->flags & TC_HTTP_ONLY_IF_CACHED))
+            rc = tc__err(c, TC_ENOTFOUND, "key not in the caches (only-if-cached)");
+    }
+    if (rc == READ_ON) {
+        rc = read_store(&st);
+        if (!st.final)
+            rc = rc == TC_ENOTFOUND ? finish_miss(&st)
+                 : rc != TC_OK      ? store_failed(&st, rc)
+                                    : finish_hit(&st);
+    }
+    free(st.fallback);
+    return rc;
 }
 
 int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_version,
