@@ -1,5 +1,5 @@
 /*
- * check_redis.c - the Redis tier (lib/redis/redis_tier.c, lib/redis/redis_conn.c) against a private
+ * check_redis.c - the Redis tier (lib/redis/tier*.c, lib/redis/redis_conn.c) against a private
  * redis-server.
  *
  * TCase "redis": one server shared by the tests, started in the runner process (an unchecked

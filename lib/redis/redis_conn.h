@@ -37,7 +37,7 @@ typedef struct tc__rconns_opts {
     /* Called (may be NULL), in a child after fork(), when the object's mutex turned out to
      * have been held by a parent thread at the instant of fork: whatever the owner was
      * changing under tc__rconns_lock at that instant may be half-changed (the owner marks
-     * its changes to know, see redis_tier.c). Runs with the mutex held, on the first thread
+     * its changes to know, see tier.c). Runs with the mutex held, on the first thread
      * that uses the object in the child; must not lock it. */
     void (*on_torn)(void *arg);
     void *on_torn_arg;
