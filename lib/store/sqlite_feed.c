@@ -1,0 +1,169 @@
+/*
+ * sqlite_feed.c - the SQLite store's change feed: the log a trigger fills for every write, read
+ * in order after a consumer's checkpoint; the consumer's lease (one invalidator at a time) and
+ * its checkpoint, fenced by the lease; waiting for the next commit; trimming the log.
+ */
+#include "store/sqlite_impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+int tc__sqlite_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) != tc__fork_generation()) {
+        int rc = tc__sqlite_fork_fixup(s, tc__fork_generation());
+        if (rc != TC_OK)
+            return rc;
+    }
+    waker *w = s->waker;
+    if (timeout_ms <= 0)
+        return TC_OK;
+    if (w == NULL) { /* no waker (out of memory when it was made): a plain poll */
+        struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        return TC_OK;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    unsigned long seen = atomic_load(&s->writes);
+    pthread_mutex_lock(&w->mu);
+    while (atomic_load(&s->writes) == seen &&
+           pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&w->mu);
+    return TC_OK;
+}
+
+int tc__sqlite_feed_read(tc__store *base, int64_t after, int max, tc__change_fn fn,
+                            void *ctx, int *out_n)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    *out_n = 0;
+    int rc = tc__sqlite_enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_FEED_READ];
+    if (sqlite3_bind_int64(st, 1, after) != SQLITE_OK || sqlite3_bind_int(st, 2, max) != SQLITE_OK)
+        rc = tc__sqlite_db_fail(s, s->db, "feed read");
+    int src = SQLITE_DONE; /* read only after a step; set for GCC -Og, which cannot tell */
+    while (rc == TC_OK && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        size_t key_len = (size_t)sqlite3_column_bytes(st, 1);
+        if (key == NULL)
+            continue; /* a NULL key only a foreign writer could log: nothing to invalidate */
+        rc = fn(ctx, sqlite3_column_int64(st, 0), key, key_len, sqlite3_column_int64(st, 2));
+        (*out_n)++;
+    }
+    if (rc == TC_OK && src != SQLITE_DONE)
+        rc = tc__sqlite_db_fail(s, s->db, "feed read");
+    tc__sqlite_done(st);
+    tc__sqlite_leave(s);
+    return rc;
+}
+
+/* Runs one of the feed's bookkeeping statements (consumer ?1, holder ?2, then i3 as ?3 and i4
+ * as ?4 where the statement has them). *out_row receives the first column of a returned row,
+ * *out_changes the rows changed; either may be NULL. */
+static int feed_stmt(sqlite_store *s, int which, const char *what, const char *consumer,
+                     const char *holder, int64_t i3, int64_t i4, int64_t *out_row,
+                     int *got_row, int *out_changes)
+{
+    int rc = tc__sqlite_enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[which];
+    int n = sqlite3_bind_parameter_count(st);
+    if ((consumer != NULL && sqlite3_bind_text(st, 1, consumer, -1, SQLITE_STATIC) != SQLITE_OK) ||
+        (holder != NULL && sqlite3_bind_text(st, 2, holder, -1, SQLITE_STATIC) != SQLITE_OK) ||
+        (n >= 3 && sqlite3_bind_int64(st, 3, i3) != SQLITE_OK) ||
+        (n >= 4 && sqlite3_bind_int64(st, 4, i4) != SQLITE_OK))
+        rc = tc__sqlite_db_fail(s, s->db, what);
+    if (rc == TC_OK) {
+        int src = sqlite3_step(st);
+        if (got_row != NULL)
+            *got_row = src == SQLITE_ROW;
+        if (src == SQLITE_ROW) {
+            if (out_row != NULL)
+                *out_row = sqlite3_column_int64(st, 0);
+            src = sqlite3_step(st); /* RETURNING: the statement ends on the next step */
+        }
+        if (src != SQLITE_DONE)
+            rc = tc__sqlite_db_fail(s, s->db, what);
+        else if (out_changes != NULL)
+            *out_changes = sqlite3_changes(s->db);
+    }
+    tc__sqlite_done(st);
+    tc__sqlite_leave(s);
+    return rc;
+}
+
+int tc__sqlite_feed_claim(tc__store *base, const char *consumer, const char *holder,
+                             int64_t lease_ms, int64_t *out_seq)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int64_t now = tc__wall_ms();
+    int got = 0;
+    int rc = feed_stmt(s, ST_FEED_CLAIM, "feed claim", consumer, holder, now + lease_ms, now,
+                       out_seq, &got, NULL);
+    if (rc == TC_OK && !got)
+        rc = tc__err(s->base.owner, TC_ESTATE,
+                     "sqlite %s: feed consumer \"%s\" is held by another invalidator", s->path,
+                     consumer);
+    return rc;
+}
+
+int tc__sqlite_feed_commit(tc__store *base, const char *consumer, const char *holder,
+                              int64_t seq)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int changed = 0;
+    int rc = feed_stmt(s, ST_FEED_COMMIT, "feed commit", consumer, holder, seq, 0, NULL, NULL,
+                       &changed);
+    if (rc == TC_OK && changed == 0)
+        rc = tc__err(s->base.owner, TC_ESTATE,
+                     "sqlite %s: feed consumer \"%s\": the lease was lost", s->path, consumer);
+    return rc;
+}
+
+int tc__sqlite_feed_release(tc__store *base, const char *consumer, const char *holder)
+{
+    return feed_stmt((sqlite_store *)base, ST_FEED_RELEASE, "feed release", consumer, holder, 0,
+                     0, NULL, NULL, NULL);
+}
+
+int tc__sqlite_feed_trim(tc__store *base, int64_t retention_ms, int64_t *out_removed)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int changed = 0;
+    int rc = tc__sqlite_enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_FEED_TRIM];
+    if (sqlite3_bind_int64(st, 1, tc__wall_ms() - retention_ms) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_DONE)
+        rc = tc__sqlite_db_fail(s, s->db, "feed trim");
+    else
+        changed = sqlite3_changes(s->db);
+    tc__sqlite_done(st);
+    tc__sqlite_leave(s);
+    *out_removed = changed;
+    return rc;
+}
