@@ -1,7 +1,7 @@
 /*
  * pubsub_api.c - the public pub/sub calls (tc_publish, tc_subscribe, tc_unsubscribe), on top of
  * the handle: channels live in the handle's namespace, and the subscriber engine they use is
- * redis/pubsub.c's, the same that carries the invalidation bus.
+ * redis/subscriber.c's, the same that carries the invalidation bus.
  */
 #include "core/cache.h"
 #include "redis/pubsub.h"

@@ -270,14 +270,9 @@ static struct timeval ms_to_tv(int64_t ms)
     return tv;
 }
 
-int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *owner,
-                   tc__stats *stats)
+/* The options' checks, each with a message naming the option. */
+static int check_opts(const tc__rconns_opts *opts, const void *owner)
 {
-    if (out == NULL)
-        return tc__err(owner, TC_EINVAL, "redis: out is NULL");
-    *out = NULL;
-    if (opts == NULL || stats == NULL)
-        return tc__err(owner, TC_EINVAL, "redis: options or stats are NULL");
     int use_unix = opts->unix_socket != NULL && opts->unix_socket[0] != '\0';
     if (!use_unix && (opts->host == NULL || opts->host[0] == '\0'))
         return tc__err(owner, TC_EINVAL, "redis: neither a host nor a unix socket is set");
@@ -296,7 +291,21 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
     if (opts->username != NULL && opts->username[0] != '\0' &&
         (opts->password == NULL || opts->password[0] == '\0'))
         return tc__err(owner, TC_EINVAL, "redis: a username is set but no password");
+    return TC_OK;
+}
 
+int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *owner,
+                   tc__stats *stats)
+{
+    if (out == NULL)
+        return tc__err(owner, TC_EINVAL, "redis: out is NULL");
+    *out = NULL;
+    if (opts == NULL || stats == NULL)
+        return tc__err(owner, TC_EINVAL, "redis: options or stats are NULL");
+    int rc = check_opts(opts, owner);
+    if (rc != TC_OK)
+        return rc;
+    int use_unix = opts->unix_socket != NULL && opts->unix_socket[0] != '\0';
     tc__rconns *cs = calloc(1, sizeof *cs);
     if (cs == NULL)
         return tc__err(owner, TC_ENOMEM, "redis: out of memory");
