@@ -231,9 +231,20 @@ check-coherence: $(COHERENCE_BIN) tools
 	    echo "$(COHERENCE_BIN) --store $$s"; $(COHERENCE_BIN) --store $$s; \
 	done
 
-# The Python binding (examples/python/tiercache.py, ctypes) against this build's library.
+# The Python binding (bindings/python, the tiercache package, ctypes) installed into a fresh venv
+# and tested there against this build's library; then the Python story in examples/python. The
+# venv is made by the system's python3 with its site packages, so that pip builds the package
+# with the system's setuptools and wheel, no package index needed (scripts/deps.sh installs
+# them); PY_VENV_PYTHON picks another interpreter.
+PY_VENV_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+PY_VENV := $(B)/py-venv
 check-python: $(SHLIB)
-	python3 tests/check_python.py $(SHLIB)
+	rm -rf $(PY_VENV)
+	$(PY_VENV_PYTHON) -m venv --system-site-packages $(PY_VENV)
+	$(PY_VENV)/bin/python -m pip install -q --no-build-isolation --no-index ./bindings/python
+	TCT_PYTHON_VENV=$(CURDIR)/$(PY_VENV) $(PY_VENV)/bin/python tests/check_python.py $(SHLIB)
+	cd $(B) && TIERCACHE_LIB=$(CURDIR)/$(SHLIB) $(CURDIR)/$(PY_VENV)/bin/python \
+	    $(CURDIR)/examples/python/quickstart.py
 
 # Sanitizer builds live in their own folders so they never mix objects with the normal build.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer

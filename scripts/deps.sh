@@ -11,10 +11,11 @@ set -eu
 # check            the unit test framework
 # redis-server     the integration tests and the demo start a private one (also brings redis-cli)
 # valgrind         make check-valgrind
-# python3          make check-python (a store written in Python, through ctypes)
+# python3          make check-python (a store written in Python, through ctypes); -venv,
+#                  -setuptools and -wheel install the binding's package into a venv offline
 # postgresql       the pg suite and bench_store start a private server (initdb, postgres)
 PACKAGES="build-essential pkg-config libhiredis-dev libjansson-dev libsqlite3-dev libpq-dev check
-redis-server valgrind python3 postgresql"
+redis-server valgrind python3 python3-venv python3-setuptools python3-wheel postgresql"
 
 missing=
 for p in $PACKAGES; do

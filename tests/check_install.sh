@@ -145,7 +145,7 @@ run_prog static "$tmp/prog-static" ""
 # ---- 3b. the Python binding finds the installed library ----------------------------------------
 if command -v python3 > /dev/null; then
     got=$(cd "$tmp" && TIERCACHE_LIB="$prefix/lib/libtiercache.so" \
-        PYTHONPATH="$top/examples/python" python3 -c 'import tiercache; print(tiercache.version())') ||
+        PYTHONPATH="$top/bindings/python" python3 -c 'import tiercache; print(tiercache.version())') ||
         fail "the Python binding could not load the installed library"
     [ "$got" = "$version" ] || fail "the Python binding loaded version '$got', not $version"
 fi

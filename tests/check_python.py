@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""check_python.py [LIBTIERCACHE_SO] - the Python binding (examples/python/tiercache.py) against
-the library: the build tree's by default, or the one given (an installed one, say).
+"""check_python.py [LIBTIERCACHE_SO] - the Python binding (bindings/python, the tiercache package)
+against the library: the build tree's by default, or the one given (an installed one, say).
+make check-python runs it with the python of a venv the package was installed into, so the
+package tested is the installed copy; run by hand, it falls back to bindings/python in place.
 
 Runs in a temp dir on the default SQLite store, then with a private redis-server on a free
 loopback port (started here, stopped at the end) for the Redis tier, structures and pub/sub.
@@ -20,8 +22,11 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "examples", "python"))
-import tiercache  # noqa: E402
+try:
+    import tiercache
+except ImportError:
+    sys.path.insert(0, os.path.join(HERE, "..", "bindings", "python"))
+    import tiercache  # noqa: E402
 
 checks = 0
 
@@ -209,6 +214,14 @@ def main():
     try:
         os.environ.pop("TIERCACHE_CONFIG", None)
         check(tiercache.version().count(".") == 2, "version")
+        check(tiercache.__version__ == tiercache.version(),
+              "the package's version %s is the library's %s" % (tiercache.__version__,
+                                                                tiercache.version()))
+        want_venv = os.environ.get("TCT_PYTHON_VENV")
+        if want_venv:
+            where = os.path.realpath(tiercache.__file__)
+            check(where.startswith(os.path.realpath(want_venv) + os.sep),
+                  "the package tested is the installed copy (%s)" % where)
         embedded(tmp)
         python_store()
         shared = tiercache.shared()

@@ -1,4 +1,4 @@
-"""tiercache.py - libtiercache from Python, through ctypes (no compiler, no extension module).
+"""tiercache - libtiercache from Python, through ctypes (no compiler, no extension module).
 
     import tiercache
     with tiercache.Cache({"redis": {"host": "127.0.0.1", "port": 6379}}) as cache:
@@ -6,8 +6,10 @@
         value = cache.get("user:42")            # bytes, or None when the key does not exist
         info = cache.get_ex("user:42")          # value, version, source ("edge", "redis", ...)
 
-The library is found in this order: the path in $TIERCACHE_LIB; the build tree this file sits
-in (../../build/libtiercache.so); the installed library (ctypes.util.find_library).
+Installed as a package (pip install ./bindings/python), or used in place with
+PYTHONPATH=bindings/python. The library is found in this order: the path in $TIERCACHE_LIB; the
+build tree this file sits in (build/libtiercache.so, when used in place); the installed library
+by its soname (libtiercache.so.0), then by ctypes.util.find_library.
 
 Every function of the C API has its argtypes and restype set here, so ctypes converts and checks
 arguments instead of guessing. Keys are str (UTF-8) or bytes; values are bytes (str is encoded
@@ -135,9 +137,15 @@ def _find_library():
     if env:
         return env
     here = os.path.dirname(os.path.abspath(__file__))
-    built = os.path.join(here, "..", "..", "build", "libtiercache.so")
+    built = os.path.join(here, "..", "..", "..", "build", "libtiercache.so")
     if os.path.exists(built):
         return built
+    for soname in ("libtiercache.so.%d" % _MAJOR, "libtiercache.so"):
+        try:
+            ctypes.CDLL(soname)
+            return soname
+        except OSError:
+            pass
     found = ctypes.util.find_library("tiercache")
     if found:
         return found
@@ -145,6 +153,10 @@ def _find_library():
 
 
 _lib = None
+# The library's ABI is the same within a major version (include/tiercache.h): this module is
+# written against major 0.
+_MAJOR = 0
+__version__ = "0.1.0"
 
 
 def load(path=None):
