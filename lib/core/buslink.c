@@ -15,7 +15,7 @@
  * handle to empty its edge, since one of its copies may be the one the lost message named.
  * Until then, their copies live at most edge.max_ttl_ms. */
 void tc__bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
-                        size_t arg_len)
+                     size_t arg_len)
 {
     if (!c->publish)
         return;
@@ -29,7 +29,7 @@ void tc__bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
 }
 
 int tc__bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
-                    size_t arg_len)
+                 size_t arg_len)
 {
     unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
     tc__bus_msg m = {.op = op, .version = version, .arg = arg, .arg_len = arg_len};
@@ -144,7 +144,7 @@ int tc__bus_start(tc_cache *c)
 /* ---- what an eviction by pattern or tag matches in the edge (here and in invalidate.c) ---- */
 
 int tc__match_pattern(void *ctx, const char *key, size_t key_len, const void *value,
-                         size_t value_len, unsigned flags)
+                      size_t value_len, unsigned flags)
 {
     const tc__pattern_ref *pat = ctx;
     return tc__pattern_match(pat->p, pat->n, key, key_len);
@@ -157,10 +157,11 @@ static int tag_is(void *ctx, const char *tag, size_t tag_len)
 }
 
 int tc__match_tag(void *ctx, const char *key, size_t key_len, const void *value,
-                     size_t value_len, unsigned flags)
+                  size_t value_len, unsigned flags)
 {
     tc__rec rec;
-    if (!(flags & TC__EDGE_HTTP) || value == NULL || tc__rec_decode(&rec, value, value_len) != TC_OK)
+    if (!(flags & TC__EDGE_HTTP) || value == NULL ||
+        tc__rec_decode(&rec, value, value_len) != TC_OK)
         return 0;
     return tc__rec_each_tag(rec.tags, rec.tags_len, tag_is, ctx);
 }

@@ -26,8 +26,8 @@ int tc__rec_alloc(tc_cache *c, const tc__rec *r, void **out, size_t *out_len)
 }
 
 void tc__fill_edge(tc_cache *c, const char *key, size_t key_len, const void *data,
-                      size_t len, unsigned flags, int64_t version, int64_t ttl_ms,
-                      uint64_t epoch)
+                   size_t len, unsigned flags, int64_t version, int64_t ttl_ms,
+                   uint64_t epoch)
 {
     if (!tc__edge_usable(c) || (epoch != TC__EPOCH_WRITE && atomic_load(&c->edge_epoch) != epoch))
         return;
@@ -49,7 +49,7 @@ void tc__fill_edge(tc_cache *c, const char *key, size_t key_len, const void *dat
 
 /* A record from Redis into the edge: a plain value bare, an HTTP record whole. */
 void tc__fill_edge_rec(tc_cache *c, const char *key, size_t key_len, const void *rec,
-                          size_t rec_len, int64_t version, int64_t ttl_ms, uint64_t epoch)
+                       size_t rec_len, int64_t version, int64_t ttl_ms, uint64_t epoch)
 {
     const unsigned char *p = rec;
     if (rec_len >= 1 && p[0] == TC__REC_PLAIN)
@@ -60,7 +60,7 @@ void tc__fill_edge_rec(tc_cache *c, const char *key, size_t key_len, const void 
 
 /* A negative entry (negative_ttl_ms) in the edge, for ttl_ms. */
 void tc__fill_edge_negative(tc_cache *c, const char *key, size_t key_len, int64_t ttl_ms,
-                               uint64_t epoch)
+                            uint64_t epoch)
 {
     if (ttl_ms > 0)
         tc__fill_edge(c, key, key_len, "", 0, TC__EDGE_NEGATIVE, 0, ttl_ms, epoch);
@@ -155,8 +155,8 @@ static int64_t jitter(const tc_cache *c, int64_t ttl_ms)
  * read fills the edge, then calls between(between_arg) if it is not NULL (a read-through leader
  * lands its flight there, so that its followers do not wait for Redis), then fills Redis. */
 int tc__fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec *r,
-                       int64_t version, int64_t ttl_ms, uint64_t epoch, int *announced,
-                       void (*between)(void *), void *between_arg)
+                    int64_t version, int64_t ttl_ms, uint64_t epoch, int *announced,
+                    void (*between)(void *), void *between_arg)
 {
     ttl_ms = jitter(c, ttl_ms);
     /* store.stale_window_ms: a plain value is cached as a record that is fresh for its TTL and

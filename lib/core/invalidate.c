@@ -101,6 +101,6 @@ int tc_invalidate_tag(int64_t *out_removed, tc_cache *c, const char *tag, size_t
         if (tag[i] == '\0' || tag[i] == ' ' || tag[i] == '\t')
             return tc__err(c, TC_EINVAL, "invalidate_tag: the tag holds a NUL, space or tab");
     tc__tag_ref t = {tag, tag_len};
-    return invalidate_many(out_removed, c, tag, tag_len, tc__redis_invalidate_tag, tc__match_tag, &t,
-                           TC__BUS_TAG);
+    return invalidate_many(out_removed, c, tag, tag_len, tc__redis_invalidate_tag, tc__match_tag,
+                           &t, TC__BUS_TAG);
 }

@@ -41,7 +41,7 @@ static void start_refresh(tc_cache *c, const char *key, size_t key_len, const tc
  * 1 served (fresh, or inside stale-while-revalidate), 0 not usable as it is (r->raw stays, as
  * the fallback and the headers to revalidate), or a negative error. */
 int tc__judge_http(tc_cache *c, const char *key, size_t key_len, tc__reader *r, int from_redis,
-                      tc__rec *rec)
+                   tc__rec *rec)
 {
     if (tc__rec_decode(rec, r->raw, r->raw_len) != TC_OK)
         return tc__err(c, TC_EPROTO, "get: a cached record is damaged");
@@ -53,7 +53,7 @@ int tc__judge_http(tc_cache *c, const char *key, size_t key_len, tc__reader *r, 
     int64_t version = r->raw_version;
     if (from_redis)
         tc__fill_edge(c, key, key_len, r->raw, r->raw_len, TC__EDGE_HTTP, version, r->raw_ttl,
-                  r->epoch);
+                      r->epoch);
     int rc = tc__deliver_value(r, rec->value, rec->value_len);
     if (rc != TC_OK)
         return rc;
@@ -84,7 +84,7 @@ static int fresh_in(void *ctx, const void *data, size_t len, int64_t version, in
 }
 
 int tc__refresh_key(void *owner, const char *key, size_t key_len, const void *job,
-                       size_t job_len)
+                    size_t job_len)
 {
     tc_cache *c = owner;
     int64_t old_version;

@@ -21,7 +21,7 @@ static int check_get_args(tc_cache *c, const char *key, size_t key_len)
 /* What every get that returns an allocated value checks first: the outputs are reset, then
  * must be there, then the handle and key. */
 int tc__begin_get(void **out, size_t *out_len, tc_cache *c, const char *what, const char *key,
-                     size_t key_len)
+                  size_t key_len)
 {
     if (out != NULL)
         *out = NULL;

@@ -64,7 +64,7 @@ static int many_redis(void *ctx, size_t j, const void *data, size_t len, int64_t
     } else if (tc__rec_decode(&rec, data, len) == TC_OK && tc__rec_fresh(&rec, tc__wall_ms(),
                                                                          &stale)) {
         tc__fill_edge(m->c, m->keys[i], m->key_lens[i], data, len, TC__EDGE_HTTP, version, ttl,
-                  m->epoch);
+                      m->epoch);
         if (tc__items_set_value(m->items, i, rec.value, rec.value_len) != TC_OK)
             return TC_ENOMEM;
         m->state[i] = MANY_DONE;

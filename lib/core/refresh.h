@@ -12,7 +12,7 @@ typedef struct tc__refresher tc__refresher;
 /* Runs on the refresher's thread; job is the bytes given to submit (a copy). Returns 1 if it
  * refreshed (asked the origin), 0 if there was nothing left to do. */
 typedef int (*tc__refresh_fn)(void *owner, const char *key, size_t key_len, const void *job,
-                               size_t job_len);
+                              size_t job_len);
 
 /* max_pending >= 1 bounds the queue (a refresh that finds it full is dropped: the stale copy
  * is still served, and a later stale hit asks again). No thread is started yet. */

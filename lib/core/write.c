@@ -20,7 +20,8 @@ int tc__cache_apply_change(tc_cache *c, const char *key, size_t key_len, int64_t
     if (c->redis != NULL && (rc = tc__redis_retire(c->redis, key, key_len, version, ttl)) != TC_OK)
         return rc;
     if (c->edge != NULL &&
-        tc__edge_retire(c->edge, key, key_len, version, tc__min64(ttl, c->cfg->edge_max_ttl_ms)) < 0)
+        tc__edge_retire(c->edge, key, key_len, version,
+                        tc__min64(ttl, c->cfg->edge_max_ttl_ms)) < 0)
         tc__edge_remove(c->edge, key, key_len);
     /* Not bus_publish: a lost message must fail the change, so that it is applied again. */
     if (c->publish && (rc = tc__bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)

@@ -25,8 +25,9 @@
  * holding the key and the value (a set is one malloc). Chaining at one entry per bucket reads
  * half an extra entry per hit on average.
  *
- * The eviction policy lives in policy.c and is reached only through policy.h. It is S3-FIFO (Yang et al., SOSP'23), chosen over LRU, FIFO and SIEVE on the
- * traces in bench/bench_edge.c; docs/eviction.md gives the numbers and the reasons.
+ * The eviction policy lives in policy.c and is reached only through policy.h. It is S3-FIFO
+ * (Yang et al., SOSP'23), chosen over LRU, FIFO and SIEVE on the traces in bench/bench_edge.c;
+ * docs/eviction.md gives the numbers and the reasons.
  *
  * The structures, the hash and the entries' accessors are in edge_layout.h, which the inline
  * hit path of tc_get_into (edge_hit.h, tc__edge_get_into) shares, so that the hit can be
@@ -329,8 +330,9 @@ static void shard_make_room(struct edge_shard *sh, size_t need, int64_t now,
 }
 
 /* Stores a new entry whose key is absent. 0 if the table could not grow for it. */
-static int shard_insert(struct edge_shard *sh, struct edge_entry *en, struct tc__edge_policy_hint hint,
-                        int64_t now, struct edge_entry **garbage)
+static int shard_insert(struct edge_shard *sh, struct edge_entry *en,
+                        struct tc__edge_policy_hint hint, int64_t now,
+                        struct edge_entry **garbage)
 {
     if (!shard_make_slot(sh))
         return 0;

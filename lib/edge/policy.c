@@ -160,7 +160,8 @@ static int main_is_over(const struct edge_shard *sh)
 /* Adds an entry. A key the ghost remembers goes to M. Until the first eviction, keys arriving
  * once S is full go to M too, so a cold cache keeps its first keys in M rather than churning
  * them through S before anything needs room (libCacheSim's S3FIFO.c does the same). */
-void tc__edge_policy_insert(struct edge_shard *sh, struct edge_entry *en, struct tc__edge_policy_hint hint)
+void tc__edge_policy_insert(struct edge_shard *sh, struct edge_entry *en,
+                            struct tc__edge_policy_hint hint)
 {
     if (hint.known) {
         en->queue = hint.queue;

@@ -14,7 +14,7 @@
 /* In a fork()ed child, the first call on the handle repairs it whole (core/fork.c: the edge
  * emptied, the refresher forgotten, these subscriptions back); otherwise one atomic load. */
 int tc_publish(int64_t *out_receivers, tc_cache *cache, const char *channel,
-                      size_t channel_len, const void *message, size_t message_len)
+               size_t channel_len, const void *message, size_t message_len)
 {
     if (out_receivers != NULL)
         *out_receivers = 0;
@@ -58,7 +58,7 @@ int tc_publish(int64_t *out_receivers, tc_cache *cache, const char *channel,
 }
 
 int tc_subscribe(tc_subscription **out, tc_cache *cache, const char *channel,
-                        size_t channel_len, tc_message_fn fn, void *ctx)
+                 size_t channel_len, tc_message_fn fn, void *ctx)
 {
     if (out == NULL)
         return tc__err(NULL, TC_EINVAL, "tc_subscribe: out is NULL");

@@ -1,6 +1,6 @@
 /*
- * subscriber_thread.c - the subscriber thread of subscriber.c: one per subscriber object, started on
- * the first subscribe. It owns the connection: it connects (AUTH, SELECT) when a live
+ * subscriber_thread.c - the subscriber thread of subscriber.c: one per subscriber object,
+ * started on the first subscribe. It owns the connection: it connects (AUTH, SELECT) when a live
  * subscription wants the link, settles each channel's SUBSCRIBE and UNSUBSCRIBE, hands messages
  * to their callbacks, PINGs an idle link and calls it lost when a PING goes unanswered, and
  * reconnects with backoff, telling each subscription when its link went down or up.
@@ -585,7 +585,7 @@ static void loop_ping(loop *l)
 }
 
 /* Without mu: what settle queued goes out, then the wait for replies (or, down, for the
- * backoff or a tc__ps_wake-up). */
+ * backoff or a wake-up). */
 static void loop_io(loop *l, int64_t wait_ms)
 {
     tc__pubsub *p = l->p;
@@ -604,7 +604,7 @@ static void loop_io(loop *l, int64_t wait_ms)
     loop_ping(l);
 }
 
-/* The subscriber thread: under mu but for the I/O, one round per tc__ps_wake-up, reply or timeout. */
+/* The subscriber thread: under mu but for the I/O, one round per wake-up, reply or timeout. */
 static void *pubsub_main(void *arg)
 {
     loop l = {.p = arg};

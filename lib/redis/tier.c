@@ -100,7 +100,7 @@ int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner
     return TC_OK;
 }
 
-/* Like tc_close, it must not tc__rt_run concurrently with any other use of r: no call in progress, and
+/* Like tc_close, it must not run concurrently with any other use of r: no call in progress, and
  * no thread that used r exiting meanwhile (its connection's destructor would race with the
  * teardown; see tc__rconns_free). */
 void tc__redis_free(tc__redis *r)
@@ -182,7 +182,8 @@ static int write_envelope(tc__redis *r, const char *key, size_t key_len, char ki
     else if (len > r->max_value_bytes)
         rc = tc__err(r->owner, TC_ETOOBIG, "redis: value of %zu bytes exceeds max_value_bytes "
                      "(%zu)", len, r->max_value_bytes);
-    else if (tc__rt_envelope_build(&blob, &blob_len, kind, version, now + ttl_ms, payload, len) != 0)
+    else if (tc__rt_envelope_build(&blob, &blob_len, kind, version, now + ttl_ms, payload,
+                                   len) != 0)
         rc = tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
     else
         rc = tc__rt_nskey_make(&k, r, key, key_len);

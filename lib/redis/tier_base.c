@@ -72,7 +72,7 @@ size_t tc__rt_tagkey_len(const tc__redis *r, size_t tag_len)
     return r->ns_len + TAG_INFIX_LEN + tag_len;
 }
 
-/* Writes the (checked) tag's set name at out, which has tc__rt_tagkey_len bytes. */
+/* Writes the (checked) tag's set name at out, which has tagkey_len bytes. */
 void tc__rt_tagkey_write(char *out, const tc__redis *r, const char *tag, size_t tag_len)
 {
     memcpy(out, r->ns, r->ns_len);
@@ -315,7 +315,8 @@ int tc__rt_conn_settle(tc__redis *r, redisContext *c, const settle_item *items, 
     lens[3 + n] = 8;
     rep = tc__rt_conn_eval(c, TC__SCRIPT_SETTLE, (int)nrest, rest, lens);
     if (rep == NULL)
-        rc = c->err ? tc__rt_ctx_error(r, c, "settle") : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
+        rc = c->err ? tc__rt_ctx_error(r, c, "settle")
+                    : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
     else if (rep->type != REDIS_REPLY_INTEGER)
         rc = tc__rt_reply_error(r, rep, "settle", "integer");
     else if (removed != NULL)
@@ -526,7 +527,7 @@ static int op_command(tc__redis *r, redisContext *c, void *ctx, int *broken)
     return tc__rt_ctx_error(r, c, cmd->what);
 }
 
-/* A script (tc__rt_conn_eval); out of memory is not a broken connection. */
+/* A script (conn_eval); out of memory is not a broken connection. */
 typedef struct script_call {
     int which, nrest;
     const char **rest;
@@ -588,8 +589,8 @@ static int conn_closed(const redisContext *c)
     return closed;
 }
 
-/* A command that must not tc__rt_run twice. The only retry is for a connection found closed before
- * anything was written on it: then the command certainly was not sent, and tc__rt_with_conn replaces
+/* A command that must not run twice. The only retry is for a connection found closed before
+ * anything was written on it: then the command certainly was not sent, and with_conn replaces
  * the connection and comes back. Once the command has been handed to the socket, a failure
  * (the server closed the connection meanwhile, a timeout) is returned as it is: the server may
  * or may not have executed it, and sending it again could execute it twice. */

@@ -63,7 +63,7 @@ struct tc__redis {
     int pend_overflow;
     uint64_t pend_overflow_seq;
     atomic_int pend_active; /* pend_count > 0 || pend_overflow, for a lock-free fast path */
-    atomic_int pend_busy;   /* the journal is being changed (see tc__rt_journal_torn) */
+    atomic_int pend_busy;   /* the journal is being changed (see journal_torn) */
 };
 
 /* ---- keys -------------------------------------------------------------------------------- */
@@ -93,7 +93,7 @@ typedef struct settle_item {
 /* ---- running a command ------------------------------------------------------------------- */
 
 /* One piece of work on a connection. It returns TC_OK or an error; *broken says the connection
- * failed (then the error is already recorded): BROKEN when the step may tc__rt_run again on a new
+ * failed (then the error is already recorded): BROKEN when the step may run again on a new
  * connection, BROKEN_SENT when it must not (a command that is not idempotent was written). */
 typedef int (*conn_op)(tc__redis *r, redisContext *c, void *ctx, int *broken);
 #define BROKEN 1

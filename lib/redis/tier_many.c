@@ -14,7 +14,7 @@
 
 #define MANY_CHUNK 1000 /* GETs per pipeline: bounds the replies held at once */
 
-/* Hands one hit of tc__redis_get_many to its index-aware callback through tc__rt_deliver. */
+/* Hands one hit of tc__redis_get_many to its index-aware callback through deliver. */
 typedef struct many_hit {
     tc__many_fn fn;
     void *ctx;
@@ -78,7 +78,7 @@ int tc__redis_get_many(tc__redis *r, size_t n, const char *const *keys, const si
             cmds[j] = (tc__redis_cmd){2, argv + 2 * j, lens + 2 * j};
             off += klen;
         }
-        /* GET is idempotent: tc__rt_with_conn reruns the whole chunk on a new connection after a
+        /* GET is idempotent: with_conn reruns the whole chunk on a new connection after a
          * dropped one; nothing was delivered from it yet. */
         pipe_call pc = {"GET (pipelined)", m, cmds, replies};
         rc = tc__rt_with_conn(r, tc__rt_op_pipeline, &pc);

@@ -67,7 +67,7 @@ int tc__redis_tag(tc__redis *r, const char *key, size_t key_len, const char *con
         return TC_OK;
     if (tags == NULL || tag_lens == NULL)
         return tc__err(r->owner, TC_EINVAL, "redis: tags or tag_lens is NULL");
-    /* rest: numkeys, the sets, the member, PX; tc__rt_conn_eval adds two and counts in int. */
+    /* rest: numkeys, the sets, the member, PX; conn_eval adds two and counts in int. */
     if (ntags > (size_t)INT_MAX - 8)
         return tc__err(r->owner, TC_EINVAL, "redis: %zu tags in one call", ntags);
     /* Every tag is checked before anything is sent: a bad one writes nothing. */
@@ -205,7 +205,7 @@ done:
 typedef struct tag_call {
     const char *set;
     size_t set_len;
-    int64_t removed; /* kept across tc__rt_with_conn's retry: what the first try took out is out */
+    int64_t removed; /* kept across with_conn's retry: what the first try took out is out */
 } tag_call;
 
 /* Walks the set with SSCAN; every batch found goes to the tag-drop script, which removes its

@@ -58,7 +58,7 @@ int tc__pg_fail(const pg_store *s, PGconn *pg, const PGresult *res, const char *
 
 /* True when the connection cannot be used any more: the socket is gone, or the server said
  * so (08xxx connection exceptions; 57P01-57P03: terminated by an administrator, a shutdown,
- * the server cannot tc__pg_take connections now). */
+ * the server cannot take connections now). */
 int tc__pg_conn_broken(PGconn *pg, const PGresult *res)
 {
     if (PQstatus(pg) != CONNECTION_OK)
@@ -128,7 +128,7 @@ const char *const tc__pg_st_fmt[ST_COUNT] = {
     " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"
     " RETURNING t.version",
     "SELECT \"@_del\"($1)",
-    /* The feed's statements tc__pg_take their parameters and tc__pg_give their results in text format. */
+    /* The feed's statements take their parameters and give their results in text format. */
     "SELECT seq, key, version FROM \"@_log\" WHERE seq > $1 ORDER BY seq LIMIT $2",
     "SELECT 1 FROM \"@_log\" WHERE seq > $1 LIMIT 1",
     /* Taken when free, expired or already ours; RETURNING gives a row only then. */
@@ -177,7 +177,8 @@ PGconn *tc__pg_conn_new(const pg_store *s, pg_slot *slot, int prepare, int *rc)
     slot->fatal = 0;
     PQsetNoticeReceiver(pg, on_notice, slot);
     for (int i = 0; prepare && i < ST_COUNT; i++) {
-        PGresult *res = PQprepare(pg, tc__pg_st_name[i], s->sql[i], tc__pg_st_nparams[i], tc__pg_st_types[i]);
+        PGresult *res = PQprepare(pg, tc__pg_st_name[i], s->sql[i], tc__pg_st_nparams[i],
+                                  tc__pg_st_types[i]);
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
             *rc = tc__pg_fail(s, pg, res, "prepare");
             PQclear(res);

@@ -34,7 +34,8 @@ static int feed_exec(pg_store *s, int st, const char *op, const char *const *val
         int rc = tc__pg_take(s, attempt > 0, &slot);
         if (rc != TC_OK)
             return rc;
-        PGresult *res = PQexecPrepared(slot->pg, tc__pg_st_name[st], tc__pg_st_nparams[st], vals, NULL, NULL, 0);
+        PGresult *res = PQexecPrepared(slot->pg, tc__pg_st_name[st], tc__pg_st_nparams[st], vals,
+                                       NULL, NULL, 0);
         ExecStatusType es = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
             tc__pg_give(s, slot, 0);
@@ -51,7 +52,7 @@ static int feed_exec(pg_store *s, int st, const char *op, const char *const *val
 }
 
 int tc__pg_feed_read(tc__store *base, int64_t after, int max, tc__change_fn fn, void *ctx,
-                        int *out_n)
+                     int *out_n)
 {
     pg_store *s = (pg_store *)base;
     *out_n = 0;
@@ -106,7 +107,7 @@ static int feed_args_ok(const pg_store *s, const char *consumer, const char *hol
 }
 
 int tc__pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
-                         int64_t lease_ms, int64_t *out_seq)
+                      int64_t lease_ms, int64_t *out_seq)
 {
     pg_store *s = (pg_store *)base;
     int rc = feed_args_ok(s, consumer, holder, "feed claim");
@@ -130,7 +131,7 @@ int tc__pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
 }
 
 int tc__pg_feed_commit(tc__store *base, const char *consumer, const char *holder,
-                          int64_t seq)
+                       int64_t seq)
 {
     pg_store *s = (pg_store *)base;
     int rc = feed_args_ok(s, consumer, holder, "feed commit");

@@ -45,10 +45,10 @@ typedef struct pg_store {
     char *sql[ST_COUNT];
     int pool_size;
     /* The fork generation that mu, cv and slots belong to. Written (release) only by open and
-     * by tc__pg_fork_fixup; every call reads it (acquire) before touching anything else. */
+     * by fork_fixup; every call reads it (acquire) before touching anything else. */
     atomic_uint gen;
-    atomic_uint fixing; /* serialises tc__pg_fork_fixup between a child's threads (tc__tag_lock) */
-    /* On the heap so that a child can replace them (see tc__pg_fork_fixup). */
+    atomic_uint fixing; /* serialises fork_fixup between a child's threads (tc__tag_lock) */
+    /* On the heap so that a child can replace them (see fork_fixup). */
     pthread_mutex_t *mu;
     pthread_cond_t *cv;
     pg_slot *slots; /* pool_size of them, under *mu */
@@ -99,13 +99,13 @@ int tc__pg_take(pg_store *s, int fresh, pg_slot **out_slot);
 void tc__pg_give(pg_store *s, pg_slot *slot, int broken);
 
 int tc__pg_feed_read(tc__store *base, int64_t after, int max, tc__change_fn fn, void *ctx,
-                        int *out_n);
+                     int *out_n);
 
 int tc__pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
-                         int64_t lease_ms, int64_t *out_seq);
+                      int64_t lease_ms, int64_t *out_seq);
 
 int tc__pg_feed_commit(tc__store *base, const char *consumer, const char *holder,
-                          int64_t seq);
+                       int64_t seq);
 
 int tc__pg_feed_release(tc__store *base, const char *consumer, const char *holder);
 

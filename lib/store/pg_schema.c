@@ -43,7 +43,7 @@ static const char schema_fmt[] =
     "END $f$;\n"
     /* A function, not one statement: its DELETE must run under a snapshot taken after the
      * table's lock (PL/pgSQL takes one per statement; the DELETE's own statement trigger would
-     * tc__pg_take the lock only after its snapshot), or it would miss a row that a put committed
+     * take the lock only after its snapshot), or it would miss a row that a put committed
      * while this waited for the lock, and return a version above that put's. */
     "CREATE OR REPLACE FUNCTION \"@_del\"(k text) RETURNS bigint LANGUAGE plpgsql AS $f$\n"
     "BEGIN\n"

@@ -39,7 +39,7 @@ void tc__sqlite_bury_waker(waker *w)
 
 /* ---- errors --------------------------------------------------------------------------------- */
 
-/* Reports the connection's last error for operation op. Must run before anything else is tc__sqlite_done
+/* Reports the connection's last error for operation op. Must run before anything else is done
  * on the connection (a ROLLBACK would replace the message). */
 int tc__sqlite_db_fail(const sqlite_store *s, sqlite3 *db, const char *op)
 {
@@ -54,7 +54,7 @@ int tc__sqlite_db_fail(const sqlite_store *s, sqlite3 *db, const char *op)
 
 /* Where a child puts what it inherited and must neither use nor release: connections, mutexes,
  * and the descriptors that hold its locks (hold_inherited). A process-wide push-only lock-free
- * stack, so that pushing takes no lock a fork could tc__sqlite_leave held, and so that all of it stays
+ * stack, so that pushing takes no lock a fork could leave held, and so that all of it stays
  * reachable (valgrind: "still reachable", not "definitely lost") after the store is closed. */
 typedef struct grave {
     struct grave *next;
@@ -565,7 +565,7 @@ int tc__sqlite_conn_open(sqlite_store *s)
 
 /*
  * The first call in a child (the generation changed) gives the store a new mutex and forgets
- * the inherited connection; tc__sqlite_enter then opens the child's own.
+ * the inherited connection; enter then opens the child's own.
  *
  * The inherited connection is deliberately leaked, never closed: sqlite3_close in the child
  * would act on the parent's behalf. It would roll back whatever a parent thread had in flight

@@ -53,7 +53,7 @@ int tc__sqlite_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
 }
 
 int tc__sqlite_feed_read(tc__store *base, int64_t after, int max, tc__change_fn fn,
-                            void *ctx, int *out_n)
+                         void *ctx, int *out_n)
 {
     sqlite_store *s = (sqlite_store *)base;
     *out_n = 0;
@@ -116,7 +116,7 @@ static int feed_stmt(sqlite_store *s, int which, const char *what, const char *c
 }
 
 int tc__sqlite_feed_claim(tc__store *base, const char *consumer, const char *holder,
-                             int64_t lease_ms, int64_t *out_seq)
+                          int64_t lease_ms, int64_t *out_seq)
 {
     sqlite_store *s = (sqlite_store *)base;
     int64_t now = tc__wall_ms();
@@ -131,7 +131,7 @@ int tc__sqlite_feed_claim(tc__store *base, const char *consumer, const char *hol
 }
 
 int tc__sqlite_feed_commit(tc__store *base, const char *consumer, const char *holder,
-                              int64_t seq)
+                           int64_t seq)
 {
     sqlite_store *s = (sqlite_store *)base;
     int changed = 0;

@@ -39,9 +39,9 @@ typedef struct sqlite_store {
     char *table;
     int busy_timeout_ms;
     /* The fork generation that mu, db, st and node belong to. Written (release) only by open
-     * and by tc__sqlite_fork_fixup; every call reads it (acquire) before touching anything else. */
+     * and by fork_fixup; every call reads it (acquire) before touching anything else. */
     atomic_uint gen;
-    /* Serialises tc__sqlite_fork_fixup between the threads of one child (a tag lock, see
+    /* Serialises fork_fixup between the threads of one child (a tag lock, see
      * tc__tag_lock). */
     atomic_uint fixing;
     /* On the heap so that a child can replace it instead of re-initialising a mutex that a

@@ -406,7 +406,8 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
     if (pg != NULL) {
         rc = tc__pg_create_schema(s, pg);
         for (int i = 0; rc == TC_OK && i < ST_COUNT; i++) {
-            PGresult *res = PQprepare(pg, tc__pg_st_name[i], s->sql[i], tc__pg_st_nparams[i], tc__pg_st_types[i]);
+            PGresult *res = PQprepare(pg, tc__pg_st_name[i], s->sql[i], tc__pg_st_nparams[i],
+                                      tc__pg_st_types[i]);
             if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
                 rc = tc__pg_fail(s, pg, res, "prepare");
             PQclear(res);
