@@ -114,12 +114,15 @@ void tct_defer(tct_undo_fn fn, void *arg);
 void tct_run_deferred(void);
 /* A thread that runs until told to stop: fn is called with the tct_thread itself, whose arg is
  * the arg given, and loops while !atomic_load(&t->stop). Started by tct_thread_start (fails the
- * test if it cannot), stopped by tct_thread_stop (sets stop, joins; returns fn's result, or NULL
- * if it was stopped already), which tct_run_deferred also calls. */
+ * test if it cannot; returns once the thread runs fn, so a fork() that follows never overlaps
+ * its start-up), stopped by tct_thread_stop (sets stop, joins; returns fn's result, or NULL if
+ * it was stopped already), which tct_run_deferred also calls. */
 typedef struct tct_thread {
     pthread_t th;
+    void *(*fn)(void *);
     void *arg;
     atomic_int stop;
+    atomic_int entered; /* set by the thread as it enters fn */
     int running;
     void *result;
 } tct_thread;
