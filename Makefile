@@ -125,15 +125,15 @@ $(BENCH_WT_BIN): bench/bench_wt.c bench/bench_util.h tests/harness.c tests/tc_te
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_wt.c tests/harness.c $(STLIB) \
 	      $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS) -lm
 
-BENCH_BUS_BIN := $(B)/bench/bench_bus
-$(BENCH_BUS_BIN): bench/bench_bus.c bench/bench_util.h tests/harness.c tests/pg_harness.c \
+BENCH_COH_BIN := $(B)/bench/bench_coherence
+$(BENCH_COH_BIN): bench/bench_coherence.c bench/bench_util.h tests/harness.c tests/pg_harness.c \
                   tests/tc_test.h tests/pg_harness.h $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_bus.c tests/harness.c \
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_coherence.c tests/harness.c \
 	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
 BENCH_BINS := $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN) $(BENCH_WT_BIN) \
-              $(BENCH_BUS_BIN)
+              $(BENCH_COH_BIN)
 
 # make check builds the benchmarks without running them, so that one that no longer compiles
 # or links fails there, not later in somebody's make bench.
@@ -145,7 +145,7 @@ bench: $(BENCH_BINS)
 	$(BENCH_REDIS_BIN)
 	$(BENCH_STORE_BIN)
 	$(BENCH_WT_BIN)
-	$(BENCH_BUS_BIN)
+	$(BENCH_COH_BIN)
 
 check: check-layers check-exports check-install check-examples check-python check-cli check-unit \
        check-coherence bench-build
