@@ -78,6 +78,35 @@ static int64_t step(tc_invalidator *inv, int want_rc)
     return applied;
 }
 
+static void *sql_after_a_moment(void *arg)
+{
+    tct_thread *t = arg;
+    tct_sleep_ms(200);
+    tct_sql(db_path(), "UPDATE tiercache SET value = 'late' WHERE key = 'w'");
+    return t;
+}
+
+/* Another connection's commit wakes the invalidator's wait (the watch of the database's
+ * directory): with feed.poll_ms at a minute, a wait that polled would outlast the test's
+ * timeout. */
+START_TEST(test_plain_sql_wakes_the_wait)
+{
+    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, "{\"feed\": {\"poll_ms\": 60000}}");
+    ck_assert_int_eq(tc_put(c, K("w"), "v1", 2, 0), TC_OK);
+    tc_invalidator *inv = invalidator(c);
+    step(inv, TC_OK);
+    ck_assert_int_eq(step(inv, TC_OK), 0); /* idle: the next wait has nothing queued */
+    static tct_thread t; /* the harness's undo list outlives this frame */
+    tct_thread_start(&t, sql_after_a_moment, NULL);
+    ck_assert_int_eq(tc_invalidator_wait(inv), TC_OK);
+    tct_thread_stop(&t);
+    ck_assert_int_eq(step(inv, TC_OK), 1);
+    expect(c, "w", "late");
+    tc_invalidator_free(inv);
+    tc_close(c);
+}
+END_TEST
+
 /* The profile story: a plain-SQL UPDATE reaches every handle through the invalidator. */
 START_TEST(test_plain_sql_reaches_every_tier)
 {
@@ -294,6 +323,7 @@ Suite *feed_suite(void)
     tcase_add_unchecked_fixture(tc, tct_srv_up, tct_srv_down);
     tcase_add_checked_fixture(tc, tct_dir_setup, tct_dir_teardown);
     tcase_add_test(tc, test_plain_sql_reaches_every_tier);
+    tcase_add_test(tc, test_plain_sql_wakes_the_wait);
     tcase_add_test(tc, test_library_writes_keep_their_copy);
     tcase_add_test(tc, test_plain_sql_rename);
     tcase_add_test(tc, test_lease_without_redis);

@@ -43,6 +43,7 @@ struct tc_invalidator {
     const tc_config *cfg;
     char holder[2 * TC__BUS_ID_LEN + 1];
     int held;              /* the last claim succeeded: released on free */
+    int64_t claimed_ms;    /* tc__now_ms() of the last claim that succeeded */
     int64_t last_seq;      /* the checkpoint after the last step */
     int last_rc;           /* the last step's result */
     int64_t last_trim_ms;
@@ -146,6 +147,28 @@ static void fork_check(tc_invalidator *inv)
     new_holder(inv);
 }
 
+/* The lease, renewed only once a third of it has passed: a renewal is a write to the store,
+ * and on the path of every change it was one round trip (and on SQLite one WAL write, which
+ * wakes the feed's watch) between a commit and its invalidation. The checkpoint is then this
+ * invalidator's own last commit: nobody else moves it while the lease is held, and one that
+ * lapsed unnoticed (a stall) is caught by the fenced commit. */
+static int claim_step(tc_invalidator *inv, int64_t *seq)
+{
+    int64_t now = tc__now_ms();
+    if (inv->held && inv->last_rc == TC_OK && now - inv->claimed_ms < inv->cfg->feed_lease_ms / 3) {
+        *seq = inv->last_seq;
+        return TC_OK;
+    }
+    tc__store *st = inv->store;
+    int rc = st->ops->feed_claim(st, inv->cfg->feed_consumer, inv->holder,
+                                 inv->cfg->feed_lease_ms, seq);
+    inv->held = rc == TC_OK;
+    inv->last_rc = rc;
+    if (rc == TC_OK)
+        inv->claimed_ms = now;
+    return rc;
+}
+
 int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *inv)
 {
     if (out_applied != NULL)
@@ -158,9 +181,7 @@ int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invalidator *
     tc__store *st = inv->store;
     const char *consumer = inv->cfg->feed_consumer;
     int64_t seq = 0;
-    int rc = st->ops->feed_claim(st, consumer, inv->holder, inv->cfg->feed_lease_ms, &seq);
-    inv->held = rc == TC_OK;
-    inv->last_rc = rc;
+    int rc = claim_step(inv, &seq);
     if (rc != TC_OK)
         return rc;
     if (out_seq != NULL)
@@ -234,14 +255,18 @@ static void pause_ms(tc_invalidator *inv, int64_t ms)
 static void *run(void *arg)
 {
     tc_invalidator *inv = arg;
-    int64_t poll = inv->cfg->feed_poll_ms;
+    /* Woken by the store at a change; otherwise at least this often, so that the lease is
+     * renewed in time (claim_step renews after a third of it). */
+    int64_t poll = inv->cfg->feed_poll_ms, wait = poll < 1000 ? poll : 1000;
+    if (wait > inv->cfg->feed_lease_ms / 4)
+        wait = inv->cfg->feed_lease_ms / 4;
     while (!atomic_load(&inv->stop)) {
         int64_t applied = 0, seq = 0;
         int rc = tc_invalidator_step(&applied, &seq, inv);
         if (rc == TC_OK && applied >= inv->cfg->feed_batch)
             continue; /* a backlog: the next batch at once */
         if (rc == TC_OK)
-            inv->store->ops->feed_wait(inv->store, seq, poll < 1000 ? poll : 1000);
+            inv->store->ops->feed_wait(inv->store, seq, wait);
         else
             pause_ms(inv, poll); /* a standby, or a failure: try again later */
     }

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 
 /* A child's inherited wakers, kept reachable like the graveyard's connections (valgrind: "still
@@ -658,6 +659,8 @@ waker *tc__sqlite_waker_new(void)
     if (w == NULL)
         return NULL;
     pthread_mutex_init(&w->mu, NULL);
+    w->watch_fd = -1;
+    w->watch_tried = 0;
     pthread_condattr_t a;
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
@@ -670,6 +673,8 @@ void tc__sqlite_waker_free(waker *w)
 {
     if (w == NULL)
         return;
+    if (w->watch_fd >= 0)
+        close(w->watch_fd);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

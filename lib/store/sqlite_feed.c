@@ -16,8 +16,120 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
+
+/* ---- waiting for a commit --------------------------------------------------------------------
+ *
+ * A commit by any process on this host writes the database's files (the WAL in WAL mode, the
+ * file itself otherwise), so an inotify watch of their directory wakes the invalidator at once,
+ * whoever wrote: plain SQL from another program included. The directory rather than the WAL
+ * file, because the WAL is deleted when the last connection closes and made again by the next
+ * writer; events are filtered by name. Where inotify cannot be had (another system, the
+ * per-user limit on watches reached, an in-memory or URI database), this process's own commits
+ * still wake the waiter through the waker's condition, and feed.poll_ms bounds the rest. */
+
+/* Under w->mu: the watch, made on the first wait. */
+static void watch_open(const sqlite_store *s, waker *w)
+{
+    w->watch_tried = 1;
+    if (strcmp(s->path, ":memory:") == 0 || strncmp(s->path, "file:", 5) == 0)
+        return;
+    const char *slash = strrchr(s->path, '/');
+    char dir[PATH_MAX];
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == s->path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - s->path) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - s->path), s->path);
+    else
+        return;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (inotify_add_watch(fd, dir, IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+        close(fd);
+        return;
+    }
+    w->watch_fd = fd;
+}
+
+/* Reads what the watch has queued; 1 if an event names one of the database's files. */
+static int watch_drain(sqlite_store *s, int fd)
+{
+    const char *slash = strrchr(s->path, '/');
+    const char *base = slash != NULL ? slash + 1 : s->path;
+    size_t base_len = strlen(base);
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int hit = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            return hit; /* EAGAIN: drained */
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            if (ev->len > 0 && strncmp(ev->name, base, base_len) == 0)
+                hit = 1;
+            if (ev->mask & IN_Q_OVERFLOW)
+                hit = 1; /* events were lost: look */
+            p += sizeof *ev + ev->len;
+        }
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int count_change(void *ctx, int64_t seq, const char *key, size_t key_len,
+                        int64_t version)
+{
+    return TC_OK;
+}
+
+/* Whether the log has a change after `after` (a read error counts as one: the caller's read
+ * will report it). */
+static int has_change(sqlite_store *s, int64_t after)
+{
+    int n = 0;
+    return tc__sqlite_feed_read(&s->base, after, 1, count_change, NULL, &n) != TC_OK || n > 0;
+}
+
+/* Waits on the watch up to timeout_ms for a change after `after`. An event is not yet a
+ * visible commit: a writer writes its frames to the WAL (the event) and then publishes them
+ * in the WAL index, a shared memory map whose writes raise no event. So after an event the log
+ * is looked at, and again at short intervals for a while (the index is updated microseconds
+ * later); an event with no change behind it (this process's own lease write, a checkpoint)
+ * goes back to waiting. */
+static void watch_wait(sqlite_store *s, int fd, int64_t after, int64_t timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0)
+            return;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = poll(&p, 1, left > 1000000 ? 1000000 : (int)left);
+        if (n < 0 && errno != EINTR)
+            return;
+        if (n <= 0 || !watch_drain(s, fd))
+            continue;
+        for (int tries = 0; tries < 10; tries++) {
+            if (has_change(s, after))
+                return;
+            struct pollfd q = {.fd = fd, .events = POLLIN};
+            if (poll(&q, 1, 1) > 0)
+                watch_drain(s, fd);
+        }
+    }
+}
 
 int tc__sqlite_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
 {
@@ -33,6 +145,18 @@ int tc__sqlite_feed_wait(tc__store *base, int64_t after, int64_t timeout_ms)
     if (w == NULL) { /* no waker (out of memory when it was made): a plain poll */
         struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
+        return TC_OK;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (!w->watch_tried)
+        watch_open(s, w);
+    int fd = w->watch_fd;
+    pthread_mutex_unlock(&w->mu);
+    if (fd >= 0) {
+        /* Events queued since the last wait (the caller's own step wrote the lease) wake it at
+         * once; the caller then reads and finds nothing, which is cheap. The watch lives as
+         * long as the waker, which outlives every wait (it is freed with the store). */
+        watch_wait(s, fd, after, timeout_ms);
         return TC_OK;
     }
     struct timespec until;

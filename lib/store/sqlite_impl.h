@@ -61,6 +61,10 @@ typedef struct sqlite_store {
 typedef struct waker {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /* The feed's watch of the database's directory (sqlite_feed.c), made by the first
+     * feed_wait: -1 until then, and where inotify cannot be had. Under mu. */
+    int watch_fd;
+    int watch_tried;
     struct waker *next_dead; /* in dead_wakers */
 } waker;
 
