@@ -10,22 +10,122 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- the journal -------------------------------------------------------------------------
+ *
+ * A write has committed when it publishes, so a message that cannot go out (Redis down, or
+ * too slow: command_timeout_ms) must not be forgotten: another handle whose link to Redis
+ * stayed up would keep the old copy in its edge. The journal keeps such messages in memory,
+ * bounded; once Redis answers again they go out before this handle's next message, before it
+ * reads Redis, and when its own subscription comes back. A journal that overflowed is sent as
+ * one FLUSH (every edge empties: colder, never stale). The durable record of the same writes
+ * is the store's change feed, which the invalidator replays after a crash of this process. */
+
+typedef struct tc__journal_entry {
+    struct tc__journal_entry *next;
+    unsigned op;
+    int64_t version;
+    size_t len;
+    char arg[];
+} journal_entry;
+
+static void journal_free_list(journal_entry *e)
+{
+    while (e != NULL) {
+        journal_entry *next = e->next;
+        free(e);
+        e = next;
+    }
+}
+
+/* Appends the message (or marks the journal overflowed). */
+static void journal_add(tc_cache *c, unsigned op, int64_t version, const char *arg,
+                        size_t arg_len)
+{
+    journal_entry *e = NULL;
+    pthread_mutex_lock(&c->journal_mu);
+    int n = atomic_load(&c->journal_n);
+    if (n < TC__JOURNAL_MAX && (e = malloc(sizeof *e + arg_len)) != NULL) {
+        *e = (journal_entry){.op = op, .version = version, .len = arg_len};
+        memcpy(e->arg, arg, arg_len);
+        journal_entry **pp = &c->journal;
+        while (*pp != NULL)
+            pp = &(*pp)->next;
+        *pp = e;
+        atomic_store(&c->journal_n, n + 1);
+    } else {
+        /* Full, or out of memory: the entries are replaced by one FLUSH. */
+        journal_free_list(c->journal);
+        c->journal = NULL;
+        atomic_store(&c->journal_n, TC__JOURNAL_MAX + 1);
+    }
+    pthread_mutex_unlock(&c->journal_mu);
+}
+
+void tc__bus_journal_flush(tc_cache *c)
+{
+    if (!tc__bus_journal_pending(c) || atomic_exchange(&c->journal_flushing, 1))
+        return;
+    /* Taken out whole, sent without the lock (each send may wait command_timeout_ms); what
+     * was added meanwhile queues behind what is put back. */
+    pthread_mutex_lock(&c->journal_mu);
+    journal_entry *list = c->journal;
+    int overflowed = atomic_load(&c->journal_n) > TC__JOURNAL_MAX;
+    c->journal = NULL;
+    atomic_store(&c->journal_n, 0);
+    pthread_mutex_unlock(&c->journal_mu);
+    int ok = 1;
+    if (overflowed) {
+        ok = tc__bus_send(c, TC__BUS_FLUSH, 0, "*", 1) == TC_OK;
+        if (!ok)
+            journal_add(c, TC__BUS_FLUSH, 0, "*", 1);
+    }
+    while (ok && list != NULL) {
+        if (tc__bus_send(c, list->op, list->version, list->arg, list->len) != TC_OK)
+            break;
+        journal_entry *next = list->next;
+        free(list);
+        list = next;
+    }
+    if (list != NULL) {
+        /* Put back in front of what came meanwhile: order is kept. */
+        pthread_mutex_lock(&c->journal_mu);
+        int n = 0;
+        journal_entry **pp = &list;
+        while (*pp != NULL)
+            pp = &(*pp)->next, n++;
+        int was = atomic_load(&c->journal_n);
+        if (was > TC__JOURNAL_MAX || was + n > TC__JOURNAL_MAX) {
+            journal_free_list(list);
+            journal_free_list(c->journal);
+            c->journal = NULL;
+            atomic_store(&c->journal_n, TC__JOURNAL_MAX + 1);
+        } else {
+            *pp = c->journal;
+            c->journal = list;
+            atomic_store(&c->journal_n, was + n);
+        }
+        pthread_mutex_unlock(&c->journal_mu);
+    }
+    atomic_store(&c->journal_flushing, 0);
+}
+
+void tc__bus_journal_free(tc_cache *c)
+{
+    journal_free_list(c->journal);
+    c->journal = NULL;
+    atomic_store(&c->journal_n, 0);
+}
+
 /* Tells the other handles what changed. A failure is counted, not reported (the write itself
- * succeeded), and remembered: before this handle's next message, a FLUSH tells every other
- * handle to empty its edge, since one of its copies may be the one the lost message named.
- * Until then, their copies live at most edge.max_ttl_ms. */
+ * succeeded): the message goes to the journal, which goes out first next time. */
 void tc__bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
                      size_t arg_len)
 {
     if (!c->publish)
         return;
-    if (atomic_load(&c->publish_lost)) {
-        if (tc__bus_send(c, TC__BUS_FLUSH, 0, "*", 1) != TC_OK)
-            return; /* still lost; the flush covers this message too */
-        atomic_store(&c->publish_lost, 0);
-    }
-    if (tc__bus_send(c, op, version, arg, arg_len) != TC_OK)
-        atomic_store(&c->publish_lost, 1);
+    tc__bus_journal_flush(c);
+    if (tc__bus_journal_pending(c) || tc__bus_send(c, op, version, arg, arg_len) != TC_OK)
+        journal_add(c, op, version, arg, arg_len);
 }
 
 int tc__bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
@@ -111,6 +211,8 @@ static void bus_link(void *ctx, int up)
     /* Emptied before it is used again: what it holds may have been invalidated meanwhile. */
     tc__edge_clear(c->edge);
     atomic_store_explicit(&c->edge_synced, 1, memory_order_release);
+    /* Redis is back: what this handle could not publish goes out now, not at its next call. */
+    tc__bus_journal_flush(c);
 }
 
 int tc__bus_start(tc_cache *c)

@@ -91,7 +91,7 @@ static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void 
     if (c->redis == NULL)
         return;
     int rc;
-    if (announced != NULL && c->publish && !atomic_load(&c->publish_lost)) {
+    if (announced != NULL && c->publish && !tc__bus_journal_pending(c)) {
         unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
         tc__bus_msg m = {.op = TC__BUS_CHANGED, .version = version, .arg = key,
                          .arg_len = key_len};

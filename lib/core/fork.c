@@ -38,6 +38,13 @@ void tc__fork_repair(tc_cache *c, int resume)
             tc__refresher_after_fork(c->refresher);
             tc__flights_after_fork(c->flights);
             tc__leases_after_fork(c);
+            /* The journal's messages are the parent's to send (its writes); a parent thread
+             * may have held its lock or been sending it, so the child's copy is left, not
+             * freed. */
+            (void)tc__mutex_after_fork(&c->journal_mu);
+            c->journal = NULL;
+            atomic_store(&c->journal_n, 0);
+            atomic_store(&c->journal_flushing, 0);
             tc__pubsub_after_fork(c->pubsub); /* the bus is down: the edge is not used */
 #ifndef TC_TSAN
             /* ThreadSanitizer aborts a child of a multi-threaded process that starts a

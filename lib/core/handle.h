@@ -54,7 +54,13 @@ struct tc_cache {
      * asks for (a key, pattern or tag): a fill whose lower-tier read began under another
      * epoch is dropped, so a copy read before the eviction cannot land after it. */
     atomic_ullong edge_epoch;
-    atomic_int publish_lost; /* a publish failed: a FLUSH goes out before the next message */
+    /* The bus journal (buslink.c): messages of this handle's writes that could not be
+     * published, sent before its next message, before it reads Redis again, and when its bus
+     * link comes back; past TC__JOURNAL_MAX entries, one FLUSH stands for them all. */
+    pthread_mutex_t journal_mu;
+    struct tc__journal_entry *journal; /* under journal_mu, oldest first */
+    atomic_int journal_n;              /* entries, or TC__JOURNAL_MAX + 1 when overflowed */
+    atomic_int journal_flushing;       /* one thread sends it at a time */
     char *bus_channel; /* namespace + redis.bus_channel, for PUBLISH */
     size_t bus_channel_len;
     unsigned char bus_id[TC__BUS_ID_LEN];
@@ -73,6 +79,8 @@ struct tc_cache {
 };
 
 #define TC__EDGE_REPAIRING UINT_MAX
+/* The bus journal's bound (entries); more stand as one FLUSH. */
+#define TC__JOURNAL_MAX 1024
 
 /* The edge keeps a plain value bare, so that a hit copies it straight into the caller's buffer
  * (tc__edge_get_into), and an HTTP record whole, flagged TC__EDGE_HTTP. */
@@ -214,6 +222,15 @@ int tc__bus_start(tc_cache *c);
  * succeeded), and remembered: a FLUSH goes out before this handle's next message. */
 void tc__bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
                      size_t arg_len);
+/* Sends what the journal holds, if anything (one atomic load when it is empty). Entries that
+ * cannot be sent stay, in order. */
+void tc__bus_journal_flush(tc_cache *c);
+static inline int tc__bus_journal_pending(tc_cache *c)
+{
+    return atomic_load_explicit(&c->journal_n, memory_order_acquire) != 0;
+}
+/* Frees the journal (tc_close, after a last flush). */
+void tc__bus_journal_free(tc_cache *c);
 /* One message, whose failure the caller must know (the change feed's: it is applied again). */
 int tc__bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg, size_t arg_len);
 

@@ -32,8 +32,8 @@ static int open_edge(tc_cache *c)
     return rc == TC_OK ? TC_OK : tc__err(NULL, rc, "tc_open: cannot create the edge tier");
 }
 
-/* The tier and the subscriber, which connects as the tier does (an idle one PINGs every
- * second); none without a host or socket. */
+/* The tier and the subscriber, which connects as the tier does; none without a host or
+ * socket. */
 static int open_redis(tc_cache *c)
 {
     const tc_config *k = c->cfg;
@@ -57,7 +57,12 @@ static int open_redis(tc_cache *c)
         .tombstone_ttl_ms = k->tombstone_ttl_ms,
     };
     int rc = tc__redis_new(&c->redis, &o, c, &c->stats);
-    return rc == TC_OK ? tc__pubsub_new(&c->pubsub, &o, 1000, c) : rc;
+    /* The subscriber PINGs after a quiet interval and calls the link lost after two: half of
+     * command_timeout_ms, so a stalled server is treated as down (the edge stops serving and is
+     * emptied before it serves again) within the time a command would wait for it. */
+    int64_t ping = k->redis_command_timeout_ms / 2;
+    ping = ping < 10 ? 10 : ping > 1000 ? 1000 : ping;
+    return rc == TC_OK ? tc__pubsub_new(&c->pubsub, &o, ping, c) : rc;
 }
 
 /* What the read path keeps per process: single flight (unless off) and the refresher. */
@@ -88,6 +93,7 @@ int tc_open(tc_cache **out, const tc_config *cfg)
     if (c == NULL)
         return tc__err(NULL, TC_ENOMEM, "tc_open: out of memory");
     pthread_mutex_init(&c->leases_mu, NULL);
+    pthread_mutex_init(&c->journal_mu, NULL);
     int rc = cfg != NULL ? tc__config_dup(&c->cfg, cfg) : tc_config_new(&c->cfg);
     if (rc == TC_OK)
         rc = open_store(c);
@@ -114,6 +120,8 @@ void tc_close(tc_cache *c)
         return;
     tc__fork_repair(c, 0); /* in a fork()ed child, forget the parent's threads (start none) */
     tc__pubsub_free(c->pubsub);       /* no callback runs after this */
+    tc__bus_journal_flush(c);         /* a last try for what could not be published */
+    tc__bus_journal_free(c);
     free(c->bus_channel);
     tc__refresher_free(c->refresher); /* its thread uses the tiers */
     tc__flights_free(c->flights);
@@ -123,5 +131,6 @@ void tc_close(tc_cache *c)
         c->store->ops->close(c->store);
     tc_config_free(c->cfg);
     pthread_mutex_destroy(&c->leases_mu);
+    pthread_mutex_destroy(&c->journal_mu);
     free(c);
 }

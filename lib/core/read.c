@@ -179,6 +179,9 @@ static int read_redis(read_state *st)
     tc__reader *r = st->r;
     if (c->redis == NULL)
         return READ_ON;
+    /* Invalidations this handle could not publish go first: Redis is answering again if this
+     * read gets through, and other handles must not keep what they name a moment longer. */
+    tc__bus_journal_flush(c);
     int rc = tc__redis_get(c->redis, st->key, st->key_len, tc__deliver_copy, r);
     if (rc == TC_OK) {
         /* Older than what the edge held (a stale record, or a tombstone a write or a bus

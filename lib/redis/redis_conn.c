@@ -443,6 +443,22 @@ static int64_t trip_breaker(tc__rconns *cs, const char *why, int64_t seen)
     return left > 0 ? left : 0;
 }
 
+void tc__rconns_timed_out(tc__rconns *cs, const char *why)
+{
+    trip_breaker(cs, why, atomic_load(&cs->skip_until));
+}
+
+int tc__redis_ctx_timed_out(const redisContext *c)
+{
+#ifdef REDIS_ERR_TIMEOUT
+    if (c->err == REDIS_ERR_TIMEOUT)
+        return 1;
+#endif
+    /* hiredis keeps errno only as text (strerror of the failed read or write). */
+    return c->err == REDIS_ERR_IO &&
+           (strcmp(c->errstr, strerror(EAGAIN)) == 0 || strcmp(c->errstr, strerror(ETIMEDOUT)) == 0);
+}
+
 /* NOAUTH replies, seen where they are parsed. hiredis builds every reply through the reader's
  * function table; each connection gets a copy of hiredis's default table whose createString
  * also flags, in the connection's slot (the reader's privdata, handed to every read task), an

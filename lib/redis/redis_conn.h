@@ -72,6 +72,16 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs);
  * close_it says (the caller still sees that reply as an error reply). */
 void tc__rconns_release(tc__rconns *cs, int close_it);
 
+/* A command on this object's connections timed out (command_timeout_ms): the server is up
+ * but not answering (stopped, or stuck in a slow command). Trips the breaker as a failed
+ * connect does, so that the calls that follow fail at once for retry_interval_ms instead of
+ * each waiting out the timeout again: a stall costs one timeout per interval, not one per
+ * call. */
+void tc__rconns_timed_out(tc__rconns *cs, const char *why);
+/* Whether c's error is a timeout (SO_RCVTIMEO's EAGAIN in every hiredis version on Linux,
+ * or hiredis 1.1's REDIS_ERR_TIMEOUT). */
+int tc__redis_ctx_timed_out(const redisContext *c);
+
 /* "host:port" or the socket path, for messages. Valid as long as the object. */
 const char *tc__rconns_where(const tc__rconns *cs);
 

@@ -499,8 +499,14 @@ int tc__rt_with_conn(tc__redis *r, conn_op op, void *ctx)
         } else {
             rc = op(r, c, ctx, &broken);
         }
+        /* A timeout is not retried: a server that did not answer in command_timeout_ms will
+         * not answer a second connection sooner (a stopped server still accepts one), and
+         * the breaker makes the next calls skip it for a while. */
+        int timed_out = broken && tc__redis_ctx_timed_out(c);
+        if (timed_out)
+            tc__rconns_timed_out(r->conns, c->errstr);
         if (broken)
-            retry = broken != BROKEN_SENT && (c->err == 0 || retryable(c->err));
+            retry = !timed_out && broken != BROKEN_SENT && (c->err == 0 || retryable(c->err));
         tc__sigpipe_restore(&guard, broken);
         tc__rconns_release(r->conns, broken); /* c is invalid from here if broken */
         if (rc == TC_OK || !retry || attempt > 0)
