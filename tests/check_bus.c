@@ -217,6 +217,95 @@ START_TEST(test_bus_comes_up_later)
 }
 END_TEST
 
+static int64_t ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A handle on own whose commands time out after 100 ms (so its bus PINGs every 50 ms), with a
+ * short retry interval. */
+static tc_cache *impatient(const tct_redis *own)
+{
+    return tct_open(tct_dir, "db", own->port,
+                    "{\"redis\": {\"command_timeout_ms\": 100, \"connect_timeout_ms\": 100, "
+                    "\"retry_interval_ms\": 50, \"retry_max_ms\": 100}}");
+}
+
+/* A write whose bus message never reached Redis (the handle was skipping a stalled server)
+ * is journalled and published once Redis answers, with no further call on the writer: the
+ * reader, whose own link stayed up through the stall (its PINGs are a second apart), drops
+ * its copy. Without the journal it kept it for edge.max_ttl_ms. */
+START_TEST(test_journal_reaches_an_edge_that_stayed_up)
+{
+    tct_redis own;
+    ck_assert_int_eq(tct_redis_start(&own), 0);
+    tc_cache *a = impatient(&own);
+    tc_cache *b = tct_open(tct_dir, "db", own.port,
+                           "{\"redis\": {\"command_timeout_ms\": 5000}, "
+                           "\"edge\": {\"max_ttl_ms\": 600000}, \"default_ttl_ms\": 600000}");
+    put_str(a, "k1", "v1");
+    put_str(a, "k2", "v1");
+    char buf[64];
+    for (int i = 0; i < 2; i++) {
+        read_src(b, "k1", buf, sizeof buf);
+        ck_assert_int_eq(read_src(b, "k2", buf, sizeof buf), i == 0 ? TC_SOURCE_REDIS
+                                                                    : TC_SOURCE_EDGE);
+    }
+    ck_assert_int_eq(kill(own.pid, SIGSTOP), 0);
+    put_str(a, "k1", "v2"); /* times out in Redis: the server runs it when it resumes */
+    put_str(a, "k2", "v2"); /* Redis skipped: its message is only in the journal */
+    tct_sleep_ms(300);
+    ck_assert_int_eq(kill(own.pid, SIGCONT), 0);
+    ck_assert(wait_for(b, "k1", "v2"));
+    ck_assert(wait_for(b, "k2", "v2"));
+    tc_close(b);
+    tc_close(a);
+    tct_redis_stop(&own);
+}
+END_TEST
+
+/* A Redis stall longer than the command timeout: no call waits for it past the timeout
+ * (a put returns TC_OK once committed), and the edge is out of service until the bus is
+ * confirmed again, so nothing it holds is trusted while invalidations may be missed. */
+START_TEST(test_stall_blocks_no_call_and_untrusts_the_edge)
+{
+    tct_redis own;
+    ck_assert_int_eq(tct_redis_start(&own), 0);
+    tc_cache *a = impatient(&own);
+    put_str(a, "k", "v1");
+    char buf[64];
+    ck_assert_int_eq(read_src(a, "k", buf, sizeof buf), TC_SOURCE_EDGE);
+    ck_assert_int_eq(kill(own.pid, SIGSTOP), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int served = 0, reads = 0;
+    int64_t slowest = 0;
+    while (ms_since(&t0) < 2500) {
+        struct timespec c0;
+        clock_gettime(CLOCK_MONOTONIC, &c0);
+        put_str(a, "k", "v2");
+        int src = read_src(a, "k", buf, sizeof buf);
+        int64_t took = ms_since(&c0);
+        slowest = took > slowest ? took : slowest;
+        if (ms_since(&t0) > 1000) { /* the link was lost after 100 ms of silence */
+            reads++;
+            served += src == TC_SOURCE_EDGE;
+        }
+        tct_sleep_ms(20);
+    }
+    ck_assert_int_eq(kill(own.pid, SIGCONT), 0);
+    /* A liveness bound, not a speed figure: a call that waited out the stall took 2.5 s. */
+    ck_assert_msg(slowest < 1500, "a put and a read took %lld ms in a stall", (long long)slowest);
+    ck_assert_msg(reads > 0 && served == 0, "the edge served %d of %d reads in the stall", served,
+                  reads);
+    ck_assert(wait_for(a, "k", "v2"));
+    tc_close(a);
+    tct_redis_stop(&own);
+}
+END_TEST
+
 /* redis.bus false: no subscription, nothing published; the edge is used at once. */
 START_TEST(test_bus_off)
 {
@@ -331,6 +420,8 @@ Suite *bus_suite(void)
     tcase_add_test(tc, test_dropped_bus_empties_the_edge);
     tcase_add_test(tc, test_bus_comes_up_later);
     tcase_add_test(tc, test_bus_off);
+    tcase_add_test(tc, test_journal_reaches_an_edge_that_stayed_up);
+    tcase_add_test(tc, test_stall_blocks_no_call_and_untrusts_the_edge);
     tcase_add_test(tc, test_garbage_on_the_bus);
     tcase_add_test(tc, test_pattern_reaches_redis_before_the_bus);
     suite_add_tcase(s, tc);
