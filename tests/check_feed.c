@@ -3,6 +3,7 @@
  * SQL by another program reach every tier; checkpoint, lease, restart and trim. A private
  * redis-server and SQLite files in a temp dir.
  */
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +273,56 @@ START_TEST(test_lease_without_redis)
 }
 END_TEST
 
+/* An invalidator killed with -9 while holding a minute-long lease is replaced at once by one
+ * on the same host: its process is gone (a zombie first, then no process at all), so the lease
+ * is taken over without waiting it out. A live holder's lease is never taken. */
+START_TEST(test_killed_invalidator_replaced_at_once)
+{
+    const char *conf = "{\"feed\": {\"lease_ms\": 60000}}";
+    tc_cache *c1 = tct_open(tct_dir, "db", 0, conf);
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(20);
+        tc_invalidator *inv = NULL;
+        int64_t applied, seq;
+        if (tc_invalidator_new(&inv, c1) != TC_OK ||
+            tc_invalidator_step(&applied, &seq, inv) != TC_OK)
+            _exit(1);
+        ssize_t w = write(ready[1], "x", 1);
+        (void)w;
+        pause();
+        _exit(0);
+    }
+    char x;
+    ck_assert_int_eq(read(ready[0], &x, 1), 1);
+    tc_cache *c2 = tct_open(tct_dir, "db", 0, conf);
+    tc_invalidator *two = invalidator(c2);
+    step(two, TC_ESTATE); /* the child lives: its lease stands */
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int taken = 0;
+    for (int i = 0; i < 200 && !taken; i++) { /* a zombie until reaped: gone all the same */
+        int64_t applied, seq;
+        taken = tc_invalidator_step(&applied, &seq, two) == TC_OK;
+        if (!taken)
+            tct_sleep_ms(5);
+    }
+    ck_assert_msg(taken, "the dead holder's lease was not taken over");
+    tct_child_status(pid);
+    tc_cache *c3 = tct_open(tct_dir, "db", 0, conf);
+    tc_invalidator *three = invalidator(c3);
+    step(three, TC_ESTATE); /* two lives (this process): never taken from it */
+    tc_invalidator_free(three);
+    tc_invalidator_free(two);
+    tc_close(c3);
+    tc_close(c2);
+    tc_close(c1);
+    close(ready[0]), close(ready[1]);
+}
+END_TEST
+
 /* A fork()ed child's copy of an invalidator that holds the lease: the lease stays its parent's.
  * The child stands by (it never renews the parent's lease under the parent's name), and
  * freeing its copy releases nothing; the parent still holds the lease afterwards. */
@@ -331,6 +382,7 @@ Suite *feed_suite(void)
     tcase_add_test(tc, test_checkpoint_lease_and_trim);
     tcase_add_test(tc, test_no_feed_in_a_store_of_your_own);
     tcase_add_test(tc, test_invalidator_in_child);
+    tcase_add_test(tc, test_killed_invalidator_replaced_at_once);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -46,6 +46,15 @@ int tc__is_forking_thread(pthread_t t);
  * free at the fork, so that what it protects is whole; 0 if a parent thread held it, so that
  * what it protects may be half-changed (the caller must neither walk nor free that). */
 int tc__mutex_after_fork(pthread_mutex_t *mu);
+/* This process's name for leases that must die with it: "<boot>.<pid>.<start>", the kernel's
+ * boot id (its first 8 hex digits), the pid and the process's start time in clock ticks, so
+ * that a reused pid is told apart. Empty where /proc cannot be read. cap >= 48. */
+void tc__process_name(char *out, size_t cap);
+/* 1 when name (a tc__process_name, possibly with more after a '.') is of a process on this
+ * host, since this boot, that is gone (no such pid, a zombie, or another process under the
+ * same pid); 0 when it lives, or when this cannot be told (another host, another boot, a name
+ * of another form). */
+int tc__process_gone(const char *name);
 /* A lock that a child takes over when a parent's thread held it at fork time (process.c): the
  * stores' rare paths (opening a connection, the first call after a fork). gen is
  * tc__fork_generation(). */

@@ -1,9 +1,12 @@
 /*
- * process.c - clocks, fork detection and the fork-proof lock.
+ * process.c - clocks, fork detection, the fork-proof lock, and process names for leases.
  */
 #include "common/internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <sched.h>
 #include <time.h>
 
@@ -97,4 +100,67 @@ void tc__tag_lock(atomic_uint *w, unsigned gen)
 void tc__tag_unlock(atomic_uint *w)
 {
     atomic_store_explicit(w, 0, memory_order_release);
+}
+
+/* ---- process names for leases ------------------------------------------------------------- */
+
+/* The first 8 hex digits of the boot id; 0 on failure. */
+static int boot_id(char out[9])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f == NULL)
+        return 0;
+    int ok = fscanf(f, "%8[0-9a-f]", out) == 1 && strlen(out) == 8;
+    fclose(f);
+    return ok;
+}
+
+/* The state letter and start time (clock ticks since boot) of pid; 0 if it has no entry. */
+static int proc_stat(long pid, char *state, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* "pid (comm) S ..."; comm may hold spaces and parentheses: the fields follow the last
+     * ')'. After it: the state, then 18 fields, then the start time. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return 0;
+    p += 2;
+    *state = *p;
+    for (int field = 0; field < 19 && p != NULL; field++) {
+        p = strchr(p, ' ');
+        if (p != NULL)
+            p++;
+    }
+    return p != NULL && sscanf(p, "%llu", start) == 1;
+}
+
+void tc__process_name(char *out, size_t cap)
+{
+    char boot[9];
+    char state;
+    unsigned long long start;
+    out[0] = '\0';
+    if (boot_id(boot) && proc_stat((long)getpid(), &state, &start))
+        snprintf(out, cap, "%s.%ld.%llu", boot, (long)getpid(), start);
+}
+
+int tc__process_gone(const char *name)
+{
+    char boot[9], their_boot[9];
+    long pid;
+    unsigned long long their_start, start;
+    char state;
+    if (sscanf(name, "%8[0-9a-f].%ld.%llu", their_boot, &pid, &their_start) != 3 || pid <= 0 ||
+        !boot_id(boot) || strcmp(boot, their_boot) != 0)
+        return 0;
+    if (!proc_stat(pid, &state, &start))
+        return 1;
+    return state == 'Z' || state == 'X' || start != their_start;
 }

@@ -24,6 +24,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,7 +42,7 @@ struct tc_invalidator {
     tc_cache *c;
     tc__store *store;
     const tc_config *cfg;
-    char holder[2 * TC__BUS_ID_LEN + 1];
+    char holder[64 + 2 * TC__BUS_ID_LEN + 1]; /* process name (tc__process_name), random id */
     int held;              /* the last claim succeeded: released on free */
     int64_t claimed_ms;    /* tc__now_ms() of the last claim that succeeded */
     int64_t last_seq;      /* the checkpoint after the last step */
@@ -56,18 +57,28 @@ struct tc_invalidator {
     pthread_t thread;
 };
 
-/* Its own random name in the lease, never the handle's: every invalidator must be told apart
- * from every other (a handle without the bus has no id of its own). */
+/* Its own name in the lease, never the handle's: every invalidator must be told apart from
+ * every other (a handle without the bus has no id of its own). The process's name comes first,
+ * so that a standby on the same host can tell when the holder's process is gone and take over
+ * at once, instead of waiting out the lease (feed.lease_ms); a random id follows. */
 static void new_holder(tc_invalidator *inv)
 {
     unsigned char id[TC__BUS_ID_LEN];
     tc__bus_new_id(id);
+    char proc[64];
+    tc__process_name(proc, sizeof proc);
+    size_t n = (size_t)snprintf(inv->holder, sizeof inv->holder, "%s.", proc);
     static const char hex[] = "0123456789abcdef";
     for (int i = 0; i < TC__BUS_ID_LEN; i++) {
-        inv->holder[2 * i] = hex[id[i] >> 4];
-        inv->holder[2 * i + 1] = hex[id[i] & 15];
+        inv->holder[n + 2 * i] = hex[id[i] >> 4];
+        inv->holder[n + 2 * i + 1] = hex[id[i] & 15];
     }
-    inv->holder[2 * TC__BUS_ID_LEN] = '\0';
+    inv->holder[n + 2 * TC__BUS_ID_LEN] = '\0';
+}
+
+static int holder_gone(void *ctx, const char *holder)
+{
+    return tc__process_gone(holder);
 }
 
 int tc_invalidator_new(tc_invalidator **out, tc_cache *c)
@@ -162,6 +173,10 @@ static int claim_step(tc_invalidator *inv, int64_t *seq)
     tc__store *st = inv->store;
     int rc = st->ops->feed_claim(st, inv->cfg->feed_consumer, inv->holder,
                                  inv->cfg->feed_lease_ms, seq);
+    /* Held by another: taken over at once if its process is gone (killed, crashed). */
+    if (rc == TC_ESTATE && st->ops->feed_takeover != NULL)
+        rc = st->ops->feed_takeover(st, inv->cfg->feed_consumer, inv->holder,
+                                    inv->cfg->feed_lease_ms, holder_gone, NULL, seq);
     inv->held = rc == TC_OK;
     inv->last_rc = rc;
     if (rc == TC_OK)

@@ -22,7 +22,8 @@
 
 const char *const tc__pg_st_name[ST_COUNT] = {"tc_get",        "tc_put",         "tc_del",
                                               "tc_feed_read",  "tc_feed_any",    "tc_feed_claim",
-                                              "tc_feed_commit", "tc_feed_release", "tc_feed_trim"};
+                                              "tc_feed_commit", "tc_feed_release", "tc_feed_trim",
+                                              "tc_feed_holder", "tc_feed_takeover"};
 
 /* ---- messages ------------------------------------------------------------------------------- */
 
@@ -140,6 +141,10 @@ const char *const tc__pg_st_fmt[ST_COUNT] = {
     "UPDATE \"@_feed\" SET lease_until = 0 WHERE consumer = $1 AND holder = $2",
     "DELETE FROM \"@_log\" WHERE at < $1"
     " AND seq <= (SELECT COALESCE(MIN(seq), 0) FROM \"@_feed\")",
+    "SELECT holder FROM \"@_feed\" WHERE consumer = $1",
+    /* From a holder found dead, whatever its lease says. */
+    "UPDATE \"@_feed\" SET holder = $2, lease_until = $3 WHERE consumer = $1 AND holder = $4"
+    " RETURNING seq",
 };
 const Oid tc__pg_st_types[ST_COUNT][4] = {
     {25 /* text */},
@@ -151,8 +156,10 @@ const Oid tc__pg_st_types[ST_COUNT][4] = {
     {25, 25, 20},
     {25, 25},
     {20},
+    {25},
+    {25, 25, 20, 25},
 };
-const int tc__pg_st_nparams[ST_COUNT] = {1, 3, 1, 2, 1, 4, 3, 2, 1};
+const int tc__pg_st_nparams[ST_COUNT] = {1, 3, 1, 2, 1, 4, 3, 2, 1, 1, 4};
 
 /* Opens a connection for slot and prepares the statements. NULL with the error recorded in
  * *rc. */

@@ -160,6 +160,41 @@ int tc__pg_feed_release(tc__store *base, const char *consumer, const char *holde
     return feed_stmt(s, ST_FEED_RELEASE, "feed release", vals, NULL, &rows);
 }
 
+int tc__pg_feed_takeover(tc__store *base, const char *consumer, const char *holder,
+                          int64_t lease_ms, tc__holder_dead_fn dead, void *ctx,
+                          int64_t *out_seq)
+{
+    pg_store *s = (pg_store *)base;
+    int rc = feed_args_ok(s, consumer, holder, "feed takeover");
+    if (rc != TC_OK)
+        return rc;
+    const char *const who[] = {consumer};
+    PGresult *res;
+    rc = feed_exec(s, ST_FEED_HOLDER, "feed takeover", who, &res);
+    if (rc != TC_OK)
+        return rc;
+    char old[128] = "";
+    if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) < (int)sizeof old)
+        memcpy(old, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0) + 1);
+    PQclear(res);
+    if (old[0] == '\0' || strcmp(old, holder) == 0 || !dead(ctx, old))
+        return tc__err(s->base.owner, TC_ESTATE,
+                       "postgres %s: feed consumer \"%s\" is held by a live invalidator",
+                       s->table, consumer);
+    char until[24];
+    snprintf(until, sizeof until, "%lld", (long long)(tc__wall_ms() + lease_ms));
+    const char *const vals[] = {consumer, holder, until, old};
+    int rows = 0;
+    int64_t seq = 0;
+    rc = feed_stmt(s, ST_FEED_TAKEOVER, "feed takeover", vals, &seq, &rows);
+    if (rc == TC_OK && rows == 0)
+        return tc__err(s->base.owner, TC_ESTATE,
+                       "postgres %s: feed consumer \"%s\" changed hands", s->table, consumer);
+    if (rc == TC_OK && out_seq != NULL)
+        *out_seq = seq;
+    return rc;
+}
+
 int tc__pg_feed_trim(tc__store *base, int64_t retention_ms, int64_t *out_removed)
 {
     pg_store *s = (pg_store *)base;

@@ -408,6 +408,10 @@ static const char *const stmt_fmt[ST_COUNT] = {
                         "WHERE consumer = ?1 AND holder = ?2",
     [ST_FEED_TRIM] = "DELETE FROM \"%w_log\" WHERE at < ?1 AND seq <= "
                      "(SELECT COALESCE(MIN(seq), 0) FROM \"%w_feed\")",
+    [ST_FEED_HOLDER] = "SELECT holder FROM \"%w_feed\" WHERE consumer = ?1",
+    /* From a holder found dead, whatever its lease says. */
+    [ST_FEED_TAKEOVER] = "UPDATE \"%w_feed\" SET holder = ?2, lease_until = ?3 "
+                         "WHERE consumer = ?1 AND holder = ?4 RETURNING seq",
 };
 
 void tc__sqlite_finalize_all(sqlite3_stmt **st)

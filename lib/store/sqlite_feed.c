@@ -273,6 +273,70 @@ int tc__sqlite_feed_release(tc__store *base, const char *consumer, const char *h
                      0, NULL, NULL, NULL);
 }
 
+/* The holder's name, copied out ("" for none). */
+static int feed_holder(sqlite_store *s, const char *consumer, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int rc = tc__sqlite_enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_FEED_HOLDER];
+    int src = SQLITE_DONE;
+    if (sqlite3_bind_text(st, 1, consumer, -1, SQLITE_STATIC) != SQLITE_OK ||
+        ((src = sqlite3_step(st)) != SQLITE_ROW && src != SQLITE_DONE)) {
+        rc = tc__sqlite_db_fail(s, s->db, "feed takeover");
+    } else if (src == SQLITE_ROW) {
+        const char *h = (const char *)sqlite3_column_text(st, 0);
+        if (h != NULL && strlen(h) < cap)
+            memcpy(out, h, strlen(h) + 1);
+    }
+    tc__sqlite_done(st);
+    tc__sqlite_leave(s);
+    return rc;
+}
+
+int tc__sqlite_feed_takeover(tc__store *base, const char *consumer, const char *holder,
+                             int64_t lease_ms, tc__holder_dead_fn dead, void *ctx,
+                             int64_t *out_seq)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    char old[128];
+    int rc = feed_holder(s, consumer, old, sizeof old);
+    if (rc != TC_OK)
+        return rc;
+    if (old[0] == '\0' || strcmp(old, holder) == 0 || !dead(ctx, old))
+        return tc__err(s->base.owner, TC_ESTATE,
+                       "sqlite %s: feed consumer \"%s\" is held by a live invalidator", s->path,
+                       consumer);
+    rc = tc__sqlite_enter(s);
+    if (rc != TC_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_FEED_TAKEOVER];
+    int got = 0, src = SQLITE_DONE;
+    if (sqlite3_bind_text(st, 1, consumer, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(st, 2, holder, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(st, 3, tc__wall_ms() + lease_ms) != SQLITE_OK ||
+        sqlite3_bind_text(st, 4, old, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = tc__sqlite_db_fail(s, s->db, "feed takeover");
+    } else {
+        src = sqlite3_step(st);
+        if (src == SQLITE_ROW) {
+            got = 1;
+            if (out_seq != NULL)
+                *out_seq = sqlite3_column_int64(st, 0);
+            src = sqlite3_step(st);
+        }
+        if (src != SQLITE_DONE)
+            rc = tc__sqlite_db_fail(s, s->db, "feed takeover");
+    }
+    tc__sqlite_done(st);
+    tc__sqlite_leave(s);
+    if (rc == TC_OK && !got)
+        rc = tc__err(s->base.owner, TC_ESTATE, "sqlite %s: feed consumer \"%s\" changed hands",
+                     s->path, consumer);
+    return rc;
+}
+
 int tc__sqlite_feed_trim(tc__store *base, int64_t retention_ms, int64_t *out_removed)
 {
     sqlite_store *s = (sqlite_store *)base;

@@ -30,6 +30,8 @@ enum {
     ST_FEED_COMMIT,
     ST_FEED_RELEASE,
     ST_FEED_TRIM,
+    ST_FEED_HOLDER,
+    ST_FEED_TAKEOVER,
     ST_COUNT
 };
 
@@ -107,6 +109,9 @@ int tc__sqlite_feed_claim(tc__store *base, const char *consumer, const char *hol
 int tc__sqlite_feed_commit(tc__store *base, const char *consumer, const char *holder,
                            int64_t seq);
 int tc__sqlite_feed_release(tc__store *base, const char *consumer, const char *holder);
+int tc__sqlite_feed_takeover(tc__store *base, const char *consumer, const char *holder,
+                              int64_t lease_ms, tc__holder_dead_fn dead, void *ctx,
+                              int64_t *out_seq);
 int tc__sqlite_feed_trim(tc__store *base, int64_t retention_ms, int64_t *out_removed);
 
 #endif

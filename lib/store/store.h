@@ -15,6 +15,9 @@ typedef struct tc__store tc__store;
 typedef int (*tc__change_fn)(void *ctx, int64_t seq, const char *key, size_t key_len,
                              int64_t version);
 
+/* Whether the feed's lease holder named holder is known to be dead (feed_takeover). */
+typedef int (*tc__holder_dead_fn)(void *ctx, const char *holder);
+
 typedef struct tc__store_ops {
     /* TC_OK after fn(ctx, value, len, version, -1), TC_ENOTFOUND, TC_ESTORE, or fn's result. */
     int (*get)(tc__store *s, const char *key, size_t key_len, tc__value_fn fn, void *ctx);
@@ -44,6 +47,12 @@ typedef struct tc__store_ops {
     int (*feed_commit)(tc__store *s, const char *consumer, const char *holder, int64_t seq);
     /* Gives the lease up at once (a clean stop: the standby need not wait for it to expire). */
     int (*feed_release)(tc__store *s, const char *consumer, const char *holder);
+    /* Takes consumer's lease from its current holder, live lease or not, when dead(ctx,
+     * holder) says that holder is dead (its process is gone: the caller can tell for holders
+     * on its own host), and reads the checkpoint. TC_OK, TC_ESTATE (no holder, a live one, or
+     * the lease changed hands meanwhile: claim again). */
+    int (*feed_takeover)(tc__store *s, const char *consumer, const char *holder, int64_t lease_ms,
+                         tc__holder_dead_fn dead, void *ctx, int64_t *out_seq);
     /* Deletes changes every consumer has passed that are older than retention_ms. */
     int (*feed_trim)(tc__store *s, int64_t retention_ms, int64_t *out_removed);
     /* Waits up to timeout_ms for changes after `after`: woken at once by this process's own

@@ -298,6 +298,7 @@ static const tc__store_ops pg_ops = {
     .feed_claim = tc__pg_feed_claim,
     .feed_commit = tc__pg_feed_commit,
     .feed_release = tc__pg_feed_release,
+    .feed_takeover = tc__pg_feed_takeover,
     .feed_trim = tc__pg_feed_trim,
     .feed_wait = tc__pg_feed_wait,
 };

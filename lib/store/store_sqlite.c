@@ -221,6 +221,7 @@ static const tc__store_ops sqlite_ops = {
     .feed_claim = tc__sqlite_feed_claim,
     .feed_commit = tc__sqlite_feed_commit,
     .feed_release = tc__sqlite_feed_release,
+    .feed_takeover = tc__sqlite_feed_takeover,
     .feed_trim = tc__sqlite_feed_trim,
     .feed_wait = tc__sqlite_feed_wait,
 };
