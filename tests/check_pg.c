@@ -1203,6 +1203,37 @@ START_TEST(test_feed_claim_commit_release)
 }
 END_TEST
 
+static int holder_is_a(void *ctx, const char *holder)
+{
+    ++*(int *)ctx;
+    return strcmp(holder, "A") == 0;
+}
+
+/* A live lease is taken from a holder the caller finds dead, and only from it: the checkpoint
+ * comes along, and the old holder's commit is fenced off afterwards. */
+START_TEST(test_feed_takeover)
+{
+    tc__store *s = store_open("t_feed_takeover");
+    int64_t seq = -1;
+    int asked = 0;
+    ck_assert_int_eq(s->ops->feed_takeover(s, "inv", "B", 60000, holder_is_a, &asked, &seq),
+                     TC_ESTATE); /* nobody holds it yet */
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "C", 60000, &seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_takeover(s, "inv", "B", 60000, holder_is_a, &asked, &seq),
+                     TC_ESTATE); /* C lives */
+    ck_assert_int_eq(asked, 1);
+    ck_assert_int_eq(s->ops->feed_release(s, "inv", "C"), TC_OK);
+    ck_assert_int_eq(s->ops->feed_claim(s, "inv", "A", 60000, &seq), TC_OK);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "A", 4), TC_OK);
+    ck_assert_int_eq(s->ops->feed_takeover(s, "inv", "B", 60000, holder_is_a, &asked, &seq),
+                     TC_OK);
+    ck_assert_int_eq(seq, 4);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "A", 9), TC_ESTATE);
+    ck_assert_int_eq(s->ops->feed_commit(s, "inv", "B", 6), TC_OK);
+    s->ops->close(s);
+}
+END_TEST
+
 START_TEST(test_feed_trim)
 {
     tc__store *s = store_open("t_feed_trim");
@@ -1378,6 +1409,7 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_sql_delete_then_insert_in_one_transaction);
     tcase_add_test(tc, test_schema_upgrade_adds_lock);
     tcase_add_test(tc, test_feed_claim_commit_release);
+    tcase_add_test(tc, test_feed_takeover);
     tcase_add_test(tc, test_feed_trim);
     tcase_add_test(tc, test_feed_wait);
     tcase_add_test(tc, test_feed_wait_fork);
