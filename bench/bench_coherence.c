@@ -4,7 +4,7 @@
  *
  *   coherence-window-<store>  READERS reader processes, each with its own handle (edge, bus
  *                             subscription), hold a key's old version in their edge and read it
- *                             in a loop (a read every ~20 us). A separate process runs the
+ *                             in a loop (a read every ~200 us, so that the readers leave the CPU to the path they measure). A separate process runs the
  *                             invalidator. This process commits an UPDATE in plain SQL on its own
  *                             connection and takes the time when the commit returns; the window
  *                             is from then until the last reader's edge dropped the old version
@@ -146,7 +146,7 @@ static void reader_main(int slot, const char *json)
                 atomic_store(&sh->done[slot], r);
                 break;
             }
-            pause_us(20);
+            pause_us(200);
         }
     }
     atomic_store(&tc__hook_bus_applied, NULL);

@@ -103,31 +103,32 @@ static int has_change(sqlite_store *s, int64_t after)
 }
 
 /* Waits on the watch up to timeout_ms for a change after `after`. An event is not yet a
- * visible commit: a writer writes its frames to the WAL (the event) and then publishes them
- * in the WAL index, a shared memory map whose writes raise no event. So after an event the log
- * is looked at, and again at short intervals for a while (the index is updated microseconds
- * later); an event with no change behind it (this process's own lease write, a checkpoint)
- * goes back to waiting. */
+ * visible commit: a writer writes its frames to the WAL (the event), syncs them (synchronous
+ * = FULL: milliseconds, tens on a slow disk), and only then publishes them in the WAL index, a
+ * shared memory map whose writes raise no event. So after an event the log is looked at, and
+ * again every 2 ms (1 ms after an event) until the change shows or the wait ends; a
+ * further event cuts an interval short. An event with no change behind it (this process's own
+ * lease write, a checkpoint) costs a look every 2 ms until the wait ends (an indexed read of
+ * one row, some microseconds each). */
 static void watch_wait(sqlite_store *s, int fd, int64_t after, int64_t timeout_ms)
 {
     int64_t deadline = mono_ms() + timeout_ms;
+    int64_t gap = -1; /* -1: no event yet, wait for one */
     for (;;) {
         int64_t left = deadline - mono_ms();
         if (left <= 0)
             return;
+        int64_t wait = gap < 0 || gap > left ? left : gap;
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int n = poll(&p, 1, left > 1000000 ? 1000000 : (int)left);
+        int n = poll(&p, 1, wait > 1000000 ? 1000000 : (int)wait);
         if (n < 0 && errno != EINTR)
             return;
-        if (n <= 0 || !watch_drain(s, fd))
+        int event = n > 0 && watch_drain(s, fd);
+        if (gap < 0 && !event)
             continue;
-        for (int tries = 0; tries < 10; tries++) {
-            if (has_change(s, after))
-                return;
-            struct pollfd q = {.fd = fd, .events = POLLIN};
-            if (poll(&q, 1, 1) > 0)
-                watch_drain(s, fd);
-        }
+        if (has_change(s, after))
+            return;
+        gap = event || gap < 0 ? 1 : 2;
     }
 }
 
