@@ -17,14 +17,31 @@ int tc__cache_apply_change(tc_cache *c, const char *key, size_t key_len, int64_t
     if (rc != TC_OK)
         return rc == TC_EKEY ? TC_OK : rc; /* a key the library cannot hold was never cached */
     int64_t ttl = c->cfg->tombstone_ttl_ms;
-    if (c->redis != NULL && (rc = tc__redis_retire(c->redis, key, key_len, version, ttl)) != TC_OK)
+    /* The tombstone and the bus message in one round trip (the message goes out right after
+     * the tombstone is in Redis, so a reader that drops its copy reloads past it); apart only
+     * while this handle's own journal is not empty, which goes first. */
+    int sent = 0;
+    if (c->redis != NULL && c->publish && !tc__bus_journal_pending(c)) {
+        unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
+        tc__bus_msg m = {.op = TC__BUS_CHANGED, .version = version, .arg = key,
+                         .arg_len = key_len};
+        memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
+        tc__bus_encode(msg, &m);
+        rc = tc__redis_retire_publish(c->redis, key, key_len, version, ttl, c->bus_channel,
+                                      c->bus_channel_len, msg, tc__bus_size(key_len));
+        if (rc != TC_OK)
+            return tc__err(c, rc, "invalidator: tombstone and publish failed");
+        sent = 1;
+    } else if (c->redis != NULL &&
+               (rc = tc__redis_retire(c->redis, key, key_len, version, ttl)) != TC_OK) {
         return rc;
+    }
     if (c->edge != NULL &&
         tc__edge_retire(c->edge, key, key_len, version,
                         tc__min64(ttl, c->cfg->edge_max_ttl_ms)) < 0)
         tc__edge_remove(c->edge, key, key_len);
     /* Not bus_publish: a lost message must fail the change, so that it is applied again. */
-    if (c->publish && (rc = tc__bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)
+    if (c->publish && !sent && (rc = tc__bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)
         return tc__err(c, rc, "invalidator: publish on the bus failed");
     return TC_OK;
 }

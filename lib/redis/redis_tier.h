@@ -57,6 +57,10 @@ int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t v
  * failure, remembered as above. */
 int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t version,
                      int64_t ttl_ms);
+/* tc__redis_retire, then PUBLISH of msg on channel, in one round trip (as set_publish). */
+int tc__redis_retire_publish(tc__redis *r, const char *key, size_t key_len, int64_t version,
+                             int64_t ttl_ms, const char *channel, size_t channel_len,
+                             const void *msg, size_t msg_len);
 /* Takes the key's value out of Redis, leaving a tombstone of the value's version (for
  * tombstone_ttl_ms) so that a late fill of an older version is still refused, while a fill of
  * the same version (the next read-through) is accepted; on failure, remembered as above. */

@@ -243,6 +243,14 @@ int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t vers
     return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1, NULL);
 }
 
+int tc__redis_retire_publish(tc__redis *r, const char *key, size_t key_len, int64_t version,
+                             int64_t ttl_ms, const char *channel, size_t channel_len,
+                             const void *msg, size_t msg_len)
+{
+    publication pub = {channel, channel_len, msg, msg_len};
+    return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1, &pub);
+}
+
 static int op_settle_one(tc__redis *r, redisContext *c, void *ctx, int *broken)
 {
     int rc = tc__rt_conn_settle(r, c, ctx, 1, NULL);
