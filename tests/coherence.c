@@ -23,10 +23,12 @@
  *                 its restart) leaves Redis stale long enough for check 2 to see it, where on a
  *                 busy key the next write would hide it.
  *   invalidator   the real program, build/bin/tiercache-invalidator -c config.json; killed
- *                 with SIGKILL at 35% of the run and started again at once (it waits as a
- *                 standby until the dead one's lease expires, then resumes from the checkpoint).
+ *                 with SIGKILL at 35% of the run and started again at once (it finds the
+ *                 holder's process gone, takes the lease over without waiting it out, and
+ *                 resumes from the checkpoint).
  *   Redis         killed and restarted on its port at 20% of the run (first, so that a copy the
- *                 invalidator missed later is not washed out by the restart's empty Redis).
+ *                 invalidator missed later is not washed out by the restart's empty Redis), and
+ *                 stopped with SIGSTOP for STALL_MS at 55%, longer than the command timeout.
  * COHERENCE_SABOTAGE=1 does not start the killed invalidator again: the run must then fail (the
  * check of the checks). COHERENCE_KEEP=1 keeps the temp dir (records, invalidator.log).
  * A write is recorded with its key, version (a delete's: the fresh version it drew), value,
@@ -77,28 +79,62 @@
 #define RARE 10     /* keys 0..RARE-1: plain SQL only, written about once a second in all */
 #define LIB_ONLY 30 /* keys LIB_ONLY.. are written by the lib writer only (tc_del there) */
 #define NREADERS 3
-#define LEASE_MS 1000
+#define LEASE_MS 10000 /* longer than the bound: only the takeover of a dead holder meets it */
 #define POLL_MS 20
 #define EDGE_TTL_MS 2000
 #define REDIS_TTL_MS 30000
 
 /*
  * BOUND_MS: how long after its acknowledgement a write may still be missed by a read. The
- * slowest legitimate path is a plain-SQL write made while the invalidator is down:
- *   - the killed invalidator's lease must expire (feed.lease_ms = 1000), and the new one, a
- *     standby, tries again once a second (tools/tiercache.c sleeps 1 s): up to ~2 s;
- *   - while Redis restarts, applying fails and is retried a second later (1 s), plus the
- *     handles' reconnect backoff (redis.retry_interval_ms 100, at most 500 ms); edges that
- *     missed a bus message while their subscriber reconnected keep the old value at most
- *     edge.max_ttl_ms (2 s);
- *   - then a poll (the CLI's 100 ms; feed.poll_ms 20 ms) and the bus delivery (< 1 ms).
- * About 3 s at worst on paper; measured on a 2-core machine: max 0.6-1.0 s per run. 5 s is 5
- * times what was measured and leaves room for a loaded CI machine, while a copy the
- * invalidator lost stays in Redis default_ttl_ms = 30 s (longer than the run): a lost
- * invalidation on a rarely written key shows up as a stale read past the bound
- * (COHERENCE_SABOTAGE=1 shows it does).
+ * slowest legitimate paths are the faults:
+ *   - the invalidator killed with -9: the new one, started at once, finds the holder's process
+ *     gone and takes the lease over (feed_takeover; the lease itself, feed.lease_ms = 10 s,
+ *     would outlast the bound), then resumes from the checkpoint: tens of ms;
+ *   - Redis killed and restarted: the edges' bus links drop (the edge is out of service and
+ *     emptied before it serves again), applying fails and is retried after feed.poll_ms, plus
+ *     the handles' reconnect backoff (redis.retry_interval_ms 100, at most 500 ms);
+ *   - Redis stopped (SIGSTOP) for STALL_MS, longer than redis.command_timeout_ms (500): the
+ *     bus PINGs every 250 ms, so each edge is out of service within ~500 ms of the stall's
+ *     start; calls time out instead of waiting; writes whose messages could not go out are
+ *     journalled and published when Redis answers again.
+ * 1 s leaves room for a loaded CI machine, while a copy the invalidator lost stays in Redis
+ * default_ttl_ms = 30 s (longer than the run): a lost invalidation on a rarely written key
+ * shows up as a stale read past the bound (COHERENCE_SABOTAGE=1 shows it does).
  */
-#define BOUND_MS 5000
+#define BOUND_MS 1000
+/* The Redis stall's length, and how long after a fault's end a write still counts as made
+ * during the fault (for the window's figures, which are reported for steady state and faults
+ * apart). */
+#define STALL_MS 1500
+#define FAULT_TAIL_MS 1000
+
+/* The faults' spans (now_ns), for the window's figures. */
+static int64_t fault_from[4], fault_to[4];
+static int nfaults;
+
+static void fault_span(int64_t from, int64_t to)
+{
+    if (nfaults < 4) {
+        fault_from[nfaults] = from;
+        fault_to[nfaults++] = to + (int64_t)FAULT_TAIL_MS * 1000000;
+    }
+}
+
+static double pct_ms(const int64_t *sorted, size_t n, int p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = n * (size_t)p / 100;
+    return sorted[i < n ? i : n - 1] / 1e6;
+}
+
+static int in_fault(int64_t t)
+{
+    for (int i = 0; i < nfaults; i++)
+        if (t >= fault_from[i] && t <= fault_to[i])
+            return 1;
+    return 0;
+}
 
 enum { R_READ = 1, W_PUT = 2, W_DEL = 3 };
 #define F_ERROR 1u    /* the call failed (a read: skipped; a write: may or may not be in) */
@@ -788,11 +824,12 @@ static int run_checks(void)
     size_t nreads = 0, nwrites = 0, nread_err = 0, nwrite_err = 0, nnover = 0, lost = 0;
     size_t stale_past = 0;
     int64_t *windows = malloc((nall + 1) * sizeof *windows);
-    size_t nwin = 0;
+    int64_t *fwindows = malloc((nall + 1) * sizeof *fwindows);
+    size_t nwin = 0, nfwin = 0;
     rec **byk = malloc((nall + 1) * sizeof *byk);
     rec **reads = malloc((nall + 1) * sizeof *reads);
     rec **dels = malloc((nall + 1) * sizeof *dels);
-    if (windows == NULL || byk == NULL || reads == NULL || dels == NULL)
+    if (windows == NULL || fwindows == NULL || byk == NULL || reads == NULL || dels == NULL)
         exit(3);
     const int64_t bound_ns = (int64_t)BOUND_MS * 1000000;
 
@@ -906,16 +943,22 @@ static int run_checks(void)
                     failed = 1;
                 }
             }
-            windows[nwin++] = win;
+            if (in_fault(w->end_ns))
+                fwindows[nfwin++] = win;
+            else
+                windows[nwin++] = win;
         }
     }
     qsort(windows, nwin, sizeof *windows, cmp_i64);
-    double p50 = nwin ? windows[nwin / 2] / 1e6 : 0;
-    double p99 = nwin ? windows[(nwin * 99) / 100 < nwin ? (nwin * 99) / 100 : nwin - 1] / 1e6 : 0;
-    double mx = nwin ? windows[nwin - 1] / 1e6 : 0;
+    qsort(fwindows, nfwin, sizeof *fwindows, cmp_i64);
+    double p50 = pct_ms(windows, nwin, 50), p99 = pct_ms(windows, nwin, 99);
+    double mx = nwin ? windows[nwin - 1] / 1e6 : 0, fmx = nfwin ? fwindows[nfwin - 1] / 1e6 : 0;
     printf("coherence %s: writes=%zu reads=%zu lost=%zu stale_past_window=%zu window_ms "
-           "p50=%.1f p99=%.1f max=%.1f (bound %d ms)\n",
-           store_kind, nwrites, nreads, lost, stale_past, p50, p99, mx, BOUND_MS);
+           "steady p50=%.1f p99=%.1f max=%.1f (%zu writes), faults p50=%.1f p99=%.1f max=%.1f "
+           "(%zu writes) (bound %d ms)\n",
+           store_kind, nwrites, nreads, lost, stale_past, p50, p99, mx, nwin,
+           pct_ms(fwindows, nfwin, 50), pct_ms(fwindows, nfwin, 99), fmx, nfwin, BOUND_MS);
+    free(fwindows);
     printf("# %s: %zu failed reads, %zu failed writes, %zu writes of unknown version, "
            "%zu log rows, invalidator started %d times\n",
            store_kind, nread_err, nwrite_err, nnover, nlog, inval_runs);
@@ -1031,7 +1074,7 @@ int main(int argc, char **argv)
     int nprocs = proc;
 
     int64_t start = now_ns(), total = (int64_t)seconds * 1000000000;
-    int killed_inval = 0, restarted_redis = 0, status = 0;
+    int killed_inval = 0, restarted_redis = 0, stalled_redis = 0, status = 0;
     /* COHERENCE_SABOTAGE=1: the killed invalidator is not started again, so plain-SQL writes
      * stay stale in Redis: the run must then fail (a check of the checks). */
     const char *sab = getenv("COHERENCE_SABOTAGE");
@@ -1039,19 +1082,32 @@ int main(int argc, char **argv)
     while (!stop_flag && now_ns() - start < total) {
         int64_t el = now_ns() - start;
         if (!killed_inval && el > total * 35 / 100) {
+            int64_t f0 = now_ns();
             kill(inval_pid, SIGKILL);
             waitpid(inval_pid, NULL, 0);
             inval_pid = sabotage ? 0 : start_invalidator();
             killed_inval = 1;
+            fault_span(f0, now_ns());
             printf("# %.1f s: invalidator killed (SIGKILL) and started again\n", el / 1e9);
         }
+        if (!stalled_redis && el > total * 55 / 100) {
+            int64_t f0 = now_ns();
+            kill(redis.pid, SIGSTOP);
+            sleep_us((int64_t)STALL_MS * 1000);
+            kill(redis.pid, SIGCONT);
+            stalled_redis = 1;
+            fault_span(f0, now_ns());
+            printf("# %.1f s: redis-server stopped (SIGSTOP) for %d ms\n", el / 1e9, STALL_MS);
+        }
         if (!restarted_redis && el > total / 5) {
+            int64_t f0 = now_ns();
             tct_redis_kill(&redis);
             if (tct_redis_restart(&redis) != 0) {
                 fprintf(stderr, "coherence: redis did not come back\n");
                 return 1;
             }
             restarted_redis = 1;
+            fault_span(f0, now_ns());
             printf("# %.1f s: redis-server killed and restarted\n", (now_ns() - start) / 1e9);
         }
         sleep_us(20000);
