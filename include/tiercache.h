@@ -136,9 +136,9 @@ TC_API void tc_free(void *ptr);
  *   lease_ms                   int     0              cross-process miss lease in Redis; 0: off
  *   lease_wait_ms              int     50             wait for another process's lease at most
  *   feed.consumer              string  "invalidator"  the invalidator's checkpoint and lease name
- *   feed.poll_ms               int     100            idle invalidator's poll (SQLite) / retry
+ *   feed.poll_ms               int     100            idle invalidator's fallback look / retry
  *   feed.batch                 int     256            changes applied per step
- *   feed.lease_ms              int     5000           a standby takes over this long after death
+ *   feed.lease_ms              int     5000           lease; expiry frees it across hosts
  *   feed.retention_ms          int     3600000        applied changes kept in the log this long
  *
  * README.md's configuration reference explains each option at length.
@@ -635,7 +635,8 @@ TC_API void tc_unsubscribe(tc_subscription *sub);
  * handle's edge; the next read loads the new row. The checkpoint (in the database) moves only
  * after a batch was applied: delivery is at least once, and applying a change twice is
  * harmless. One invalidator per feed.consumer is active at a time, holding a lease in the
- * database (feed.lease_ms); others wait as standbys and take over when it expires. Changes are
+ * database (feed.lease_ms); others wait as standbys and take over when it expires, or at once
+ * when the holder's process on the same host is gone (killed, crashed). Changes are
  * trimmed from the log feed.retention_ms after every consumer passed them.
  *
  * Run it as a thread of a service (tc_invalidator_start), as the program tiercache-invalidator,
@@ -667,8 +668,8 @@ TC_API int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invali
 
 /**
  * Waits for the next change, for a loop of one's own around tc_invalidator_step: returns when
- * one may be there (PostgreSQL's NOTIFY, a write through this process's store) or after
- * feed.poll_ms; a loop also calls it after TC_ESTATE (standby) or a failure, to try again at
+ * one may be there (PostgreSQL's NOTIFY; on SQLite a change of the database's files, by any
+ * process on this host, seen through inotify) or after feed.poll_ms; a loop also calls it after TC_ESTATE (standby) or a failure, to try again at
  * that pace.
  * @return TC_OK, TC_EINVAL (NULL), TC_ESTORE (the database unreachable: the wait still lasted
  *         feed.poll_ms).
@@ -678,7 +679,8 @@ TC_API int tc_invalidator_wait(tc_invalidator *inv);
 /**
  * Runs steps on a thread of the library's until tc_invalidator_free: batches back to back while
  * there is a backlog, then a wait for the next change (woken at once by PostgreSQL's NOTIFY and
- * by this process's own writes, else after feed.poll_ms); a standby tries for the lease every
+ * on SQLite by a commit of any process on this host, else after feed.poll_ms or a quarter of
+ * feed.lease_ms, whichever is shorter); a standby tries for the lease every
  * feed.poll_ms; a failure is retried after feed.poll_ms.
  * @return TC_OK, TC_EINVAL (NULL, or already started), TC_ENOMEM (no thread).
  */
