@@ -4,9 +4,10 @@
  *
  *   coherence-window-<store>  READERS reader processes, each with its own handle (edge, bus
  *                             subscription), hold a key's old version in their edge and read it
- *                             in a loop (a read every ~200 us, so that the readers leave the CPU to the path they measure). A separate process runs the
- *                             invalidator. This process commits an UPDATE in plain SQL on its own
- *                             connection and takes the time when the commit returns; the window
+ *                             in a loop (a read every ~200 us, which leaves the CPU to the
+ *                             path measured). A separate process runs the invalidator. This
+ *                             process commits an UPDATE in plain SQL on its own connection
+ *                             and takes the time when the commit returns; the window
  *                             is from then until the last reader's edge dropped the old version
  *                             (the bus message applied: from that instant no read of the reader
  *                             returns it). p50, p99 and max in milliseconds, over ROUNDS rounds.
@@ -353,7 +354,8 @@ static void bench_store(const char *store)
         return;
     }
     snprintf(json, sizeof json,
-             "{\"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"namespace\": \"coh-%s:\"}, \"store\": {\"type\": \"%s\", "
+             "{\"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"namespace\": \"coh-%s:\"}, "
+             "\"store\": {\"type\": \"%s\", "
              "\"path\": \"%s\", \"conninfo\": \"%s\"}, \"edge\": {\"max_ttl_ms\": 60000}, "
              "\"default_ttl_ms\": 60000}",
              redis.port, store, store, db_path, is_pg ? pg.conninfo : "");

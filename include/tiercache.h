@@ -669,8 +669,8 @@ TC_API int tc_invalidator_step(int64_t *out_applied, int64_t *out_seq, tc_invali
 /**
  * Waits for the next change, for a loop of one's own around tc_invalidator_step: returns when
  * one may be there (PostgreSQL's NOTIFY; on SQLite a change of the database's files, by any
- * process on this host, seen through inotify) or after feed.poll_ms; a loop also calls it after TC_ESTATE (standby) or a failure, to try again at
- * that pace.
+ * process on this host, seen through inotify) or after feed.poll_ms; a loop also calls it
+ * after TC_ESTATE (standby) or a failure, to try again at that pace.
  * @return TC_OK, TC_EINVAL (NULL), TC_ESTORE (the database unreachable: the wait still lasted
  *         feed.poll_ms).
  */
@@ -680,8 +680,8 @@ TC_API int tc_invalidator_wait(tc_invalidator *inv);
  * Runs steps on a thread of the library's until tc_invalidator_free: batches back to back while
  * there is a backlog, then a wait for the next change (woken at once by PostgreSQL's NOTIFY and
  * on SQLite by a commit of any process on this host, else after feed.poll_ms or a quarter of
- * feed.lease_ms, whichever is shorter); a standby tries for the lease every
- * feed.poll_ms; a failure is retried after feed.poll_ms.
+ * feed.lease_ms, whichever is shorter); a standby tries for the lease every feed.poll_ms; a
+ * failure is retried after feed.poll_ms.
  * @return TC_OK, TC_EINVAL (NULL, or already started), TC_ENOMEM (no thread).
  */
 TC_API int tc_invalidator_start(tc_invalidator *inv);

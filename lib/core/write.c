@@ -41,7 +41,8 @@ int tc__cache_apply_change(tc_cache *c, const char *key, size_t key_len, int64_t
                         tc__min64(ttl, c->cfg->edge_max_ttl_ms)) < 0)
         tc__edge_remove(c->edge, key, key_len);
     /* Not bus_publish: a lost message must fail the change, so that it is applied again. */
-    if (c->publish && !sent && (rc = tc__bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)
+    if (c->publish && !sent &&
+        (rc = tc__bus_send(c, TC__BUS_CHANGED, version, key, key_len)) != TC_OK)
         return tc__err(c, rc, "invalidator: publish on the bus failed");
     return TC_OK;
 }

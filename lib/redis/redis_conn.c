@@ -456,7 +456,8 @@ int tc__redis_ctx_timed_out(const redisContext *c)
 #endif
     /* hiredis keeps errno only as text (strerror of the failed read or write). */
     return c->err == REDIS_ERR_IO &&
-           (strcmp(c->errstr, strerror(EAGAIN)) == 0 || strcmp(c->errstr, strerror(ETIMEDOUT)) == 0);
+           (strcmp(c->errstr, strerror(EAGAIN)) == 0 ||
+            strcmp(c->errstr, strerror(ETIMEDOUT)) == 0);
 }
 
 /* NOAUTH replies, seen where they are parsed. hiredis builds every reply through the reader's
