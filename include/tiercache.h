@@ -120,6 +120,8 @@ TC_API void tc_free(void *ptr);
  *   redis.keepalive            bool    true           TCP keepalive
  *   redis.bus                  bool    true           publish writes, evict on other handles'
  *   redis.bus_channel          string  "bus"          the bus's channel (under the namespace)
+ *   redis.tracking             bool    false          CLIENT TRACKING: Redis-side changes of
+ *                                                     keys read from Redis leave the edge
  *   store.type                 string  "sqlite"       "sqlite" or "postgres" (tc_config_set_store
  *                                                     sets a store of the caller's own)
  *   store.path                 string  "tiercache.db" SQLite file (":memory:" for a private one)

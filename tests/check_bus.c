@@ -61,6 +61,18 @@ static int wait_evicted(tc_cache *c, const char *key)
     return 0;
 }
 
+/* Reads until the edge answers, or the deadline. */
+static int wait_edge(tc_cache *c, const char *key)
+{
+    char buf[64];
+    for (int waited = 0; waited < DEADLINE_MS; waited += 5) {
+        if (read_src(c, key, buf, sizeof buf) == TC_SOURCE_EDGE)
+            return 1;
+        tct_sleep_ms(5);
+    }
+    return 0;
+}
+
 static void put_str(tc_cache *c, const char *key, const char *v)
 {
     ck_assert_int_eq(tc_put(c, K(key), v, strlen(v), 0), TC_OK);
@@ -306,6 +318,55 @@ START_TEST(test_stall_blocks_no_call_and_untrusts_the_edge)
 }
 END_TEST
 
+/* redis.tracking: a change made in Redis behind the library's back (redis-cli DEL, FLUSHALL) of
+ * a key the handle read from Redis drops it from the edge; so does the tracking connection's
+ * loss (it is the bus's). */
+START_TEST(test_tracking_sees_redis_side_changes)
+{
+    tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, "{\"redis\": {\"tracking\": true}}");
+    tc_cache *w = tct_open(tct_dir, "db", tct_srv.port, "{\"edge\": {\"enabled\": false}}");
+    put_str(w, "t1", "v1");
+    put_str(w, "t2", "v1");
+    char buf[64];
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(read_src(a, "t1", buf, sizeof buf), i == 0 ? TC_SOURCE_REDIS
+                                                                    : TC_SOURCE_EDGE);
+        ck_assert_int_eq(read_src(a, "t2", buf, sizeof buf), i == 0 ? TC_SOURCE_REDIS
+                                                                    : TC_SOURCE_EDGE);
+    }
+    const char *del[] = {"DEL", "tc:t1", NULL};
+    free(tct_redis_cmd(&tct_srv, del));
+    ck_assert(wait_evicted(a, "t1"));
+    ck_assert_int_eq(read_src(a, "t2", buf, sizeof buf), TC_SOURCE_EDGE); /* only t1 */
+    /* t1 came back from the store into Redis and the edge (Redis may report the fill's own
+     * write, which costs one more Redis read), and a change of it is seen again: BCAST tracks
+     * every key under the namespace, whoever wrote it last. */
+    ck_assert(wait_edge(a, "t1"));
+    free(tct_redis_cmd(&tct_srv, del));
+    ck_assert(wait_evicted(a, "t1"));
+    put_str(a, "t1", "v2");
+    ck_assert(wait_edge(a, "t1"));
+    free(tct_redis_cmd(&tct_srv, del));
+    ck_assert(wait_evicted(a, "t1"));
+    const char *flush[] = {"FLUSHALL", NULL};
+    free(tct_redis_cmd(&tct_srv, flush));
+    ck_assert(wait_evicted(a, "t1"));
+    ck_assert(wait_evicted(a, "t2"));
+    /* The tracking connection lost: the edge is emptied, and tracking resumes on the new
+     * connection (a DEL after it is seen). */
+    ck_assert(wait_edge(a, "t2"));
+    const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub", NULL};
+    free(tct_redis_cmd(&tct_srv, kill));
+    ck_assert(wait_evicted(a, "t2"));
+    ck_assert(wait_edge(a, "t2"));
+    const char *del2[] = {"DEL", "tc:t2", NULL};
+    free(tct_redis_cmd(&tct_srv, del2));
+    ck_assert(wait_evicted(a, "t2"));
+    tc_close(w);
+    tc_close(a);
+}
+END_TEST
+
 /* redis.bus false: no subscription, nothing published; the edge is used at once. */
 START_TEST(test_bus_off)
 {
@@ -420,6 +481,7 @@ Suite *bus_suite(void)
     tcase_add_test(tc, test_dropped_bus_empties_the_edge);
     tcase_add_test(tc, test_bus_comes_up_later);
     tcase_add_test(tc, test_bus_off);
+    tcase_add_test(tc, test_tracking_sees_redis_side_changes);
     tcase_add_test(tc, test_journal_reaches_an_edge_that_stayed_up);
     tcase_add_test(tc, test_stall_blocks_no_call_and_untrusts_the_edge);
     tcase_add_test(tc, test_garbage_on_the_bus);

@@ -199,10 +199,28 @@ static void bus_message(void *ctx, const char *channel, size_t channel_len, cons
         hook(c);
 }
 
+/* On the subscriber thread: Redis says a key this handle's connections read changed, by
+ * whoever changed it (another client's SET or DEL, redis-cli, an expiry, an eviction), or with
+ * key NULL that any may have (FLUSHALL). Unversioned: the copy goes, and the epoch moves
+ * first, so that a fill whose Redis read began before cannot land after. */
+static void tracked(void *ctx, const char *key, size_t key_len)
+{
+    tc_cache *c = ctx;
+    atomic_fetch_add(&c->edge_epoch, 1);
+    if (key == NULL)
+        tc__edge_clear(c->edge);
+    else
+        tc__edge_remove(c->edge, key, key_len);
+}
+
 /* On the subscriber thread: while the subscription is down, messages may be lost. */
 static void bus_link(void *ctx, int up)
 {
     tc_cache *c = ctx;
+    /* The tier's connections redirect their tracking to this link's connection before any
+     * read that may fill the edge begins (the epoch below drops fills begun before). */
+    if (up && c->cfg->redis_tracking)
+        tc__redis_set_tracking(c->redis, tc__pubsub_tracking_id(c->pubsub));
     atomic_fetch_add(&c->edge_epoch, 1); /* fills begun before the change are dropped */
     if (!up) {
         atomic_store_explicit(&c->edge_synced, 0, memory_order_release);
@@ -233,6 +251,8 @@ int tc__bus_start(tc_cache *c)
     if (c->edge == NULL)
         return TC_OK; /* nothing to evict here: publish only */
     atomic_store(&c->edge_synced, 0);
+    if (k->redis_tracking)
+        tc__pubsub_track(c->pubsub, tracked, c);
     /* Waiting for the first subscription makes a handle whose Redis is up use its edge from
      * the first call; with Redis down it goes on trying in the background. */
     int rc = tc__pubsub_subscribe(&c->bus, c->pubsub, k->redis_bus_channel, ch_len, bus_message,

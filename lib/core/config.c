@@ -55,6 +55,7 @@ static const opt options[] = {
     {"redis.database", OPT_INT, F(redis_database), 0, 65535, NULL},
     {"redis.keepalive", OPT_BOOL, F(redis_keepalive), 0, 1, NULL},
     {"redis.bus", OPT_BOOL, F(redis_bus), 0, 1, NULL},
+    {"redis.tracking", OPT_BOOL, F(redis_tracking), 0, 1, NULL},
     {"redis.bus_channel", OPT_STR, F(redis_bus_channel), 1, 128, NULL},
     {"store.type", OPT_STR, F(store_type), 1, 32, check_store_type},
     {"store.path", OPT_STR, F(store_path), 1, 4096, NULL},

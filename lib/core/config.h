@@ -20,6 +20,7 @@ struct tc_config {
     int64_t redis_database;                /* SELECT when > 0 */
     int redis_keepalive;
     int redis_bus;             /* the invalidation bus: publish writes, evict on messages */
+    int redis_tracking;        /* CLIENT TRACKING: Redis-side changes evict from the edge */
     char *redis_bus_channel;   /* under the namespace */
     char *store_type, *store_path, *store_table;
     char *store_conninfo;          /* postgres: libpq conninfo ("" for libpq's defaults) */

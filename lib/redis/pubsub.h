@@ -54,6 +54,19 @@ int tc__pubsub_subscribe(tc__sub **out, tc__pubsub *p, const char *channel, size
  * callback. */
 void tc__pubsub_unsubscribe(tc__sub *s);
 
+/* Server-assisted client-side caching (Redis 6+ CLIENT TRACKING, RESP2): the subscriber's
+ * connection, at each connect, also subscribes to __redis__:invalidate and learns its client
+ * id, which the tier's connections name as their REDIRECT target (tc__redis_set_tracking).
+ * fn(ctx, key, key_len) then runs on the subscriber thread for each key Redis says changed, in
+ * the namespace, without it (keys outside it are skipped); fn(ctx, NULL, 0) when Redis says any
+ * key may have (FLUSHALL, FLUSHDB, a tracking table over its limit). Set once, before the first
+ * subscribe; fn stays valid until tc__pubsub_free. */
+typedef void (*tc__tracked_fn)(void *ctx, const char *key, size_t key_len);
+void tc__pubsub_track(tc__pubsub *p, tc__tracked_fn fn, void *ctx);
+/* The client id that receives the invalidations while the link is up (0: none: tracking off,
+ * refused by the server, or the link down). */
+long long tc__pubsub_tracking_id(tc__pubsub *p);
+
 /* In a fork()ed child, before any other use: the thread and its connection stayed with the
  * parent. The subscriptions are kept; each gets on_link(ctx, 0) and the thread is started
  * again, in the child, on the next tc__pubsub_resume. */

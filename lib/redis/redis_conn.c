@@ -75,6 +75,8 @@ typedef struct slot {
     unsigned gen;             /* tc__fork_generation() when ctx was opened */
     atomic_int busy;          /* between acquire and release: hiredis may be mid-update */
     int noauth;               /* ctx received a NOAUTH error (set by reader_hook, this thread) */
+    unsigned track_gen;       /* cs->track_gen that ctx's CLIENT TRACKING was set for */
+    int tracking;             /* CLIENT TRACKING is on on ctx */
 } slot;
 
 struct tc__rconns {
@@ -84,6 +86,12 @@ struct tc__rconns {
     atomic_uint epoch;               /* changed only by fork_repair, which holds mu */
     atomic_uint gen;                 /* the fork generation the state belongs to */
     atomic_uint repairing;           /* generation + 1 of a repair in progress, or 0 */
+    /* CLIENT TRACKING's target (tc__rconns_set_tracking): the subscriber connection's client
+     * id (0: none), and a generation that moves with it. */
+    atomic_llong track_id;
+    atomic_uint track_gen;
+    const char *track_prefix; /* the namespace, the tier's (it outlives this object) */
+    size_t track_prefix_len;
     atomic_int reg_busy;             /* the registry is being relinked (see fork_repair) */
     char last_err[320];              /* the last connect failure, under mu */
     char *host, *unix_socket, *where;
@@ -326,6 +334,8 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
     cs->database = opts->database;
     cs->keepalive = opts->keepalive != 0;
     atomic_init(&cs->skip_until, 0);
+    atomic_init(&cs->track_id, 0);
+    atomic_init(&cs->track_gen, 0);
     atomic_init(&cs->fails, 0);
     atomic_init(&cs->probe_auth, 0);
     int oom = 0;
@@ -627,11 +637,74 @@ static int open_ctx(tc__rconns *cs, slot *s, int64_t seen)
     pthread_mutex_lock(&cs->mu);
     s->ctx = c;
     s->gen = tc__fork_generation();
+    s->track_gen = 0; /* a new connection: CLIENT TRACKING is off on it */
+    s->tracking = 0;
     pthread_mutex_unlock(&cs->mu);
     atomic_store(&cs->fails, 0);
     atomic_store(&cs->skip_until, 0);
     atomic_store(&cs->probe_auth, 0);
     TC__INC(cs->stats->connects);
+    return TC_OK;
+}
+
+void tc__rconns_set_tracking(tc__rconns *cs, long long client_id, const char *prefix,
+                             size_t prefix_len)
+{
+    cs->track_prefix = prefix; /* the same every time: written before the id is published */
+    cs->track_prefix_len = prefix_len;
+    atomic_store(&cs->track_id, client_id);
+    atomic_fetch_add(&cs->track_gen, 1);
+}
+
+/* One tracking command on s's connection; an error reply is not a failure (see track_check),
+ * a NULL reply (the connection broke) is. */
+static int track_cmd(slot *s, int argc, const char **argv, const size_t *lens)
+{
+    redisReply *rep = tc__resp_command(s->ctx, argc, argv, lens);
+    if (rep == NULL)
+        return -1;
+    int ok = rep->type == REDIS_REPLY_STATUS;
+    freeReplyObject(rep);
+    return ok;
+}
+
+/* Before a connection's next command after the tracking target changed: CLIENT TRACKING on,
+ * redirected to the subscriber connection, in BCAST mode for the namespace, so that Redis tells
+ * it of every change of a key under the namespace, whoever made it. BCAST rather than the
+ * default mode, which tracks only keys a connection read and forgets a key once it changes:
+ * the handle's own fill after a store read (a write) would then untrack the very key it put in
+ * the edge. NOLOOP: not for this connection's own writes. A new target needs tracking off
+ * first (a prefix cannot be registered twice). A refusal (a server before Redis 6, or a target that went away
+ * a moment ago: its link is down, so the edge is out of service until the next target) leaves
+ * the connection as it is; a broken connection is an error, the caller's command not sent. */
+static int track_check(redisContext **out, tc__rconns *cs, slot *s)
+{
+    unsigned gen = atomic_load(&cs->track_gen);
+    if (s->track_gen == gen)
+        return TC_OK;
+    long long id = atomic_load(&cs->track_id);
+    s->track_gen = gen;
+    if (id == 0)
+        return TC_OK;
+    char ids[24];
+    snprintf(ids, sizeof ids, "%lld", id);
+    const char *off[3] = {"CLIENT", "TRACKING", "off"};
+    size_t off_lens[3] = {6, 8, 3};
+    const char *on[9] = {"CLIENT", "TRACKING", "on", "REDIRECT", ids, "BCAST", "PREFIX",
+                         cs->track_prefix, "NOLOOP"};
+    size_t on_lens[9] = {6, 8, 2, 8, strlen(ids), 5, 6, cs->track_prefix_len, 6};
+    int rc = s->tracking ? track_cmd(s, 3, off, off_lens) : 1;
+    if (rc >= 0) {
+        s->tracking = 0;
+        rc = track_cmd(s, 9, on, on_lens);
+        s->tracking = rc > 0;
+    }
+    if (rc < 0) {
+        atomic_store(&s->busy, 0);
+        slot_close(cs, s);
+        *out = NULL;
+        return tc__err(cs->owner, TC_EREDIS, "redis %s: CLIENT TRACKING failed", cs->where);
+    }
     return TC_OK;
 }
 
@@ -661,7 +734,7 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
         TC__INC(cs->stats->reuses);
         atomic_store(&s->busy, 1);
         *out = s->ctx;
-        return TC_OK;
+        return track_check(out, cs, s);
     }
 
     int64_t until = atomic_load(&cs->skip_until);
@@ -682,7 +755,7 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
         return rc;
     atomic_store(&s->busy, 1);
     *out = s->ctx;
-    return TC_OK;
+    return track_check(out, cs, s);
 }
 
 void tc__rconns_release(tc__rconns *cs, int close_it)

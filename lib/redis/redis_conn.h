@@ -66,6 +66,13 @@ void tc__rconns_free(tc__rconns *cs);
  * tc__rconns_release once it is done with it. */
 int tc__rconns_acquire(redisContext **out, tc__rconns *cs);
 
+/* Server-assisted client-side caching: from now on each connection, before its next command,
+ * turns CLIENT TRACKING on (BCAST for keys under prefix, which must outlive the object and be
+ * the same at every call) with REDIRECT to client_id, the subscriber connection's, which
+ * receives the invalidations; 0 stops registering new connections. */
+void tc__rconns_set_tracking(tc__rconns *cs, long long client_id, const char *prefix,
+                             size_t prefix_len);
+
 /* Ends the use acquire began. close_it: an error made the connection unusable (c->err set, or
  * a reply stream out of step), so it is closed and the next acquire opens a new one. A
  * connection that received a NOAUTH error reply since acquire is closed the same way, whatever

@@ -57,6 +57,9 @@ int tc__redis_tombstone(tc__redis *r, const char *key, size_t key_len, int64_t v
  * failure, remembered as above. */
 int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t version,
                      int64_t ttl_ms);
+/* CLIENT TRACKING for this tier's connections, redirected to client_id (tc__rconns_set_tracking;
+ * 0: none for connections opened or re-registered from now on). */
+void tc__redis_set_tracking(tc__redis *r, long long client_id);
 /* tc__redis_retire, then PUBLISH of msg on channel, in one round trip (as set_publish). */
 int tc__redis_retire_publish(tc__redis *r, const char *key, size_t key_len, int64_t version,
                              int64_t ttl_ms, const char *channel, size_t channel_len,

@@ -183,6 +183,19 @@ static void free_fields(tc__pubsub *p)
     free(p->ns);
 }
 
+void tc__pubsub_track(tc__pubsub *p, tc__tracked_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&p->mu);
+    p->track_fn = fn;
+    p->track_ctx = ctx;
+    pthread_mutex_unlock(&p->mu);
+}
+
+long long tc__pubsub_tracking_id(tc__pubsub *p)
+{
+    return atomic_load(&p->track_id);
+}
+
 int tc__pubsub_new(tc__pubsub **out, const tc__redis_opts *opts, int64_t ping_interval_ms,
                    const void *owner)
 {
@@ -250,6 +263,7 @@ int tc__pubsub_new(tc__pubsub **out, const tc__redis_opts *opts, int64_t ping_in
     atomic_init(&p->subs, NULL);
     atomic_init(&p->chans, NULL);
     atomic_init(&p->conn, NULL);
+    atomic_init(&p->track_id, 0);
     atomic_init(&p->conn_busy, 0);
     /* Also registers process.c's atfork handler before any thread exists. */
     atomic_init(&p->gen, tc__fork_generation());

@@ -70,6 +70,10 @@ struct tc__pubsub {
     int64_t connect_timeout_ms, retry_interval_ms, retry_max_ms, ping_interval_ms;
     char *ns;
     size_t ns_len;
+    /* Server-assisted client-side caching (tc__pubsub_track): set before the thread starts. */
+    tc__tracked_fn track_fn;
+    void *track_ctx;
+    atomic_llong track_id; /* this connection's client id while it receives invalidations */
 };
 
 int tc__ps_open_pipe(int fds[2]);

@@ -77,6 +77,7 @@ void tc__ps_conn_close(tc__pubsub *p, redisContext *c)
 {
     if (c == NULL)
         return;
+    atomic_store(&p->track_id, 0);
     atomic_store(&p->conn, NULL);
     redisFree(c);
 }
@@ -109,6 +110,40 @@ static int handshake(tc__pubsub *p, redisContext *c, const char *what, int argc,
     }
     freeReplyObject(r);
     return ok ? 0 : -1;
+}
+
+#define TRACK_CHANNEL "__redis__:invalidate"
+
+/* The tracking handshake (tc__pubsub_track): CLIENT ID, then SUBSCRIBE to the invalidation
+ * channel, before any channel of ours, so that the link is reported up only once invalidations
+ * arrive. A server that refuses either (before Redis 6 there is no tracking) leaves tracking
+ * off (id 0): slower (only the bus evicts), never wrong. -1: the connection broke. */
+static int track_handshake(tc__pubsub *p, redisContext *c)
+{
+    const char *idv[2] = {"CLIENT", "ID"};
+    const char *subv[2] = {"SUBSCRIBE", TRACK_CHANNEL};
+    size_t idl[2] = {6, 2}, subl[2] = {9, sizeof TRACK_CHANNEL - 1};
+    tc__sigpipe_guard g;
+    tc__sigpipe_block(&g);
+    atomic_store(&p->conn_busy, 1);
+    redisReply *id = redisCommandArgv(c, 2, idv, idl);
+    redisReply *sr = id != NULL && id->type == REDIS_REPLY_INTEGER && id->integer > 0
+                         ? redisCommandArgv(c, 2, subv, subl)
+                         : NULL;
+    atomic_store(&p->conn_busy, 0);
+    tc__sigpipe_restore(&g, c->err != 0);
+    int ok = sr != NULL && sr->type == REDIS_REPLY_ARRAY && sr->elements == 3;
+    if (ok)
+        atomic_store(&p->track_id, id->integer);
+    if (id != NULL)
+        freeReplyObject(id);
+    if (sr != NULL)
+        freeReplyObject(sr);
+    if (c->err != 0) {
+        set_err(p, "tracking handshake failed: %s", c->errstr);
+        return -1;
+    }
+    return 0;
 }
 
 static redisContext *conn_open(tc__pubsub *p)
@@ -160,6 +195,10 @@ static redisContext *conn_open(tc__pubsub *p)
             tc__ps_conn_close(p, c);
             return NULL;
         }
+    }
+    if (p->track_fn != NULL && track_handshake(p, c) != 0) {
+        tc__ps_conn_close(p, c);
+        return NULL;
     }
     return c;
 }
@@ -372,6 +411,31 @@ static void deliver(tc__pubsub *p, const redisReply *chn, const redisReply *msg)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* An invalidation of CLIENT TRACKING: an array of key names, or nil for "every key". */
+static int on_tracked(tc__pubsub *p, const redisReply *keys)
+{
+    if (p->track_fn == NULL)
+        return 0; /* never asked for: a foreign REDIRECT to this connection */
+    if (keys->type == REDIS_REPLY_NIL) {
+        p->track_fn(p->track_ctx, NULL, 0);
+        return 0;
+    }
+    if (keys->type != REDIS_REPLY_ARRAY) {
+        set_err(p, "protocol error: a tracking message that is not a list of keys");
+        return -1;
+    }
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        if (k == NULL || !is_str(k)) {
+            set_err(p, "protocol error: a tracking message with a key that is not a string");
+            return -1;
+        }
+        if (k->len > p->ns_len && ns_prefixed(p, k->str, k->len))
+            p->track_fn(p->track_ctx, k->str + p->ns_len, k->len - p->ns_len);
+    }
+    return 0;
+}
+
 /* One reply. 0, or -1 for a protocol error or an error reply (the connection is dropped). */
 static int on_reply(tc__pubsub *p, redisContext *c, redisReply *r)
 {
@@ -392,6 +456,9 @@ static int on_reply(tc__pubsub *p, redisContext *c, redisReply *r)
         if (r->element[i] == NULL)
             goto bad;
     redisReply **e = r->element;
+    if (str_is(e[0], "message") && r->elements == 3 && is_str(e[1]) &&
+        e[1]->len == sizeof TRACK_CHANNEL - 1 && memcmp(e[1]->str, TRACK_CHANNEL, e[1]->len) == 0)
+        return on_tracked(p, e[2]);
     if (str_is(e[0], "message")) {
         if (r->elements != 3 || !is_str(e[1]) || !is_str(e[2]))
             goto bad;

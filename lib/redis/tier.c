@@ -243,6 +243,11 @@ int tc__redis_retire(tc__redis *r, const char *key, size_t key_len, int64_t vers
     return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1, NULL);
 }
 
+void tc__redis_set_tracking(tc__redis *r, long long client_id)
+{
+    tc__rconns_set_tracking(r->conns, client_id, r->ns, r->ns_len);
+}
+
 int tc__redis_retire_publish(tc__redis *r, const char *key, size_t key_len, int64_t version,
                              int64_t ttl_ms, const char *channel, size_t channel_len,
                              const void *msg, size_t msg_len)
