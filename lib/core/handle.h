@@ -219,7 +219,7 @@ int tc__fill_caches(tc_cache *c, const char *key, size_t key_len, const tc__rec 
  * call; with Redis down the subscription goes on trying in the background. */
 int tc__bus_start(tc_cache *c);
 /* Tells the other handles what changed. A failure is counted, not reported (the write itself
- * succeeded), and remembered: a FLUSH goes out before this handle's next message. */
+ * succeeded), and the message is journalled: it goes out before this handle's next one. */
 void tc__bus_publish(tc_cache *c, unsigned op, int64_t version, const char *arg,
                      size_t arg_len);
 /* Sends what the journal holds, if anything (one atomic load when it is empty). Entries that

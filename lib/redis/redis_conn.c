@@ -674,9 +674,10 @@ static int track_cmd(slot *s, int argc, const char **argv, const size_t *lens)
  * default mode, which tracks only keys a connection read and forgets a key once it changes:
  * the handle's own fill after a store read (a write) would then untrack the very key it put in
  * the edge. NOLOOP: not for this connection's own writes. A new target needs tracking off
- * first (a prefix cannot be registered twice). A refusal (a server before Redis 6, or a target that went away
- * a moment ago: its link is down, so the edge is out of service until the next target) leaves
- * the connection as it is; a broken connection is an error, the caller's command not sent. */
+ * first (a prefix cannot be registered twice). A refusal (a server before Redis 6, or a target
+ * that went away a moment ago: its link is down, so the edge is out of service until the next
+ * target) leaves the connection as it is; a broken connection is an error, the caller's
+ * command not sent. */
 static int track_check(redisContext **out, tc__rconns *cs, slot *s)
 {
     unsigned gen = atomic_load(&cs->track_gen);
