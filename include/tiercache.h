@@ -638,7 +638,8 @@ TC_API void tc_unsubscribe(tc_subscription *sub);
  * after a batch was applied: delivery is at least once, and applying a change twice is
  * harmless. One invalidator per feed.consumer is active at a time, holding a lease in the
  * database (feed.lease_ms); others wait as standbys and take over when it expires, or at once
- * when the holder's process on the same host is gone (killed, crashed). Changes are
+ * when the holder is gone: on PostgreSQL its session advisory lock ends with its connection (any
+ * host); on SQLite its process on the same host is seen gone (killed, crashed). Changes are
  * trimmed from the log feed.retention_ms after every consumer passed them.
  *
  * Run it as a thread of a service (tc_invalidator_start), as the program tiercache-invalidator,

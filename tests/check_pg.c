@@ -1234,6 +1234,51 @@ START_TEST(test_feed_takeover)
 }
 END_TEST
 
+/* The lease dies with its holder's session, on any host: a holder killed with -9 while its
+ * 60 s lease runs is replaced as soon as the server has ended its session (the advisory lock
+ * is gone), although the holders' names say nothing of their processes. While the holder
+ * lives, its lock keeps the lease even once the lease's time is up. */
+START_TEST(test_feed_lock_dies_with_its_holder)
+{
+    tc__store *mine = store_open("t_feed_lock");
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(30);
+        tc__store *s = NULL;
+        int64_t seq;
+        if (tc__store_pg_open(&s, srv.conninfo, "t_feed_lock", 2, OWNER) != TC_OK ||
+            s->ops->feed_claim(s, "inv", "A", 300, &seq) != TC_OK)
+            _exit(1);
+        ssize_t w = write(ready[1], "x", 1);
+        (void)w;
+        pause();
+        _exit(0);
+    }
+    char x;
+    ck_assert_int_eq(read(ready[0], &x, 1), 1);
+    int64_t seq = -1;
+    ck_assert_int_eq(mine->ops->feed_claim(mine, "inv", "B", 60000, &seq), TC_ESTATE);
+    tct_sleep_ms(400); /* A's lease time is up; its lock is not */
+    ck_assert_int_eq(mine->ops->feed_claim(mine, "inv", "B", 60000, &seq), TC_ESTATE);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    tct_child_status(pid);
+    int taken = 0;
+    for (int i = 0; i < 400 && !taken; i++) {
+        taken = mine->ops->feed_claim(mine, "inv", "B", 60000, &seq) == TC_OK;
+        if (!taken)
+            tct_sleep_ms(5);
+    }
+    ck_assert_msg(taken, "the killed holder's lease was not taken over: %s", tc_errmsg(OWNER));
+    ck_assert_int_eq(mine->ops->feed_commit(mine, "inv", "A", 3), TC_ESTATE);
+    ck_assert_int_eq(mine->ops->feed_commit(mine, "inv", "B", 3), TC_OK);
+    close(ready[0]), close(ready[1]);
+    mine->ops->close(mine);
+}
+END_TEST
+
 START_TEST(test_feed_trim)
 {
     tc__store *s = store_open("t_feed_trim");
@@ -1410,6 +1455,7 @@ Suite *pg_suite(void)
     tcase_add_test(tc, test_schema_upgrade_adds_lock);
     tcase_add_test(tc, test_feed_claim_commit_release);
     tcase_add_test(tc, test_feed_takeover);
+    tcase_add_test(tc, test_feed_lock_dies_with_its_holder);
     tcase_add_test(tc, test_feed_trim);
     tcase_add_test(tc, test_feed_wait);
     tcase_add_test(tc, test_feed_wait_fork);

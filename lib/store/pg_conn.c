@@ -278,6 +278,11 @@ int tc__pg_fork_fixup(pg_store *s, unsigned gen)
             if (s->lis.pg != NULL)
                 tc__pg_abandon(s->lis.pg);
             s->lis.pg = NULL;
+            /* The parent's session holds the parent's lock; the child has none. */
+            if (s->lock.pg != NULL)
+                tc__pg_abandon(s->lock.pg);
+            s->lock.pg = NULL;
+            s->lock_holder[0] = '\0';
             free(s->lmu);
             s->lmu = lmu;
             for (int i = 0; i < s->pool_size; i++) {

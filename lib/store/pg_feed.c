@@ -106,6 +106,93 @@ static int feed_args_ok(const pg_store *s, const char *consumer, const char *hol
     return TC_OK;
 }
 
+/* ---- the lease's advisory lock ---------------------------------------------------------------
+ *
+ * The lease in the feed's table is a time: a holder that dies keeps it until it expires. A
+ * session-level advisory lock dies with its holder's connection, on any host: the server drops
+ * it as soon as the session ends (the process killed, its host gone once TCP notices). So the
+ * active invalidator also holds pg_try_advisory_lock(the table and consumer) on a connection of
+ * its own; whoever holds the lock is the one live invalidator, and takes the lease row over
+ * whatever the row's time says. The lock is checked at every claim (a try on the same session
+ * is re-entrant and answers whether the session still holds it), and released by closing the
+ * connection. Where the lock cannot be had (the lock connection fails), the claim falls back
+ * to the lease's time alone. */
+
+/* Whether holder holds consumer's lock (*got), trying to take it. TC_OK; TC_ENOTFOUND when the
+ * store's lock session already serves another consumer (one per store: the others use the
+ * time lease alone); or an error when the lock connection could not be used (the caller falls
+ * back to the time lease). */
+static int lock_take(pg_store *s, const char *consumer, const char *holder, int *got)
+{
+    *got = 0;
+    if (strlen(holder) >= sizeof s->lock_holder || strlen(consumer) >= sizeof s->lock_consumer)
+        return TC_EINVAL;
+    int rc = TC_OK;
+    pthread_mutex_lock(s->lmu);
+    if (s->lock.pg != NULL && s->lock_holder[0] != '\0' &&
+        strcmp(s->lock_consumer, consumer) != 0) {
+        pthread_mutex_unlock(s->lmu);
+        return TC_ENOTFOUND;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (s->lock.pg == NULL) {
+            s->lock_holder[0] = '\0'; /* a new session holds nothing */
+            PGconn *pg = tc__pg_conn_new(s, &s->lock, 0, &rc);
+            if (pg == NULL)
+                break;
+            s->lock.pg = pg;
+        }
+        char key[sizeof s->lock_consumer + 80];
+        snprintf(key, sizeof key, "%s/%s", s->table, consumer);
+        const char *const vals[] = {key};
+        PGresult *res = PQexecParams(s->lock.pg,
+                                     "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1,
+                                     NULL, vals, NULL, NULL, 0);
+        if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            int mine = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+            PQclear(res);
+            /* The session is this store's: another invalidator on the same store may have
+             * taken the lock on it, and the lock is re-entrant. */
+            if (mine && s->lock_holder[0] == '\0') {
+                snprintf(s->lock_holder, sizeof s->lock_holder, "%s", holder);
+                snprintf(s->lock_consumer, sizeof s->lock_consumer, "%s", consumer);
+            }
+            *got = mine && strcmp(s->lock_holder, holder) == 0 &&
+                   strcmp(s->lock_consumer, consumer) == 0;
+            rc = TC_OK;
+            break;
+        }
+        rc = tc__pg_fail(s, s->lock.pg, res, "feed lock");
+        PQclear(res);
+        PQfinish(s->lock.pg); /* broken, or refused: a new session next time */
+        s->lock.pg = NULL;
+        s->lock_holder[0] = '\0';
+    }
+    pthread_mutex_unlock(s->lmu);
+    return rc;
+}
+
+/* Ends the lock's session if holder took the lock on it. */
+static void lock_release(pg_store *s, const char *consumer, const char *holder)
+{
+    pthread_mutex_lock(s->lmu);
+    if (s->lock.pg != NULL && strcmp(s->lock_holder, holder) == 0 &&
+        strcmp(s->lock_consumer, consumer) == 0) {
+        PQfinish(s->lock.pg);
+        s->lock.pg = NULL;
+        s->lock_holder[0] = '\0';
+    }
+    pthread_mutex_unlock(s->lmu);
+}
+
+static int holder_is_dead(void *ctx, const char *holder)
+{
+    return 1; /* the caller holds the lock: whoever the row names is not alive */
+}
+
+static int lease_claim(pg_store *s, const char *consumer, const char *holder,
+                       int64_t lease_ms, int64_t *out_seq);
+
 int tc__pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
                       int64_t lease_ms, int64_t *out_seq)
 {
@@ -113,6 +200,28 @@ int tc__pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
     int rc = feed_args_ok(s, consumer, holder, "feed claim");
     if (rc != TC_OK)
         return rc;
+    unsigned gen = tc__fork_generation();
+    if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen &&
+        (rc = tc__pg_fork_fixup(s, gen)) != TC_OK)
+        return rc;
+    int got = 0;
+    int lrc = lock_take(s, consumer, holder, &got);
+    if (lrc == TC_OK && !got)
+        return tc__err(s->base.owner, TC_ESTATE,
+                       "postgres %s: feed consumer \"%s\" is held by another invalidator "
+                       "(its advisory lock)", s->table, consumer);
+    rc = lease_claim(s, consumer, holder, lease_ms, out_seq);
+    if (rc == TC_ESTATE && lrc == TC_OK)
+        rc = tc__pg_feed_takeover(base, consumer, holder, lease_ms, holder_is_dead, NULL,
+                                  out_seq);
+    return rc;
+}
+
+/* The claim by the lease's time: taken when free, expired or already holder's. */
+static int lease_claim(pg_store *s, const char *consumer, const char *holder,
+                       int64_t lease_ms, int64_t *out_seq)
+{
+    int rc;
     int64_t now = tc__wall_ms();
     char until[24], nows[24];
     snprintf(until, sizeof until, "%lld", (long long)(now + lease_ms));
@@ -155,6 +264,7 @@ int tc__pg_feed_release(tc__store *base, const char *consumer, const char *holde
     int rc = feed_args_ok(s, consumer, holder, "feed release");
     if (rc != TC_OK)
         return rc;
+    lock_release(s, consumer, holder);
     const char *const vals[] = {consumer, holder};
     int rows = 0;
     return feed_stmt(s, ST_FEED_RELEASE, "feed release", vals, NULL, &rows);

@@ -60,6 +60,12 @@ typedef struct pg_store {
     pthread_mutex_t *lmu;
     pg_slot lis;
     char *listen_sql;
+    /* The feed lease's session advisory lock (pg_feed.c): a connection of its own, outside
+     * the pool, under *lmu like the listener, and the holder and consumer that took the lock
+     * on it ("" when none). */
+    pg_slot lock;
+    char lock_holder[128];
+    char lock_consumer[128];
 } pg_store;
 
 /* The prepared statements by ST_* (pg_conn.c): names, SQL with %s for the table, parameter

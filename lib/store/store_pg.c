@@ -272,6 +272,7 @@ static void pg_close(tc__store *base)
         for (int i = 0; i < s->pool_size; i++)
             PQfinish(s->slots[i].pg);
         PQfinish(s->lis.pg);
+        PQfinish(s->lock.pg); /* ends the session: the lease's lock goes with it */
         pthread_cond_destroy(s->cv);
         pthread_mutex_destroy(s->mu);
         pthread_mutex_destroy(s->lmu);
@@ -282,6 +283,8 @@ static void pg_close(tc__store *base)
                 tc__pg_abandon(s->slots[i].pg);
         if (s->lis.pg != NULL)
             tc__pg_abandon(s->lis.pg);
+        if (s->lock.pg != NULL)
+            tc__pg_abandon(s->lock.pg);
     }
     free(s->lmu);
     free(s->mu);
