@@ -112,8 +112,8 @@ static int feed_args_ok(const pg_store *s, const char *consumer, const char *hol
  * session-level advisory lock dies with its holder's connection, on any host: the server drops
  * it as soon as the session ends (the process killed, its host gone once TCP notices). So the
  * active invalidator also holds pg_try_advisory_lock(the table and consumer) on a connection of
- * its own; whoever holds the lock is the one live invalidator, and takes the lease row over
- * whatever the row's time says. The lock is checked at every claim (a try on the same session
+ * its own; whoever holds the lock is the live invalidator, and takes the lease row over
+ * whatever the row's time says (others still take an expired row: see tc__pg_feed_claim). The lock is checked at every claim (a try on the same session
  * is re-entrant and answers whether the session still holds it), and released by closing the
  * connection. Where the lock cannot be had (the lock connection fails), the claim falls back
  * to the lease's time alone. */
@@ -204,14 +204,13 @@ int tc__pg_feed_claim(tc__store *base, const char *consumer, const char *holder,
     if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen &&
         (rc = tc__pg_fork_fixup(s, gen)) != TC_OK)
         return rc;
+    /* Without the lock the time lease still rules: a holder that is alive but stalled (its
+     * session open, its process stopped) is taken over once its lease runs out, and takes the
+     * row back, by its lock, when it resumes; the fenced commit keeps the two apart. */
     int got = 0;
     int lrc = lock_take(s, consumer, holder, &got);
-    if (lrc == TC_OK && !got)
-        return tc__err(s->base.owner, TC_ESTATE,
-                       "postgres %s: feed consumer \"%s\" is held by another invalidator "
-                       "(its advisory lock)", s->table, consumer);
     rc = lease_claim(s, consumer, holder, lease_ms, out_seq);
-    if (rc == TC_ESTATE && lrc == TC_OK)
+    if (rc == TC_ESTATE && lrc == TC_OK && got)
         rc = tc__pg_feed_takeover(base, consumer, holder, lease_ms, holder_is_dead, NULL,
                                   out_seq);
     return rc;
