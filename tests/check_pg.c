@@ -1234,30 +1234,22 @@ START_TEST(test_feed_takeover)
 }
 END_TEST
 
+/* In a child of tct_fork_holding: a store of its own takes consumer inv's lease as "A". */
+static int hold_the_lock(void *arg)
+{
+    tc__store *s = NULL;
+    int64_t seq;
+    return tc__store_pg_open(&s, srv.conninfo, "t_feed_lock", 2, OWNER) != TC_OK ||
+           s->ops->feed_claim(s, "inv", "A", 60000, &seq) != TC_OK;
+}
+
 /* The lease dies with its holder's session, on any host: a holder killed with -9 while its
  * 60 s lease runs is replaced as soon as the server has ended its session (the advisory lock
  * is gone), although the holders' names say nothing of their processes. */
 START_TEST(test_feed_lock_dies_with_its_holder)
 {
     tc__store *mine = store_open("t_feed_lock");
-    int ready[2];
-    ck_assert_int_eq(pipe(ready), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        tct_child_alarm(30);
-        tc__store *s = NULL;
-        int64_t seq;
-        if (tc__store_pg_open(&s, srv.conninfo, "t_feed_lock", 2, OWNER) != TC_OK ||
-            s->ops->feed_claim(s, "inv", "A", 60000, &seq) != TC_OK)
-            _exit(1);
-        ssize_t w = write(ready[1], "x", 1);
-        (void)w;
-        pause();
-        _exit(0);
-    }
-    char x;
-    ck_assert_int_eq(read(ready[0], &x, 1), 1);
+    pid_t pid = tct_fork_holding(hold_the_lock, NULL);
     int64_t seq = -1;
     ck_assert_int_eq(mine->ops->feed_claim(mine, "inv", "B", 60000, &seq), TC_ESTATE);
     ck_assert_int_eq(kill(pid, SIGKILL), 0);
@@ -1271,7 +1263,6 @@ START_TEST(test_feed_lock_dies_with_its_holder)
     ck_assert_msg(taken, "the killed holder's lease was not taken over: %s", tc_errmsg(OWNER));
     ck_assert_int_eq(mine->ops->feed_commit(mine, "inv", "A", 3), TC_ESTATE);
     ck_assert_int_eq(mine->ops->feed_commit(mine, "inv", "B", 3), TC_OK);
-    close(ready[0]), close(ready[1]);
     mine->ops->close(mine);
 }
 END_TEST

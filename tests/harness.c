@@ -115,6 +115,31 @@ void tct_child_alarm(unsigned seconds)
     alarm(seconds);
 }
 
+pid_t tct_fork_holding(int (*fn)(void *), void *arg)
+{
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tct_child_alarm(30);
+        close(ready[0]);
+        if (fn(arg) != 0)
+            _exit(1);
+        ssize_t w = write(ready[1], "x", 1);
+        (void)w;
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char x;
+    ssize_t got = read(ready[0], &x, 1);
+    close(ready[0]);
+    ck_assert_msg(got == 1, "the holding child failed (status %d)", got == 0 ?
+                  tct_child_status(pid) : -1);
+    return pid;
+}
+
 int tct_child_status(pid_t pid)
 {
     int status = -1;

@@ -101,6 +101,10 @@ void tct_rmrf(const char *path);
 void tct_child_alarm(unsigned seconds);
 /* Waits for a test child; 0 if it exited with status 0, else its wait status (or -1). */
 int tct_child_status(pid_t pid);
+/* Forks a child that runs fn(arg) and, if it returns 0, stays alive (paused, under a 30 s
+ * alarm) holding what fn took, until killed; returns its pid once fn has returned 0 there.
+ * Fails the test if the fork fails or fn does not return 0. */
+pid_t tct_fork_holding(int (*fn)(void *), void *arg);
 
 /* ---- harness.c: undone in every outcome ---- */
 /* A test that starts a thread or a process, or sets a hook, registers how to undo it. Under

@@ -132,11 +132,9 @@ int tc__bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg,
                  size_t arg_len)
 {
     unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
-    tc__bus_msg m = {.op = op, .version = version, .arg = arg, .arg_len = arg_len};
-    memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
-    tc__bus_encode(msg, &m);
+    size_t n = tc__bus_own_msg(c, msg, op, version, arg, arg_len);
     const char *argv[] = {"PUBLISH", c->bus_channel, (const char *)msg};
-    const size_t lens[] = {7, c->bus_channel_len, tc__bus_size(arg_len)};
+    const size_t lens[] = {7, c->bus_channel_len, n};
     struct redisReply *reply = NULL;
     /* Idempotent as far as the receivers go: an invalidation applied twice is one. */
     int rc = tc__redis_run(c->redis, "PUBLISH", 1, 3, argv, lens, &reply);

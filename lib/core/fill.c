@@ -93,13 +93,9 @@ static void fill_redis(tc_cache *c, const char *key, size_t key_len, const void 
     int rc;
     if (announced != NULL && c->publish && !tc__bus_journal_pending(c)) {
         unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
-        tc__bus_msg m = {.op = TC__BUS_CHANGED, .version = version, .arg = key,
-                         .arg_len = key_len};
-        memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
-        tc__bus_encode(msg, &m);
+        size_t n = tc__bus_own_msg(c, msg, TC__BUS_CHANGED, version, key, key_len);
         rc = tc__redis_set_publish(c->redis, key, key_len, rec, rec_len, version, ttl_ms,
-                                   c->bus_channel, c->bus_channel_len, msg,
-                                   tc__bus_size(key_len));
+                                   c->bus_channel, c->bus_channel_len, msg, n);
         *announced = rc == TC_OK;
     } else {
         rc = tc__redis_set(c->redis, key, key_len, rec, rec_len, version, ttl_ms);

@@ -35,6 +35,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <string.h>
 
 struct lease;
 
@@ -231,6 +232,16 @@ static inline int tc__bus_journal_pending(tc_cache *c)
 }
 /* Frees the journal (tc_close, after a last flush). */
 void tc__bus_journal_free(tc_cache *c);
+/* The bytes of this handle's bus message (op, version, arg) into msg, which holds
+ * TC__BUS_HEADER + TC_KEY_MAX; returns their count. */
+static inline size_t tc__bus_own_msg(const tc_cache *c, unsigned char *msg, unsigned op,
+                                     int64_t version, const char *arg, size_t arg_len)
+{
+    tc__bus_msg m = {.op = op, .version = version, .arg = arg, .arg_len = arg_len};
+    memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
+    tc__bus_encode(msg, &m);
+    return tc__bus_size(arg_len);
+}
 /* One message, whose failure the caller must know (the change feed's: it is applied again). */
 int tc__bus_send(tc_cache *c, unsigned op, int64_t version, const char *arg, size_t arg_len);
 

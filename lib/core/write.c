@@ -23,12 +23,9 @@ int tc__cache_apply_change(tc_cache *c, const char *key, size_t key_len, int64_t
     int sent = 0;
     if (c->redis != NULL && c->publish && !tc__bus_journal_pending(c)) {
         unsigned char msg[TC__BUS_HEADER + TC_KEY_MAX];
-        tc__bus_msg m = {.op = TC__BUS_CHANGED, .version = version, .arg = key,
-                         .arg_len = key_len};
-        memcpy(m.sender, c->bus_id, TC__BUS_ID_LEN);
-        tc__bus_encode(msg, &m);
+        size_t n = tc__bus_own_msg(c, msg, TC__BUS_CHANGED, version, key, key_len);
         rc = tc__redis_retire_publish(c->redis, key, key_len, version, ttl, c->bus_channel,
-                                      c->bus_channel_len, msg, tc__bus_size(key_len));
+                                      c->bus_channel_len, msg, n);
         if (rc != TC_OK)
             return tc__err(c, rc, "invalidator: tombstone and publish failed");
         sent = 1;

@@ -166,7 +166,8 @@ static void fork_check(tc_invalidator *inv)
 static int claim_step(tc_invalidator *inv, int64_t *seq)
 {
     int64_t now = tc__now_ms();
-    if (inv->held && inv->last_rc == TC_OK && now - inv->claimed_ms < inv->cfg->feed_lease_ms / 3) {
+    if (inv->held && inv->last_rc == TC_OK &&
+        now - inv->claimed_ms < inv->cfg->feed_lease_ms / 3) {
         *seq = inv->last_seq;
         return TC_OK;
     }

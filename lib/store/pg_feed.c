@@ -113,10 +113,11 @@ static int feed_args_ok(const pg_store *s, const char *consumer, const char *hol
  * it as soon as the session ends (the process killed, its host gone once TCP notices). So the
  * active invalidator also holds pg_try_advisory_lock(the table and consumer) on a connection of
  * its own; whoever holds the lock is the live invalidator, and takes the lease row over
- * whatever the row's time says (others still take an expired row: see tc__pg_feed_claim). The lock is checked at every claim (a try on the same session
- * is re-entrant and answers whether the session still holds it), and released by closing the
- * connection. Where the lock cannot be had (the lock connection fails), the claim falls back
- * to the lease's time alone. */
+ * whatever the row's time says (others still take an expired row: see tc__pg_feed_claim).
+ * The lock is checked at every claim (a try on the same session is re-entrant and answers
+ * whether the session still holds it), and released by closing the connection. Where the
+ * lock cannot be had (the lock connection fails), the claim falls back to the lease's time
+ * alone. */
 
 /* Whether holder holds consumer's lock (*got), trying to take it. TC_OK; TC_ENOTFOUND when the
  * store's lock session already serves another consumer (one per store: the others use the

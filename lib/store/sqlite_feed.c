@@ -59,7 +59,7 @@ static void watch_open(const sqlite_store *s, waker *w)
 }
 
 /* Reads what the watch has queued; 1 if an event names one of the database's files. */
-static int watch_drain(sqlite_store *s, int fd)
+static int watch_drain(const sqlite_store *s, int fd)
 {
     const char *slash = strrchr(s->path, '/');
     const char *base = slash != NULL ? slash + 1 : s->path;
@@ -79,13 +79,6 @@ static int watch_drain(sqlite_store *s, int fd)
             p += sizeof *ev + ev->len;
         }
     }
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int count_change(void *ctx, int64_t seq, const char *key, size_t key_len,
@@ -112,10 +105,10 @@ static int has_change(sqlite_store *s, int64_t after)
  * one row, some microseconds each). */
 static void watch_wait(sqlite_store *s, int fd, int64_t after, int64_t timeout_ms)
 {
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = tc__now_ms() + timeout_ms;
     int64_t gap = -1; /* -1: no event yet, wait for one */
     for (;;) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - tc__now_ms();
         if (left <= 0)
             return;
         int64_t wait = gap < 0 || gap > left ? left : gap;
