@@ -3,6 +3,7 @@
  */
 #include "common/internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -115,22 +116,26 @@ static int boot_id(char out[9])
     return ok;
 }
 
-/* The state letter and start time (clock ticks since boot) of pid; 0 if it has no entry. */
+/* The state letter and start time (clock ticks since boot) of pid: 1, or 0 if it has no entry,
+ * or -1 if that cannot be told (no descriptor left, an entry that does not parse). */
 static int proc_stat(long pid, char *state, unsigned long long *start)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%ld/stat", pid);
     FILE *f = fopen(path, "re");
     if (f == NULL)
-        return 0;
+        return errno == ENOENT || errno == ESRCH ? 0 : -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int failed = ferror(f);
     fclose(f);
+    if (failed)
+        return errno == ESRCH ? 0 : -1; /* the process went while its entry was read */
     buf[n] = '\0';
     /* "pid (comm) S ..."; comm may hold spaces and parentheses: the fields follow the last
      * ')'. After it: the state, then 18 fields, then the start time. */
     char *p = strrchr(buf, ')');
     if (p == NULL || p[1] != ' ')
-        return 0;
+        return -1;
     p += 2;
     *state = *p;
     for (int field = 0; field < 19 && p != NULL; field++) {
@@ -138,7 +143,7 @@ static int proc_stat(long pid, char *state, unsigned long long *start)
         if (p != NULL)
             p++;
     }
-    return p != NULL && sscanf(p, "%llu", start) == 1;
+    return p != NULL && sscanf(p, "%llu", start) == 1 ? 1 : -1;
 }
 
 void tc__process_name(char *out, size_t cap)
@@ -147,7 +152,7 @@ void tc__process_name(char *out, size_t cap)
     char state;
     unsigned long long start;
     out[0] = '\0';
-    if (boot_id(boot) && proc_stat((long)getpid(), &state, &start))
+    if (boot_id(boot) && proc_stat((long)getpid(), &state, &start) == 1)
         snprintf(out, cap, "%s.%ld.%llu", boot, (long)getpid(), start);
 }
 
@@ -160,7 +165,10 @@ int tc__process_gone(const char *name)
     if (sscanf(name, "%8[0-9a-f].%ld.%llu", their_boot, &pid, &their_start) != 3 || pid <= 0 ||
         !boot_id(boot) || strcmp(boot, their_boot) != 0)
         return 0;
-    if (!proc_stat(pid, &state, &start))
-        return 1;
+    /* Only a process known to be gone frees its lease early: when /proc cannot be read (out
+     * of descriptors, say), the lease is waited out as on another host. */
+    int known = proc_stat(pid, &state, &start);
+    if (known <= 0)
+        return known == 0;
     return state == 'Z' || state == 'X' || start != their_start;
 }
