@@ -472,10 +472,17 @@ TC_API int tc_put_http(unsigned *out_stored, tc_cache *cache, const char *key, s
                                    * (no refresh started, the store not asked) */
 #define TC_HTTP_MUST_REVALIDATE 3 /* only with TC_HTTP_ONLY_IF_CACHED: stale, and not to be used
                                    * before it is revalidated */
+#define TC_HTTP_STALE_IF_ERROR 4  /* only with TC_HTTP_ONLY_IF_CACHED | TC_HTTP_SPLIT_STALE:
+                                   * stale, past stale-while-revalidate but inside
+                                   * stale-if-error (to serve only if the origin fails) */
 /** tc_get_http's flags. */
 #define TC_HTTP_ONLY_IF_CACHED 1u /* look in the caches only, as the request directive
                                    * only-if-cached asks: never the store, never a refresh;
                                    * TC_ENOTFOUND when no cache holds the key */
+#define TC_HTTP_SPLIT_STALE 2u    /* with TC_HTTP_ONLY_IF_CACHED: tell the two stale windows
+                                   * apart (TC_HTTP_STALE for stale-while-revalidate,
+                                   * TC_HTTP_STALE_IF_ERROR for stale-if-error alone), for a
+                                   * caller that revalidates with its own origin */
 
 /**
  * tc_get for values put with tc_put_http (a plain value reads as fresh, age 0, no headers).
@@ -491,7 +498,7 @@ TC_API int tc_put_http(unsigned *out_stored, tc_cache *cache, const char *key, s
  * @param out_headers   if not NULL, receives the headers to send with the copy, each line
  *                      ending in CRLF: Age, and Cache-Control, ETag, Last-Modified as put;
  *                      "" for a plain value. Free with tc_free.
- * @param flags         0 or TC_HTTP_ONLY_IF_CACHED.
+ * @param flags         0, TC_HTTP_ONLY_IF_CACHED, or that with TC_HTTP_SPLIT_STALE.
  * @return as tc_get.
  * Thread-safe.
  */

@@ -6,6 +6,7 @@
  * No test waits for a response to go stale: an Age header as large as max-age makes it stale
  * the moment it is put.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -563,6 +564,53 @@ START_TEST(test_older_redis_copy_not_served)
 }
 END_TEST
 
+/* store.type "none": the caches alone, for a source of truth the library does not write (an
+ * HTTP origin). Puts reach the edge and nothing else, a miss is TC_ENOTFOUND, no file is
+ * written, and the split stale states tell stale-if-error from stale-while-revalidate. */
+START_TEST(test_caches_only)
+{
+    char cwd_db[PATH_MAX];
+    snprintf(cwd_db, sizeof cwd_db, "%s/none.db", tct_dir);
+    tc_cache *c = tct_open(tct_dir, "none", 0, "{\"store\": {\"type\": \"none\"}}");
+    ck_assert_int_eq(access(cwd_db, F_OK), -1); /* no database file */
+    void *v;
+    size_t len;
+    ck_assert_int_eq(tc_get(&v, &len, c, K("/x")), TC_ENOTFOUND);
+    ck_assert_int_eq(tc_put(c, K("/x"), "one", 3, 0), TC_OK);
+    ck_assert_int_eq(tc_get(&v, &len, c, K("/x")), TC_OK);
+    ck_assert_uint_eq(len, 3);
+    tc_free(v);
+    ck_assert_int_eq(tc_put(c, K("/x"), "two", 3, 0), TC_OK); /* a newer version wins */
+    ck_assert_int_eq(tc_get(&v, &len, c, K("/x")), TC_OK);
+    ck_assert_int_eq(memcmp(v, "two", 3), 0);
+    tc_free(v);
+    ck_assert_int_eq(tc_del(c, K("/x")), TC_OK);
+    ck_assert_int_eq(tc_get(&v, &len, c, K("/x")), TC_ENOTFOUND);
+
+    const char *swr[] = {"Cache-Control: max-age=0, stale-while-revalidate=60"};
+    const char *sie[] = {"Cache-Control: max-age=0, stale-if-error=60"};
+    put_http(c, "/swr", "s", swr, N(swr), 1);
+    put_http(c, "/sie", "e", sie, N(sie), 1);
+    got g;
+    unsigned only = TC_HTTP_ONLY_IF_CACHED, split = only | TC_HTTP_SPLIT_STALE;
+    ck_assert_int_eq(get_http(&g, c, "/swr", split), TC_OK);
+    ck_assert_uint_eq(g.state, TC_HTTP_STALE);
+    ck_assert_int_eq(get_http(&g, c, "/sie", split), TC_OK);
+    ck_assert_uint_eq(g.state, TC_HTTP_STALE_IF_ERROR);
+    ck_assert_int_eq(get_http(&g, c, "/sie", only), TC_OK); /* unsplit: as before */
+    ck_assert_uint_eq(g.state, TC_HTTP_STALE);
+    ck_assert_int_eq(get_http(&g, c, "/gone", split), TC_ENOTFOUND);
+    ck_assert_int_eq(get_http(&g, c, "/sie", 8u), TC_EINVAL);
+    tc_close(c);
+
+    tc_config *cfg;
+    ck_assert_int_eq(tc_config_new(&cfg), TC_OK);
+    ck_assert_int_eq(tc_config_set_string(cfg, "store.type", "nowhere"), TC_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(tc_config_errmsg(cfg), "none"));
+    tc_config_free(cfg);
+}
+END_TEST
+
 Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -579,6 +627,7 @@ Suite *http_suite(void)
     tcase_add_test(local, test_control_characters_refused);
     tcase_add_test(local, test_close_in_child);
     tcase_add_test(local, test_fork_during_refresh);
+    tcase_add_test(local, test_caches_only);
     suite_add_tcase(s, local);
 
     TCase *tiers = tcase_create("tiers");

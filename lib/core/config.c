@@ -90,10 +90,10 @@ static int check_table(const char *s, char *why, size_t n)
 
 static int check_store_type(const char *s, char *why, size_t n)
 {
-    if (strcmp(s, "sqlite") == 0 || strcmp(s, "postgres") == 0)
+    if (strcmp(s, "sqlite") == 0 || strcmp(s, "postgres") == 0 || strcmp(s, "none") == 0)
         return 0;
     /* "callbacks" is set by tc_config_set_store, never by name. */
-    snprintf(why, n, "unknown store type \"%s\" (known: sqlite, postgres)", s);
+    snprintf(why, n, "unknown store type \"%s\" (known: sqlite, postgres, none)", s);
     return -1;
 }
 

@@ -58,8 +58,11 @@ int tc__judge_http(tc_cache *c, const char *key, size_t key_len, tc__reader *r, 
     if (rc != TC_OK)
         return rc;
     r->version = version;
-    r->state = fresh ? TC_HTTP_FRESH
-                     : stale != TC__STALE_NO ? TC_HTTP_STALE : TC_HTTP_MUST_REVALIDATE;
+    int split = (r->flags & TC_HTTP_SPLIT_STALE) != 0;
+    r->state = fresh                               ? TC_HTTP_FRESH
+               : stale == TC__STALE_SIE && split   ? TC_HTTP_STALE_IF_ERROR
+               : stale != TC__STALE_NO             ? TC_HTTP_STALE
+                                                   : TC_HTTP_MUST_REVALIDATE;
     if (!fresh && !only_cached)
         start_refresh(c, key, key_len, rec, version);
     adopt_rec(r);

@@ -16,6 +16,8 @@ static int open_store(tc_cache *c)
     const tc_config *k = c->cfg;
     if (k->user_store != NULL)
         return tc__store_user_open(&c->store, k->user_store, k->max_value_bytes, c);
+    if (strcmp(k->store_type, "none") == 0)
+        return tc__store_none_open(&c->store, c);
     if (strcmp(k->store_type, "postgres") == 0)
         return tc__store_pg_open(&c->store, k->store_conninfo, k->store_table,
                                  k->store_pool_size, c);

@@ -19,7 +19,7 @@ int tc_get_http(void **out, size_t *out_len, unsigned *out_state, int64_t *out_a
     if (out_headers != NULL)
         *out_headers = NULL;
     int rc = tc__begin_get(out, out_len, c, "get_http", key, key_len);
-    if (rc == TC_OK && (flags & ~TC_HTTP_ONLY_IF_CACHED))
+    if (rc == TC_OK && (flags & ~(TC_HTTP_ONLY_IF_CACHED | TC_HTTP_SPLIT_STALE)))
         return tc__err(c, TC_EINVAL, "get_http: unknown flags 0x%x", flags);
     if (rc != TC_OK)
         return rc;

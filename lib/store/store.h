@@ -85,6 +85,10 @@ int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
 int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
                       int64_t pool_size, const void *owner);
 
+/* The caches alone (store_none.c): puts and deletes commit nothing and return versions from
+ * the wall clock (microseconds, increasing within the process); gets find nothing. */
+int tc__store_none_open(tc__store **out, const void *owner);
+
 /* The store a user supplies through tc_config_set_store (store_user.c). */
 struct tc__user_store;
 int tc__store_user_open(tc__store **out, struct tc__user_store *def, int64_t max_value_bytes,
