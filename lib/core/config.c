@@ -309,6 +309,9 @@ static int apply_object(tc_config *cfg, json_t *obj, const char *prefix)
         if ((size_t)snprintf(name, sizeof name, "%s%s", prefix, member) >= sizeof name)
             return cfg_fail(cfg, "unknown option \"%s%.40s...\"", prefix, member);
         if (json_is_object(v)) {
+            /* The section of tiercache-edge, which reads the same file: not the library's. */
+            if (prefix[0] == '\0' && strcmp(name, "edge_server") == 0)
+                continue;
             if (!is_section(name)) {
                 const opt *o = find_option(name);
                 if (o != NULL)
