@@ -49,7 +49,7 @@ EX_BIN   := $(patsubst examples/%.c,$(B)/examples/%,$(EX_SRC))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 .PHONY: all lib examples tools check check-layers check-unit check-exports check-install check-examples \
-        check-python check-cli check-coherence check-asan check-tsan check-valgrind demo deps \
+        check-python check-cli check-edge-server check-coherence check-asan check-tsan check-valgrind demo deps \
         install uninstall clean bench bench-build check-fuzz-replay fuzz FORCE
 
 all: lib examples tools
@@ -80,6 +80,17 @@ $(TOOL_BIN): tools/tiercache.c $(SHLIB)
 	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib' \
 	      $(REAL_LDFLAGS)
 	ln -sf tiercache $(B)/bin/tiercache-invalidator
+
+# tiercache-edge (docs/edge-server.md): linked with the static library, since it uses the
+# library's HTTP module (lib/http) as tc_put_http does.
+EDGE_BIN := $(B)/bin/tiercache-edge
+EDGE_SRC := $(wildcard tools/edge/*.c)
+EDGE_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd libcurl 2>/dev/null)
+tools: $(EDGE_BIN)
+$(EDGE_BIN): $(EDGE_SRC) tools/edge/edge_server.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -o $@ $(EDGE_SRC) $(STLIB) $(REAL_LDFLAGS) $(EDGE_LIBS) \
+	      $(DEP_LIBS)
 
 # Examples link the shared library, as a user's program would, and what else they use:
 # profile edits the SQLite file with plain SQL.
@@ -148,7 +159,12 @@ bench: $(BENCH_BINS)
 	$(BENCH_COH_BIN)
 
 check: check-layers check-exports check-install check-examples check-python check-cli check-unit \
-       check-coherence bench-build
+       check-edge-server check-coherence bench-build
+
+# RFC 9111 conformance: real HTTP to a real tiercache-edge before a test origin, and two
+# servers sharing a private redis-server (tests/edge/test_edge_server.py).
+check-edge-server: $(EDGE_BIN)
+	python3 tests/edge/test_edge_server.py $(EDGE_BIN) $$(command -v redis-server)
 
 check-unit: $(TEST_BIN) check-fuzz-replay
 	$(TEST_BIN)
@@ -250,13 +266,15 @@ check-python: $(SHLIB)
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer
 check-asan:
 	$(MAKE) B=build-asan CFLAGS="$(SAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" check-unit check-examples
+	    LDFLAGS="-fsanitize=address,undefined" check-unit check-examples check-edge-server
 check-tsan:
 	$(MAKE) B=build-tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
 	    check-unit
 check-valgrind: $(TEST_BIN) $(FUZZ_REPLAY)
 	CK_FORK=no CK_DEFAULT_TIMEOUT=120 valgrind --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite --show-leak-kinds=definite -q $(TEST_BIN)
+	TCT_EDGE_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
+	    --errors-for-leak-kinds=definite" $(MAKE) check-edge-server
 	set -e; for t in $(FUZZ_TARGETS); do \
 	    valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q \
 	        $(B)/tests/fuzz/replay_$$t tests/fuzz/corpus/$$t; \
@@ -286,6 +304,7 @@ install: lib tools $(B)/tiercache.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	    $(DESTDIR)$(BINDIR)
 	install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(EDGE_BIN) $(DESTDIR)$(BINDIR)/
 	ln -sf tiercache $(DESTDIR)$(BINDIR)/tiercache-invalidator
 	install -m 644 include/tiercache.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
