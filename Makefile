@@ -317,7 +317,8 @@ uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/tiercache.h $(DESTDIR)$(LIBDIR)/libtiercache.so \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtiercache.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libtiercache.a $(DESTDIR)$(PKGCONFIGDIR)/tiercache.pc \
-	      $(DESTDIR)$(BINDIR)/tiercache $(DESTDIR)$(BINDIR)/tiercache-invalidator
+	      $(DESTDIR)$(BINDIR)/tiercache $(DESTDIR)$(BINDIR)/tiercache-invalidator \
+	      $(DESTDIR)$(BINDIR)/tiercache-edge
 
 clean:
 	rm -rf build build-asan build-tsan

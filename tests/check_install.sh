@@ -56,7 +56,7 @@ mk() {
 # with the shared library's symlinks relative so that a DESTDIR tree stays valid when moved.
 expect_files() {
     r=$1
-    printf '%s\n' bin/tiercache bin/tiercache-invalidator include/tiercache.h lib/libtiercache.a \
+    printf '%s\n' bin/tiercache bin/tiercache-edge bin/tiercache-invalidator include/tiercache.h lib/libtiercache.a \
         "lib/libtiercache.so" \
         "lib/libtiercache.so.$major" "lib/libtiercache.so.$version" lib/pkgconfig/tiercache.pc \
         | sort > "$tmp/want"
