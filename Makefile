@@ -150,13 +150,14 @@ BENCH_BINS := $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BI
 # or links fails there, not later in somebody's make bench.
 bench-build: $(BENCH_BINS)
 
-bench: $(BENCH_BINS)
+bench: $(BENCH_BINS) $(EDGE_BIN)
 	$(BENCH_BIN)
 	$(BENCH_EDGE_BIN)
 	$(BENCH_REDIS_BIN)
 	$(BENCH_STORE_BIN)
 	$(BENCH_WT_BIN)
 	$(BENCH_COH_BIN)
+	sh bench/bench_edge_http.sh $(EDGE_BIN)
 
 check: check-layers check-exports check-install check-examples check-python check-cli check-unit \
        check-edge-server check-coherence bench-build

@@ -43,13 +43,16 @@ typedef struct ed_resp {
     char *body;
     size_t len;
     int too_big; /* the body passed max_body_bytes: it is served, never stored */
+    void *owner; /* when not NULL: body points into it, a value the library returned (tc_free) */
 } ed_resp;
 void ed_resp_free(ed_resp *r);
 
 /* The stored form: 'E' | status u16 | nfields u16 | (name NUL value NUL)* | body. */
 int ed_resp_encode(char **out, size_t *out_len, const ed_resp *r);
-/* 0 and *out filled (copies), or -1 for bytes that are not a stored response. */
-int ed_resp_decode(ed_resp *out, const void *data, size_t len);
+/* 0 and *out filled, or -1 for bytes that are not a stored response. The fields are copies;
+ * the body points into data, which *out then owns (data is a value from the library, freed
+ * with tc_free by ed_resp_free); on -1 data is the caller's still. */
+int ed_resp_decode(ed_resp *out, void *data, size_t len);
 
 /* The origin client: one libcurl share of connections and DNS for the process, and a pool of
  * easy handles, each kept with its connections (connection reuse to the origin). */

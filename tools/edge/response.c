@@ -2,6 +2,7 @@
  * response.c - header field lists and the stored form of a response (edge_server.h).
  */
 #include "edge_server.h"
+#include "tiercache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -122,7 +123,10 @@ int ed_fields_merge(ed_fields *stored, const ed_fields *fresh)
 void ed_resp_free(ed_resp *r)
 {
     ed_fields_free(&r->h);
-    free(r->body);
+    if (r->owner != NULL)
+        tc_free(r->owner);
+    else
+        free(r->body);
     memset(r, 0, sizeof *r);
 }
 
@@ -155,7 +159,7 @@ int ed_resp_encode(char **out, size_t *out_len, const ed_resp *r)
     return 0;
 }
 
-int ed_resp_decode(ed_resp *out, const void *data, size_t len)
+int ed_resp_decode(ed_resp *out, void *data, size_t len)
 {
     memset(out, 0, sizeof *out);
     const unsigned char *p = data, *end = p + len;
@@ -174,13 +178,9 @@ int ed_resp_decode(ed_resp *out, const void *data, size_t len)
         }
         p = b + 1;
     }
+    /* No copy of the body: on a hit it goes from the library's value to the socket. */
     out->len = (size_t)(end - p);
-    out->body = malloc(out->len + 1);
-    if (out->body == NULL) {
-        ed_resp_free(out);
-        return -1;
-    }
-    memcpy(out->body, p, out->len);
-    out->body[out->len] = '\0';
+    out->body = (char *)p;
+    out->owner = data;
     return 0;
 }

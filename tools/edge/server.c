@@ -263,9 +263,11 @@ static int lookup(found *f, const char *primary, const ed_fields *req)
             snprintf(f->key, sizeof f->key, "%s", vk);
             continue;
         }
-        int ok = ed_resp_decode(&f->r, v, len) == 0;
-        tc_free(v);
-        return ok;
+        if (ed_resp_decode(&f->r, v, len) != 0) {
+            tc_free(v);
+            return 0;
+        }
+        return 1;
     }
     return 0;
 }
@@ -407,7 +409,7 @@ static int store(const char *primary, const ed_fields *req, ed_resp *r)
     if (!may_store(req, r, (int64_t)time(NULL) * 1000, &heuristic_s))
         return 0;
     char *cc = ed_fields_join(&r->h, "Cache-Control");
-    ed_resp kept = {r->status, {0}, r->body, r->len, 0};
+    ed_resp kept = {r->status, {0}, r->body, r->len, 0, NULL};
     int ok = ed_fields_merge(&kept.h, &r->h) == 0;
     if (cc != NULL)
         strip_qualified_no_cache(&kept.h, cc);
@@ -588,12 +590,30 @@ static void log_line(struct MHD_Connection *conn, const char *method, const char
             len, state);
 }
 
-static enum MHD_Result send_resp(struct MHD_Connection *conn, const char *method,
-                                 const char *uri, const ed_resp *r, int status, int with_body,
-                                 int64_t age_s, const char *state)
+static void free_owner(void *owner)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        with_body ? r->len : 0, with_body ? r->body : (void *)"", MHD_RESPMEM_MUST_COPY);
+    tc_free(owner);
+}
+
+/* Queues r. With give (a hit), a body that points into a library value goes to MHD without a
+ * copy, and MHD frees the value when it is sent: r no longer owns it afterwards. */
+static enum MHD_Result send_resp_ex(struct MHD_Connection *conn, const char *method,
+                                    const char *uri, ed_resp *r, int status, int with_body,
+                                    int64_t age_s, const char *state, int give)
+{
+    struct MHD_Response *resp;
+    if (give && with_body && r->owner != NULL) {
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(r->len, r->body,
+                                                                      free_owner, r->owner);
+        if (resp != NULL) {
+            r->owner = NULL;
+            r->body = NULL;
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(with_body ? r->len : 0,
+                                               with_body ? r->body : (void *)"",
+                                               MHD_RESPMEM_MUST_COPY);
+    }
     if (resp == NULL)
         return MHD_NO;
     for (size_t i = 0; i < r->h.n; i++) {
@@ -618,6 +638,13 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, const char *method
     MHD_destroy_response(resp);
     log_line(conn, method, uri, status, with_body ? r->len : 0, state);
     return ok;
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *conn, const char *method,
+                                 const char *uri, ed_resp *r, int status, int with_body,
+                                 int64_t age_s, const char *state)
+{
+    return send_resp_ex(conn, method, uri, r, status, with_body, age_s, state, 0);
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, const char *method,
@@ -665,13 +692,13 @@ static int not_modified(const ed_fields *req, const ed_resp *r)
 }
 
 static enum MHD_Result serve_cached(struct MHD_Connection *conn, const char *method,
-                                    const char *uri, const ed_fields *req, const found *f,
-                                    const char *state)
+                                    const char *uri, const ed_fields *req, found *f,
+                                    const char *state, int give)
 {
     if (not_modified(req, &f->r))
         return send_resp(conn, method, uri, &f->r, 304, 0, f->age_s, state);
     /* For HEAD, MHD sends the body's Content-Length and leaves the body out. */
-    return send_resp(conn, method, uri, &f->r, f->r.status, 1, f->age_s, state);
+    return send_resp_ex(conn, method, uri, &f->r, f->r.status, 1, f->age_s, state, give);
 }
 
 static const origin *origin_for(const char *uri)
@@ -710,7 +737,7 @@ static int refetch(ed_resp *out, const origin *o, const char *uri, const char *p
     ed_fields_strip_hop(&out->h);
     if (out->status == 304 && cached != NULL) {
         /* 4.3.4: the stored response, with the 304's fields over its own. */
-        ed_resp merged = {cached->r.status, {0}, NULL, cached->r.len, 0};
+        ed_resp merged = {cached->r.status, {0}, NULL, cached->r.len, 0, NULL};
         merged.body = malloc(cached->r.len + 1);
         if (merged.body == NULL || ed_fields_merge(&merged.h, &cached->r.h) != 0 ||
             ed_fields_merge(&merged.h, &out->h) != 0) {
@@ -832,12 +859,12 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
     for (int attempt = 0; attempt < 2; attempt++) {
         int have = lookup(&f, primary, &rq->h);
         if (have && !revalidate && f.state == TC_HTTP_FRESH) {
-            ok = serve_cached(conn, method, uri, &rq->h, &f, "HIT");
+            ok = serve_cached(conn, method, uri, &rq->h, &f, "HIT", 1);
             ed_resp_free(&f.r);
             return ok;
         }
         if (have && !revalidate && f.state == TC_HTTP_STALE) {
-            ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE");
+            ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE", 0);
             revalidate_in_background(o, uri, primary, &rq->h, &f);
             ed_resp_free(&f.r);
             return ok;
@@ -857,7 +884,7 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
     flight_land(primary);
     if (rc != ED_OK) {
         if (have && f.state == TC_HTTP_STALE_IF_ERROR) {
-            ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE");
+            ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE", 0);
         } else {
             ok = send_error(conn, method, uri, fetch_error_status(rc),
                             rc == ED_ETIMEOUT ? "origin timed out\n" : "origin failed\n");
@@ -866,7 +893,7 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
         return ok;
     }
     if (have && r.status >= 500 && f.state == TC_HTTP_STALE_IF_ERROR) {
-        ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE");
+        ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE", 0);
         ed_resp_free(&f.r);
         ed_resp_free(&r);
         return ok;
@@ -877,7 +904,7 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
         state = "REVALIDATED";
     found served = {r, 0, 0, {0}};
     if (r.status >= 200 && r.status < 300)
-        ok = serve_cached(conn, method, uri, &rq->h, &served, state);
+        ok = serve_cached(conn, method, uri, &rq->h, &served, state, 0);
     else
         ok = send_resp(conn, method, uri, &r, r.status, 1, -1, state);
     ed_resp_free(&f.r);
