@@ -309,6 +309,16 @@ def request_no_cache_revalidates(e):
     assert count(p) == 2 and h["x-cache"] == "REVALIDATED", h
 
 
+@test
+def only_if_cached(e):
+    p = "/oic?h_Cache-Control=max-age%3D60"
+    s, _, _ = e.get(p, {"Cache-Control": "only-if-cached"})
+    assert s == 504 and count(p) == 0
+    e.get(p)
+    s, h, _ = e.get(p, {"Cache-Control": "only-if-cached"})
+    assert s == 200 and h["x-cache"] == "HIT" and count(p) == 1
+
+
 # ---- RFC 9111 4.1: Vary ---------------------------------------------------------------------
 @test
 def vary(e):
