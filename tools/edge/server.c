@@ -856,6 +856,7 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
         ed_resp_free(&r);
         return ok;
     }
+    int lead = 0; /* whether this request holds the key's flight (and so lands it) */
     for (int attempt = 0; attempt < 2; attempt++) {
         int have = lookup(&f, primary, &rq->h);
         if (have && !revalidate && f.state == TC_HTTP_FRESH) {
@@ -873,7 +874,9 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
             ed_resp_free(&f.r);
             return send_error(conn, method, uri, 504, "not cached (only-if-cached)\n");
         }
-        if (have || attempt == 1 || flight_take(primary))
+        if (have || attempt == 1)
+            break;
+        if ((lead = flight_take(primary)) != 0)
             break;
         ed_resp_free(&f.r); /* another request fetched it meanwhile: look again */
     }
@@ -881,7 +884,8 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
     ed_resp r;
     int stored = 0;
     int rc = refetch(&r, o, uri, primary, &rq->h, have ? &f : NULL, &stored);
-    flight_land(primary);
+    if (lead)
+        flight_land(primary);
     if (rc != ED_OK) {
         if (have && f.state == TC_HTTP_STALE_IF_ERROR) {
             ok = serve_cached(conn, method, uri, &rq->h, &f, "STALE", 0);
@@ -902,7 +906,8 @@ static enum MHD_Result serve_get(struct MHD_Connection *conn, const char *method
     if (have && ed_fields_get(&r.h, "ETag") != NULL && r.len == f.r.len &&
         memcmp(r.body, f.r.body, r.len) == 0)
         state = "REVALIDATED";
-    found served = {r, 0, 0, {0}};
+    /* Straight from the origin: its own Age (if any) goes with it, no Age of ours. */
+    found served = {r, 0, -1, {0}};
     if (r.status >= 200 && r.status < 300)
         ok = serve_cached(conn, method, uri, &rq->h, &served, state, 0);
     else
