@@ -23,7 +23,7 @@ PKG_CONFIG ?= pkg-config
 B        ?= build
 CFLAGS   ?= -O2 -g
 WERROR   ?=
-DEPS_PC  := hiredis jansson sqlite3 libpq
+DEPS_PC  := hiredis jansson sqlite3 libpq libcurl libcrypto
 DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(DEPS_PC) 2>/dev/null)
 DEP_LIBS   := $(shell $(PKG_CONFIG) --libs $(DEPS_PC) 2>/dev/null) -lpthread
 

@@ -14,10 +14,12 @@ set -eu
 # python3          make check-python (a store written in Python, through ctypes); -venv,
 #                  -setuptools and -wheel install the binding's package into a venv offline
 # postgresql       the pg suite and bench_store start a private server (initdb, postgres)
-# libmicrohttpd-dev, libcurl4-openssl-dev  tiercache-edge's HTTP front and its origin client
+# libmicrohttpd-dev, libcurl4-openssl-dev  tiercache-edge's HTTP front and its origin client;
+#                  libcurl is also the DynamoDB store's HTTP client
+# libssl-dev       libcrypto's SHA-256 and HMAC for the DynamoDB store's SigV4 signatures
 PACKAGES="build-essential pkg-config libhiredis-dev libjansson-dev libsqlite3-dev libpq-dev check
 redis-server valgrind python3 python3-venv python3-setuptools python3-wheel postgresql
-libmicrohttpd-dev libcurl4-openssl-dev"
+libmicrohttpd-dev libcurl4-openssl-dev libssl-dev"
 
 missing=
 for p in $PACKAGES; do
