@@ -122,8 +122,9 @@ TC_API void tc_free(void *ptr);
  *   redis.bus_channel          string  "bus"          the bus's channel (under the namespace)
  *   redis.tracking             bool    false          CLIENT TRACKING: Redis-side changes of
  *                                                     keys read from Redis leave the edge
- *   store.type                 string  "sqlite"       "sqlite" or "postgres" (tc_config_set_store
- *                                                     sets a store of the caller's own)
+ *   store.type                 string  "sqlite"       "sqlite", "postgres", "dynamodb" or
+ *                                                     "none" (tc_config_set_store sets a store
+ *                                                     of the caller's own)
  *   store.path                 string  "tiercache.db" SQLite file (":memory:" for a private one)
  *   store.table                string  "tiercache"    table name ([A-Za-z_][A-Za-z0-9_]*)
  *   store.busy_timeout_ms      int     5000           SQLite busy timeout (0 .. 600000)
@@ -132,6 +133,21 @@ TC_API void tc_free(void *ptr);
  *   store.pool_size            int     8              PostgreSQL: connections kept (1 .. 1024)
  *   store.stale_window_ms      int     0              store down: serve a value at most this
  *                                                     long past its TTL (TC_INFO_STALE); 0: off
+ *   store.region               string  ""             DynamoDB: region ("": AWS_REGION, else
+ *                                                     AWS_DEFAULT_REGION, else us-east-1)
+ *   store.endpoint             string  ""             DynamoDB: http(s)://host[:port] ("": the
+ *                                                     region's); store.streams_endpoint: its
+ *                                                     Streams' ("": the endpoint's, or region's)
+ *   store.access_key_id        string  ""             DynamoDB credentials, used when the
+ *   store.secret_access_key    string  ""             environment's AWS_ACCESS_KEY_ID /
+ *   store.session_token        string  ""             AWS_SECRET_ACCESS_KEY / ..._SESSION_TOKEN
+ *                                                     are not set
+ *   store.key_attribute        string  "pk"           DynamoDB: the partition key (a string)
+ *   store.value_attribute      string  "val"          DynamoDB: the value (binary; text read too)
+ *   store.version_attribute    string  "ver"          DynamoDB: the version (a number)
+ *   store.create_table         bool    false          DynamoDB: create the table (with its
+ *                                                     stream) and <table>_tc_feed if missing
+ *   store.timeout_ms           int     3000           DynamoDB: one call with its retries at most
  *   ttl_jitter_pct             int     10             cache TTLs cut by up to this % at random
  *   negative_ttl_ms            int     0              remember absent keys (edge and Redis)
  *   single_flight              bool    true           one store read per key at a time

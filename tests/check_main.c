@@ -38,6 +38,7 @@ int main(int argc, char **argv)
     srunner_add_suite(sr, pg_suite());
     srunner_add_suite(sr, pgwt_suite());
     srunner_add_suite(sr, sigv4_suite());
+    srunner_add_suite(sr, ddb_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

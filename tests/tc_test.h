@@ -31,6 +31,7 @@ Suite *feed_suite(void);
 Suite *pg_suite(void);
 Suite *pgwt_suite(void);
 Suite *sigv4_suite(void);
+Suite *ddb_suite(void);
 /* check_bus.c: the second process of the bus test (check_main.c runs it when TCT_BUS_PEER is
  * set); returns the exit status. */
 int tct_bus_peer_main(const char *spec);

@@ -64,6 +64,17 @@ static const opt options[] = {
     {"store.conninfo", OPT_STR, F(store_conninfo), 0, 4096, NULL},
     {"store.pool_size", OPT_INT, F(store_pool_size), 1, 1024, NULL},
     {"store.stale_window_ms", OPT_INT, F(store_stale_window_ms), 0, DAY_MS, NULL},
+    {"store.region", OPT_STR, F(store_region), 0, 64, NULL},
+    {"store.endpoint", OPT_STR, F(store_endpoint), 0, 1024, NULL},
+    {"store.streams_endpoint", OPT_STR, F(store_streams_endpoint), 0, 1024, NULL},
+    {"store.access_key_id", OPT_STR, F(store_access_key_id), 0, 256, NULL},
+    {"store.secret_access_key", OPT_STR, F(store_secret_access_key), 0, 256, NULL},
+    {"store.session_token", OPT_STR, F(store_session_token), 0, 4096, NULL},
+    {"store.key_attribute", OPT_STR, F(store_key_attribute), 1, 255, NULL},
+    {"store.value_attribute", OPT_STR, F(store_value_attribute), 1, 255, NULL},
+    {"store.version_attribute", OPT_STR, F(store_version_attribute), 1, 255, NULL},
+    {"store.create_table", OPT_BOOL, F(store_create_table), 0, 1, NULL},
+    {"store.timeout_ms", OPT_INT, F(store_timeout_ms), 1, 600000, NULL},
     {"feed.consumer", OPT_STR, F(feed_consumer), 1, 128, NULL},
     {"feed.poll_ms", OPT_INT, F(feed_poll_ms), 1, 600000, NULL},
     {"feed.batch", OPT_INT, F(feed_batch), 1, 100000, NULL},
@@ -90,10 +101,11 @@ static int check_table(const char *s, char *why, size_t n)
 
 static int check_store_type(const char *s, char *why, size_t n)
 {
-    if (strcmp(s, "sqlite") == 0 || strcmp(s, "postgres") == 0 || strcmp(s, "none") == 0)
+    if (strcmp(s, "sqlite") == 0 || strcmp(s, "postgres") == 0 || strcmp(s, "none") == 0 ||
+        strcmp(s, "dynamodb") == 0)
         return 0;
     /* "callbacks" is set by tc_config_set_store, never by name. */
-    snprintf(why, n, "unknown store type \"%s\" (known: sqlite, postgres, none)", s);
+    snprintf(why, n, "unknown store type \"%s\" (known: sqlite, postgres, dynamodb, none)", s);
     return -1;
 }
 
@@ -185,6 +197,10 @@ static const char *const string_defaults[][2] = {
     {"redis.username", ""},      {"redis.password", ""},    {"redis.bus_channel", "bus"},
     {"store.type", "sqlite"},    {"store.path", "tiercache.db"},
     {"store.table", "tiercache"}, {"store.conninfo", ""},      {"feed.consumer", "invalidator"},
+    {"store.region", ""},        {"store.endpoint", ""},    {"store.streams_endpoint", ""},
+    {"store.access_key_id", ""}, {"store.secret_access_key", ""},
+    {"store.session_token", ""}, {"store.key_attribute", "pk"},
+    {"store.value_attribute", "val"}, {"store.version_attribute", "ver"},
 };
 
 int tc_config_new(tc_config **out)
@@ -213,6 +229,7 @@ int tc_config_new(tc_config **out)
     cfg->redis_bus = 1;
     cfg->store_busy_timeout_ms = 5000;
     cfg->store_pool_size = 8;
+    cfg->store_timeout_ms = 3000;
     cfg->lease_wait_ms = 50;
     cfg->feed_poll_ms = 100;
     cfg->feed_batch = 256;

@@ -27,6 +27,13 @@ struct tc_config {
     int64_t store_busy_timeout_ms;
     int64_t store_pool_size;       /* postgres: connections kept open at most */
     int64_t store_stale_window_ms; /* store down: serve a value expired less than this ago */
+    /* dynamodb: where, as whom, the item's attribute names, whether to create the tables,
+     * and how long one call may take with its retries */
+    char *store_region, *store_endpoint, *store_streams_endpoint;
+    char *store_access_key_id, *store_secret_access_key, *store_session_token;
+    char *store_key_attribute, *store_value_attribute, *store_version_attribute;
+    int store_create_table;
+    int64_t store_timeout_ms;
     int64_t lease_ms;              /* cross-process miss lease in Redis; 0: none */
     int64_t lease_wait_ms;         /* how long a process waits for another's lease */
     struct tc__user_store *user_store; /* tc_config_set_store; counted reference */

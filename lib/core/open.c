@@ -18,6 +18,16 @@ static int open_store(tc_cache *c)
         return tc__store_user_open(&c->store, k->user_store, k->max_value_bytes, c);
     if (strcmp(k->store_type, "none") == 0)
         return tc__store_none_open(&c->store, c);
+    if (strcmp(k->store_type, "dynamodb") == 0) {
+        tc__ddb_options o = {k->store_table,          k->store_region,
+                             k->store_endpoint,       k->store_streams_endpoint,
+                             k->store_access_key_id,  k->store_secret_access_key,
+                             k->store_session_token,  k->store_key_attribute,
+                             k->store_value_attribute, k->store_version_attribute,
+                             k->store_create_table,   k->store_timeout_ms,
+                             k->max_value_bytes};
+        return tc__store_ddb_open(&c->store, &o, c);
+    }
     if (strcmp(k->store_type, "postgres") == 0)
         return tc__store_pg_open(&c->store, k->store_conninfo, k->store_table,
                                  k->store_pool_size, c);

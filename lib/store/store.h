@@ -89,6 +89,19 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
  * the wall clock (microseconds, increasing within the process); gets find nothing. */
 int tc__store_none_open(tc__store **out, const void *owner);
 
+/* The DynamoDB store (store_ddb.c): an item per key with its value and version attributes,
+ * through DynamoDB's JSON API (signed with SigV4) on kept-alive connections; the change feed is
+ * the table's stream. Empty strings mean the default (endpoint: the region's; region: the
+ * environment's AWS_REGION, else us-east-1; credentials: the environment's, else these). */
+typedef struct tc__ddb_options {
+    const char *table, *region, *endpoint, *streams_endpoint;
+    const char *access_key_id, *secret_access_key, *session_token;
+    const char *key_attribute, *value_attribute, *version_attribute;
+    int create_table;
+    int64_t timeout_ms, max_value_bytes;
+} tc__ddb_options;
+int tc__store_ddb_open(tc__store **out, const tc__ddb_options *o, const void *owner);
+
 /* The store a user supplies through tc_config_set_store (store_user.c). */
 struct tc__user_store;
 int tc__store_user_open(tc__store **out, struct tc__user_store *def, int64_t max_value_bytes,
