@@ -143,8 +143,15 @@ $(BENCH_COH_BIN): bench/bench_coherence.c bench/bench_util.h tests/harness.c tes
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_coherence.c tests/harness.c \
 	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
 
+BENCH_DDB_BIN := $(B)/bench/bench_ddb
+$(BENCH_DDB_BIN): bench/bench_ddb.c bench/bench_util.h tests/harness.c tests/ddb_harness.c \
+                  tests/tc_test.h tests/ddb_harness.h $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ bench/bench_ddb.c tests/harness.c \
+	      tests/ddb_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+
 BENCH_BINS := $(BENCH_BIN) $(BENCH_EDGE_BIN) $(BENCH_REDIS_BIN) $(BENCH_STORE_BIN) $(BENCH_WT_BIN) \
-              $(BENCH_COH_BIN)
+              $(BENCH_COH_BIN) $(BENCH_DDB_BIN)
 
 # make check builds the benchmarks without running them, so that one that no longer compiles
 # or links fails there, not later in somebody's make bench.
@@ -157,6 +164,7 @@ bench: $(BENCH_BINS) $(EDGE_BIN)
 	$(BENCH_STORE_BIN)
 	$(BENCH_WT_BIN)
 	$(BENCH_COH_BIN)
+	$(BENCH_DDB_BIN)
 	sh bench/bench_edge_http.sh $(EDGE_BIN)
 
 check: check-layers check-exports check-install check-examples check-python check-cli check-unit \
@@ -233,16 +241,17 @@ check-cli: tools
 # in separate processes against a private Redis and store, the invalidator killed and Redis
 # restarted midway; checks that no acknowledged write is lost and no read is stale past a bound.
 COHERENCE_BIN := $(B)/tests/coherence
-$(COHERENCE_BIN): tests/coherence.c tests/harness.c tests/pg_harness.c tests/tc_test.h \
-                  tests/pg_harness.h $(STLIB)
+$(COHERENCE_BIN): tests/coherence.c tests/harness.c tests/pg_harness.c tests/ddb_harness.c \
+                  tests/tc_test.h tests/pg_harness.h tests/ddb_harness.h $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -Ilib -Itests -o $@ tests/coherence.c tests/harness.c \
-	      tests/pg_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) $(DEP_LIBS)
+	      tests/pg_harness.c tests/ddb_harness.c $(STLIB) $(REAL_LDFLAGS) $(CHECK_LIBS) \
+	      $(DEP_LIBS)
 
-# Both stores. PostgreSQL was left out while a tc_put racing a plain-SQL DELETE of the same key
+# Every store with a change feed. PostgreSQL was left out while a tc_put racing a plain-SQL DELETE of the same key
 # could commit after it with a lower version (check 1, "versions increase", failed about 2 runs
 # in 5); store_pg.c now draws every version under a per-table lock held until commit.
-COHERENCE_STORES := sqlite postgres
+COHERENCE_STORES := sqlite postgres dynamodb
 check-coherence: $(COHERENCE_BIN) tools
 	@set -e; for s in $(COHERENCE_STORES); do \
 	    echo "$(COHERENCE_BIN) --store $$s"; $(COHERENCE_BIN) --store $$s; \

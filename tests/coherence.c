@@ -3,7 +3,12 @@
  * and a store (SQLite file or private PostgreSQL), checked afterwards from what every process
  * recorded.
  *
- *   coherence [--store sqlite|postgres] [--seconds N]
+ *   coherence [--store sqlite|postgres|dynamodb] [--seconds N]
+ *
+ * On DynamoDB (DynamoDB Local, tests/ddb_harness.c) the "sql writer" is a second DynamoDB
+ * client (libcurl's own SigV4 signer): UpdateItem with versions made as the library makes them
+ * (the clock, else one more) and plain DeleteItem; the change log is the table's stream, read
+ * whole at the end, and the final rows a Scan.
  *
  * Processes (each opens its own handle after fork, all from one config file in a temp dir):
  *   3 readers     tc_get_ex of a random key among NKEYS, 0-3 ms apart; each read is recorded
@@ -72,8 +77,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ddb_harness.h"
 #include "pg_harness.h"
 #include "tc_test.h"
+
+#include <jansson.h>
 
 #define NKEYS 40
 #define RARE 10     /* keys 0..RARE-1: plain SQL only, written about once a second in all */
@@ -180,6 +188,8 @@ static char cfg_path[512], db_path[512];
 static tct_redis redis;
 static tct_pg pg;
 static int use_pg;
+static tct_ddb ddb;
+static int use_ddb; /* DynamoDB Local: the "sql writer" is a second DynamoDB client */
 static char self_dir[PATH_MAX];
 
 /* ---- children ------------------------------------------------------------------------------- */
@@ -209,6 +219,8 @@ static void cleanup(void)
     kill_kids();
     if (use_pg)
         tct_pg_stop(&pg);
+    if (use_ddb)
+        tct_ddb_stop(&ddb);
     tct_redis_stop(&redis);
     if (dir[0] != '\0' && !keep_dir)
         tct_rmrf(dir);
@@ -291,11 +303,103 @@ static void rb_save(const recbuf *b, int proc)
 typedef struct sqlc {
     sqlite3 *db;
     PGconn *pg;
+    int ddb;
 } sqlc;
+
+/* ---- DynamoDB as another program writes it (tct_ddb_call: libcurl's own signer) ---------- */
+
+/* One call; the answer parsed, or NULL (an error answer, or none). */
+static json_t *ddb_json(const char *operation, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    long status = 0;
+    char *ans = text != NULL ? tct_ddb_call(&ddb, operation, text, &status) : NULL;
+    free(text);
+    json_t *j = ans != NULL && status == 200 ? json_loads(ans, 0, NULL) : NULL;
+    free(ans);
+    return j;
+}
+
+static int64_t ddb_num(json_t *attr)
+{
+    const char *n = json_string_value(json_object_get(attr, "N"));
+    return n != NULL ? strtoll(n, NULL, 10) : 0;
+}
+
+/* The version a stream record or a deletion stands for, as the store computes it. */
+static int64_t ddb_change_version(json_t *new_image, json_t *old_image)
+{
+    int64_t nv = ddb_num(json_object_get(new_image, "ver"));
+    int64_t ov = ddb_num(json_object_get(old_image, "ver"));
+    return nv > ov ? nv : ov + 1;
+}
+
+/* Versions the way the library makes them (the clock, else one more), so that they rise. */
+static int ddb_upsert(const char *key, const char *value, int64_t *version)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char t[24];
+        snprintf(t, sizeof t, "%lld", (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+        json_t *req = json_pack(
+            "{s:s,s:{s:{s:s}},s:s,s:{s:{s:s},s:{s:s}},s:s}", "TableName", "tiercache", "Key",
+            "pk", "S", key, "UpdateExpression",
+            attempt == 0 ? "SET val = :v, ver = :t REMOVE tc_deleted"
+                         : "SET val = :v REMOVE tc_deleted ADD ver :t",
+            "ExpressionAttributeValues", ":v", "S", value, ":t", "N", attempt == 0 ? t : "1",
+            "ReturnValues", "UPDATED_NEW");
+        if (attempt == 0)
+            json_object_set_new(req, "ConditionExpression",
+                                json_string("attribute_not_exists(ver) OR ver < :t"));
+        json_t *ans = ddb_json("UpdateItem", req);
+        if (ans != NULL) {
+            *version = ddb_num(json_object_get(json_object_get(ans, "Attributes"), "ver"));
+            json_decref(ans);
+            return *version > 0 ? 0 : -1;
+        }
+    }
+    return -1;
+}
+
+/* A plain DeleteItem; *version: what the stream's REMOVE stands for (0: no item). */
+static int ddb_delete(const char *key, int64_t *version)
+{
+    json_t *ans = ddb_json("DeleteItem",
+                           json_pack("{s:s,s:{s:{s:s}},s:s}", "TableName", "tiercache", "Key",
+                                     "pk", "S", key, "ReturnValues", "ALL_OLD"));
+    if (ans == NULL)
+        return -1;
+    json_t *old = json_object_get(ans, "Attributes");
+    *version = json_is_object(old) ? ddb_change_version(NULL, old) : 0;
+    json_decref(ans);
+    return 0;
+}
+
+/* The item's version (a tombstone's too), 0 when there is none. */
+static int ddb_item_version(const char *key, int64_t *out)
+{
+    json_t *ans = ddb_json("GetItem", json_pack("{s:s,s:{s:{s:s}},s:b}", "TableName",
+                                                "tiercache", "Key", "pk", "S", key,
+                                                "ConsistentRead", 1));
+    if (ans == NULL)
+        return -1;
+    *out = ddb_num(json_object_get(json_object_get(ans, "Item"), "ver"));
+    json_decref(ans);
+    return 0;
+}
+
+static int key_index(const char *s);
+static void log_add(int k, int64_t v);
 
 static int sql_open(sqlc *c)
 {
     memset(c, 0, sizeof *c);
+    if (use_ddb) {
+        c->ddb = 1;
+        return 0;
+    }
     if (use_pg) {
         c->pg = PQconnectdb(pg.conninfo);
         if (PQstatus(c->pg) != CONNECTION_OK) {
@@ -361,6 +465,8 @@ static int sql_last_logged(sqlc *c, const char *key, int64_t *out)
     static const char q[] =
         "SELECT version FROM tiercache_log WHERE key = $1 ORDER BY seq DESC LIMIT 1";
     *out = 0;
+    if (c->ddb)
+        return ddb_item_version(key, out); /* a tombstone keeps its delete's version */
     if (c->db != NULL)
         return lite_int(c->db, "SELECT version FROM tiercache_log WHERE key = ?1 "
                                "ORDER BY seq DESC LIMIT 1", key, NULL, out);
@@ -376,6 +482,8 @@ static int sql_last_logged(sqlc *c, const char *key, int64_t *out)
 static int sql_upsert(sqlc *c, const char *key, const char *value, int64_t *version)
 {
     *version = 0;
+    if (c->ddb)
+        return ddb_upsert(key, value, version);
     if (c->db != NULL) {
         if (lite_exec(c->db, "BEGIN IMMEDIATE") != 0)
             return -1;
@@ -415,6 +523,8 @@ static int sql_upsert(sqlc *c, const char *key, const char *value, int64_t *vers
 static int sql_delete(sqlc *c, const char *key, int64_t *version)
 {
     *version = 0;
+    if (c->ddb)
+        return ddb_delete(key, version);
     if (c->db != NULL) {
         if (lite_exec(c->db, "BEGIN IMMEDIATE") != 0)
             return -1;
@@ -724,7 +834,7 @@ static size_t nlog;
 static int key_index(const char *s)
 {
     int k;
-    if (sscanf(s, "coh:%d", &k) != 1 || k < 0 || k >= NKEYS)
+    if (s == NULL || sscanf(s, "coh:%d", &k) != 1 || k < 0 || k >= NKEYS)
         return -1;
     return k;
 }
@@ -741,8 +851,114 @@ static void log_add(int k, int64_t v)
     nlog++;
 }
 
+/* A short base64 value (the library's B attribute) as text ("" if it does not decode). */
+static const char *b64_text(const char *b, char *out, size_t cap)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (; *b && *b != '='; b++) {
+        const char *p = strchr(a, *b);
+        if (p == NULL || n + 1 >= cap) {
+            n = 0;
+            break;
+        }
+        acc = acc << 6 | (uint32_t)(p - a);
+        if ((bits += 6) >= 8) {
+            bits -= 8;
+            out[n++] = (char)(acc >> bits);
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* The final items (a Scan) and the whole stream as the change log. */
+static int ddb_read_database(void)
+{
+    json_t *start = NULL;
+    do { /* the items, page by page */
+        json_t *req = json_pack("{s:s,s:b}", "TableName", "tiercache", "ConsistentRead", 1);
+        if (start != NULL)
+            json_object_set_new(req, "ExclusiveStartKey", start);
+        json_t *ans = ddb_json("Scan", req), *it;
+        if (ans == NULL)
+            return -1;
+        size_t i;
+        json_array_foreach(json_object_get(ans, "Items"), i, it)
+        {
+            int k = key_index(json_string_value(json_object_get(json_object_get(it, "pk"), "S")));
+            json_t *val = json_object_get(it, "val");
+            const char *v = json_string_value(json_object_get(val, "S"));
+            const char *b = json_string_value(json_object_get(val, "B"));
+            if (k < 0 || (v == NULL && b == NULL))
+                continue; /* a tombstone: absent */
+            char text[128];
+            if (v == NULL && b != NULL) /* the library's: base64 */
+                v = b64_text(b, text, sizeof text);
+            finals[k].present = 1;
+            finals[k].version = ddb_num(json_object_get(it, "ver"));
+            if (value_parse(v, strlen(v), &finals[k].value) != 0)
+                finals[k].value = 0;
+        }
+        start = json_incref(json_object_get(ans, "LastEvaluatedKey"));
+        json_decref(ans);
+    } while (start != NULL);
+    /* The stream, every shard from its start (parents before children: DescribeStream lists
+     * them in that order), as the change log. */
+    json_t *t = ddb_json("DescribeTable", json_pack("{s:s}", "TableName", "tiercache"));
+    const char *arn = json_string_value(
+        json_object_get(json_object_get(t, "Table"), "LatestStreamArn"));
+    json_t *d = arn != NULL ? ddb_json("Streams.DescribeStream",
+                                       json_pack("{s:s}", "StreamArn", arn))
+                            : NULL;
+    json_t *sh;
+    size_t i;
+    int rc = d != NULL ? 0 : -1;
+    json_array_foreach(json_object_get(json_object_get(d, "StreamDescription"), "Shards"), i, sh)
+    {
+        json_t *it = ddb_json("Streams.GetShardIterator",
+                              json_pack("{s:s,s:O,s:s}", "StreamArn", arn, "ShardId",
+                                        json_object_get(sh, "ShardId"), "ShardIteratorType",
+                                        "TRIM_HORIZON"));
+        char *iter = it != NULL ? strdup(json_string_value(json_object_get(it, "ShardIterator")))
+                                : NULL;
+        json_decref(it);
+        while (iter != NULL) {
+            json_t *r = ddb_json("Streams.GetRecords", json_pack("{s:s}", "ShardIterator", iter));
+            free(iter);
+            iter = NULL;
+            if (r == NULL) {
+                rc = -1;
+                break;
+            }
+            json_t *recs = json_object_get(r, "Records"), *rec1;
+            size_t j;
+            json_array_foreach(recs, j, rec1)
+            {
+                json_t *dd = json_object_get(rec1, "dynamodb");
+                int k = key_index(json_string_value(
+                    json_object_get(json_object_get(json_object_get(dd, "Keys"), "pk"), "S")));
+                if (k >= 0)
+                    log_add(k, ddb_change_version(json_object_get(dd, "NewImage"),
+                                                  json_object_get(dd, "OldImage")));
+            }
+            const char *next = json_string_value(json_object_get(r, "NextShardIterator"));
+            if (next != NULL && json_array_size(recs) > 0)
+                iter = strdup(next);
+            json_decref(r);
+        }
+    }
+    json_decref(d);
+    json_decref(t);
+    return rc;
+}
+
 static int read_database(void)
 {
+    if (use_ddb)
+        return ddb_read_database();
     sqlc c;
     if (sql_open(&c) != 0)
         return -1;
@@ -1003,7 +1219,7 @@ static int run_checks(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: coherence [--store sqlite|postgres] [--seconds N]\n");
+    fprintf(stderr, "usage: coherence [--store sqlite|postgres|dynamodb] [--seconds N]\n");
     exit(2);
 }
 
@@ -1018,9 +1234,11 @@ int main(int argc, char **argv)
         else
             usage();
     }
-    if (seconds < 3 || (strcmp(store_kind, "sqlite") != 0 && strcmp(store_kind, "postgres") != 0))
+    if (seconds < 3 || (strcmp(store_kind, "sqlite") != 0 && strcmp(store_kind, "postgres") != 0 &&
+                        strcmp(store_kind, "dynamodb") != 0))
         usage();
     use_pg = strcmp(store_kind, "postgres") == 0;
+    use_ddb = strcmp(store_kind, "dynamodb") == 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     char self[PATH_MAX];
@@ -1053,6 +1271,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "coherence: cannot start PostgreSQL\n");
         return 1;
     }
+    if (use_ddb && tct_ddb_start(&ddb) != 0) {
+        fprintf(stderr, "coherence: cannot start DynamoDB Local\n");
+        return 1;
+    }
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
     snprintf(db_path, sizeof db_path, "%s/store.db", dir);
     FILE *f = fopen(cfg_path, "w");
@@ -1061,10 +1283,16 @@ int main(int argc, char **argv)
     fprintf(f,
             "{\"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"retry_interval_ms\": 100,\n"
             "           \"retry_max_ms\": 500},\n"
-            " \"store\": {\"type\": \"%s\", \"path\": \"%s\", \"conninfo\": \"%s\"},\n"
+            " \"store\": {\"type\": \"%s\", \"path\": \"%s\", \"conninfo\": \"%s\"%s%s%s},\n"
             " \"edge\": {\"max_ttl_ms\": %d}, \"default_ttl_ms\": %d, \"ttl_jitter_pct\": 0,\n"
             " \"feed\": {\"poll_ms\": %d, \"lease_ms\": %d}}\n",
-            redis.port, store_kind, db_path, use_pg ? pg.conninfo : "", EDGE_TTL_MS,
+            redis.port, store_kind, db_path, use_pg ? pg.conninfo : "",
+            use_ddb ? ", \"create_table\": true, \"endpoint\": \"" : "",
+            use_ddb ? ddb.endpoint : "",
+            use_ddb ? "\", \"access_key_id\": \"" TCT_DDB_KEY "\", \"secret_access_key\": \""
+                      TCT_DDB_SECRET "\", \"region\": \"" TCT_DDB_REGION "\""
+                    : "",
+            EDGE_TTL_MS,
             REDIS_TTL_MS, POLL_MS, LEASE_MS);
     fclose(f);
 
