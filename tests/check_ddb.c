@@ -259,6 +259,48 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* tc_get_many through BatchGetItem: 150 keys (two requests), one repeated, one absent, one
+ * deleted; the caches are filled on the way back. */
+START_TEST(test_get_many)
+{
+    tc_cache *c = ddb_open("t_many", 1, NULL);
+    enum { N = 150 };
+    char names[N + 3][16];
+    const char *keys[N + 3];
+    size_t lens[N + 3];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "m%03d", i);
+        ck_assert_int_eq(tc_put(c, K(names[i]), K(names[i]), 0), TC_OK);
+    }
+    ck_assert_int_eq(tc_del(c, K("m007")), TC_OK);
+    snprintf(names[N], sizeof names[N], "absent");
+    snprintf(names[N + 1], sizeof names[N + 1], "m003"); /* again, in the same request */
+    snprintf(names[N + 2], sizeof names[N + 2], "m149");
+    for (int i = 0; i < N + 3; i++)
+        keys[i] = names[i], lens[i] = strlen(names[i]);
+    tc_close(c);
+    c = ddb_open("t_many", 1, NULL); /* cold caches */
+    tc_items *items;
+    ck_assert_int_eq(tc_get_many(&items, c, keys, lens, N + 3), TC_OK);
+    ck_assert_uint_eq(tc_items_count(items), N + 3);
+    for (int i = 0; i < N + 3; i++) {
+        size_t len;
+        const void *v = tc_items_value(items, (size_t)i, &len);
+        if (i == 7 || i == N) {
+            ck_assert_ptr_null(v);
+            continue;
+        }
+        ck_assert_msg(v != NULL && len == lens[i] && memcmp(v, keys[i], len) == 0, "%s",
+                      keys[i]);
+    }
+    tc_items_free(items);
+    unsigned src;
+    ck_assert_int_eq(get(c, "m120", "m120", &src, NULL), TC_OK);
+    ck_assert_uint_eq(src, TC_SOURCE_EDGE);
+    tc_close(c);
+}
+END_TEST
+
 /* A child after fork() uses connections of its own, and the parent's go on working. */
 START_TEST(test_fork)
 {
@@ -288,6 +330,7 @@ Suite *ddb_suite(void)
     tcase_add_test(tc, test_outside_writes_through_the_stream);
     tcase_add_test(tc, test_checkpoint_resumes);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_get_many);
     tcase_add_test(tc, test_fork);
     suite_add_tcase(s, tc);
     return s;

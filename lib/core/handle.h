@@ -132,6 +132,13 @@ typedef struct tc__reader {
     unsigned edge_flags; /* the flags of the edge entry being read */
     int64_t tomb_version; /* a tombstone the edge holds for the key, -1 for none */
     uint64_t epoch;       /* edge_epoch when the read began (tc__fill_edge) */
+    /* The store's answer fetched ahead in a batch (tc_get_many and the store's get_many):
+     * tc__store_get hands it over once instead of asking the store. pre_state: 0 none, 1 the
+     * value pre (pre_len bytes, pre_version), 2 not found. */
+    int pre_state;
+    const void *pre;
+    size_t pre_len;
+    int64_t pre_version;
 } tc__reader;
 
 /* The read path: on TC_OK the value is in r (r->copy, or the caller's r->buf) and *source says

@@ -75,10 +75,69 @@ static int many_redis(void *ctx, size_t j, const void *data, size_t len, int64_t
     return TC_OK;
 }
 
-/* One key through read_through (from the store, or the whole path); the value into the list. */
-static int many_one(many *m, size_t i, unsigned flags)
+/* The store's batch answer for the keys that go to the store (prefetch): a copy per key. */
+typedef struct pre_answer {
+    void *value; /* NULL: not found */
+    size_t len;
+    int64_t version;
+} pre_answer;
+
+typedef struct pre_batch {
+    pre_answer *ans; /* indexed like the key list */
+    size_t *index;   /* batch position -> key index */
+} pre_batch;
+
+static int pre_take(void *ctx, size_t j, const void *value, size_t len, int64_t version)
+{
+    pre_batch *b = ctx;
+    pre_answer *a = &b->ans[b->index[j]];
+    free(a->value);
+    a->value = malloc(len ? len : 1);
+    if (a->value == NULL)
+        return TC_ENOMEM;
+    memcpy(a->value, value, len);
+    a->len = len;
+    a->version = version;
+    return TC_OK;
+}
+
+/* One batch read of the store for the keys that none of the caches answered (MANY_STORE), when
+ * the store can: the single-key path then takes each answer instead of a round trip of its own,
+ * with its fills, single flight and leases unchanged. A failed batch leaves the keys to it. */
+static pre_answer *prefetch(many *m, size_t n)
+{
+    tc__store *st = m->c->store;
+    if (st->ops->get_many == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->state[i] == MANY_STORE)
+            m->rest_keys[k] = m->keys[i], m->rest_lens[k] = m->key_lens[i], m->rest[k++] = i;
+    if (k < 2)
+        return NULL;
+    pre_batch b = {calloc(n, sizeof *b.ans), m->rest};
+    if (b.ans == NULL)
+        return NULL;
+    if (st->ops->get_many(st, k, m->rest_keys, m->rest_lens, pre_take, &b) != TC_OK) {
+        for (size_t i = 0; i < n; i++)
+            free(b.ans[i].value);
+        free(b.ans);
+        return NULL;
+    }
+    return b.ans;
+}
+
+/* One key through read_through (from the store, or the whole path); the value into the list.
+ * pre: the store's answer fetched ahead, or NULL. */
+static int many_one(many *m, size_t i, unsigned flags, const pre_answer *pre)
 {
     tc__reader r = {.c = m->c, .flags = flags};
+    if (pre != NULL) {
+        r.pre_state = pre->value != NULL ? 1 : 2;
+        r.pre = pre->value;
+        r.pre_len = pre->len;
+        r.pre_version = pre->version;
+    }
     unsigned source = 0;
     int rc = tc__read_through(m->c, m->keys[i], m->key_lens[i], &r, &source);
     tc__reader_done(&r);
@@ -131,16 +190,20 @@ static int get_many_run(many *m, size_t n)
         if (rc != TC_OK)
             TC__INC(c->stats.redis.errors); /* the store answers the rest */
     }
-    for (size_t i = 0; i < n; i++) {
+    pre_answer *pre = prefetch(m, n);
+    rc = TC_OK;
+    for (size_t i = 0; i < n && rc == TC_OK; i++) {
         if (m->state[i] == MANY_DONE)
             continue;
         if (m->state[i] == MANY_STORE && c->redis != NULL)
             TC__INC(c->stats.redis.misses);
-        rc = many_one(m, i, m->state[i] == MANY_FULL ? 0 : TC__READ_STORE_ONLY);
-        if (rc != TC_OK)
-            return rc;
+        rc = many_one(m, i, m->state[i] == MANY_FULL ? 0 : TC__READ_STORE_ONLY,
+                      pre != NULL && m->state[i] == MANY_STORE ? &pre[i] : NULL);
     }
-    return TC_OK;
+    for (size_t i = 0; pre != NULL && i < n; i++)
+        free(pre[i].value);
+    free(pre);
+    return rc;
 }
 
 int tc_get_many(tc_items **out, tc_cache *c, const char *const *keys, const size_t *key_lens,

@@ -91,6 +91,13 @@ int tc__store_get(tc_cache *c, const char *key, size_t key_len, tc__reader *r)
     tc__store_hook hook = atomic_load(&tc__hook_before_store_read);
     if (hook != NULL)
         hook(c, key, key_len);
+    if (r->pre_state != 0) {
+        /* The batch's answer, good once: a second look (a retry) asks the store. */
+        int st = r->pre_state;
+        r->pre_state = 0;
+        return st == 1 ? tc__deliver_copy(r, r->pre, r->pre_len, r->pre_version, -1)
+                       : TC_ENOTFOUND;
+    }
     return c->store->ops->get(c->store, key, key_len, tc__deliver_copy, r);
 }
 

@@ -28,6 +28,13 @@ typedef struct tc__store_ops {
      * deletion took, newer than any the key had. */
     int (*del)(tc__store *s, const char *key, size_t key_len, int64_t *out_version);
     void (*close)(tc__store *s);
+    /* Optional (NULL: the read path asks get key by key): the n keys in as few round trips as
+     * the database allows; fn(ctx, i, value, len, version) for each key i found, in any order.
+     * TC_OK (also when some were not found), TC_ESTORE, or fn's result. */
+    int (*get_many)(tc__store *s, size_t n, const char *const *keys, const size_t *key_lens,
+                    int (*fn)(void *ctx, size_t i, const void *value, size_t len,
+                              int64_t version),
+                    void *ctx);
 
     /* The change feed (store.h's built-in stores; NULL in a store without one): a log of every
      * insert, update and delete of the table, plain SQL by other programs included (triggers

@@ -128,28 +128,14 @@ static json_t *number(int64_t v)
 
 /* ---- the operations ---------------------------------------------------------------------- */
 
-static int ddb_get(tc__store *st, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
+/* Hands an item's value to fn (a tc__value_fn); TC_ENOTFOUND for a tombstone. */
+static int deliver_item(ddb_store *s, json_t *item, tc__value_fn fn, void *ctx)
 {
-    ddb_store *s = (ddb_store *)st;
-    json_t *k = key_object(s, key, key_len);
-    if (k == NULL)
-        return key_error(s, "get");
-    json_t *req = json_pack("{s:s,s:o,s:b}", "TableName", s->table, "Key", k, "ConsistentRead", 1);
-    if (req == NULL)
-        return tc__err(st->owner, TC_ENOMEM, "dynamodb get: out of memory");
-    json_t *ans;
-    int rc = tc__ddb_call(&s->db, "GetItem", req, &ans, NULL);
-    json_decref(req);
-    if (rc == TC_ESTATE)
-        rc = tc__err(st->owner, TC_ESTORE, "dynamodb get: unexpected condition failure");
-    if (rc != TC_OK)
-        return rc;
-    json_t *item = json_object_get(ans, "Item");
+    const tc__store *st = &s->base;
     json_t *val = json_object_get(item, s->value_attr);
-    if (!json_is_object(item) || val == NULL) {
-        json_decref(ans);
-        return TC_ENOTFOUND; /* no item, or a tombstone */
-    }
+    if (val == NULL)
+        return TC_ENOTFOUND;
+    int rc;
     int64_t version = tc__ddb_number(json_object_get(item, s->version_attr));
     json_t *b = json_object_get(val, "B"), *str = json_object_get(val, "S");
     if (json_is_string(b)) {
@@ -174,7 +160,136 @@ static int ddb_get(tc__store *st, const char *key, size_t key_len, tc__value_fn 
         rc = tc__err(st->owner, TC_ESTORE, "dynamodb get: attribute \"%s\" is neither B nor S",
                      s->value_attr);
     }
+    return rc;
+}
+
+static int ddb_get(tc__store *st, const char *key, size_t key_len, tc__value_fn fn, void *ctx)
+{
+    ddb_store *s = (ddb_store *)st;
+    json_t *k = key_object(s, key, key_len);
+    if (k == NULL)
+        return key_error(s, "get");
+    json_t *req = json_pack("{s:s,s:o,s:b}", "TableName", s->table, "Key", k, "ConsistentRead", 1);
+    if (req == NULL)
+        return tc__err(st->owner, TC_ENOMEM, "dynamodb get: out of memory");
+    json_t *ans;
+    int rc = tc__ddb_call(&s->db, "GetItem", req, &ans, NULL);
+    json_decref(req);
+    if (rc == TC_ESTATE)
+        rc = tc__err(st->owner, TC_ESTORE, "dynamodb get: unexpected condition failure");
+    if (rc != TC_OK)
+        return rc;
+    json_t *item = json_object_get(ans, "Item");
+    json_t *val = json_object_get(item, s->value_attr);
+    if (!json_is_object(item) || val == NULL) {
+        json_decref(ans);
+        return TC_ENOTFOUND; /* no item, or a tombstone */
+    }
+    rc = deliver_item(s, item, fn, ctx);
     json_decref(ans);
+    return rc;
+}
+
+/* ---- get many: BatchGetItem ---------------------------------------------------------------- */
+
+#define BATCH_MAX 100 /* keys per BatchGetItem, DynamoDB's limit */
+
+typedef struct many_ctx {
+    int (*fn)(void *ctx, size_t i, const void *value, size_t len, int64_t version);
+    void *ctx;
+    size_t i;
+} many_ctx;
+
+static int many_value(void *ctx, const void *data, size_t len, int64_t version, int64_t ttl)
+{
+    many_ctx *m = ctx;
+    (void)ttl;
+    return m->fn(m->ctx, m->i, data, len, version);
+}
+
+/* The positions from..to-1 (at most BATCH_MAX), whose distinct keys are idx: one request, its
+ * unprocessed keys asked again, with backoff, until the store's timeout. */
+static int batch_chunk(ddb_store *s, const char *const *keys, const size_t *lens, size_t from,
+                       size_t to, const size_t *idx, size_t nidx,
+                       int (*fn)(void *, size_t, const void *, size_t, int64_t), void *ctx)
+{
+    json_t *want = json_array();
+    for (size_t j = 0; want != NULL && j < nidx; j++) {
+        json_t *k = key_object(s, keys[idx[j]], lens[idx[j]]);
+        if (k == NULL) {
+            json_decref(want);
+            return key_error(s, "get_many");
+        }
+        json_array_append_new(want, k);
+    }
+    if (want == NULL)
+        return tc__err(s->base.owner, TC_ENOMEM, "dynamodb get_many: out of memory");
+    int rc = TC_OK;
+    int64_t until = tc__now_ms() + s->db.timeout_ms, pause = 25;
+    while (rc == TC_OK && json_array_size(want) > 0) {
+        json_t *req = json_pack("{s:{s:{s:O,s:b}}}", "RequestItems", s->table, "Keys", want,
+                                "ConsistentRead", 1),
+               *ans;
+        json_decref(want);
+        want = NULL;
+        if (req == NULL)
+            return tc__err(s->base.owner, TC_ENOMEM, "dynamodb get_many: out of memory");
+        rc = tc__ddb_call(&s->db, "BatchGetItem", req, &ans, NULL);
+        json_decref(req);
+        if (rc != TC_OK)
+            break;
+        json_t *items = json_object_get(json_object_get(ans, "Responses"), s->table), *item;
+        size_t j;
+        json_array_foreach(items, j, item)
+        {
+            size_t klen;
+            const char *key = tc__ddb_image_key(s, item, &klen);
+            /* Every position that asked for this key gets it (a key may repeat). */
+            for (size_t i = from; key != NULL && i < to && rc == TC_OK; i++) {
+                if (lens[i] != klen || memcmp(keys[i], key, klen) != 0)
+                    continue;
+                many_ctx m = {fn, ctx, i};
+                rc = deliver_item(s, item, many_value, &m);
+                if (rc == TC_ENOTFOUND)
+                    rc = TC_OK;
+            }
+        }
+        json_t *left = json_object_get(
+            json_object_get(json_object_get(ans, "UnprocessedKeys"), s->table), "Keys");
+        if (rc == TC_OK && json_array_size(left) > 0) {
+            want = json_incref(left);
+            if (tc__now_ms() + pause > until)
+                rc = tc__err(s->base.owner, TC_ESTORE,
+                             "dynamodb get_many: keys left unprocessed until the timeout");
+            struct timespec ts = {0, (long)pause * 1000000L};
+            nanosleep(&ts, NULL);
+            pause = pause * 2 > 1000 ? 1000 : pause * 2;
+        }
+        json_decref(ans);
+    }
+    json_decref(want);
+    return rc;
+}
+
+static int ddb_get_many(tc__store *st, size_t n, const char *const *keys, const size_t *lens,
+                        int (*fn)(void *, size_t, const void *, size_t, int64_t), void *ctx)
+{
+    ddb_store *s = (ddb_store *)st;
+    int rc = TC_OK;
+    /* BATCH_MAX positions a request, each key once in it (DynamoDB refuses a batch that
+     * repeats one): a key repeated across requests is simply asked twice. */
+    for (size_t from = 0; from < n && rc == TC_OK; from += BATCH_MAX) {
+        size_t to = n - from > BATCH_MAX ? from + BATCH_MAX : n;
+        size_t idx[BATCH_MAX], nidx = 0;
+        for (size_t i = from; i < to; i++) {
+            int seen = 0;
+            for (size_t j = 0; j < nidx && !seen; j++)
+                seen = lens[idx[j]] == lens[i] && memcmp(keys[idx[j]], keys[i], lens[i]) == 0;
+            if (!seen)
+                idx[nidx++] = i;
+        }
+        rc = batch_chunk(s, keys, lens, from, to, idx, nidx, fn, ctx);
+    }
     return rc;
 }
 
@@ -272,6 +387,7 @@ static const tc__store_ops ddb_ops = {
     .put = ddb_put,
     .del = ddb_del,
     .close = ddb_close,
+    .get_many = ddb_get_many,
     .feed_read = tc__ddb_feed_read,
     .feed_claim = tc__ddb_feed_claim,
     .feed_commit = tc__ddb_feed_commit,
