@@ -95,6 +95,7 @@ $(EDGE_BIN): $(EDGE_SRC) tools/edge/edge_server.h $(STLIB)
 # Examples link the shared library, as a user's program would, and what else they use:
 # profile edits the SQLite file with plain SQL.
 $(B)/examples/profile: EX_LIBS = $(shell $(PKG_CONFIG) --libs sqlite3 2>/dev/null)
+$(B)/examples/dynamodb: EX_LIBS = $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null)
 $(B)/examples/%: examples/%.c $(SHLIB)
 	@mkdir -p $(@D)
 	$(CC) $(REAL_CFLAGS) -o $@ $< -L$(B) -ltiercache -Wl,-rpath,'$$ORIGIN/..' $(REAL_LDFLAGS) \

