@@ -60,6 +60,7 @@ struct ddb_feed {
     pending *buf;
     int nbuf, capbuf;
     long long fetched_writes; /* the store's write count at the last fetch (feed_wait) */
+    int table_ok;             /* <table>_tc_feed was found (or made): not looked for again */
 };
 
 static ddb_store *S(tc__store *st)
@@ -202,7 +203,8 @@ int tc__ddb_feed_claim(tc__store *st, const char *consumer, const char *holder, 
     ddb_feed *f = lock_feed(s);
     if (f == NULL)
         return nomem(s);
-    int rc = ensure_feed_table(s);
+    int rc = f->table_ok ? TC_OK : ensure_feed_table(s);
+    f->table_ok = rc == TC_OK;
     json_t *ans = NULL;
     if (rc == TC_OK) {
         int64_t now = tc__wall_ms();

@@ -155,7 +155,11 @@ static int deliver_item(ddb_store *s, json_t *item, tc__value_fn fn, void *ctx)
         }
     } else if (json_is_string(str)) {
         /* A writer outside the library may store text: its bytes are the value. */
-        rc = fn(ctx, json_string_value(str), json_string_length(str), version, -1);
+        size_t n = json_string_length(str);
+        rc = (int64_t)n > s->max_value_bytes
+                 ? tc__err(st->owner, TC_ESTORE, "dynamodb get: value of %zu bytes is over "
+                                                 "max_value_bytes", n)
+                 : fn(ctx, json_string_value(str), n, version, -1);
     } else {
         rc = tc__err(st->owner, TC_ESTORE, "dynamodb get: attribute \"%s\" is neither B nor S",
                      s->value_attr);
