@@ -13,6 +13,10 @@
  *   edge-missratio-<trace>-<size> miss ratio of the edge itself (16 shards, S3-FIFO) vs LRU
  *   edge-missratio-fifo-...       FIFO vs LRU on the same trace
  *   edge-ttl-<keys>-<dist>        ns per hit with the TTL check vs the same code compiled without
+ *   api-hit-into-<keys>-<dist>    ns per tc_get_into answered by the edge, through a handle (the
+ *                                 caches alone, store.type "none"), vs the bare lookup and copy
+ *   api-hit-get-<keys>-<dist>     ns per tc_get + tc_free answered by the edge vs the bare
+ *                                 lookup and copy into a malloc'd buffer, then free
  *
  * Miss-ratio traces (1M keys, 10M requests each): Zipf with alpha 0.6, 0.8, 0.99, 1.2; "scan",
  * Zipf 0.99 phases interleaved with sequential scans of keys that are never seen again; "loop",
@@ -22,6 +26,7 @@
  *
  * Timings are medians of 7 rounds, on whatever this machine is doing: compare ratios. The whole
  * program takes 60-80 s on 2 cores.
+ * BENCH_EDGE_INSTR=<kind> runs one table's reads for bench/bench_instr.sh (callgrind) alone.
  * BENCH_EDGE_QUICK=1 in the environment runs everything smaller (a smoke test);
  * BENCH_EDGE_ONLY=hit,scale,missratio (any of them) runs only those parts; BENCH_EDGE_HIT_KEYS=10k
  * (or 1m) only that size of the hit part.
@@ -54,6 +59,8 @@
 #define tc__edge_peek nottl_edge_peek
 #define tc__edge_get_into_slow nottl_edge_get_into_slow
 #define tc__edge_thread_slot nottl_edge_thread_slot
+#define tc__edge_try_hit nottl_edge_try_hit
+#define edge_hit nottl_edge_hit
 #include "edge/edge.c"
 #include "edge/edge_hit.h"
 #undef tc__edge_new
@@ -72,6 +79,8 @@
 #undef tc__edge_peek
 #undef tc__edge_get_into_slow
 #undef tc__edge_thread_slot
+#undef tc__edge_try_hit
+#undef edge_hit
 #undef EDGE_BENCH_NO_TTL
 #undef TC_EDGE_H
 #undef TC_EDGE_HIT_H
@@ -405,14 +414,39 @@ static void mlru_free(mutex_lru *m)
 
 /* ---- the tables under test, behind one reader function --------------------------------------- */
 
-enum table_kind { T_EDGE, T_EDGE_NOTTL, T_BARE, T_MUTEX_LRU, T_BARE_MEMCMP };
+enum table_kind {
+    T_EDGE, T_EDGE_NOTTL, T_BARE, T_MUTEX_LRU, T_BARE_MEMCMP,
+    T_API_INTO, T_API_GET, T_BARE_MALLOC /* the handle's reads, and tc_get's baseline */
+};
 
 typedef struct tables {
     const keyset *ks;
     tc__edge *edge, *nottl;
     bare_table bare;
     mutex_lru lru;
+    tc_cache *api; /* T_API_*: a handle whose edge holds every key */
 } tables;
+
+/* A handle as a user opens one for the caches alone (no file, no Redis), every key put once:
+ * its edge holds them all for the whole run. */
+static tc_cache *filled_handle(const keyset *ks, const char *value)
+{
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"store\": {\"type\": \"none\"}, \"ttl_jitter_pct\": 0, "
+             "\"edge\": {\"max_entries\": %lu, \"max_bytes\": %lu, \"max_ttl_ms\": %d}}",
+             (unsigned long)ks->n * 2, (unsigned long)ks->n * 1024 + (64ul << 20), LONG_TTL_MS);
+    tc_config *cfg;
+    tc_cache *c;
+    if (tc_config_new(&cfg) != TC_OK || tc_config_load_json(cfg, json, strlen(json)) != TC_OK ||
+        tc_open(&c, cfg) != TC_OK)
+        die("tc_open");
+    tc_config_free(cfg);
+    for (uint32_t i = 0; i < ks->n; i++)
+        if (tc_put(c, ks->key[i], ks->len[i], value, VALUE_LEN, LONG_TTL_MS) != TC_OK)
+            die("tc_put");
+    return c;
+}
 
 static tc__edge *filled_edge(const keyset *ks, const char *value, int nottl)
 {
@@ -444,6 +478,8 @@ static void tables_build(tables *t, const keyset *ks, int kinds)
         bare_build(&t->bare, ks, value);
     if (kinds & (1 << T_MUTEX_LRU))
         mlru_build(&t->lru, ks, value);
+    if (kinds & (1 << T_API_INTO))
+        t->api = filled_handle(ks, value);
 }
 
 static void tables_free(tables *t)
@@ -454,6 +490,7 @@ static void tables_free(tables *t)
         bare_free(&t->bare);
     if (t->lru.buckets != NULL)
         mlru_free(&t->lru);
+    tc_close(t->api);
 }
 
 /* Reads trace[from .. from+count) (wrapping) from one table; returns the hits. `stop`, if not
@@ -489,6 +526,29 @@ static size_t read_trace(tables *t, enum table_kind kind, const uint32_t *trace,
         case T_BARE_MEMCMP:
             hits += (size_t)bare_get_memcmp(&t->bare, key, klen, out);
             break;
+        case T_API_INTO:
+            hits += tc_get_into(&vlen, t->api, key, klen, out, sizeof out) == TC_OK;
+            break;
+        case T_API_GET: {
+            void *v;
+            if (tc_get(&v, &vlen, t->api, key, klen) == TC_OK) {
+                hits++;
+                tc_free(v);
+            }
+            break;
+        }
+        case T_BARE_MALLOC: {
+            /* tc_get's work without the library: the lookup, a buffer of the value's size (and
+             * its NUL, as tc_get's), the copy, the free. */
+            void *v = malloc(VALUE_LEN + 1);
+            if (v != NULL) {
+                hits += (size_t)bare_get(&t->bare, key, klen, v);
+                ((char *)v)[VALUE_LEN] = '\0';
+                out[0] = ((char *)v)[0];
+                free(v);
+            }
+            break;
+        }
         }
     }
     if (done != NULL)
@@ -515,19 +575,24 @@ static void bench_hit(uint32_t nkeys, const char *keys_name)
     keyset ks;
     keyset_init(&ks, nkeys);
     tables t;
-    tables_build(&t, &ks, 1 << T_EDGE | 1 << T_EDGE_NOTTL | 1 << T_BARE);
+    tables_build(&t, &ks, 1 << T_EDGE | 1 << T_EDGE_NOTTL | 1 << T_BARE | 1 << T_API_INTO);
     size_t len = quick ? 100000 : nkeys >= 1000000 ? 1000000 : 2000000;
     static const double alphas[] = {0.99, 0};
     for (int a = 0; a < 2; a++) {
         uint32_t *trace = make_trace(nkeys, alphas[a], len, 42 + (uint64_t)a);
         const char *dist = alphas[a] > 0 ? "zipf0.99" : "uniform";
         double edge[ROUNDS], bare[ROUNDS], nottl[ROUNDS], bare_mc[ROUNDS];
+        double into[ROUNDS], get[ROUNDS], bare_malloc[ROUNDS];
         read_trace(&t, T_EDGE, trace, len, 0, len, NULL, NULL); /* warm the caches and the clock */
+        read_trace(&t, T_API_INTO, trace, len, 0, len, NULL, NULL);
         for (int r = 0; r < ROUNDS; r++) {
             edge[r] = time_reads(&t, T_EDGE, trace, len, len);
             bare[r] = time_reads(&t, T_BARE, trace, len, len);
             nottl[r] = time_reads(&t, T_EDGE_NOTTL, trace, len, len);
             bare_mc[r] = time_reads(&t, T_BARE_MEMCMP, trace, len, len);
+            into[r] = time_reads(&t, T_API_INTO, trace, len, len);
+            get[r] = time_reads(&t, T_API_GET, trace, len, len);
+            bare_malloc[r] = time_reads(&t, T_BARE_MALLOC, trace, len, len);
         }
         char id[64];
         double e = median(edge, ROUNDS);
@@ -539,6 +604,12 @@ static void bench_hit(uint32_t nkeys, const char *keys_name)
                keys_name, dist, bm, e / bm);
         snprintf(id, sizeof id, "edge-ttl-%s-%s", keys_name, dist);
         report(id, "ns_per_hit", e, median(nottl, ROUNDS));
+        /* What a user's call costs over the edge's own hit (argument checks, the read's state,
+         * the source and error bookkeeping) against the same bare lookup. */
+        snprintf(id, sizeof id, "api-hit-into-%s-%s", keys_name, dist);
+        report(id, "ns_per_hit", median(into, ROUNDS), median(bare, ROUNDS));
+        snprintf(id, sizeof id, "api-hit-get-%s-%s", keys_name, dist);
+        report(id, "ns_per_hit", median(get, ROUNDS), median(bare_malloc, ROUNDS));
         free(trace);
     }
     tables_free(&t);
@@ -999,6 +1070,46 @@ static void bench_missratio(void)
         free(loops[s]);
 }
 
+/* ---- instructions per hit (bench/bench_instr.sh) ------------------------------------------- */
+
+/* The reads that callgrind counts (--toggle-collect='instr_reads*': GCC may clone it); the
+ * rest of the program, building the tables and the trace, is not counted. */
+__attribute__((noinline)) static size_t instr_reads(tables *t, enum table_kind kind,
+                                                    const uint32_t *trace, size_t len)
+{
+    return read_trace(t, kind, trace, len, 0, len, NULL, NULL);
+}
+
+/* BENCH_EDGE_INSTR=<kind>: 10k keys, one pass to warm, then 100k Zipf 0.99 reads of one table,
+ * counted by the script that runs this under callgrind. */
+static int instr_mode(const char *name)
+{
+    static const struct { const char *name; enum table_kind kind; } kinds[] = {
+        {"bare", T_BARE}, {"edge", T_EDGE}, {"api-into", T_API_INTO},
+        {"api-get", T_API_GET}, {"bare-malloc", T_BARE_MALLOC},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (strcmp(name, kinds[i].name) != 0)
+            continue;
+        keyset ks;
+        keyset_init(&ks, 10000);
+        tables t;
+        tables_build(&t, &ks, 1 << T_EDGE | 1 << T_BARE | 1 << T_API_INTO);
+        size_t len = 100000;
+        uint32_t *trace = make_trace(ks.n, 0.99, len, 42);
+        read_trace(&t, kinds[i].kind, trace, len, 0, len, NULL, NULL);
+        if (instr_reads(&t, kinds[i].kind, trace, len) != len)
+            die("a read missed in the instruction count");
+        printf("reads=%zu\n", len);
+        free(trace);
+        tables_free(&t);
+        keyset_free(&ks);
+        return 0;
+    }
+    fprintf(stderr, "BENCH_EDGE_INSTR: no kind %s\n", name);
+    return 2;
+}
+
 /* BENCH_EDGE_ONLY, a comma-separated list of hit, scale, missratio, selects parts. */
 static int wanted(const char *part)
 {
@@ -1010,6 +1121,9 @@ int main(void)
 {
     const char *q = getenv("BENCH_EDGE_QUICK");
     quick = q != NULL && *q != '\0' && *q != '0';
+    const char *instr = getenv("BENCH_EDGE_INSTR");
+    if (instr != NULL && *instr != '\0')
+        return instr_mode(instr);
     double t0 = now_ns();
     if (wanted("hit")) {
         /* BENCH_EDGE_HIT_KEYS=10k or 1m runs only that size of edge-hit and edge-ttl. */
