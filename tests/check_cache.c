@@ -71,6 +71,12 @@ START_TEST(test_bad_arguments)
     ck_assert_int_eq(tc_get(&v, &len, c, "a\0b", 3), TC_EKEY);
     ck_assert_int_eq(tc_get_into(NULL, c, K("k"), buf, sizeof buf), TC_EINVAL);
     ck_assert_int_eq(tc_get_into(&len, c, K("k"), NULL, 4), TC_EINVAL);
+    /* tc_get_into looks at the edge before it checks the key: a bad key still gets its error. */
+    ck_assert_int_eq(tc_get_into(&len, NULL, K("k"), buf, sizeof buf), TC_EINVAL);
+    ck_assert_int_eq(tc_get_into(&len, c, NULL, 1, buf, sizeof buf), TC_EINVAL);
+    ck_assert_int_eq(tc_get_into(&len, c, "", 0, buf, sizeof buf), TC_EKEY);
+    ck_assert_int_eq(tc_get_into(&len, c, big, sizeof big, buf, sizeof buf), TC_EKEY);
+    ck_assert_int_eq(tc_get_into(&len, c, "a\0b", 3, buf, sizeof buf), TC_EKEY);
 
     ck_assert_int_eq(tc_put(NULL, K("k"), "v", 1, 0), TC_EINVAL);
     ck_assert_int_eq(tc_put(c, NULL, 1, "v", 1, 0), TC_EINVAL);
@@ -427,18 +433,31 @@ START_TEST(test_values_every_tier)
         big[i] = (unsigned char)(i * 131 + 7);
     big[100] = 0;
 
+    /* 255 to 257: an edge hit of tc_get copies up to 256 bytes through the stack, a longer one
+     * straight into its allocation. */
     struct { const char *key; const void *v; size_t len; } cases[] = {
         {"nul", nul, sizeof nul - 1}, {"one", "x", 1}, {"zero", "", 0}, {"mib", big, mib},
+        {"b255", big, 255}, {"b256", big, 256}, {"b257", big, 257},
     };
     tc_cache *a = tct_open(tct_dir, "db", tct_srv.port, NULL);
     tc_cache *b = tct_open(tct_dir, "db", tct_srv.port, NULL);
     tc_cache *s = tct_open(tct_dir, "db", 0, "{\"edge\": {\"enabled\": false}}");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ck_assert_int_eq(tc_put(a, cases[i].key, strlen(cases[i].key), cases[i].v, cases[i].len, 0),
-                         TC_OK);
-        expect_value(a, cases[i].key, cases[i].v, cases[i].len, TC_SOURCE_EDGE);
-        expect_value(b, cases[i].key, cases[i].v, cases[i].len, TC_SOURCE_REDIS);
-        expect_value(s, cases[i].key, cases[i].v, cases[i].len, TC_SOURCE_STORE);
+        const char *key = cases[i].key;
+        ck_assert_int_eq(tc_put(a, key, strlen(key), cases[i].v, cases[i].len, 0), TC_OK);
+        expect_value(a, key, cases[i].v, cases[i].len, TC_SOURCE_EDGE);
+        expect_value(b, key, cases[i].v, cases[i].len, TC_SOURCE_REDIS);
+        expect_value(s, key, cases[i].v, cases[i].len, TC_SOURCE_STORE);
+        /* The edge's hit gives the store's version, as every tier does. */
+        int64_t edge_version = 0, store_version = 0;
+        void *v;
+        size_t len;
+        ck_assert_int_eq(tc_get_ex(&v, &len, NULL, &edge_version, a, key, strlen(key)), TC_OK);
+        tc_free(v);
+        ck_assert_int_eq(tc_get_ex(&v, &len, NULL, &store_version, s, key, strlen(key)), TC_OK);
+        tc_free(v);
+        ck_assert_int_gt(edge_version, 0);
+        ck_assert_int_eq(edge_version, store_version);
     }
     tc_close(a);
     tc_close(b);

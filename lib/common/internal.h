@@ -37,6 +37,10 @@ int64_t tc__wall_ms(void);
 /* A number that changes in the child at every fork(). A connection remembers the generation it
  * was opened in; a different one means it belongs to the parent and must not be used. */
 unsigned tc__fork_generation(void);
+/* The counter behind it, for a check inlined on the hit path: read it directly only where a
+ * call of tc__fork_generation() has surely come first (every handle's tc_open makes one, which
+ * registers the atfork handler that moves it). */
+extern atomic_uint tc__fork_gen;
 /* In a fork()ed child: 1 if t is the thread that called the last fork(), the only one of the
  * parent's threads that lives on in the child (a fork from inside a store callback leaves that
  * thread in the middle of a read, holding what the read holds). 0 in a process that never

@@ -31,7 +31,7 @@ int64_t tc__wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static atomic_uint fork_gen;
+atomic_uint tc__fork_gen; /* internal.h: read inline by the hit path's fork check */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* In a child: the thread that called fork(), the only one of the parent's threads that lives on
  * in it. Written before the generation moves, in the child's only thread, and read only by
@@ -41,7 +41,7 @@ static pthread_t forker;
 static void on_fork_child(void)
 {
     forker = pthread_self();
-    atomic_fetch_add(&fork_gen, 1);
+    atomic_fetch_add(&tc__fork_gen, 1);
 }
 
 static void register_atfork(void)
@@ -52,7 +52,7 @@ static void register_atfork(void)
 unsigned tc__fork_generation(void)
 {
     pthread_once(&atfork_once, register_atfork);
-    return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    return atomic_load_explicit(&tc__fork_gen, memory_order_relaxed);
 }
 
 int tc__is_forking_thread(pthread_t t)

@@ -4,6 +4,7 @@
  * inherits") says.
  */
 #include "core/handle.h"
+#include "core/fork.h"
 #include "core/cache.h"
 
 #include <sched.h>
@@ -58,11 +59,6 @@ void tc__fork_repair(tc_cache *c, int resume)
         sched_yield();
         seen = atomic_load_explicit(&c->fork_gen, memory_order_acquire);
     }
-}
-
-void tc__fork_check(tc_cache *c)
-{
-    tc__fork_repair(c, 1);
 }
 
 void tc__cache_fork_check(tc_cache *c)

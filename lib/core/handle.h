@@ -101,14 +101,6 @@ static inline int tc__edge_usable(tc_cache *c)
     return c->edge != NULL && atomic_load_explicit(&c->edge_synced, memory_order_acquire);
 }
 
-/* ---- fork.c ---- */
-/* At the top of every public call: one atomic load when nothing forked; the first call in a
- * fork()ed child repairs the handle (handle.c says what the child gets). tc__cache_fork_check
- * in cache.h is the same. */
-void tc__fork_check(tc_cache *c);
-/* tc__fork_check, or, with resume 0 (tc_close), the repair without restarting the bus. */
-void tc__fork_repair(tc_cache *c, int resume);
-
 /* ---- read.c: where a read delivers, and what it found ---- */
 /* A reader flag of tc_get_many's: the caches were asked already, the read starts at the store. */
 #define TC__READ_STORE_ONLY 0x100u

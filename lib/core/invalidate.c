@@ -3,6 +3,7 @@
  * in this edge and, through the bus, in every other handle's edge.
  */
 #include "core/handle.h"
+#include "core/fork.h"
 #include "common/pattern.h"
 
 #include <string.h>

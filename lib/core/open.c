@@ -4,6 +4,7 @@
  * it down in the reverse order.
  */
 #include "core/handle.h"
+#include "core/fork.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,6 +3,7 @@
  * miss lease; whatever answered fills the tiers above it on the way back up.
  */
 #include "core/handle.h"
+#include "core/fork.h"
 #include "core/cache.h"
 #include "edge/edge_hit.h"
 #include "http/http_policy.h"
@@ -418,6 +419,37 @@ int tc__read_through(tc_cache *c, const char *key, size_t key_len, tc__reader *r
     return rc;
 }
 
+/* tc_get's hit, as tc_get_into's below: a live plain value in the edge, copied by the edge's
+ * inline read into a buffer on the stack, then into the caller's allocation (with its NUL).
+ * A longer value is read again straight into an allocation of its size. TC_OK, or anything
+ * else for the whole path to read afresh. */
+static int edge_hit_alloc(void **out, size_t *out_len, int64_t *version, tc_cache *c,
+                          const char *key, size_t key_len)
+{
+    char small[256];
+    size_t len;
+    int rc = tc__edge_try_hit(c->edge, key, key_len, small, sizeof small, &len, version);
+    if (rc != TC_OK && rc != TC_ERANGE)
+        return rc;
+    char *p = malloc(len + 1);
+    if (p == NULL)
+        return TC_ENOMEM;
+    if (rc == TC_OK) {
+        memcpy(p, small, len);
+    } else {
+        size_t again;
+        if (tc__edge_try_hit(c->edge, key, key_len, p, len, &again, version) != TC_OK) {
+            free(p); /* gone, or replaced by a longer value meanwhile */
+            return TC_ERANGE;
+        }
+        len = again;
+    }
+    p[len] = '\0';
+    *out = p;
+    *out_len = len;
+    return TC_OK;
+}
+
 int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_version,
               tc_cache *c, const char *key, size_t key_len)
 {
@@ -425,6 +457,23 @@ int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *out_vers
         *out_info = 0;
     if (out_version != NULL)
         *out_version = 0;
+    if (out != NULL)
+        *out = NULL;
+    if (out_len != NULL)
+        *out_len = 0;
+    /* The hit first, the key's checks on a miss: see tc_get_into. */
+    int64_t version;
+    if (out != NULL && out_len != NULL && c != NULL && key_len <= TC_KEY_MAX) {
+        tc__fork_check(c);
+        if (tc__edge_usable(c) &&
+            edge_hit_alloc(out, out_len, &version, c, key, key_len) == TC_OK) {
+            if (out_info != NULL)
+                *out_info = TC_SOURCE_EDGE;
+            if (out_version != NULL)
+                *out_version = version;
+            return TC_OK;
+        }
+    }
     int rc = tc__begin_get(out, out_len, c, "get", key, key_len);
     if (rc != TC_OK)
         return rc;
@@ -450,8 +499,10 @@ int tc_get(void **out, size_t *out_len, tc_cache *c, const char *key, size_t key
     return tc_get_ex(out, out_len, NULL, NULL, c, key, key_len);
 }
 
-int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, void *buf,
-                size_t buf_size)
+/* tc_get_into's whole path: every case but the hit that tc_get_into answers itself. */
+static __attribute__((noinline)) int get_into_path(size_t *out_len, tc_cache *c,
+                                                   const char *key, size_t key_len, void *buf,
+                                                   size_t buf_size)
 {
     if (out_len == NULL)
         return tc__err(c, TC_EINVAL, "get_into: out_len is NULL");
@@ -472,4 +523,26 @@ int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, v
     if (rc == TC_ERANGE)
         tc__err(c, TC_ERANGE, "get_into: value is %zu bytes, buffer is %zu", r.len, buf_size);
     return rc;
+}
+
+/* The hit as the user calls it: a live plain value in the edge is copied out by the edge's
+ * inline read (the variant with no call in it) before any of the read's state is made. The
+ * key's checks can wait for a miss: every key the edge holds passed them when it was put or
+ * filled, so a hit proves it valid, and a NULL key is one of tc__edge_try_hit's other cases.
+ * Only the length is checked first, so that a wrong one is never read past TC_KEY_MAX bytes.
+ * Every other case (a miss, an entry the fast read leaves, a handle to repair after a fork, a
+ * bad argument) goes to the whole path, which reads afresh and tells each apart. */
+int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, void *buf,
+                size_t buf_size)
+{
+    if (EDGE_LIKELY(out_len != NULL && c != NULL && buf != NULL && key_len <= TC_KEY_MAX &&
+                    tc__fork_current(c) && tc__edge_usable(c))) {
+        int64_t version;
+        size_t len;
+        if (tc__edge_try_hit(c->edge, key, key_len, buf, buf_size, &len, &version) == TC_OK) {
+            *out_len = len;
+            return TC_OK;
+        }
+    }
+    return get_into_path(out_len, c, key, key_len, buf, buf_size);
 }

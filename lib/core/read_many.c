@@ -4,6 +4,7 @@
  * judged).
  */
 #include "core/handle.h"
+#include "core/fork.h"
 #include "common/items.h"
 
 #include <stdio.h>

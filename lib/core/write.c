@@ -3,6 +3,7 @@
  * message in the same script), then the edge; a change from the store's feed the same way.
  */
 #include "core/handle.h"
+#include "core/fork.h"
 #include "core/cache.h"
 #include "http/http_headers.h"
 #include "http/http_policy.h"

@@ -23,6 +23,8 @@ int tc__edge_get(tc__edge *e, const char *key, size_t key_len, tc__value_fn fn, 
 #define TC__EDGE_FLAGS_MASK 3u
 /* tc__edge_get_into's answer for an entry with flags: it copies only entries without. */
 #define TC__EDGE_FLAGGED 2
+/* tc__edge_try_hit's answer for every case but the common hit (edge_hit.h). */
+#define TC__EDGE_SLOW 3
 
 /* tc__edge_get that also gives the entry's flags: *out_flags is set before fn is called (0
  * when nothing was found); and, when out_tomb_version is not NULL, the version of a live

@@ -35,20 +35,25 @@
 #define EDGE_HIT_CLOCK() ((int64_t)atomic_load_explicit(&tc__edge_clock.now, memory_order_relaxed))
 #define EDGE_HIT_EXPIRED(en, now) ((now) >= (en)->expires_ms)
 #endif
-EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf,
-                                  size_t cap, size_t *out_len, int64_t *out_version,
-                                  int64_t *out_tomb_version)
+/* The body of both reads below. try_only is a constant at each, so the compiler keeps one of
+ * the two answers of every case that is not the common hit: the general path's, or
+ * TC__EDGE_SLOW. */
+#define EDGE_HIT_SLOW()                                                                         \
+    (try_only ? TC__EDGE_SLOW                                                                   \
+              : tc__edge_get_into_slow(e, key, key_len, buf, cap, out_len, out_version,         \
+                                       out_tomb_version))
+EDGE_INLINE int edge_hit(tc__edge *e, const char *key, size_t key_len, void *buf, size_t cap,
+                         size_t *out_len, int64_t *out_version, int64_t *out_tomb_version,
+                         const int try_only)
 {
     if (EDGE_UNLIKELY(e == NULL || key == NULL || buf == NULL || out_len == NULL ||
                       out_version == NULL))
-        return tc__edge_get_into_slow(e, key, key_len, buf, cap, out_len, out_version,
-                                      out_tomb_version);
+        return EDGE_HIT_SLOW();
     uint64_t hash = edge_hash(e, key, key_len);
     unsigned slot = tc__edge_thread_slot - 1; /* UINT_MAX before the first read */
     int64_t now = EDGE_HIT_CLOCK();
     if (EDGE_UNLIKELY(slot >= EDGE_READER_SLOTS || now == 0))
-        return tc__edge_get_into_slow(e, key, key_len, buf, cap, out_len, out_version,
-                                      out_tomb_version);
+        return EDGE_HIT_SLOW();
     if (out_tomb_version != NULL)
         *out_tomb_version = -1;
     size_t si = shard_index(e, hash);
@@ -59,8 +64,7 @@ EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, 
     atomic_store(mine, mark + 1); /* the hit's one fence (see edge_read) */
     if (EDGE_UNLIKELY(atomic_load(&sh->writer) != 0)) {
         atomic_store_explicit(mine, mark, memory_order_release);
-        return tc__edge_get_into_slow(e, key, key_len, buf, cap, out_len, out_version,
-                                      out_tomb_version);
+        return EDGE_HIT_SLOW();
     }
     const struct edge_slot *slots = sh->slots;
     size_t mask = sh->mask, i = hash & mask;
@@ -73,8 +77,7 @@ EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, 
         atomic_store_explicit(mine, mark, memory_order_release);
         if (en == NULL)
             return TC_ENOTFOUND;
-        return tc__edge_get_into_slow(e, key, key_len, buf, cap, out_len, out_version,
-                                      out_tomb_version);
+        return EDGE_HIT_SLOW();
     }
     policy_hit(en);
     uint32_t len = en->value_len;
@@ -92,7 +95,26 @@ EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, 
     atomic_store_explicit(mine, mark + EDGE_HIT_UNIT, memory_order_release); /* left, counted */
     return rc;
 }
+#undef EDGE_HIT_SLOW
 #undef EDGE_HIT_CLOCK
 #undef EDGE_HIT_EXPIRED
+
+EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, void *buf,
+                                  size_t cap, size_t *out_len, int64_t *out_version,
+                                  int64_t *out_tomb_version)
+{
+    return edge_hit(e, key, key_len, buf, cap, out_len, out_version, out_tomb_version, 0);
+}
+
+/* tc__edge_get_into's common case alone: TC_OK, TC_ERANGE and TC_ENOTFOUND (no entry) as
+ * there, and TC__EDGE_SLOW for everything else (an argument NULL, a thread's first read, a
+ * writer in the shard, an expired, tombstone or flagged entry), with nothing done. It makes no
+ * call, so a caller that reads every other case again its own way (tc_get_into) can keep its
+ * hit free of a call's saved registers. */
+EDGE_INLINE int tc__edge_try_hit(tc__edge *e, const char *key, size_t key_len, void *buf,
+                                 size_t cap, size_t *out_len, int64_t *out_version)
+{
+    return edge_hit(e, key, key_len, buf, cap, out_len, out_version, NULL, 1);
+}
 
 #endif /* TC_EDGE_HIT_H */
