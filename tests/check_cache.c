@@ -725,6 +725,18 @@ START_TEST(test_stats_json)
     ck_assert_int_eq(tct_stat(a, "store", "misses"), 1);
     ck_assert_int_eq(tct_stat(a, "store", "errors"), 0);
     ck_assert_int_ge(tct_stat(a, "shared", "cold_starts"), 0);
+    /* One hit a read, whichever way its copy goes: a value longer than tc_get's stack buffer,
+     * and tc_get_into's answer for a buffer too small. */
+    char big[1000], small[4];
+    memset(big, 'b', sizeof big);
+    ck_assert_int_eq(tc_put(a, K("big"), big, sizeof big, 0), TC_OK);
+    expect_value(a, "big", big, sizeof big, TC_SOURCE_EDGE);
+    ck_assert_int_eq(tct_stat(a, "edge", "hits"), 2);
+    size_t len = 0;
+    ck_assert_int_eq(tc_get_into(&len, a, K("big"), small, sizeof small), TC_ERANGE);
+    ck_assert_uint_eq(len, sizeof big);
+    ck_assert_ptr_nonnull(strstr(tc_errmsg(a), "1000 bytes"));
+    ck_assert_int_eq(tct_stat(a, "edge", "hits"), 3);
     tc_close(a);
 }
 END_TEST

@@ -421,32 +421,36 @@ int tc__read_through(tc_cache *c, const char *key, size_t key_len, tc__reader *r
 
 /* tc_get's hit, as tc_get_into's below: a live plain value in the edge, copied by the edge's
  * inline read into a buffer on the stack, then into the caller's allocation (with its NUL).
- * A longer value is read again straight into an allocation of its size. TC_OK, or anything
- * else for the whole path to read afresh. */
+ * A longer value, whose hit that read counted already, is copied by the edge's general read
+ * without counting it again. TC_OK, or anything else for the whole path to read afresh. */
 static int edge_hit_alloc(void **out, size_t *out_len, int64_t *version, tc_cache *c,
                           const char *key, size_t key_len)
 {
     char small[256];
     size_t len;
     int rc = tc__edge_try_hit(c->edge, key, key_len, small, sizeof small, &len, version);
-    if (rc != TC_OK && rc != TC_ERANGE)
-        return rc;
-    char *p = malloc(len + 1);
-    if (p == NULL)
-        return TC_ENOMEM;
     if (rc == TC_OK) {
+        char *p = malloc(len + 1);
+        if (p == NULL)
+            return TC_ENOMEM;
         memcpy(p, small, len);
-    } else {
-        size_t again;
-        if (tc__edge_try_hit(c->edge, key, key_len, p, len, &again, version) != TC_OK) {
-            free(p); /* gone, or replaced by a longer value meanwhile */
-            return TC_ERANGE;
-        }
-        len = again;
+        p[len] = '\0';
+        *out = p;
+        *out_len = len;
+        return TC_OK;
     }
-    p[len] = '\0';
-    *out = p;
-    *out_len = len;
+    if (rc != TC_ERANGE)
+        return rc;
+    tc__reader r = {.c = c};
+    unsigned flags = 0;
+    rc = tc__edge_peek(c->edge, key, key_len, tc__deliver_copy, &r, &flags);
+    if (rc != TC_OK || flags != 0) { /* gone or replaced meanwhile: the whole path tells */
+        free(r.raw);
+        return rc == TC_OK ? TC__EDGE_SLOW : rc;
+    }
+    *out = r.raw; /* NUL-terminated, as tc_get's values are */
+    *out_len = r.raw_len;
+    *version = r.raw_version;
     return TC_OK;
 }
 
@@ -539,9 +543,13 @@ int tc_get_into(size_t *out_len, tc_cache *c, const char *key, size_t key_len, v
                     tc__fork_current(c) && tc__edge_usable(c))) {
         int64_t version;
         size_t len;
-        if (tc__edge_try_hit(c->edge, key, key_len, buf, buf_size, &len, &version) == TC_OK) {
+        int rc = tc__edge_try_hit(c->edge, key, key_len, buf, buf_size, &len, &version);
+        if (rc == TC_OK || rc == TC_ERANGE) { /* the edge counted the hit: answered here */
             *out_len = len;
-            return TC_OK;
+            if (rc == TC_ERANGE)
+                tc__err(c, TC_ERANGE, "get_into: value is %zu bytes, buffer is %zu", len,
+                        buf_size);
+            return rc;
         }
     }
     return get_into_path(out_len, c, key, key_len, buf, buf_size);
