@@ -120,6 +120,11 @@ class Edge:
                 time.sleep(0.05)
         raise RuntimeError("tiercache-edge did not start")
 
+    def log_lines(self, path):
+        """The access log's lines for path so far: what a failed check prints."""
+        with open(self.log.name) as f:
+            return [line.rstrip() for line in f if path in line]
+
     def get(self, path, headers=None, method="GET", body=None):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         c.request(method, path, body=body, headers=headers or {})
@@ -386,7 +391,7 @@ def stale_while_revalidate(e):
         if h["x-cache"] == "HIT":
             break
         time.sleep(0.02)
-    assert h["x-cache"] == "HIT" and count(p) == 2, (h, count(p))  # one background fetch
+    assert h["x-cache"] == "HIT" and count(p) == 2, (h, count(p), e.log_lines("/swr"))
 
 
 @test

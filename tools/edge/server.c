@@ -763,12 +763,26 @@ typedef struct bg_job {
 
 static atomic_int bg_running;
 
+/* A request may see the stale copy just before another revalidation stores the fresh one, and
+ * take the flight just after that one landed. The job therefore looks again before it fetches,
+ * as the library's single flight does (core/read.c's second look): a key that is fresh now is
+ * not fetched a second time. */
+static int fresh_now(const bg_job *j)
+{
+    found now;
+    memset(&now, 0, sizeof now);
+    int fresh = lookup(&now, j->primary, &j->req) && now.state == TC_HTTP_FRESH;
+    ed_resp_free(&now.r);
+    return fresh;
+}
+
 static void *bg_main(void *arg)
 {
     bg_job *j = arg;
     ed_resp r;
     int stored;
-    if (refetch(&r, j->o, j->uri, j->primary, &j->req, &j->cached, &stored) == ED_OK)
+    if (!fresh_now(j) &&
+        refetch(&r, j->o, j->uri, j->primary, &j->req, &j->cached, &stored) == ED_OK)
         ed_resp_free(&r);
     flight_land(j->primary);
     ed_resp_free(&j->cached.r);
