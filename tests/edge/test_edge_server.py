@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -144,10 +145,14 @@ class Edge:
         return r.status, data
 
     def stop(self):
+        """Stops the server; its exit status and log. Its temp dir goes with it."""
         self.proc.terminate()
         rc = self.proc.wait(60)
         self.log.seek(0)
-        return rc, self.log.read()
+        log = self.log.read()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return rc, log
 
 
 def count(path):
@@ -528,6 +533,7 @@ def shared_through_redis(origin_port):
     finally:
         rs.terminate()
         rs.wait()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class OriginServer(http.server.ThreadingHTTPServer):
