@@ -63,24 +63,6 @@ typedef struct shared {
 
 static shared *sh;
 
-static tc_cache *open_json(const char *json)
-{
-    tc_config *cfg;
-    tc_cache *c = NULL;
-    int rc = tc_config_new(&cfg);
-    if (rc == TC_OK)
-        rc = tc_config_load_json(cfg, json, strlen(json));
-    if (rc == TC_OK)
-        rc = tc_open(&c, cfg);
-    if (rc != TC_OK) {
-        fprintf(stderr, "bench_coherence: open: %s (%s %s)\n", tc_strerror(rc),
-                tc_config_errmsg(cfg), tc_errmsg(NULL));
-        exit(1);
-    }
-    tc_config_free(cfg);
-    return c;
-}
-
 static int64_t version_of(tc_cache *c, const char *key)
 {
     void *v = NULL;
@@ -119,7 +101,7 @@ static void on_bus(tc_cache *c)
 static void reader_main(int slot, const char *json)
 {
     my_slot = slot;
-    tc_cache *c = open_json(json);
+    tc_cache *c = bench_open_json("bench_coherence", json);
     atomic_store(&tc__hook_bus_applied, on_bus);
     for (int last = -1;;) {
         int r = atomic_load(&sh->round);
@@ -157,7 +139,7 @@ static void reader_main(int slot, const char *json)
 
 static void invalidator_main(const char *json)
 {
-    tc_cache *c = open_json(json);
+    tc_cache *c = bench_open_json("bench_coherence", json);
     tc_invalidator *inv = NULL;
     if (tc_invalidator_new(&inv, c) != TC_OK || tc_invalidator_start(inv) != TC_OK) {
         fprintf(stderr, "bench_coherence: invalidator: %s\n", tc_errmsg(c));
@@ -302,7 +284,7 @@ static double pct(const double *sorted, int n, int p)
 /* Runs the rounds; window[] and bus[] receive each round's figures (ms); returns their count. */
 static int run_rounds(const char *json, sqlite3 *db, PGconn *pgc, double *window, double *bus)
 {
-    tc_cache *w = open_json(json);
+    tc_cache *w = bench_open_json("bench_coherence", json);
     for (int k = 0; k < KEYS; k++) {
         char key[32];
         key_of(key, sizeof key, k);
@@ -360,7 +342,7 @@ static void bench_store(const char *store)
              "\"default_ttl_ms\": 60000}",
              redis.port, store, store, db_path, is_pg ? pg.conninfo : "");
     /* The table exists before anyone writes it in plain SQL. */
-    tc_close(open_json(json));
+    tc_close(bench_open_json("bench_coherence", json));
 
     memset(sh, 0, sizeof *sh);
     for (int i = 0; i < READERS; i++) {

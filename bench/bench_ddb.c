@@ -80,15 +80,7 @@ static tc_cache *open_cache(int edge, int with_redis)
              "\"redis\": {\"host\": \"%s\", \"port\": %d}}",
              ddb.endpoint, TCT_DDB_REGION, TCT_DDB_KEY, TCT_DDB_SECRET, edge ? "true" : "false",
              with_redis ? "127.0.0.1" : "", redis.port);
-    tc_config *cfg;
-    tc_cache *c = NULL;
-    if (tc_config_new(&cfg) != TC_OK || tc_config_load_json(cfg, json, strlen(json)) != TC_OK ||
-        tc_open(&c, cfg) != TC_OK) {
-        fprintf(stderr, "bench_ddb: open: %s\n", tc_errmsg(NULL));
-        exit(1);
-    }
-    tc_config_free(cfg);
-    return c;
+    return bench_open_json("bench_ddb", json);
 }
 
 int main(void)

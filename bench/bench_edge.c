@@ -436,12 +436,7 @@ static tc_cache *filled_handle(const keyset *ks, const char *value)
              "{\"store\": {\"type\": \"none\"}, \"ttl_jitter_pct\": 0, "
              "\"edge\": {\"max_entries\": %lu, \"max_bytes\": %lu, \"max_ttl_ms\": %d}}",
              (unsigned long)ks->n * 2, (unsigned long)ks->n * 1024 + (64ul << 20), LONG_TTL_MS);
-    tc_config *cfg;
-    tc_cache *c;
-    if (tc_config_new(&cfg) != TC_OK || tc_config_load_json(cfg, json, strlen(json)) != TC_OK ||
-        tc_open(&c, cfg) != TC_OK)
-        die("tc_open");
-    tc_config_free(cfg);
+    tc_cache *c = bench_open_json("bench_edge", json);
     for (uint32_t i = 0; i < ks->n; i++)
         if (tc_put(c, ks->key[i], ks->len[i], value, VALUE_LEN, LONG_TTL_MS) != TC_OK)
             die("tc_put");

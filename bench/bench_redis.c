@@ -73,13 +73,7 @@ static tc_cache *open_cache(const char *name, int edge, int bus)
              "{\"store\": {\"path\": \"%s/%s.db\"}, \"edge\": {\"enabled\": %s},"
              " \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"bus\": %s}}",
              dir, name, edge ? "true" : "false", srv.port, bus ? "true" : "false");
-    tc_config *cfg;
-    tc_cache *c;
-    if (tc_config_new(&cfg) != TC_OK || tc_config_load_json(cfg, json, strlen(json)) != TC_OK ||
-        tc_open(&c, cfg) != TC_OK)
-        die("open");
-    tc_config_free(cfg);
-    return c;
+    return bench_open_json("bench_redis", json);
 }
 
 static redisContext *raw_connect(void)

@@ -75,16 +75,7 @@ static tc_cache *open_cache(const char *store_json, int edge, int with_redis)
                  ", \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d}", redis.port);
     snprintf(json, sizeof json, "{\"store\": %s, \"edge\": {\"enabled\": %s}%s}", store_json,
              edge ? "true" : "false", redis_json);
-    tc_config *cfg;
-    tc_cache *c;
-    if (tc_config_new(&cfg) != TC_OK)
-        die("config", NULL);
-    if (tc_config_load_json(cfg, json, strlen(json)) != TC_OK)
-        die("config", tc_config_errmsg(cfg));
-    if (tc_open(&c, cfg) != TC_OK)
-        die("tc_open", NULL);
-    tc_config_free(cfg);
-    return c;
+    return bench_open_json("bench_store", json);
 }
 
 static const char *key_of(int i)

@@ -2,14 +2,18 @@
  * bench_util.h - what every benchmark program shares: a clock, medians, and the one output
  * format, one line per figure:
  *   BENCH <id> <metric> value=<v> baseline=<b> ratio=<value/baseline>
- * Header-only (static functions): each bench is one standalone program.
+ * Header-only (static functions): each bench is one standalone program. Also the one way
+ * every bench opens a handle from JSON.
  */
 #ifndef TC_BENCH_UTIL_H
 #define TC_BENCH_UTIL_H
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include <tiercache.h>
 
 static inline double now_ns(void)
 {
@@ -36,6 +40,26 @@ static inline void report(const char *id, const char *metric, double value, doub
     printf("BENCH %s %s value=%.4g baseline=%.4g ratio=%.4g\n", id, metric, value, baseline,
            value / baseline);
     fflush(stdout);
+}
+
+/* A handle from a JSON config, or the program exits saying what failed: a benchmark has no use
+ * for a handle it could not open. */
+static inline tc_cache *bench_open_json(const char *prog, const char *json)
+{
+    tc_config *cfg = NULL;
+    tc_cache *c = NULL;
+    int rc = tc_config_new(&cfg);
+    if (rc == TC_OK)
+        rc = tc_config_load_json(cfg, json, strlen(json));
+    if (rc == TC_OK)
+        rc = tc_open(&c, cfg);
+    if (rc != TC_OK) {
+        fprintf(stderr, "%s: open: %s (%s %s)\n", prog, tc_strerror(rc),
+                cfg != NULL ? tc_config_errmsg(cfg) : "", tc_errmsg(NULL));
+        exit(1);
+    }
+    tc_config_free(cfg);
+    return c;
 }
 
 #endif
