@@ -599,8 +599,8 @@ static void bench_hit(uint32_t nkeys, const char *keys_name)
                keys_name, dist, bm, e / bm);
         snprintf(id, sizeof id, "edge-ttl-%s-%s", keys_name, dist);
         report(id, "ns_per_hit", e, median(nottl, ROUNDS));
-        /* What a user's call costs over the edge's own hit (argument checks, the read's state,
-         * the source and error bookkeeping) against the same bare lookup. */
+        /* What a user's call costs over the edge's own hit (the call into the library and its
+         * checks; tc_get's allocation) against the same bare lookup. */
         snprintf(id, sizeof id, "api-hit-into-%s-%s", keys_name, dist);
         report(id, "ns_per_hit", median(into, ROUNDS), median(bare, ROUNDS));
         snprintf(id, sizeof id, "api-hit-get-%s-%s", keys_name, dist);

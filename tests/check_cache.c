@@ -434,7 +434,7 @@ START_TEST(test_values_every_tier)
     big[100] = 0;
 
     /* 255 to 257: an edge hit of tc_get copies up to 256 bytes through the stack, a longer one
-     * straight into its allocation. */
+     * through the edge's general read. */
     struct { const char *key; const void *v; size_t len; } cases[] = {
         {"nul", nul, sizeof nul - 1}, {"one", "x", 1}, {"zero", "", 0}, {"mib", big, mib},
         {"b255", big, 255}, {"b256", big, 256}, {"b257", big, 257},

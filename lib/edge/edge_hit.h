@@ -109,8 +109,8 @@ EDGE_INLINE int tc__edge_get_into(tc__edge *e, const char *key, size_t key_len, 
 /* tc__edge_get_into's common case alone: TC_OK, TC_ERANGE and TC_ENOTFOUND (no entry) as
  * there, and TC__EDGE_SLOW for everything else (an argument NULL, a thread's first read, a
  * writer in the shard, an expired, tombstone or flagged entry), with nothing done. It makes no
- * call, so a caller that reads every other case again its own way (tc_get_into) can keep its
- * hit free of a call's saved registers. */
+ * call, so a caller that reads every other case again its own way (tc_get_into) makes none on
+ * its hit either. */
 EDGE_INLINE int tc__edge_try_hit(tc__edge *e, const char *key, size_t key_len, void *buf,
                                  size_t cap, size_t *out_len, int64_t *out_version)
 {

@@ -396,6 +396,7 @@ def stale_while_revalidate(e):
         if h["x-cache"] == "HIT":
             break
         time.sleep(0.02)
+    # one background fetch
     assert h["x-cache"] == "HIT" and count(p) == 2, (h, count(p), e.log_lines("/swr"))
 
 
