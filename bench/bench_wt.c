@@ -11,6 +11,8 @@
  *                   2 s  vs  the same with coalescing off (single_flight false, lease_ms 0).
  *                   Loads are grouped into expiries by time: a load more than half a TTL after
  *                   the first load of the current group starts the next group.
+ *   wt-stampede-window  the same, with store.stale_window_ms on in both runs: every reader past
+ *                   the TTL holds a stale copy for stale-if-error, and the lease holds still.
  *
  * Usage: bench_wt [readthrough|stampede]... (none: all).
  */
@@ -272,6 +274,15 @@ static void bench_stampede(void)
     double base = stampede_run(srv.port, "\"single_flight\": false, \"lease_ms\": 0");
     double value = stampede_run(srv.port, "\"lease_ms\": 1000, \"lease_wait_ms\": 1000");
     report("wt-stampede", "loads-per-expiry", value, base);
+    /* The same with the fail-safe window on: every reader past the TTL holds a stale copy for
+     * stale-if-error, and the lease must hold all the same. */
+    const char *window = "\"store\": {\"stale_window_ms\": 60000}";
+    char off[128], on[128];
+    snprintf(off, sizeof off, "\"single_flight\": false, \"lease_ms\": 0, %s", window);
+    snprintf(on, sizeof on, "\"lease_ms\": 1000, \"lease_wait_ms\": 1000, %s", window);
+    base = stampede_run(srv.port, off);
+    value = stampede_run(srv.port, on);
+    report("wt-stampede-window", "loads-per-expiry", value, base);
     tct_redis_stop(&srv);
 }
 

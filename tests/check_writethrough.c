@@ -164,6 +164,24 @@ START_TEST(test_lease_one_store_read_across_processes)
 }
 END_TEST
 
+/* The same burst on a key whose every copy is stale, with store.stale_window_ms on: each reader
+ * holds the stale copy for stale-if-error, and still takes the lease (or waits for its
+ * holder's fresh record), so the store is read once here too. */
+START_TEST(test_lease_with_stale_window)
+{
+    const char *conf = "{\"lease_ms\": 5000, \"lease_wait_ms\": 5000, \"ttl_jitter_pct\": 0,"
+                       " \"store\": {\"stale_window_ms\": 60000}}";
+    tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, conf);
+    ck_assert_int_eq(tc_put(c, K("hot"), K("hot value"), 100), TC_OK);
+    tc_close(c);
+    tct_sleep_ms(200); /* stale in Redis, kept there for the window */
+    tct_count_store_reads(100);
+    tct_burst(open_lease_child, (void *)conf, 4, 8, "hot", "hot value");
+    ck_assert_int_eq(tct_store_reads(), 1);
+    tct_count_store_reads_off();
+}
+END_TEST
+
 Suite *writethrough_suite(void)
 {
     Suite *s = suite_create("writethrough");
@@ -174,6 +192,7 @@ Suite *writethrough_suite(void)
     tcase_add_test(tc, test_outside_stale_window_is_an_error);
     tcase_add_test(tc, test_negative_entries_shared_through_redis);
     tcase_add_test(tc, test_lease_one_store_read_across_processes);
+    tcase_add_test(tc, test_lease_with_stale_window);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -164,6 +164,7 @@ enum {
     TC__LEASE_HELD,        /* this process holds it: read the store, fill, release */
     TC__LEASE_PEER_VALUE,  /* the holder filled Redis: r->raw is the value, no store read */
     TC__LEASE_PEER_ABSENT, /* the holder found no such key (a negative record) */
+    TC__LEASE_PEER_RECORD, /* the holder filled a fresh HTTP record: r->raw, to be judged */
 };
 typedef struct lease {
     int state;
@@ -173,8 +174,11 @@ typedef struct lease {
     pthread_t holder;
 } tc__lease;
 /* Takes the key's lease, or waits (up to lease_wait_ms) for its holder's fill; any failure
- * leaves TC__LEASE_NONE, and the store is read as without a lease (slower, never wrong). */
-void tc__lease_step(tc_cache *c, const char *key, size_t key_len, tc__reader *r, tc__lease *ls);
+ * leaves TC__LEASE_NONE, and the store is read as without a lease (slower, never wrong).
+ * floor: the version of a stale copy the reader holds (-1 for none); a fill older than it, or
+ * than a tombstone the edge holds, is not taken. */
+void tc__lease_step(tc_cache *c, const char *key, size_t key_len, int64_t floor, tc__reader *r,
+                    tc__lease *ls);
 /* Gives a held lease back (after the fill: a waiter then finds the value); else nothing. */
 void tc__lease_release(tc_cache *c, const char *key, size_t key_len, tc__lease *ls);
 /* In a fork()ed child (tc__fork_repair). */

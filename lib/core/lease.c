@@ -53,10 +53,12 @@ static void lease_token(char *token)
 }
 
 /* Takes the key's lease, or waits (up to lease_wait_ms, polling with a growing pause) for its
- * holder's fill. Any Redis failure, an expired wait, or a fill this reader cannot take as it is
- * (an HTTP record, which the single-key path judges) leaves LEASE_NONE: the store is read, as
+ * holder's fill. The script hands back only a live plain value, a negative record, or a fresh
+ * HTTP record (which the read path judges and serves as Redis's). Any Redis failure, an expired
+ * wait, or a fill older than what the reader knows of leaves LEASE_NONE: the store is read, as
  * without a lease (slower, never wrong). */
-void tc__lease_step(tc_cache *c, const char *key, size_t key_len, tc__reader *r, tc__lease *ls)
+void tc__lease_step(tc_cache *c, const char *key, size_t key_len, int64_t floor, tc__reader *r,
+                    tc__lease *ls)
 {
     if (tc__now_ms() < atomic_load_explicit(&c->lease_skip_until, memory_order_relaxed))
         return; /* a child whose parent's threads held leases (leases_after_fork) */
@@ -73,8 +75,10 @@ void tc__lease_step(tc_cache *c, const char *key, size_t key_len, tc__reader *r,
         }
         if (rc == TC_OK) {
             const unsigned char *p = r->raw;
-            /* A fill older than a tombstone this edge holds is a late one: not taken. */
-            if (r->raw_version >= r->tomb_version && r->raw_len >= 1) {
+            /* A fill older than a tombstone this edge holds, or than the stale copy the
+             * reader has, is a late one: not taken. */
+            if (r->raw_version >= r->tomb_version && r->raw_version >= floor &&
+                r->raw_len >= 1) {
                 ls->ttl_ms = r->raw_ttl;
                 if (r->raw_len == 1 && p[0] == TC__REC_NEGATIVE) {
                     ls->state = TC__LEASE_PEER_ABSENT;
@@ -84,6 +88,10 @@ void tc__lease_step(tc_cache *c, const char *key, size_t key_len, tc__reader *r,
                     memmove(r->raw, p + 1, r->raw_len); /* with its NUL */
                     r->raw_len--;
                     ls->state = TC__LEASE_PEER_VALUE;
+                    return;
+                }
+                if (p[0] == TC__REC_HTTP) {
+                    ls->state = TC__LEASE_PEER_RECORD;
                     return;
                 }
             }

@@ -264,17 +264,51 @@ static int look_again(read_state *st)
     return READ_ON;
 }
 
+/* The lease holder filled a fresh HTTP record (tc_put_http's, or a value cached with
+ * store.stale_window_ms): served as one found in Redis is, its value handed to the followers.
+ * The read is whole then; a record gone stale since the lease's look, or damaged, reads the
+ * store. */
+static int peer_record(read_state *st)
+{
+    tc_cache *c = st->c;
+    tc__reader *r = st->r;
+    tc__rec rec;
+    if (st->fl != NULL && tc__rec_decode(&rec, r->raw, r->raw_len) == TC_OK) {
+        tc__flight_land(c->flights, st->fl, TC_OK, rec.value, rec.value_len, r->raw_version);
+        st->fl = NULL;
+    }
+    int rc = tc__judge_http(c, st->key, st->key_len, r, 1, &st->rec);
+    if (rc == 0 || rc == TC_EPROTO) {
+        st->ls.state = TC__LEASE_NONE;
+        free(r->raw);
+        r->raw = NULL;
+        return tc__store_get(c, st->key, st->key_len, r);
+    }
+    st->final = 1;
+    if (rc == 1 || rc == TC_ERANGE) {
+        TC__INC(c->stats.redis.hits);
+        *st->source = TC_SOURCE_REDIS;
+    }
+    return rc == 1 ? TC_OK : rc;
+}
+
 /* The leader's load: across processes, wait for the holder of the key's lease or take it; then
- * the store, unless the holder's fill answered. */
+ * the store, unless the holder's fill answered. A reader holding a stale copy takes the lease
+ * too (a stampede of stale-if-error readers is a stampede still), and takes no fill older than
+ * its copy. */
 static int load(read_state *st)
 {
     tc_cache *c = st->c;
-    if (c->redis != NULL && c->cfg->lease_ms > 0 && st->fallback == NULL)
-        tc__lease_step(c, st->key, st->key_len, st->r, &st->ls);
+    if (c->redis != NULL && c->cfg->lease_ms > 0) {
+        int64_t floor = st->fallback != NULL ? st->fallback_version : -1;
+        tc__lease_step(c, st->key, st->key_len, floor, st->r, &st->ls);
+    }
     if (st->ls.state == TC__LEASE_PEER_VALUE)
         return TC_OK;
     if (st->ls.state == TC__LEASE_PEER_ABSENT)
         return TC_ENOTFOUND;
+    if (st->ls.state == TC__LEASE_PEER_RECORD)
+        return peer_record(st);
     return tc__store_get(c, st->key, st->key_len, st->r);
 }
 

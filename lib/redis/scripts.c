@@ -132,9 +132,12 @@ static const char lease_script[] =
     "-- ours; ARGV[2] a token; ARGV[3] the lease's PX ms; ARGV[4] the caller's clock (unix ms,\n"
     "-- 8 bytes big-endian). Returns the key's value when it holds one that is live by the\n"
     "-- caller's clock (its expiry, bytes 12..19, is later: the caller judges the reply by the\n"
-    "-- same clock, so a value the caller would take for expired never stands in for the lease);\n"
-    "-- else 1 after taking the lease, or 0 when another holder has it. Byte by byte: Lua's\n"
-    "-- string < uses strcoll.\n"
+    "-- same clock, so a value the caller would take for expired never stands in for the lease;\n"
+    "-- an HTTP record, kind byte 20, also needs its fresh_until, bytes 30..37, later and its\n"
+    "-- no-cache flag, bit 1 of byte 21, clear: a stale copy kept for stale-if-error or\n"
+    "-- store.stale_window_ms is what a reader holding it takes the lease to replace); else 1\n"
+    "-- after taking the lease, or 0 when another holder has it. Byte by byte: Lua's string <\n"
+    "-- uses strcoll.\n"
     "local function later(a, b)\n"
     "  for i = 1, 8 do\n"
     "    local x, y = string.byte(a, i), string.byte(b, i)\n"
@@ -144,7 +147,9 @@ static const char lease_script[] =
     "end\n"
     "if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
     "  local v = redis.call('GET', KEYS[1])\n"
-    "  if #v >= 19 and string.sub(v, 1, 3) == ARGV[1] and later(string.sub(v, 12, 19), ARGV[4])\n"
+    "  if #v >= 20 and string.sub(v, 1, 3) == ARGV[1] and later(string.sub(v, 12, 19), ARGV[4])\n"
+    "    and (string.sub(v, 20, 20) ~= 'H' or (#v >= 37 and string.byte(v, 21) % 4 < 2\n"
+    "      and later(string.sub(v, 30, 37), ARGV[4])))\n"
     "  then return v end\n"
     "end\n"
     "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end\n"
@@ -170,7 +175,7 @@ static const struct script {
     [TC__SCRIPT_TAG_DROP] = {tag_drop_script, sizeof tag_drop_script - 1,
                              "ef4cd91f7f4e4b3cd93c278fbeefe9c459d471da"},
     [TC__SCRIPT_LEASE] = {lease_script, sizeof lease_script - 1,
-                          "dc0fb0540a58aab54bee40823eb0bd26acebf560"},
+                          "680d6eb1e66e8134659adf593ef7a3c39c5f154f"},
     [TC__SCRIPT_UNLEASE] = {unlease_script, sizeof unlease_script - 1,
                             "77538aa0a3dc29692e0b9a026543c937d5d6abeb"},
 };
