@@ -13,12 +13,23 @@
  *                   its eviction from another handle's edge          subscriber's redisGetReply
  *   conn-reuse      us per warm call on tc_shared (a Redis GET)   vs connect, GET, free per call
  *   conn-per-thread-vs-pool  ops/s of 2 threads on the tier's      vs 2 threads on a pool of 2 raw
- *                   per-thread connections                          connections under a mutex
+ *                   connections (redis.pipelining's default)        connections under a mutex
+ *   redis-autopipe-get-T  ops/s of T threads doing tc_get (edge    vs T threads, each on its own
+ *                   off) through one handle, auto-pipelined         raw connection, sequential GETs
+ *   redis-autopipe-put-T  the same for the tier's set (the          vs ... sequential SETs
+ *                   version-guard script)
+ *                   for T = 1, 4, 16, 64
  *
  * Bounds: what raw hiredis code gets against the same baseline, in the same run: how near to
  * its target any client can come on this machine (docs/benchmarks.md).
  *   redis-set-bound     ops/s of EVALSHA of a script that only SETs  vs raw SET
  *   conn-reuse-bound    us per raw GET on a connection kept open     vs connect, GET, free per call
+ *   redis-autopipe-get-bound-T  ops/s of one thread sending the GETs   vs the autopipe baseline
+ *                   raw, T in one write, then their T replies (no thread to wake: what batching
+ *                   T commands reaches at most here); -put-bound-T the same for SETs
+ *   redis-autopipe-wake-bound-T  ops/s of T threads each sleeping    vs the autopipe baseline
+ *                   on a futex until one dispatcher thread answers and wakes it, no Redis: the
+ *                   wake every threaded design pays per call (T = 4, 16, 64)
  *
  * Rounds alternate value and baseline; medians of ROUNDS. Compare ratios, not absolute figures.
  *
@@ -26,6 +37,7 @@
  * it around each command (two system calls), measured here as redis-get-sigpipe-default.
  */
 #include <hiredis.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -33,6 +45,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "bench_util.h"
 #include "common/bus.h"
@@ -424,6 +438,187 @@ static void bench_conn_model(const char *place, tc_cache *c)
     pthread_mutex_destroy(&pl.mu);
 }
 
+/* ---- auto-pipelining ---------------------------------------------------------------------- */
+
+#define AP_TOTAL 24000 /* operations per measurement, over all threads */
+
+typedef struct ap_worker {
+    tc_cache *c;    /* NULL: the raw baseline, on raw */
+    redisContext *raw;
+    int id, ops, put;
+    atomic_int *go;
+} ap_worker;
+
+static void *ap_work(void *arg)
+{
+    ap_worker *w = arg;
+    tc__redis *tier = w->c != NULL ? tc__cache_redis(w->c) : NULL;
+    int64_t version = (int64_t)w->id << 32;
+    while (!atomic_load(w->go))
+        sched_yield();
+    for (int i = 0; i < w->ops; i++) {
+        int k = (w->id * 131 + i) % NKEYS;
+        if (w->put && tier != NULL) {
+            if (tc__redis_set(tier, setkeys[k], setklen[k], val, VLEN, ++version, 600000) !=
+                TC_OK)
+                die("autopipe set");
+        } else if (w->put) {
+            const char *argv[] = {"SET", full[k], val, "PX", "600000"};
+            size_t lens[] = {3, flen[k], VLEN, 2, 6};
+            raw_ok(redisCommandArgv(w->raw, 5, argv, lens), REDIS_REPLY_STATUS);
+        } else if (tier != NULL) {
+            void *out;
+            size_t len;
+            if (tc_get(&out, &len, w->c, keys[k], klen[k]) != TC_OK)
+                die("autopipe get");
+            tc_free(out);
+        } else {
+            const char *argv[] = {"GET", full[k]};
+            size_t lens[] = {3, flen[k]};
+            raw_ok(redisCommandArgv(w->raw, 2, argv, lens), REDIS_REPLY_STRING);
+        }
+    }
+    return NULL;
+}
+
+/* ops/s of t threads, each doing AP_TOTAL / t operations: through c, or each on a raw
+ * connection of its own (c NULL). */
+static double ap_run(tc_cache *c, int t, int put)
+{
+    ap_worker w[64];
+    pthread_t th[64];
+    atomic_int go = 0;
+    for (int i = 0; i < t; i++)
+        w[i] = (ap_worker){c, c == NULL ? raw_connect() : NULL, i, AP_TOTAL / t, put, &go};
+    for (int i = 0; i < t; i++)
+        if (pthread_create(&th[i], NULL, ap_work, &w[i]) != 0)
+            die("thread");
+    double t0 = now_ns();
+    atomic_store(&go, 1);
+    for (int i = 0; i < t; i++)
+        pthread_join(th[i], NULL);
+    double secs = (now_ns() - t0) / 1e9;
+    for (int i = 0; i < t; i++)
+        if (w[i].raw != NULL)
+            redisFree(w[i].raw);
+    return (double)(AP_TOTAL / t) * t / secs;
+}
+
+/* The bound: one thread sending the same GETs (SETs) raw, t at a time in one write, then
+ * reading their t replies. What batching t commands can reach at most on this machine, with no
+ * thread to hand a reply to. */
+static double ap_bound(redisContext *raw, int t, int put)
+{
+    int n = AP_TOTAL / t;
+    double t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < t; j++) {
+            int k = (j * 131 + i) % NKEYS;
+            if (put) {
+                const char *argv[] = {"SET", full[k], val, "PX", "600000"};
+                size_t lens[] = {3, flen[k], VLEN, 2, 6};
+                redisAppendCommandArgv(raw, 5, argv, lens);
+            } else {
+                const char *argv[] = {"GET", full[k]};
+                size_t lens[] = {3, flen[k]};
+                redisAppendCommandArgv(raw, 2, argv, lens);
+            }
+        }
+        for (int j = 0; j < t; j++) {
+            void *rep;
+            if (redisGetReply(raw, &rep) != REDIS_OK)
+                die("bound reply");
+            raw_ok(rep, put ? REDIS_REPLY_STATUS : REDIS_REPLY_STRING);
+        }
+    }
+    return (double)n * t / ((now_ns() - t0) / 1e9);
+}
+
+/* The other bound: t threads that each post a request and sleep on a futex until one
+ * dispatcher thread, polling their words, answers it and wakes them; no Redis at all. Any
+ * design that hands each answer to a caller blocked in its own thread pays this wake per call
+ * (rueidis's goroutines switch in user space and do not); on a paravirtualized machine it is
+ * the larger part of a call. */
+static atomic_int wake_word[64];
+static atomic_int wake_stop;
+
+static void *wake_caller(void *arg)
+{
+    atomic_int *w = arg;
+    for (int i = 0; i < AP_TOTAL / 64 * 4; i++) {
+        atomic_store(w, 1);
+        while (atomic_load(w) == 1)
+            syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+    }
+    return NULL;
+}
+
+static void *wake_dispatcher(void *arg)
+{
+    int t = *(int *)arg;
+    while (!atomic_load(&wake_stop)) {
+        int any = 0;
+        for (int i = 0; i < t; i++) {
+            if (atomic_load(&wake_word[i]) == 1) {
+                atomic_store(&wake_word[i], 2);
+                syscall(SYS_futex, &wake_word[i], FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+                any = 1;
+            }
+        }
+        if (!any)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static double ap_wake_bound(int t)
+{
+    pthread_t th[64], d;
+    atomic_store(&wake_stop, 0);
+    for (int i = 0; i < t; i++)
+        atomic_store(&wake_word[i], 0);
+    if (pthread_create(&d, NULL, wake_dispatcher, &t) != 0)
+        die("thread");
+    double t0 = now_ns();
+    for (int i = 0; i < t; i++)
+        if (pthread_create(&th[i], NULL, wake_caller, &wake_word[i]) != 0)
+            die("thread");
+    for (int i = 0; i < t; i++)
+        pthread_join(th[i], NULL);
+    double secs = (now_ns() - t0) / 1e9;
+    atomic_store(&wake_stop, 1);
+    pthread_join(d, NULL);
+    return (double)(AP_TOTAL / 64 * 4) * t / secs;
+}
+
+static void bench_autopipe(const char *place, tc_cache *c)
+{
+    static const int threads[] = {1, 4, 16, 64};
+    redisContext *raw = raw_connect();
+    for (int put = 0; put < 2; put++) {
+        for (size_t k = 0; k < sizeof threads / sizeof threads[0]; k++) {
+            double v[ROUNDS], b[ROUNDS], lv[ROUNDS], wv[ROUNDS];
+            for (int r = 0; r < ROUNDS; r++) {
+                v[r] = ap_run(c, threads[k], put);
+                b[r] = ap_run(NULL, threads[k], put);
+                lv[r] = ap_bound(raw, threads[k], put);
+                wv[r] = put || threads[k] == 1 ? 0 : ap_wake_bound(threads[k]);
+            }
+            char id[64];
+            const char *op = put ? "put" : "get";
+            snprintf(id, sizeof id, "redis-autopipe-%s-%d-%s", op, threads[k], place);
+            report(id, "ops_per_s", median(v, ROUNDS), median(b, ROUNDS));
+            snprintf(id, sizeof id, "redis-autopipe-%s-bound-%d-%s", op, threads[k], place);
+            report(id, "ops_per_s", median(lv, ROUNDS), median(b, ROUNDS));
+            if (wv[0] > 0) {
+                snprintf(id, sizeof id, "redis-autopipe-wake-bound-%d-%s", threads[k], place);
+                report(id, "ops_per_s", median(wv, ROUNDS), median(b, ROUNDS));
+            }
+        }
+    }
+    redisFree(raw);
+}
+
 /* ---- connection reuse ------------------------------------------------------------------------ */
 
 static void bench_conn_reuse(const char *place)
@@ -475,8 +670,10 @@ static void bench_conn_reuse(const char *place)
     tc_shared_reset();
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* "bench_redis autopipe": that part alone, for working on it. */
+    int only_autopipe = argc > 1 && strcmp(argv[1], "autopipe") == 0;
     if (tct_tmpdir(dir, sizeof dir) != 0 || tct_redis_start(&srv) != 0) {
         printf("bench_redis: redis-server not available: skipped\n");
         return 0;
@@ -491,7 +688,7 @@ int main(void)
         setklen[i] = strlen(setkeys[i]);
     }
     /* With SIGPIPE at its default first (the tier guards each command), then ignored. */
-    {
+    if (!only_autopipe) {
         pin(srv.pid, 0);
         pin(0, 0);
         tc_cache *c = open_cache("db", 0, 0);
@@ -514,12 +711,15 @@ int main(void)
             if (tc_put(c, keys[i], klen[i], val, VLEN, 0) != TC_OK)
                 die("put");
         redisContext *raw = raw_connect();
-        bench_get_set(places[p].name, c, raw);
-        bench_getmany(places[p].name, c, raw);
-        bench_edge_vs_redis(places[p].name, raw);
-        bench_bus(places[p].name, raw);
-        bench_conn_model(places[p].name, c);
-        bench_conn_reuse(places[p].name);
+        if (!only_autopipe) {
+            bench_get_set(places[p].name, c, raw);
+            bench_getmany(places[p].name, c, raw);
+            bench_edge_vs_redis(places[p].name, raw);
+            bench_bus(places[p].name, raw);
+            bench_conn_model(places[p].name, c);
+            bench_conn_reuse(places[p].name);
+        }
+        bench_autopipe(places[p].name, c);
         redisFree(raw);
         tc_close(c);
     }

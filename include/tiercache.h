@@ -122,6 +122,9 @@ TC_API void tc_free(void *ptr);
  *   redis.bus_channel          string  "bus"          the bus's channel (under the namespace)
  *   redis.tracking             bool    false          CLIENT TRACKING: Redis-side changes of
  *                                                     keys read from Redis leave the edge
+ *   redis.pipelining           string  "auto"         "auto": gets and puts of threads calling
+ *                                                     at once share one connection and one
+ *                                                     write; "off": a connection per thread
  *   store.type                 string  "sqlite"       "sqlite", "postgres", "dynamodb" or
  *                                                     "none" (tc_config_set_store sets a store
  *                                                     of the caller's own)
@@ -287,8 +290,11 @@ TC_API int tc_config_set_store(tc_config *cfg, tc_store_get_fn get, tc_store_put
 /* ---- The cache handle ---------------------------------------------------------------------- */
 /**
  * An open cache: the three tiers and their connections.
- * Thread-safe: one handle may be shared by any number of threads; each thread lazily opens and
- * then reuses its own Redis connection. After fork() the child may keep using the handle: it
+ * Thread-safe: one handle may be shared by any number of threads. With redis.pipelining "auto"
+ * (the default), the gets and puts of threads that call at the same time share one connection
+ * and go out together in one write; the calls that take several steps (pattern and tag
+ * invalidation, get_many) and every call with "off" use a connection of the calling thread's,
+ * opened lazily and then reused. After fork() the child may keep using the handle: it
  * never touches the parent's sockets or database connection and opens its own.
  * tc_close must not race with other calls on the same handle.
  */
@@ -720,11 +726,14 @@ TC_API void tc_invalidator_free(tc_invalidator *inv);
 /**
  * The handle's counters as a JSON object (NUL-terminated), e.g.
  *   {"edge":{"hits":..,"misses":..,"sets":..,"errors":..,"evictions":..,"entries":..,"bytes":..},
- *    "redis":{"hits":..,"misses":..,"sets":..,"errors":..,"connects":..,"reuses":..},
+ *    "redis":{"hits":..,"misses":..,"sets":..,"errors":..,"connects":..,"reuses":..,
+ *             "batches":..,"batched":..},
  *    "store":{"hits":..,"misses":..,"sets":..,"errors":..,"leases":..,"lease_waits":..},
  *    "shared":{"cold_starts":..,"warm_starts":..}}
- * connects counts Redis connections opened (cold starts), reuses counts calls that found the
- * thread's connection already open (warm starts); shared counts tc_shared calls process-wide.
+ * connects counts Redis connections opened (cold starts), reuses counts calls (or auto-pipeline
+ * batches) that found their connection already open (warm starts); batches counts the writes
+ * of the auto-pipeline and batched the commands answered in them (batched / batches: how many
+ * calls went out together); shared counts tc_shared calls process-wide.
  * @param out  receives the JSON text; free with tc_free.
  * @return TC_OK, TC_EINVAL, TC_ENOMEM. Thread-safe; counters are read without a global pause,
  *         so they are each exact but not one snapshot.

@@ -26,16 +26,22 @@ static void redis_down(void)
     tct_redis_stop(&redis);
 }
 
-/* TIERCACHE_CONFIG as inline JSON pointing at a fresh dir and the suite's Redis. */
-static void setup(void)
+/* TIERCACHE_CONFIG as inline JSON pointing at the test's dir and the suite's Redis. */
+static void set_config(const char *pipelining)
 {
-    char json[600];
-    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
+    char json[700];
     snprintf(json, sizeof json,
              "{\"store\": {\"path\": \"%s/shared.db\"},"
-             " \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"retry_interval_ms\": 0}}",
-             dir, redis.port);
+             " \"redis\": {\"host\": \"127.0.0.1\", \"port\": %d, \"retry_interval_ms\": 0,"
+             " \"pipelining\": \"%s\"}}",
+             dir, redis.port, pipelining);
     setenv("TIERCACHE_CONFIG", json, 1);
+}
+
+static void setup(void)
+{
+    ck_assert_int_eq(tct_tmpdir(dir, sizeof dir), 0);
+    set_config("auto");
 }
 
 static void teardown(void)
@@ -153,9 +159,13 @@ static void *reader(void *arg)
     return (void *)ok;
 }
 
+/* _i 0: redis.pipelining "auto", one connection shared by every thread; 1: "off", one per
+ * thread. */
 START_TEST(test_one_connection_per_thread)
 {
     tc_cache *c;
+    if (_i == 1)
+        set_config("off");
     ck_assert_int_eq(tc_shared(&c), TC_OK);
     ck_assert_int_eq(tc_put(c, K("k"), "v", 1, 0), TC_OK);     /* this thread: connect 1 */
     pthread_t t[THREADS];
@@ -166,10 +176,16 @@ START_TEST(test_one_connection_per_thread)
         pthread_join(t[i], &ok);
         ck_assert_int_eq((long)ok, CALLS);
     }
-    ck_assert_int_eq(tct_stat(c, "redis", "connects"), 1 + THREADS);
-    /* Each call of each thread uses Redis at least twice (DEL, GET; a SET when the GET missed),
-     * all but the first on the thread's open connection. */
-    ck_assert_int_ge(tct_stat(c, "redis", "reuses"), THREADS * (CALLS * 2 - 1));
+    if (_i == 1) {
+        ck_assert_int_eq(tct_stat(c, "redis", "connects"), 1 + THREADS);
+        /* Each call of each thread uses Redis at least twice (DEL, GET; a SET when the GET
+         * missed), all but the first on the thread's open connection. */
+        ck_assert_int_ge(tct_stat(c, "redis", "reuses"), THREADS * (CALLS * 2 - 1));
+    } else {
+        /* Every batch of the auto-pipeline reuses the one connection. */
+        ck_assert_int_eq(tct_stat(c, "redis", "connects"), 1);
+        ck_assert_int_ge(tct_stat(c, "redis", "reuses"), 1);
+    }
 }
 END_TEST
 
@@ -261,7 +277,7 @@ Suite *shared_suite(void)
     tcase_add_test(tc, test_same_handle_every_call);
     tcase_add_test(tc, test_built_once_under_a_race);
     tcase_add_test(tc, test_config_from_file_and_bad_config);
-    tcase_add_test(tc, test_one_connection_per_thread);
+    tcase_add_loop_test(tc, test_one_connection_per_thread, 0, 2);
     tcase_add_test(tc, test_fork_child_opens_its_own);
     tcase_add_test(tc, test_server_closed_connection);
     suite_add_tcase(s, tc);

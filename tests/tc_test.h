@@ -17,6 +17,7 @@ Suite *config_suite(void);
 Suite *edge_suite(void);
 Suite *store_suite(void);
 Suite *redis_suite(void);
+Suite *autopipe_suite(void);
 Suite *cache_suite(void);
 Suite *shared_suite(void);
 Suite *cache_control_suite(void);

@@ -138,6 +138,7 @@ typedef struct tc__stats {
     atomic_llong reuses;   /* calls served by a thread's already-open connection: warm starts */
     atomic_llong leases;      /* miss leases taken (lease_ms): store reads this process led */
     atomic_llong lease_waits; /* pauses waiting for another holder's fill */
+    atomic_llong batches, batched; /* auto-pipeline writes, and the commands answered in them */
 } tc__stats;
 
 #define TC__INC(counter) atomic_fetch_add_explicit(&(counter), 1, memory_order_relaxed)

@@ -26,6 +26,7 @@ typedef struct opt {
 
 static int check_table(const char *s, char *why, size_t n);
 static int check_store_type(const char *s, char *why, size_t n);
+static int check_pipelining(const char *s, char *why, size_t n);
 
 #define F(field) offsetof(struct tc_config, field)
 #define DAY_MS (86400LL * 1000)
@@ -57,6 +58,7 @@ static const opt options[] = {
     {"redis.bus", OPT_BOOL, F(redis_bus), 0, 1, NULL},
     {"redis.tracking", OPT_BOOL, F(redis_tracking), 0, 1, NULL},
     {"redis.bus_channel", OPT_STR, F(redis_bus_channel), 1, 128, NULL},
+    {"redis.pipelining", OPT_STR, F(redis_pipelining), 1, 8, check_pipelining},
     {"store.type", OPT_STR, F(store_type), 1, 32, check_store_type},
     {"store.path", OPT_STR, F(store_path), 1, 4096, NULL},
     {"store.table", OPT_STR, F(store_table), 1, 64, check_table},
@@ -97,6 +99,14 @@ static int check_table(const char *s, char *why, size_t n)
         }
     }
     return 0;
+}
+
+static int check_pipelining(const char *s, char *why, size_t n)
+{
+    if (strcmp(s, "auto") == 0 || strcmp(s, "off") == 0)
+        return 0;
+    snprintf(why, n, "unknown pipelining \"%s\" (known: auto, off)", s);
+    return -1;
 }
 
 static int check_store_type(const char *s, char *why, size_t n)
@@ -195,6 +205,7 @@ static const opt *lookup(tc_config *cfg, const char *name, enum opt_type want, i
 static const char *const string_defaults[][2] = {
     {"redis.host", ""},          {"redis.unix_socket", ""}, {"redis.namespace", "tc:"},
     {"redis.username", ""},      {"redis.password", ""},    {"redis.bus_channel", "bus"},
+    {"redis.pipelining", "auto"},
     {"store.type", "sqlite"},    {"store.path", "tiercache.db"},
     {"store.table", "tiercache"}, {"store.conninfo", ""},      {"feed.consumer", "invalidator"},
     {"store.region", ""},        {"store.endpoint", ""},    {"store.streams_endpoint", ""},

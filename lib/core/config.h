@@ -22,6 +22,7 @@ struct tc_config {
     int redis_bus;             /* the invalidation bus: publish writes, evict on messages */
     int redis_tracking;        /* CLIENT TRACKING: Redis-side changes evict from the edge */
     char *redis_bus_channel;   /* under the namespace */
+    char *redis_pipelining;    /* "auto" or "off" */
     char *store_type, *store_path, *store_table;
     char *store_conninfo;          /* postgres: libpq conninfo ("" for libpq's defaults) */
     int64_t store_busy_timeout_ms;

@@ -68,6 +68,7 @@ static int open_redis(tc_cache *c)
         /* Records add their header (HTTP headers are bounded by tc_put_http). */
         .max_value_bytes = (size_t)k->max_value_bytes + 128 * 1024,
         .tombstone_ttl_ms = k->tombstone_ttl_ms,
+        .autopipe = strcmp(k->redis_pipelining, "auto") == 0,
     };
     int rc = tc__redis_new(&c->redis, &o, c, &c->stats);
     /* The subscriber PINGs after a quiet interval and calls the link lost after two: half of

@@ -36,6 +36,8 @@ int tc__stats_render(char **out, tc__stats *s, tc__edge *edge, const void *owner
         json_object_set_new(e, "bytes", json_integer(bytes)) == 0 &&
         json_object_set_new(r, "connects", json_integer(TC__GET(s->connects))) == 0 &&
         json_object_set_new(r, "reuses", json_integer(TC__GET(s->reuses))) == 0 &&
+        json_object_set_new(r, "batches", json_integer(TC__GET(s->batches))) == 0 &&
+        json_object_set_new(r, "batched", json_integer(TC__GET(s->batched))) == 0 &&
         json_object_set_new(st, "leases", json_integer(TC__GET(s->leases))) == 0 &&
         json_object_set_new(st, "lease_waits", json_integer(TC__GET(s->lease_waits))) == 0) {
         /* "O" takes a reference, so ours are dropped below either way. */

@@ -106,6 +106,10 @@ struct tc__rconns {
     tc__stats *stats;
     void (*on_torn)(void *);
     void *on_torn_arg;
+    /* The one connection no thread owns (tc__rconns_acquire_shared): used by whichever thread
+     * leads the auto-pipeline at the moment, which serializes its users. In the registry like
+     * the threads' slots, so that fork_repair closes it in a child. */
+    slot *shared;
 };
 
 /* ---- fork -------------------------------------------------------------------------------- */
@@ -368,6 +372,13 @@ int tc__rconns_new(tc__rconns **out, const tc__rconns_opts *opts, const void *ow
         return tc__err(owner, TC_ENOMEM, "redis: cannot create a lock or thread key: %s",
                        strerror(err));
     }
+    cs->shared = calloc(1, sizeof *cs->shared);
+    if (cs->shared == NULL) {
+        tc__rconns_free(cs);
+        return tc__err(owner, TC_ENOMEM, "redis: out of memory");
+    }
+    cs->shared->cs = cs;
+    slot_link(cs, cs->shared);
     *out = cs;
     return TC_OK;
 }
@@ -384,12 +395,19 @@ void tc__rconns_free(tc__rconns *cs)
      * again (a new key with the same index starts out NULL for every thread). */
     pthread_key_delete(cs->key);
     slot *s = cs->slots;
+    int shared_seen = 0;
     while (s != NULL) {
         slot *next = s->next;
+        shared_seen |= s == cs->shared;
         if (s->ctx != NULL)
             redisFree(s->ctx);
         free(s);
         s = next;
+    }
+    if (!shared_seen && cs->shared != NULL) { /* out of an abandoned registry */
+        if (cs->shared->ctx != NULL)
+            redisFree(cs->shared->ctx);
+        free(cs->shared);
     }
     pthread_mutex_destroy(&cs->mu);
     free_strings(cs);
@@ -709,24 +727,11 @@ static int track_check(redisContext **out, tc__rconns *cs, slot *s)
     return TC_OK;
 }
 
-int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
+/* A usable connection in s, reused or opened (both kinds of slot). */
+static int acquire_slot(redisContext **out, tc__rconns *cs, slot *s)
 {
-    *out = NULL;
-    check_fork(cs);
-    slot *s = pthread_getspecific(cs->key);
-    if (s == NULL) {
-        s = calloc(1, sizeof *s);
-        if (s == NULL)
-            return tc__err(cs->owner, TC_ENOMEM, "redis %s: out of memory", cs->where);
-        s->cs = cs;
-        if (pthread_setspecific(cs->key, s) != 0) {
-            free(s);
-            return tc__err(cs->owner, TC_ENOMEM, "redis %s: out of memory", cs->where);
-        }
-        slot_link(cs, s);
-    } else if (s->epoch != atomic_load(&cs->epoch)) {
+    if (s->epoch != atomic_load(&cs->epoch))
         slot_link(cs, s); /* its registry was abandoned in a fork repair */
-    }
     if (s->ctx != NULL && s->gen != tc__fork_generation())
         slot_close(cs, s); /* the parent's socket: close our copy, never write to it */
     if (s->ctx != NULL && (s->ctx->err != 0 || s->noauth))
@@ -759,11 +764,34 @@ int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
     return track_check(out, cs, s);
 }
 
-void tc__rconns_release(tc__rconns *cs, int close_it)
+int tc__rconns_acquire(redisContext **out, tc__rconns *cs)
 {
+    *out = NULL;
+    check_fork(cs);
     slot *s = pthread_getspecific(cs->key);
-    if (s == NULL)
-        return;
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL)
+            return tc__err(cs->owner, TC_ENOMEM, "redis %s: out of memory", cs->where);
+        s->cs = cs;
+        if (pthread_setspecific(cs->key, s) != 0) {
+            free(s);
+            return tc__err(cs->owner, TC_ENOMEM, "redis %s: out of memory", cs->where);
+        }
+        slot_link(cs, s);
+    }
+    return acquire_slot(out, cs, s);
+}
+
+int tc__rconns_acquire_shared(redisContext **out, tc__rconns *cs)
+{
+    *out = NULL;
+    check_fork(cs);
+    return acquire_slot(out, cs, cs->shared);
+}
+
+static void release_slot(tc__rconns *cs, slot *s, int close_it)
+{
     atomic_store(&s->busy, 0);
     if (s->noauth) {
         /* The server no longer accepts this connection's commands: reconnect (and AUTH) on
@@ -773,6 +801,18 @@ void tc__rconns_release(tc__rconns *cs, int close_it)
     }
     if (close_it)
         slot_close(cs, s);
+}
+
+void tc__rconns_release(tc__rconns *cs, int close_it)
+{
+    slot *s = pthread_getspecific(cs->key);
+    if (s != NULL)
+        release_slot(cs, s, close_it);
+}
+
+void tc__rconns_release_shared(tc__rconns *cs, int close_it)
+{
+    release_slot(cs, cs->shared, close_it);
 }
 
 /* ---- SIGPIPE ----------------------------------------------------------------------------- */

@@ -66,6 +66,13 @@ void tc__rconns_free(tc__rconns *cs);
  * tc__rconns_release once it is done with it. */
 int tc__rconns_acquire(redisContext **out, tc__rconns *cs);
 
+/* The object's one shared connection, for the auto-pipeline (redis/autopipe.h): as acquire,
+ * but the connection belongs to no thread. Its callers must serialize themselves (one user
+ * between acquire_shared and release_shared at a time, with a happens-before between users:
+ * the pipeline's mutex); the thread that releases it need not be the one that acquired it. */
+int tc__rconns_acquire_shared(redisContext **out, tc__rconns *cs);
+void tc__rconns_release_shared(tc__rconns *cs, int close_it);
+
 /* Server-assisted client-side caching: from now on each connection, before its next command,
  * turns CLIENT TRACKING on (BCAST for keys under prefix, which must outlive the object and be
  * the same at every call) with REDIRECT to client_id, the subscriber connection's, which

@@ -22,6 +22,9 @@ typedef struct tc__redis_opts {
     int keepalive;
     size_t max_value_bytes;  /* a larger value in Redis is a protocol error */
     int64_t tombstone_ttl_ms; /* life of the tombstones invalidations leave; 0: 10 s */
+    /* redis.pipelining "auto": single commands of threads calling at the same time share one
+     * connection and one write (redis/autopipe.h); 0: each thread's own connection. */
+    int autopipe;
 } tc__redis_opts;
 
 /* Copies opts; connects nothing yet. */

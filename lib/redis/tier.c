@@ -90,6 +90,11 @@ int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner
         .on_torn_arg = r,
     };
     int rc = tc__rconns_new(&r->conns, &co, owner, r->stats);
+    if (rc == TC_OK && opts->autopipe) {
+        rc = tc__ap_new(&r->ap, r->conns, owner, r->stats);
+        if (rc != TC_OK)
+            tc__rconns_free(r->conns);
+    }
     if (rc != TC_OK) {
         free(r->ns);
         free(r->scan_pattern);
@@ -107,6 +112,7 @@ void tc__redis_free(tc__redis *r)
 {
     if (r == NULL)
         return;
+    tc__ap_free(r->ap);
     tc__rconns_free(r->conns);
     if (r->pend_buckets != NULL) {
         for (size_t i = 0; i < PEND_BUCKETS; i++) {
@@ -256,13 +262,6 @@ int tc__redis_retire_publish(tc__redis *r, const char *key, size_t key_len, int6
     return write_envelope(r, key, key_len, ENV_TOMBSTONE, NULL, 0, version, ttl_ms, 1, &pub);
 }
 
-static int op_settle_one(tc__redis *r, redisContext *c, void *ctx, int *broken)
-{
-    int rc = tc__rt_conn_settle(r, c, ctx, 1, NULL);
-    *broken = rc != TC_OK && c->err != 0;
-    return rc;
-}
-
 int tc__redis_del(tc__redis *r, const char *key, size_t key_len)
 {
     if (r == NULL)
@@ -274,7 +273,7 @@ int tc__redis_del(tc__redis *r, const char *key, size_t key_len)
     rc = tc__rt_nskey_make(&k, r, key, key_len);
     if (rc == TC_OK) {
         settle_item item = {k.p, k.len, -1};
-        rc = tc__rt_with_conn(r, op_settle_one, &item);
+        rc = tc__rt_conn_settle(r, NULL, &item, 1, NULL); /* a script call of its own */
         tc__rt_nskey_free(&k);
     }
     if (rc != TC_OK)

@@ -313,7 +313,13 @@ int tc__rt_conn_settle(tc__redis *r, redisContext *c, const settle_item *items, 
     lens[2 + n] = strlen(px);
     rest[3 + n] = (const char *)vers + n * 8;
     lens[3 + n] = 8;
-    rep = tc__rt_conn_eval(c, TC__SCRIPT_SETTLE, (int)nrest, rest, lens);
+    if (c == NULL) {
+        rc = tc__rt_run_script(r, TC__SCRIPT_SETTLE, (int)nrest, rest, lens, &rep);
+        if (rc != TC_OK)
+            goto done;
+    } else {
+        rep = tc__rt_conn_eval(c, TC__SCRIPT_SETTLE, (int)nrest, rest, lens);
+    }
     if (rep == NULL)
         rc = c->err ? tc__rt_ctx_error(r, c, "settle")
                     : tc__err(r->owner, TC_ENOMEM, "redis: out of memory");
@@ -553,20 +559,75 @@ static int op_script(tc__redis *r, redisContext *c, void *ctx, int *broken)
     return tc__rt_ctx_error(r, c, "EVALSHA");
 }
 
+/* ap_run's answer when the auto-pipeline is not for this call: the caller's own connection
+ * (tc__rt_with_conn) sends it. */
+#define AP_NOT_TAKEN 2
+
+/* One command through the auto-pipeline, when it is on and no journal waits to be applied
+ * first (with_conn applies it): TC_OK with its reply, or an error with its message. A
+ * connection the server closed under the command is replaced and the command sent once more,
+ * as with_conn does. */
+static int ap_run(tc__redis *r, const char *what, int argc, const char *const *argv,
+                  const size_t *lens, redisReply **out)
+{
+    *out = NULL;
+    if (r->ap == NULL || atomic_load_explicit(&r->pend_active, memory_order_acquire))
+        return AP_NOT_TAKEN;
+    int rc = tc__ap_command(r->ap, what, argc, argv, lens, out);
+    if (rc == TC__AP_RETRY)
+        rc = tc__ap_command(r->ap, what, argc, argv, lens, out);
+    return rc == TC__AP_RETRY ? TC_EREDIS : rc; /* the message is set */
+}
+
 int tc__rt_run(tc__redis *r, const char *what, int argc, const char **argv, const size_t *lens,
                redisReply **out)
 {
+    int rc = ap_run(r, what, argc, argv, lens, out);
+    if (rc != AP_NOT_TAKEN)
+        return rc;
     command cmd = {what, argc, argv, lens, NULL};
-    int rc = tc__rt_with_conn(r, op_command, &cmd);
+    rc = tc__rt_with_conn(r, op_command, &cmd);
     *out = cmd.reply;
+    return rc;
+}
+
+/* A script through the auto-pipeline: EVALSHA, then EVAL if the server lacks it. */
+static int ap_script(tc__redis *r, int which, int nrest, const char **rest, const size_t *lens,
+                     redisReply **out)
+{
+    enum { STACK_ARGS = 16 };
+    const char *sargv[STACK_ARGS + 2];
+    size_t slens[STACK_ARGS + 2];
+    if (r->ap == NULL || nrest > STACK_ARGS)
+        return AP_NOT_TAKEN;
+    memcpy(sargv + 2, rest, (size_t)nrest * sizeof *sargv);
+    memcpy(slens + 2, lens, (size_t)nrest * sizeof *slens);
+    const char *text;
+    tc__redis_script(which, &text, &sargv[1]);
+    sargv[0] = "EVALSHA";
+    slens[0] = 7;
+    slens[1] = 40;
+    int rc = ap_run(r, "EVALSHA", nrest + 2, sargv, slens, out);
+    if (rc == TC_OK && (*out)->type == REDIS_REPLY_ERROR && (*out)->len >= 8 &&
+        memcmp((*out)->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(*out);
+        sargv[0] = "EVAL";
+        slens[0] = 4;
+        sargv[1] = text;
+        slens[1] = strlen(text);
+        rc = ap_run(r, "EVAL", nrest + 2, sargv, slens, out);
+    }
     return rc;
 }
 
 int tc__rt_run_script(tc__redis *r, int which, int nrest, const char **rest,
                       const size_t *lens, redisReply **out)
 {
+    int rc = ap_script(r, which, nrest, rest, lens, out);
+    if (rc != AP_NOT_TAKEN)
+        return rc;
     script_call sc = {which, nrest, rest, lens, NULL};
-    int rc = tc__rt_with_conn(r, op_script, &sc);
+    rc = tc__rt_with_conn(r, op_script, &sc);
     *out = sc.reply;
     return rc;
 }

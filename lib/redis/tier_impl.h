@@ -10,6 +10,7 @@
 #ifndef TC_REDIS_TIER_IMPL_H
 #define TC_REDIS_TIER_IMPL_H
 
+#include "redis/autopipe.h"
 #include "redis/redis_conn.h"
 #include "redis/redis_tier.h"
 
@@ -46,6 +47,7 @@ typedef struct pend_entry {
 
 struct tc__redis {
     tc__rconns *conns;
+    tc__ap *ap; /* NULL: redis.pipelining "off" */
     char *ns, *scan_pattern;
     size_t ns_len, scan_pattern_len;
     size_t max_value_bytes;
@@ -140,7 +142,9 @@ int tc__rt_ctx_error(const tc__redis *r, const redisContext *c, const char *what
 int tc__rt_reply_error(const tc__redis *r, const redisReply *rep, const char *what,
                        const char *expected);
 
-/* Runs the settle script on c over n items (n <= SETTLE_BATCH); *removed += values taken out. */
+/* Runs the settle script on c over n items (n <= SETTLE_BATCH); *removed += values taken out.
+ * c NULL: as a call of its own (tc__rt_run_script: the auto-pipeline, or this thread's
+ * connection), with its retry. */
 int tc__rt_conn_settle(tc__redis *r, redisContext *c, const settle_item *items, size_t n,
                        int64_t *removed);
 
