@@ -17,6 +17,11 @@
  *                                                                  the store's pragmas (WAL,
  *                                                                  synchronous=FULL)
  *
+ *   wt-put-concurrent-<db>-T  puts/s of T threads through one     vs T threads, each on a bare
+ *                   handle (tc_put, edge and Redis on; SQLite's     connection of its own, doing
+ *                   group commit shares transactions)              the bare upsert
+ *                   for db = sqlite, pg and T = 1, 4, 16
+ *
  *   wt-put-pg-bound,    us per bare write followed by a SET of   vs the bare write alone
  *   wt-put-sqlite-bound the key in Redis over a raw connection
  *                       kept open: the least any write-through
@@ -34,6 +39,7 @@
  */
 #include <hiredis.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -347,6 +353,125 @@ static void bench_wt_put_sqlite(void)
     tc_close(c);
 }
 
+/* ---- wt-put-concurrent ---------------------------------------------------------------------- */
+
+#define CONC_TOTAL 1200 /* puts per measurement, over all threads */
+
+typedef struct conc {
+    tc_cache *c;     /* the library's side: one handle for every thread */
+    sqlite3 *db;     /* the baseline's: a connection of this thread's own, SQLite ... */
+    sqlite3_stmt *st;
+    PGconn *pg;      /* ... or PostgreSQL */
+    int id, n;
+} conc;
+
+static void *conc_work(void *arg)
+{
+    conc *w = arg;
+    static const int fmts[2] = {1, 1};
+    for (int i = 0; i < w->n; i++) {
+        const char *k = key_of((w->id * w->n + i) % NKEYS);
+        if (w->c != NULL) {
+            if (tc_put(w->c, k, strlen(k), val, VLEN, 0) != TC_OK)
+                die("tc_put", NULL);
+        } else if (w->db != NULL) {
+            sqlite3_bind_text(w->st, 1, k, -1, SQLITE_STATIC);
+            sqlite3_bind_blob(w->st, 2, val, VLEN, SQLITE_STATIC);
+            if (sqlite3_step(w->st) != SQLITE_DONE)
+                die("raw sqlite upsert", sqlite3_errmsg(w->db));
+            sqlite3_reset(w->st);
+        } else {
+            const char *vals[2] = {k, val};
+            const int lens[2] = {(int)strlen(k), VLEN};
+            PGresult *res = PQexecPrepared(w->pg, "up", 2, vals, lens, fmts, 1);
+            if (PQresultStatus(res) != PGRES_COMMAND_OK)
+                die("raw upsert", PQerrorMessage(w->pg));
+            PQclear(res);
+        }
+    }
+    return NULL;
+}
+
+/* A bare writer's own SQLite connection to path, as bench_wt_put_sqlite's. */
+static sqlite3 *raw_sqlite(const char *path, sqlite3_stmt **st)
+{
+    sqlite3 *db;
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        die("sqlite open", sqlite3_errmsg(db));
+    sqlite3_busy_timeout(db, 60000);
+    sq_exec(db, "PRAGMA journal_mode=WAL");
+    sq_exec(db, "PRAGMA synchronous=FULL");
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO tiercache (key, value) VALUES (?1, ?2)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           -1, st, NULL) != SQLITE_OK)
+        die("sqlite prepare", sqlite3_errmsg(db));
+    return db;
+}
+
+/* puts/s of t threads: through c, or each on a bare connection of its own (c NULL; path set
+ * for SQLite, NULL for PostgreSQL's bench_conc table). */
+static double conc_run(tc_cache *c, const char *path, int t)
+{
+    conc w[16];
+    pthread_t th[16];
+    for (int i = 0; i < t; i++) {
+        w[i] = (conc){.c = c, .id = i, .n = CONC_TOTAL / t};
+        if (c == NULL && path != NULL)
+            w[i].db = raw_sqlite(path, &w[i].st);
+        else if (c == NULL)
+            w[i].pg = raw_pg("bench_conc");
+    }
+    double t0 = now_ns();
+    for (int i = 0; i < t; i++)
+        if (pthread_create(&th[i], NULL, conc_work, &w[i]) != 0)
+            die("thread", "pthread_create");
+    for (int i = 0; i < t; i++)
+        pthread_join(th[i], NULL);
+    double secs = (now_ns() - t0) / 1e9;
+    for (int i = 0; i < t; i++) {
+        if (w[i].db != NULL) {
+            sqlite3_finalize(w[i].st);
+            sqlite3_close(w[i].db);
+        }
+        if (w[i].pg != NULL)
+            PQfinish(w[i].pg);
+    }
+    return (double)(CONC_TOTAL / t) * t / secs;
+}
+
+static void bench_wt_put_concurrent(void)
+{
+    static const int threads[] = {1, 4, 16};
+    char store[512], path[300];
+    snprintf(path, sizeof path, "%s/conc.db", dir);
+    snprintf(store, sizeof store, "{\"type\": \"sqlite\", \"path\": \"%s\"}", path);
+    tc_cache *sq = open_cache(store, 1, 1);
+    snprintf(store, sizeof store,
+             "{\"type\": \"postgres\", \"conninfo\": \"%s\", \"table\": \"bench_conc\"}",
+             pg.conninfo);
+    tc_cache *pc = open_cache(store, 1, 1);
+    for (int db = 0; db < 2; db++) {
+        tc_cache *c = db == 0 ? sq : pc;
+        const char *p = db == 0 ? path : NULL;
+        conc_run(c, p, 4); /* warm-up: every key exists, so every put is an update */
+        conc_run(NULL, p, 4);
+        for (size_t k = 0; k < sizeof threads / sizeof threads[0]; k++) {
+            double v[3], b[3];
+            for (int r = 0; r < 3; r++) {
+                b[r] = conc_run(NULL, p, threads[k]);
+                v[r] = conc_run(c, p, threads[k]);
+            }
+            char id[64];
+            snprintf(id, sizeof id, "wt-put-concurrent-%s-%d", db == 0 ? "sqlite" : "pg",
+                     threads[k]);
+            report(id, "puts/s", median(v, 3), median(b, 3));
+        }
+    }
+    tc_close(sq);
+    tc_close(pc);
+}
+
 int main(int argc, char **argv)
 {
     const char *env = getenv("BENCH_VERBOSE");
@@ -362,6 +487,7 @@ int main(int argc, char **argv)
     bench_conn_reuse();
     bench_wt_put_pg();
     bench_wt_put_sqlite();
+    bench_wt_put_concurrent();
     tct_redis_stop(&redis);
     tct_pg_stop(&pg);
     tct_rmrf(dir);

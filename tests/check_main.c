@@ -24,6 +24,7 @@ int main(int argc, char **argv)
     srunner_add_suite(sr, pattern_suite());
     srunner_add_suite(sr, edge_suite());
     srunner_add_suite(sr, store_suite());
+    srunner_add_suite(sr, group_suite());
     srunner_add_suite(sr, redis_suite());
     srunner_add_suite(sr, autopipe_suite());
     srunner_add_suite(sr, cache_suite());

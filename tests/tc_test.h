@@ -16,6 +16,7 @@ Suite *error_suite(void);
 Suite *config_suite(void);
 Suite *edge_suite(void);
 Suite *store_suite(void);
+Suite *group_suite(void);
 Suite *redis_suite(void);
 Suite *autopipe_suite(void);
 Suite *cache_suite(void);

@@ -1,24 +1,11 @@
 /*
- * autopipe.c - auto-pipelining on one shared connection, leader-follower, without a lock.
+ * autopipe.c - auto-pipelining on one shared connection, on common/batcher.h's leader-follower
+ * scheme (no lock, no thread of its own, a caller alone not delayed).
  *
- * A caller pushes its command onto the pipeline's queue (a lock-free stack), then either takes
- * the lead (one compare-and-swap) or sleeps on its call's state word. The leader, in rounds,
- * writes everything queued in one buffer, then reads the replies of the batch written the round
- * before and wakes their callers: one batch is on the wire while the last one's replies come
- * back. No thread of its own and no timer: a caller alone leads a batch of one and pays a push,
- * a CAS and a release over a bare command. Once its own call is answered, a leader leads a few
- * rounds more (ROUNDS) and then hands the lead to a caller of the batch in flight, or of the
- * queue, so that no caller serves the others for long.
- *
- * Why no mutex: on a machine where a context switch is the dominant cost (this one runs
- * paravirtualized), a caller woken with its answer that must then take a lock the leader holds
- * sleeps a second time. A woken caller here reads its answer and returns.
- *
- * The lead is a flag taken by CAS and given back by a store; what only the leader touches
- * (the connection, the batch in flight, the buffer) passes with it. A leader that gives the
- * lead back looks at the queue once more after its store, and a caller that could not take
- * the lead pushed before it tried, so a command is never left queued with nobody leading
- * (both sides sequentially consistent).
+ * Each round of the leader writes everything queued in one buffer, then reads the replies of
+ * the batch written the round before and answers their callers: one batch is on the wire while
+ * the last one's replies come back and its callers wake. The batch in flight and the shared
+ * connection pass with the lead; a caller of the batch in flight is the preferred heir.
  *
  * Failures. The replies of a connection arrive in the order written, so a reply that never
  * comes (a timeout, a closed connection) ends every command not answered yet on it, the batch
@@ -31,62 +18,39 @@
  * of them. A failure is described by the leader, which saw it, and the message is set on each
  * caller's own thread when it wakes (messages are per thread).
  *
- * Fork. In a child, the queue holds calls of threads that do not exist there, and a leader of
- * the parent may have held the lead: the first call in the child starts an empty pipeline
- * (check_fork), and the shared connection is the parent's, which redis_conn.c closes in the
- * child on its next use.
+ * Fork. The first call in a child starts an empty pipeline (the batcher's fork repair), and the
+ * shared connection is the parent's, which redis_conn.c closes in the child on its next use.
  */
 #include "redis/autopipe.h"
+#include "common/batcher.h"
 
-#include <errno.h>
-#include <linux/futex.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 typedef struct call {
+    tc__bcall b; /* first: the batcher's */
     const char *what;
     int argc;
     const char *const *argv;
     const size_t *lens;
     redisReply *reply;
-    int rc;          /* TC_OK, TC__AP_RETRY, or a TC_E* code */
-    char msg[320];   /* when rc is not TC_OK */
-    /* CALL_WAITING until a leader answers it (CALL_DONE) or hands it the lead (CALL_LEAD);
-     * a futex word, so that a caller woken with its answer needs no lock to take it. */
-    atomic_int state;
-    struct call *next;
+    int rc;        /* TC_OK, TC__AP_RETRY, or a TC_E* code */
+    char msg[320]; /* when rc is not TC_OK */
 } call;
 
-enum { CALL_WAITING, CALL_LEAD, CALL_DONE };
-
-/* The caller sleeps on its call's state word while it is CALL_WAITING. A wake that comes after
- * the caller left (it saw CALL_DONE before the wake) lands on a stack word the kernel only
- * compares, or on no mapping at all: harmless, as the caller loops on the word. */
-static void state_wait(atomic_int *w)
+static call *next_of(const call *k)
 {
-    while (atomic_load_explicit(w, memory_order_acquire) == CALL_WAITING)
-        (void)syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, CALL_WAITING, NULL, NULL, 0);
-}
-
-static void state_wake(atomic_int *w)
-{
-    (void)syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    return (call *)k->b.next;
 }
 
 struct tc__ap {
-    _Atomic(call *) queue; /* pushed, not taken yet: newest first */
-    atomic_int leading;    /* a thread leads */
+    tc__batcher b;
     /* The leader's, passed on with the lead: the batch written, its replies not read yet, and
      * the shared connection (NULL when not held). */
     call *inflight;
     redisContext *conn;
-    int io_failed; /* this leader's I/O failed (for its SIGPIPE guard) */
-    atomic_uint gen;   /* the fork generation the state belongs to */
-    atomic_uint tag;   /* the repair's lock in a child */
+    int io_failed; /* this round's I/O failed (for its SIGPIPE guard) */
     tc__rconns *cs;
     const void *owner;
     char *buf; /* the leader's: the batch as RESP */
@@ -103,10 +67,7 @@ int tc__ap_new(tc__ap **out, tc__rconns *cs, const void *owner, tc__stats *stats
     tc__ap *ap = calloc(1, sizeof *ap);
     if (ap == NULL)
         return tc__err(owner, TC_ENOMEM, "redis: out of memory");
-    atomic_init(&ap->queue, NULL);
-    atomic_init(&ap->leading, 0);
-    atomic_init(&ap->gen, tc__fork_generation());
-    atomic_init(&ap->tag, 0);
+    tc__batcher_init(&ap->b);
     ap->stats = stats;
     ap->cs = cs;
     ap->owner = owner;
@@ -122,26 +83,19 @@ void tc__ap_free(tc__ap *ap)
     free(ap);
 }
 
-static void check_fork(tc__ap *ap)
+/* tc__batcher_ops.after_fork: the parent's batch in flight and connection are not ours
+ * (redis_conn.c closes the child's copy of the connection). */
+static void ap_after_fork(void *ctx)
 {
-    unsigned g = tc__fork_generation();
-    if (atomic_load_explicit(&ap->gen, memory_order_acquire) == g)
-        return;
-    tc__tag_lock(&ap->tag, g);
-    if (atomic_load_explicit(&ap->gen, memory_order_relaxed) != g) {
-        atomic_store(&ap->queue, NULL); /* the parent's callers: not ours to answer */
-        ap->inflight = NULL;
-        ap->conn = NULL; /* the parent's: redis_conn.c closes the child's copy */
-        atomic_store(&ap->leading, 0);
-        atomic_store_explicit(&ap->gen, g, memory_order_release);
-    }
-    tc__tag_unlock(&ap->tag);
+    tc__ap *ap = ctx;
+    ap->inflight = NULL;
+    ap->conn = NULL;
 }
 
 /* Every call of the batch from k on ends with rc and msg. */
 static void fail_from(call *k, int rc, const char *msg)
 {
-    for (; k != NULL; k = k->next) {
+    for (; k != NULL; k = next_of(k)) {
         k->rc = rc;
         snprintf(k->msg, sizeof k->msg, "%s", msg);
     }
@@ -157,7 +111,7 @@ static void broke_from(tc__ap *ap, call *k, const redisContext *c)
         rc = TC_EPROTO;
     else if ((c->err == REDIS_ERR_IO || c->err == REDIS_ERR_EOF) && !tc__redis_ctx_timed_out(c))
         rc = TC__AP_RETRY; /* closed or reset by the server */
-    for (; k != NULL; k = k->next) {
+    for (; k != NULL; k = next_of(k)) {
         k->rc = rc;
         snprintf(k->msg, sizeof k->msg, "redis %s: %s: %s", tc__rconns_where(ap->cs), k->what,
                  c->err != 0 ? c->errstr : "no reply");
@@ -168,7 +122,7 @@ static void broke_from(tc__ap *ap, call *k, const redisContext *c)
 static int format_batch(tc__ap *ap, call *batch, size_t *len)
 {
     size_t need = 0;
-    for (call *k = batch; k != NULL; k = k->next)
+    for (call *k = batch; k != NULL; k = next_of(k))
         need += tc__resp_size(k->argc, k->lens);
     if (need > ap->cap) {
         char *b = realloc(ap->buf, need);
@@ -178,7 +132,7 @@ static int format_batch(tc__ap *ap, call *batch, size_t *len)
         ap->cap = need;
     }
     char *p = ap->buf;
-    for (call *k = batch; k != NULL; k = k->next)
+    for (call *k = batch; k != NULL; k = next_of(k))
         p = tc__resp_write(p, k->argc, k->argv, k->lens);
     *len = need;
     return 0;
@@ -255,7 +209,7 @@ static void recv_batch(tc__ap *ap, call *batch, call *next)
 {
     size_t n = 0;
     call *k = batch;
-    for (; k != NULL; k = k->next, n++) {
+    for (; k != NULL; k = next_of(k), n++) {
         void *rep = NULL;
         if (redisGetReply(ap->conn, &rep) != REDIS_OK || rep == NULL)
             break;
@@ -267,44 +221,36 @@ static void recv_batch(tc__ap *ap, call *batch, call *next)
         conn_broke(ap, k, next);
 }
 
-/* Every call of a batch answered: each caller woken to take its result. A caller's call lives
- * on its stack until it sees CALL_DONE, so next is read first, and only the wake (on the
- * word's address) comes after the store. */
+/* Every call of a batch answered: each caller woken to take its result. */
 static void complete(call *batch)
 {
     for (call *k = batch, *next; k != NULL; k = next) {
-        next = k->next;
-        atomic_store_explicit(&k->state, CALL_DONE, memory_order_release);
-        state_wake(&k->state);
+        next = next_of(k); /* k may be gone once answered */
+        tc__batcher_done(&k->b);
     }
 }
 
-/* The queue taken whole, oldest first. */
-static call *take_queue(tc__ap *ap)
+/* One round of the leader (tc__batcher_ops.round): what is queued written, then the replies of
+ * the batch written the round before read, its callers answered. SIGPIPE is blocked around the
+ * round's I/O (redis_conn.h), on this thread: a signal mask is the thread's. */
+static int ap_round(void *ctx, tc__bcall *taken)
 {
-    call *lifo = atomic_exchange(&ap->queue, NULL), *fifo = NULL;
-    while (lifo != NULL) {
-        call *next = lifo->next;
-        lifo->next = fifo;
-        fifo = lifo;
-        lifo = next;
-    }
-    return fifo;
-}
-
-/* One round: what is queued written, then the replies of the batch written the round before
- * read, its callers woken. 0 when there was nothing to do. */
-static int round_trip(tc__ap *ap)
-{
-    call *next = take_queue(ap), *pending = ap->inflight;
+    tc__ap *ap = ctx;
+    call *next = (call *)taken, *pending = ap->inflight;
     ap->inflight = NULL;
-    if (next == NULL && pending == NULL)
+    if (next == NULL && pending == NULL) {
+        drop_conn(ap, 0); /* the next leader acquires it again */
         return 0;
+    }
+    tc__sigpipe_guard guard;
+    tc__sigpipe_block(&guard);
+    ap->io_failed = 0;
     int sent = next != NULL && send_batch(ap, next, pending) == 0;
     if (pending != NULL && ap->conn != NULL)
         recv_batch(ap, pending, sent ? next : NULL);
     if (sent && ap->conn == NULL)
         sent = 0; /* the read broke the connection: next failed with it */
+    tc__sigpipe_restore(&guard, ap->io_failed);
     if (pending != NULL)
         complete(pending);
     if (sent)
@@ -314,74 +260,21 @@ static int round_trip(tc__ap *ap)
     return 1;
 }
 
-/* Leads until nothing is queued or in flight, or for ROUNDS rounds once its own call is
- * answered. Then the lead is handed to a caller of the batch in flight, or of the queue (its
- * call is unanswered, so alive, until a leader answers it, and none can before the lead is
- * given back: the token goes first), or, with nothing left, given back and the queue looked at
- * once more. */
-#define ROUNDS 4
-
-static void lead(tc__ap *ap, call *me)
+/* A caller of the batch in flight: it stays unanswered until its replies are read. */
+static tc__bcall *ap_heir(void *ctx)
 {
-    /* SIGPIPE is blocked around this thread's I/O (redis_conn.h), for its own lead only: a
-     * signal mask is the thread's. */
-    tc__sigpipe_guard guard;
-    tc__sigpipe_block(&guard);
-    ap->io_failed = 0;
-    for (;;) {
-        int rounds = 0;
-        while (round_trip(ap)) {
-            if (atomic_load_explicit(&me->state, memory_order_relaxed) == CALL_DONE &&
-                ++rounds >= ROUNDS)
-                break;
-        }
-        call *heir = ap->inflight != NULL ? ap->inflight : atomic_load(&ap->queue);
-        if (heir == NULL || heir == me)
-            drop_conn(ap, 0); /* the next leader acquires it again */
-        int failed = ap->io_failed;
-        if (heir != NULL && heir != me) {
-            int waiting = CALL_WAITING;
-            int token = atomic_compare_exchange_strong(&heir->state, &waiting, CALL_LEAD);
-            atomic_store(&ap->leading, 0);
-            if (token)
-                state_wake(&heir->state);
-            tc__sigpipe_restore(&guard, failed);
-            return;
-        }
-        atomic_store(&ap->leading, 0);
-        int expect = 0;
-        if (atomic_load(&ap->queue) == NULL ||
-            !atomic_compare_exchange_strong(&ap->leading, &expect, 1)) {
-            tc__sigpipe_restore(&guard, failed);
-            return;
-        }
-        /* A caller pushed after the last take and lost the lead to us: serve it. */
-    }
+    tc__ap *ap = ctx;
+    return ap->inflight != NULL ? &ap->inflight->b : NULL;
 }
+
+static const tc__batcher_ops ap_ops = {ap_round, ap_heir, ap_after_fork};
 
 int tc__ap_command(tc__ap *ap, const char *what, int argc, const char *const *argv,
                    const size_t *lens, redisReply **out)
 {
     *out = NULL;
-    check_fork(ap);
     call me = {.what = what, .argc = argc, .argv = argv, .lens = lens};
-    atomic_init(&me.state, CALL_WAITING);
-    call *top = atomic_load(&ap->queue);
-    do
-        me.next = top;
-    while (!atomic_compare_exchange_weak(&ap->queue, &top, &me));
-    for (;;) {
-        int expect = 0;
-        if (atomic_load_explicit(&me.state, memory_order_acquire) != CALL_DONE &&
-            atomic_compare_exchange_strong(&ap->leading, &expect, 1))
-            lead(ap, &me);
-        state_wait(&me.state);
-        int lead_it = CALL_LEAD;
-        /* Handed the lead: take it unless answered meanwhile (or unless a caller that arrived
-         * since leads already: it answers this call too). */
-        if (!atomic_compare_exchange_strong(&me.state, &lead_it, CALL_WAITING))
-            break; /* CALL_DONE */
-    }
+    tc__batcher_call(&ap->b, &me.b, &ap_ops, ap);
     if (me.rc == TC_OK)
         *out = me.reply;
     else

@@ -9,6 +9,7 @@
 #ifndef TC_STORE_PG_IMPL_H
 #define TC_STORE_PG_IMPL_H
 
+#include "common/batcher.h"
 #include "store/store.h"
 
 #include <libpq-fe.h>
@@ -66,6 +67,9 @@ typedef struct pg_store {
     pg_slot lock;
     char lock_holder[128];
     char lock_consumer[128];
+    /* Group commit: puts and dels that arrive together share one transaction on one pooled
+     * connection, pipelined (store_pg.c); common/batcher.h, fork-safe by itself. */
+    tc__batcher group;
 } pg_store;
 
 /* The prepared statements by ST_* (pg_conn.c): names, SQL with %s for the table, parameter

@@ -8,6 +8,7 @@
 #ifndef TC_STORE_SQLITE_IMPL_H
 #define TC_STORE_SQLITE_IMPL_H
 
+#include "common/batcher.h"
 #include "store/store.h"
 
 #include <pthread.h>
@@ -58,6 +59,9 @@ typedef struct sqlite_store {
      * child. writes counts commits. */
     struct waker *waker;
     atomic_ulong writes;
+    /* Group commit: puts and dels that arrive together share one transaction (one durable
+     * flush); common/batcher.h, fork-safe by itself. */
+    tc__batcher group;
 } sqlite_store;
 
 typedef struct waker {

@@ -56,6 +56,11 @@
  * of <t> in between, even if the upsert waited for the row (only non-writers can hold a row
  * of <t> while this holds the table lock).
  *
+ * Group commit: writes of threads that call at the same time are queued (common/batcher.h),
+ * and the leader sends a batch's statements pipelined on one connection with one Sync, so they
+ * run as one implicit transaction (one WAL flush), each with its own nextval, in queue order
+ * (write_batch). A write alone is the single autocommit statement above.
+ *
  * The triggers version rows that other programs write in plain SQL: an INSERT that brings no
  * version (0, the default) and an UPDATE that does not raise the version (a plain
  * `UPDATE t SET value = ... WHERE key = ...` keeps OLD.version) get a nextval and a fresh
@@ -214,6 +219,131 @@ static int write_call(pg_store *s, int st, const char *op, int n, const char *co
     return rc;
 }
 
+/* ---- group commit --------------------------------------------------------------------------- */
+
+/* One write of a group commit (tc__batcher's call): its statement and parameters, and what it
+ * got. */
+typedef struct pgwrite {
+    tc__bcall b; /* first: the batcher's */
+    int st;      /* ST_PUT or ST_DEL */
+    const char *op;
+    int n;
+    const char *vals[3];
+    int lens[3];
+    int64_t version;
+    int rc;
+    char msg[320]; /* when rc is not TC_OK */
+} pgwrite;
+
+static pgwrite *next_write(const pgwrite *w)
+{
+    return (pgwrite *)w->b.next;
+}
+
+/* write_batch's answer when the transaction was rolled back as a whole (a write refused): none
+ * of the batch committed, each is run again alone. */
+#define BATCH_ROLLED_BACK 1
+
+/* The writes of a batch in one transaction, in one round trip: libpq's pipeline mode sends
+ * every statement and then a Sync, and the statements between two Syncs run as one implicit
+ * transaction, committed at the Sync (one WAL flush) or rolled back whole at the first error.
+ * TC_OK: all committed, each w->version set. BATCH_ROLLED_BACK: an error rolled it back. An
+ * error code (message set): the connection failed, and whether the transaction committed is
+ * not known, as for a single write that loses its connection (never retried). */
+static int write_batch(pg_store *s, pgwrite *batch)
+{
+    static const int fmts[3] = {1, 1, 1};
+    pg_slot *slot;
+    int rc = tc__pg_take(s, 0, &slot);
+    if (rc != TC_OK)
+        return rc;
+    PGconn *pg = slot->pg;
+    if (PQenterPipelineMode(pg) != 1) {
+        tc__pg_give(s, slot, 0);
+        return BATCH_ROLLED_BACK; /* nothing sent: each alone */
+    }
+    int sent = 1;
+    for (pgwrite *w = batch; sent && w != NULL; w = next_write(w))
+        sent = PQsendQueryPrepared(pg, tc__pg_st_name[w->st], w->n, w->vals, w->lens, fmts, 1);
+    sent = sent && PQpipelineSync(pg) == 1 && PQflush(pg) == 0;
+    int refused = 0, lost = !sent, shape = TC_OK;
+    for (pgwrite *w = batch; !lost && w != NULL; w = next_write(w)) {
+        PGresult *res = PQgetResult(pg);
+        if (res == NULL) {
+            lost = 1;
+            break;
+        }
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            int vrc = tc__pg_result_version(s, res, "group commit", &w->version);
+            if (vrc != TC_OK)
+                shape = vrc; /* committed all the same, as write_call's would be */
+        }
+        else if (tc__pg_conn_broken(pg, res))
+            lost = 1;
+        else
+            refused = 1; /* the statement's error, or PGRES_PIPELINE_ABORTED after it */
+        PQclear(res);
+        PQclear(PQgetResult(pg)); /* the NULL that ends each statement's results */
+    }
+    if (!lost) {
+        PGresult *res = PQgetResult(pg);
+        lost = res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC;
+        PQclear(res);
+    }
+    if (lost) {
+        rc = tc__pg_fail(s, pg, NULL, "group commit");
+        tc__pg_give(s, slot, 1);
+        return rc;
+    }
+    PQexitPipelineMode(pg);
+    tc__pg_give(s, slot, 0);
+    return refused ? BATCH_ROLLED_BACK : shape;
+}
+
+/* Each write's outcome, the message of a failure copied for its caller's thread. */
+static void write_outcome(pg_store *s, pgwrite *w, int rc)
+{
+    w->rc = rc;
+    if (rc != TC_OK)
+        snprintf(w->msg, sizeof w->msg, "%s", tc_errmsg((const tc_cache *)s->base.owner));
+}
+
+/* One round of group commit (tc__batcher_ops.round): a write alone as the single statement it
+ * always was; several in one pipelined transaction, and if a write was refused (the
+ * transaction rolled back whole), each again alone, so that the refusal fails that write
+ * only. */
+static int group_round(void *ctx, tc__bcall *taken)
+{
+    pg_store *s = ctx;
+    pgwrite *batch = (pgwrite *)taken;
+    if (batch == NULL)
+        return 0;
+    int rc = next_write(batch) != NULL ? write_batch(s, batch) : BATCH_ROLLED_BACK;
+    for (pgwrite *w = batch; w != NULL; w = next_write(w)) {
+        if (rc == BATCH_ROLLED_BACK)
+            write_outcome(s, w, write_call(s, w->st, w->op, w->n, w->vals, w->lens,
+                                           &w->version));
+        else
+            write_outcome(s, w, rc);
+    }
+    for (pgwrite *w = batch, *next; w != NULL; w = next) {
+        next = next_write(w); /* w may be gone once answered */
+        tc__batcher_done(&w->b);
+    }
+    return 1;
+}
+
+static const tc__batcher_ops group_ops = {group_round, NULL, NULL};
+
+static int group_write(pg_store *s, pgwrite *w, int64_t *out_version)
+{
+    tc__batcher_call(&s->group, &w->b, &group_ops, s);
+    if (w->rc != TC_OK)
+        return tc__err(s->base.owner, w->rc, "%s", w->msg);
+    *out_version = w->version;
+    return TC_OK;
+}
+
 static int pg_put(tc__store *base, const char *key, size_t key_len, const void *value,
                   size_t len, int64_t *out_version)
 {
@@ -230,9 +360,10 @@ static int pg_put(tc__store *base, const char *key, size_t key_len, const void *
         return rc;
     unsigned char at[8];
     tc__put_be64(at, (uint64_t)tc__wall_ms());
-    const char *vals[3] = {key, len > 0 ? value : "", (const char *)at};
-    const int lens[3] = {(int)key_len, (int)len, 8};
-    return write_call(s, ST_PUT, "put", 3, vals, lens, out_version);
+    pgwrite w = {.st = ST_PUT, .op = "put", .n = 3,
+                 .vals = {key, len > 0 ? value : "", (const char *)at},
+                 .lens = {(int)key_len, (int)len, 8}};
+    return group_write(s, &w, out_version);
 }
 
 static int pg_del(tc__store *base, const char *key, size_t key_len, int64_t *out_version)
@@ -245,9 +376,8 @@ static int pg_del(tc__store *base, const char *key, size_t key_len, int64_t *out
     int rc = tc__check_key(s->base.owner, key, key_len);
     if (rc != TC_OK)
         return rc;
-    const char *vals[1] = {key};
-    const int lens[1] = {(int)key_len};
-    return write_call(s, ST_DEL, "del", 1, vals, lens, out_version);
+    pgwrite w = {.st = ST_DEL, .op = "del", .n = 1, .vals = {key}, .lens = {(int)key_len}};
+    return group_write(s, &w, out_version);
 }
 
 static void free_store(pg_store *s)
@@ -403,6 +533,7 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
         return rc;
     }
     atomic_init(&s->gen, tc__fork_generation());
+    tc__batcher_init(&s->group);
     atomic_init(&s->fixing, 0);
 
     /* The schema before the statements: preparing them needs the table and functions. */

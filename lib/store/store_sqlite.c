@@ -14,6 +14,8 @@
  * written again must get a version above its tombstone's, and a per-key counter would restart
  * at 1. Every library write is BEGIN IMMEDIATE; bump the sequence; write the row; COMMIT, so
  * versions are unique across the table and increase with every write, deletes included.
+ * Group commit: the writes of threads that call at the same time share one such transaction,
+ * each row with its own bump (so its own version), and one durable flush (group_round).
  * Keys and values are always bound as parameters, never pasted into SQL.
  *
  * Threads: one connection per store (and per process, see fork below), serialised by a mutex,
@@ -83,71 +85,161 @@ static int sqlite_get(tc__store *base, const char *key, size_t key_len, tc__valu
     return rc;
 }
 
-/* One library write: BEGIN IMMEDIATE; bump the sequence; upsert (is_put) or delete the row;
- * COMMIT; *out_version = the bumped value. Any failure rolls back. Called under *s->mu. */
-static int write_txn(sqlite_store *s, const char *op, const char *key, size_t key_len,
-                     const void *value, size_t len, int is_put, int64_t *out_version)
+/* One write of a group commit (tc__batcher's call): what it writes, and what it got. */
+typedef struct gwrite {
+    tc__bcall b; /* first: the batcher's */
+    const char *key;
+    size_t key_len;
+    const void *value;
+    size_t len;
+    int is_put;
+    int64_t version;
+    int rc;
+    char msg[320]; /* when rc is not TC_OK */
+} gwrite;
+
+static gwrite *next_write(const gwrite *w)
+{
+    return (gwrite *)w->b.next;
+}
+
+/* Steps one of the transaction's statements (BEGIN, COMMIT) to its end. */
+static int step_done(sqlite_store *s, int which, const char *op)
+{
+    sqlite3_stmt *st = s->st[which];
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    int rc = ok ? TC_OK : tc__sqlite_db_fail(s, s->db, op);
+    tc__sqlite_done(st);
+    return rc;
+}
+
+/* Inside the transaction: bump the sequence; upsert (a put) or delete the row; w->version =
+ * the bumped value. */
+static int write_row(sqlite_store *s, const char *op, gwrite *w)
 {
     sqlite3 *db = s->db;
-    sqlite3_stmt *st = NULL;
-    int64_t v = 0;
+    sqlite3_stmt *st = s->st[ST_BUMP];
     int rc = TC_OK;
-
-    st = s->st[ST_BEGIN];
-    if (sqlite3_step(st) != SQLITE_DONE)
-        goto fail;
-    tc__sqlite_done(st);
-
-    st = s->st[ST_BUMP];
     if (sqlite3_step(st) != SQLITE_DONE)
         goto fail;
     tc__sqlite_done(st);
     if (sqlite3_changes(db) != 1) {
         /* No row to bump: someone deleted the sequence row. Restarting it at 1 would reuse
          * versions, so refuse loudly instead. */
-        rc = tc__err(s->base.owner, TC_ESTORE, "sqlite %s: %s: sequence row missing in %s_seq",
-                     s->path, op, s->table);
-        goto rollback;
+        return tc__err(s->base.owner, TC_ESTORE, "sqlite %s: %s: sequence row missing in %s_seq",
+                       s->path, op, s->table);
     }
     st = s->st[ST_SEQ];
     if (sqlite3_step(st) != SQLITE_ROW)
         goto fail;
-    v = sqlite3_column_int64(st, 0);
+    int64_t v = sqlite3_column_int64(st, 0);
     tc__sqlite_done(st);
-
-    if (is_put) {
+    if (w->is_put) {
         st = s->st[ST_UPSERT];
         /* A 0-byte value must be bound as an empty blob, not NULL (value is NOT NULL). */
-        if (sqlite3_bind_text(st, 1, key, (int)key_len, SQLITE_STATIC) != SQLITE_OK ||
-            sqlite3_bind_blob64(st, 2, len > 0 ? value : "", len, SQLITE_STATIC) != SQLITE_OK ||
+        if (sqlite3_bind_text(st, 1, w->key, (int)w->key_len, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_blob64(st, 2, w->len > 0 ? w->value : "", w->len, SQLITE_STATIC) !=
+                SQLITE_OK ||
             sqlite3_bind_int64(st, 3, v) != SQLITE_OK ||
             sqlite3_bind_int64(st, 4, tc__wall_ms()) != SQLITE_OK)
             goto fail;
     } else {
         st = s->st[ST_DELETE];
-        if (sqlite3_bind_text(st, 1, key, (int)key_len, SQLITE_STATIC) != SQLITE_OK)
+        if (sqlite3_bind_text(st, 1, w->key, (int)w->key_len, SQLITE_STATIC) != SQLITE_OK)
             goto fail;
     }
     if (sqlite3_step(st) != SQLITE_DONE)
         goto fail;
     tc__sqlite_done(st);
-
-    st = s->st[ST_COMMIT];
-    if (sqlite3_step(st) != SQLITE_DONE)
-        goto fail;
-    tc__sqlite_done(st);
-    *out_version = v;
+    w->version = v;
     return TC_OK;
-
 fail:
-    rc = tc__sqlite_db_fail(s, db, op); /* before ROLLBACK replaces the message */
-rollback:
+    rc = tc__sqlite_db_fail(s, db, op);
     tc__sqlite_done(st);
-    if (!sqlite3_get_autocommit(db)) {
-        sqlite3_step(s->st[ST_ROLLBACK]);
+    return rc;
+}
+
+/* The writes of a batch in one transaction: BEGIN IMMEDIATE; each row as write_row; COMMIT
+ * (one durable flush). Any failure rolls the whole transaction back: none of them is
+ * committed. Called under *s->mu. */
+static int write_txn(sqlite_store *s, gwrite *batch)
+{
+    const char *op = next_write(batch) != NULL ? "group commit"
+                     : batch->is_put            ? "put"
+                                                : "del";
+    int rc = step_done(s, ST_BEGIN, op);
+    for (gwrite *w = batch; rc == TC_OK && w != NULL; w = next_write(w))
+        rc = write_row(s, op, w);
+    if (rc == TC_OK)
+        rc = step_done(s, ST_COMMIT, op);
+    if (rc != TC_OK && !sqlite3_get_autocommit(s->db)) {
+        sqlite3_step(s->st[ST_ROLLBACK]); /* the message stays the failure's */
         tc__sqlite_done(s->st[ST_ROLLBACK]);
     }
     return rc;
+}
+
+/* Each write's outcome, the message of a failure copied for its caller's thread. */
+static void write_outcome(sqlite_store *s, gwrite *w, int rc)
+{
+    w->rc = rc;
+    if (rc != TC_OK)
+        snprintf(w->msg, sizeof w->msg, "%s", tc_errmsg((const tc_cache *)s->base.owner));
+}
+
+/* One round of group commit (tc__batcher_ops.round): what is queued, in one transaction. If it
+ * fails, each write runs again in a transaction of its own, so that one write's failure (a
+ * row SQLite refuses) fails that write alone, and a failure of the whole (the disk full, the
+ * database locked past busy_timeout) fails each write with its own clear error; nothing of a
+ * rolled-back transaction is reported committed. */
+static int group_round(void *ctx, tc__bcall *taken)
+{
+    sqlite_store *s = ctx;
+    gwrite *batch = (gwrite *)taken;
+    if (batch == NULL)
+        return 0;
+    int rc = tc__sqlite_enter(s), committed = 0;
+    if (rc != TC_OK) {
+        for (gwrite *w = batch; w != NULL; w = next_write(w))
+            write_outcome(s, w, rc);
+    } else {
+        rc = write_txn(s, batch);
+        if (rc == TC_OK || next_write(batch) == NULL) {
+            committed = rc == TC_OK;
+            for (gwrite *w = batch; w != NULL; w = next_write(w))
+                write_outcome(s, w, rc);
+        } else {
+            for (gwrite *w = batch; w != NULL; w = next_write(w)) {
+                tc__bcall *rest = w->b.next;
+                w->b.next = NULL;
+                int one = write_txn(s, w);
+                w->b.next = rest;
+                write_outcome(s, w, one);
+                committed |= one == TC_OK;
+            }
+        }
+        tc__sqlite_leave(s);
+    }
+    if (committed)
+        tc__sqlite_wake(s);
+    for (gwrite *w = batch, *next; w != NULL; w = next) {
+        next = next_write(w); /* w may be gone once answered */
+        tc__batcher_done(&w->b);
+    }
+    return 1;
+}
+
+static const tc__batcher_ops group_ops = {group_round, NULL, NULL};
+
+/* A put or a del through the group commit: returns once its transaction committed (TC_OK,
+ * *out_version its version) or failed (its message set on this thread). */
+static int group_write(sqlite_store *s, gwrite *w, int64_t *out_version)
+{
+    tc__batcher_call(&s->group, &w->b, &group_ops, s);
+    if (w->rc != TC_OK)
+        return tc__err(s->base.owner, w->rc, "%s", w->msg);
+    *out_version = w->version;
+    return TC_OK;
 }
 
 static int sqlite_put(tc__store *base, const char *key, size_t key_len, const void *value,
@@ -161,13 +253,8 @@ static int sqlite_put(tc__store *base, const char *key, size_t key_len, const vo
     int rc = tc__sqlite_check_args(s, key, key_len);
     if (rc != TC_OK)
         return rc;
-    if ((rc = tc__sqlite_enter(s)) != TC_OK)
-        return rc;
-    rc = write_txn(s, "put", key, key_len, value, len, 1, out_version);
-    tc__sqlite_leave(s);
-    if (rc == TC_OK)
-        tc__sqlite_wake(s);
-    return rc;
+    gwrite w = {.key = key, .key_len = key_len, .value = value, .len = len, .is_put = 1};
+    return group_write(s, &w, out_version);
 }
 
 static int sqlite_del(tc__store *base, const char *key, size_t key_len, int64_t *out_version)
@@ -180,13 +267,8 @@ static int sqlite_del(tc__store *base, const char *key, size_t key_len, int64_t 
     int rc = tc__sqlite_check_args(s, key, key_len);
     if (rc != TC_OK)
         return rc;
-    if ((rc = tc__sqlite_enter(s)) != TC_OK)
-        return rc;
-    rc = write_txn(s, "del", key, key_len, NULL, 0, 0, out_version);
-    tc__sqlite_leave(s);
-    if (rc == TC_OK)
-        tc__sqlite_wake(s);
-    return rc;
+    gwrite w = {.key = key, .key_len = key_len};
+    return group_write(s, &w, out_version);
 }
 
 static void sqlite_close(tc__store *base)
@@ -262,6 +344,7 @@ int tc__store_sqlite_open(tc__store **out, const char *path, const char *table,
     atomic_init(&s->gen, tc__fork_generation());
     atomic_init(&s->fixing, 0);
     atomic_init(&s->writes, 0);
+    tc__batcher_init(&s->group);
     s->waker = tc__sqlite_waker_new(); /* NULL (out of memory): feed_wait polls */
 
     int rc = tc__sqlite_conn_open(s);
