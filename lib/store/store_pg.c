@@ -482,6 +482,21 @@ static int parse_conninfo(pg_store *s, const void *owner)
 /* Opens the first connection now (so a bad conninfo fails here, with everything freed) and
  * creates the schema if missing. TC_OK, TC_EINVAL (NULL argument, invalid table name, pool
  * size < 1, a conninfo that does not parse), TC_ESTORE, TC_ENOMEM; *out is NULL on failure. */
+/* The first connection's setup: the schema before the statements, since preparing them needs
+ * the table and functions. */
+static int schema_and_statements(pg_store *s, PGconn *pg)
+{
+    int rc = tc__pg_create_schema(s, pg);
+    for (int i = 0; rc == TC_OK && i < ST_COUNT; i++) {
+        PGresult *res = PQprepare(pg, tc__pg_st_name[i], s->sql[i], tc__pg_st_nparams[i],
+                                  tc__pg_st_types[i]);
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = tc__pg_fail(s, pg, res, "prepare");
+        PQclear(res);
+    }
+    return rc;
+}
+
 int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
                       int64_t pool_size, const void *owner)
 {
@@ -536,18 +551,9 @@ int tc__store_pg_open(tc__store **out, const char *conninfo, const char *table,
     tc__batcher_init(&s->group);
     atomic_init(&s->fixing, 0);
 
-    /* The schema before the statements: preparing them needs the table and functions. */
     PGconn *pg = tc__pg_conn_new(s, &s->slots[0], 0, &rc);
-    if (pg != NULL) {
-        rc = tc__pg_create_schema(s, pg);
-        for (int i = 0; rc == TC_OK && i < ST_COUNT; i++) {
-            PGresult *res = PQprepare(pg, tc__pg_st_name[i], s->sql[i], tc__pg_st_nparams[i],
-                                      tc__pg_st_types[i]);
-            if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-                rc = tc__pg_fail(s, pg, res, "prepare");
-            PQclear(res);
-        }
-    }
+    if (pg != NULL)
+        rc = schema_and_statements(s, pg);
     if (rc != TC_OK) {
         PQfinish(pg);
         pthread_cond_destroy(s->cv);
