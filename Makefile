@@ -160,7 +160,7 @@ bench-build: $(BENCH_BINS)
 
 bench: $(BENCH_BINS) $(EDGE_BIN)
 	$(BENCH_BIN)
-	$(BENCH_EDGE_BIN)
+	sh bench/bench_caffeine.sh $(BENCH_EDGE_BIN)
 	sh bench/bench_instr.sh $(BENCH_EDGE_BIN)
 	$(BENCH_REDIS_BIN)
 	$(BENCH_STORE_BIN)

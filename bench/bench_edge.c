@@ -12,6 +12,12 @@
  *                                 what this machine allows at all
  *   edge-missratio-<trace>-<size> miss ratio of the edge itself (16 shards, S3-FIFO) vs LRU
  *   edge-missratio-fifo-...       FIFO vs LRU on the same trace
+ *   edge-missratio-belady-...     Belady's optimum (MIN) vs LRU: the bound; the '#' lines give
+ *                                 the share of LRU's gap to it that each policy closes
+ *   edge-missratio-wtinylfu-...   a W-TinyLFU simulation (Caffeine's design, fixed 1% window)
+ *                                 vs LRU
+ *   edge-vs-caffeine-...          the edge vs Debian's libcaffeine-java replaying the same
+ *                                 trace (bench/bench_caffeine.sh sets BENCH_CAFFEINE)
  *   edge-ttl-<keys>-<dist>        ns per hit with the TTL check vs the same code compiled without
  *   api-hit-into-<keys>-<dist>    ns per tc_get_into answered by the edge, through a handle (the
  *                                 caches alone, store.type "none"), vs the bare lookup and copy
@@ -20,12 +26,16 @@
  *
  * Miss-ratio traces (1M keys, 10M requests each): Zipf with alpha 0.6, 0.8, 0.99, 1.2; "scan",
  * Zipf 0.99 phases interleaved with sequential scans of keys that are never seen again; "loop",
- * a cycle over 1.1 times the cache's size. Cache sizes are 0.1%, 1% and 10% of the key space.
+ * a cycle over 1.1 times the cache's size; "shift", "block" and "once" (trace_mix): a popular
+ * set that drifts, a block-storage-like mix of one-hit wonders and long reuse distances, and
+ * mostly keys seen once. Cache sizes are 0.1%, 0.5%, 1%, 10%, 50%, 80% and 95% of the key
+ * space. BENCH_EDGE_TRACES=zipf0.99,shift (any of them) runs only those traces.
  * LRU, FIFO, SIEVE and S3-FIFO are also simulated (global, exact, one entry per key) and printed
  * as '#' lines: that is the comparison the edge's policy was chosen on (docs/eviction.md).
  *
  * Timings are medians of 7 rounds, on whatever this machine is doing: compare ratios. The whole
- * program takes 60-80 s on 2 cores.
+ * program takes about 5 minutes on 2 cores (the miss-ratio part 3.5 of them), more with the
+ * Caffeine replay.
  * BENCH_EDGE_INSTR=<kind> runs one table's reads for bench/bench_instr.sh (callgrind) alone.
  * BENCH_EDGE_QUICK=1 in the environment runs everything smaller (a smoke test);
  * BENCH_EDGE_ONLY=hit,scale,missratio (any of them) runs only those parts; BENCH_EDGE_HIT_KEYS=10k
@@ -92,6 +102,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #define ROUNDS 7
 #define VALUE_LEN 64
@@ -720,8 +731,9 @@ static void bench_scale(uint32_t nkeys, const char *keys_name, double alpha)
 /* ---- edge-missratio: trace simulation ------------------------------------------------------- */
 /* Exact simulations over dense key ids, one entry per key, capacity in entries. */
 
-enum policy { P_LRU, P_FIFO, P_SIEVE, P_S3FIFO, P_EDGE, P_COUNT };
-static const char *const policy_names[P_COUNT] = {"lru", "fifo", "sieve", "s3fifo", "edge"};
+enum policy { P_LRU, P_FIFO, P_SIEVE, P_S3FIFO, P_WTLFU, P_BELADY, P_EDGE, P_COUNT };
+static const char *const policy_names[P_COUNT] = {"lru",     "fifo",   "sieve", "s3fifo",
+                                                  "wtinylfu", "belady", "edge"};
 
 typedef struct sim {
     uint32_t cap, count;
@@ -909,6 +921,225 @@ static void sim_s3fifo(sim *s, int32_t x)
     }
 }
 
+/* Belady's optimum (MIN): on a miss with the cache full, evict the entry whose next use is
+ * farthest (never again first). A max-heap of (next use, id) with lazy deletion: an entry is
+ * stale when its next use is no longer the id's. The bound every policy is measured against. */
+typedef struct opt_ent {
+    uint32_t next, id;
+} opt_ent;
+
+static void heap_push(opt_ent *h, size_t *n, opt_ent e)
+{
+    size_t i = (*n)++;
+    while (i > 0 && h[(i - 1) / 2].next < e.next) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = e;
+}
+
+static opt_ent heap_pop(opt_ent *h, size_t *n)
+{
+    opt_ent top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && h[c + 1].next > h[c].next)
+            c++;
+        if (h[c].next <= last.next)
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n > 0)
+        h[i] = last;
+    return top;
+}
+
+static double belady_miss_ratio(const uint32_t *trace, size_t len, uint32_t universe,
+                                uint32_t cap)
+{
+    uint32_t *next = xmalloc(len * sizeof *next), *last = xmalloc(universe * sizeof *last);
+    for (uint32_t k = 0; k < universe; k++)
+        last[k] = UINT32_MAX;
+    for (size_t i = len; i-- > 0;) {
+        next[i] = last[trace[i]];
+        last[trace[i]] = (uint32_t)i;
+    }
+    uint32_t *cur = last; /* reused: per id, its next use while cached, UINT32_MAX-1 absent */
+    for (uint32_t k = 0; k < universe; k++)
+        cur[k] = UINT32_MAX - 1;
+    opt_ent *h = xmalloc((len + 1) * sizeof *h);
+    size_t hn = 0, count = 0;
+    uint64_t misses = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint32_t x = trace[i];
+        if (cur[x] == UINT32_MAX - 1) {
+            misses++;
+            if (count == cap) {
+                for (;;) {
+                    opt_ent e = heap_pop(h, &hn);
+                    if (cur[e.id] == e.next) {
+                        cur[e.id] = UINT32_MAX - 1;
+                        break;
+                    }
+                }
+                count--;
+            }
+            count++;
+        }
+        cur[x] = next[i] == UINT32_MAX ? UINT32_MAX - 2 : next[i]; /* never again: farthest */
+        heap_push(h, &hn, (opt_ent){cur[x], x});
+    }
+    free(next);
+    free(last);
+    free(h);
+    return (double)misses / (double)len;
+}
+
+/* W-TinyLFU as Caffeine builds it (Einziger et al., "TinyLFU", 2017): a window LRU of 1% of the
+ * entries, then a main segmented LRU (a probation part and a protected part of 80% of the main),
+ * and a count-min sketch of 4-bit counters (4 rows, as wide as the cache, all halved after 10
+ * times the cache's size of increments) for every access, seen or not. A candidate leaving the
+ * window enters the main only if the sketch says it is used more often than the main's victim.
+ * Caffeine's hill climber, which moves the window's share, is not simulated: a fixed window is
+ * its starting point. */
+typedef struct tlfu {
+    uint32_t cap, wcap, pcap; /* window, protected */
+    uint8_t *where;           /* per id: 0 absent, 1 window, 2 probation, 3 protected */
+    int32_t *prev, *next;
+    int32_t head[4], tail[4]; /* per segment list: head newest, tail oldest */
+    uint32_t size[4];
+    uint8_t *sketch;
+    uint32_t width_mask;
+    uint64_t adds, sample;
+} tlfu;
+
+static uint32_t tlfu_hash(uint32_t x, int row)
+{
+    uint64_t h = (uint64_t)x * 0x9E3779B97F4A7C15ull + (uint64_t)row * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
+    return (uint32_t)h;
+}
+
+static unsigned tlfu_freq(const tlfu *t, uint32_t x)
+{
+    unsigned f = 15;
+    for (int r = 0; r < 4; r++) {
+        unsigned c = t->sketch[(size_t)r * (t->width_mask + 1) + (tlfu_hash(x, r) & t->width_mask)];
+        f = c < f ? c : f;
+    }
+    return f;
+}
+
+static void tlfu_add(tlfu *t, uint32_t x)
+{
+    for (int r = 0; r < 4; r++) {
+        uint8_t *c = &t->sketch[(size_t)r * (t->width_mask + 1) + (tlfu_hash(x, r) & t->width_mask)];
+        if (*c < 15)
+            (*c)++;
+    }
+    if (++t->adds >= t->sample) { /* aging: every counter halved */
+        for (size_t i = 0; i < 4 * ((size_t)t->width_mask + 1); i++)
+            t->sketch[i] >>= 1;
+        t->adds /= 2;
+    }
+}
+
+static void seg_push(tlfu *t, int g, int32_t x)
+{
+    t->prev[x] = -1;
+    t->next[x] = t->head[g];
+    if (t->head[g] >= 0)
+        t->prev[t->head[g]] = x;
+    else
+        t->tail[g] = x;
+    t->head[g] = x;
+    t->size[g]++;
+    t->where[x] = (uint8_t)g;
+}
+
+static void seg_unlink(tlfu *t, int32_t x)
+{
+    int g = t->where[x];
+    if (t->prev[x] >= 0)
+        t->next[t->prev[x]] = t->next[x];
+    else
+        t->head[g] = t->next[x];
+    if (t->next[x] >= 0)
+        t->prev[t->next[x]] = t->prev[x];
+    else
+        t->tail[g] = t->prev[x];
+    t->size[g]--;
+    t->where[x] = 0;
+}
+
+static double wtinylfu_miss_ratio(const uint32_t *trace, size_t len, uint32_t universe,
+                                  uint32_t cap)
+{
+    tlfu t;
+    memset(&t, 0, sizeof t);
+    t.cap = cap;
+    t.wcap = cap / 100 > 0 ? cap / 100 : 1;
+    t.pcap = (cap - t.wcap) * 8 / 10;
+    t.where = xcalloc(universe, 1);
+    t.prev = xmalloc(universe * sizeof *t.prev);
+    t.next = xmalloc(universe * sizeof *t.next);
+    for (int g = 0; g < 4; g++)
+        t.head[g] = t.tail[g] = -1;
+    uint32_t w = 16;
+    while (w < cap)
+        w <<= 1;
+    t.width_mask = w - 1;
+    t.sketch = xcalloc(4 * (size_t)w, 1);
+    t.sample = 10 * (uint64_t)cap;
+    uint64_t misses = 0;
+    for (size_t i = 0; i < len; i++) {
+        int32_t x = (int32_t)trace[i];
+        tlfu_add(&t, (uint32_t)x);
+        int g = t.where[x];
+        if (g == 1 || g == 3) { /* window or protected: to its newest end */
+            seg_unlink(&t, x);
+            seg_push(&t, g, x);
+            continue;
+        }
+        if (g == 2) { /* probation hit: promoted, the protected part's oldest demoted */
+            seg_unlink(&t, x);
+            seg_push(&t, 3, x);
+            if (t.size[3] > t.pcap) {
+                int32_t d = t.tail[3];
+                seg_unlink(&t, d);
+                seg_push(&t, 2, d);
+            }
+            continue;
+        }
+        misses++;
+        seg_push(&t, 1, x);
+        if (t.size[1] <= t.wcap)
+            continue;
+        int32_t cand = t.tail[1]; /* leaves the window */
+        seg_unlink(&t, cand);
+        if (t.size[2] + t.size[3] < cap - t.wcap) {
+            seg_push(&t, 2, cand);
+            continue;
+        }
+        int32_t victim = t.tail[2] >= 0 ? t.tail[2] : t.tail[3];
+        if (tlfu_freq(&t, (uint32_t)cand) > tlfu_freq(&t, (uint32_t)victim)) {
+            seg_unlink(&t, victim);
+            seg_push(&t, 2, cand);
+        } /* else the candidate is dropped */
+    }
+    free(t.where);
+    free(t.prev);
+    free(t.next);
+    free(t.sketch);
+    return (double)misses / (double)len;
+}
+
 /* The edge itself on the trace: a read, and a fill on a miss. Keys are 'm' and 8 hex digits. */
 static double edge_miss_ratio(const uint32_t *trace, size_t len, uint32_t cap)
 {
@@ -937,6 +1168,10 @@ static double miss_ratio(enum policy p, const uint32_t *trace, size_t len, uint3
 {
     if (p == P_EDGE)
         return edge_miss_ratio(trace, len, cap);
+    if (p == P_BELADY)
+        return belady_miss_ratio(trace, len, universe, cap);
+    if (p == P_WTLFU)
+        return wtinylfu_miss_ratio(trace, len, universe, cap);
     sim s;
     sim_init(&s, universe, cap, p);
     for (size_t i = 0; i < len; i++) {
@@ -954,9 +1189,10 @@ static double miss_ratio(enum policy p, const uint32_t *trace, size_t len, uint3
 }
 
 /* The jobs of one trace (policy x cache size), shared by two worker threads. */
-#define NSIZES 3
-static const double size_fractions[NSIZES] = {0.001, 0.01, 0.1};
-static const char *const size_names[NSIZES] = {"0.1pct", "1pct", "10pct"};
+#define NSIZES 7
+static const double size_fractions[NSIZES] = {0.001, 0.005, 0.01, 0.1, 0.5, 0.8, 0.95};
+static const char *const size_names[NSIZES] = {"0.1pct", "0.5pct", "1pct", "10pct",
+                                               "50pct",  "80pct",  "95pct"};
 
 typedef struct mr_jobs {
     const uint32_t *trace[NSIZES]; /* per size (the loop trace differs by size) */
@@ -981,26 +1217,123 @@ static void *mr_worker(void *p)
     }
 }
 
+/* BENCH_CAFFEINE, a command (bench/bench_caffeine.sh sets it: "java -cp ... CaffeineReplay"):
+ * the same traces replayed by Debian's libcaffeine-java, the W-TinyLFU a Java user would pick,
+ * in this run. Each distinct trace is written to a file and the command given it and the
+ * capacities; out[s] receives the miss ratio per size, or -1 where it could not run. */
+static void caffeine_run(const mr_jobs *j, double *out)
+{
+    for (int s = 0; s < NSIZES; s++)
+        out[s] = -1;
+    const char *cmd = getenv("BENCH_CAFFEINE");
+    if (cmd == NULL || *cmd == '\0')
+        return;
+    for (int s = 0; s < NSIZES; s++) {
+        if (out[s] >= 0)
+            continue; /* done with an earlier size's trace */
+        char path[] = "/tmp/tc-caffeine-XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0)
+            return;
+        FILE *f = fdopen(fd, "wb");
+        int ok = f != NULL && fwrite(j->trace[s], sizeof *j->trace[s], j->len, f) == j->len;
+        if (f == NULL || fclose(f) != 0 || !ok) {
+            unlink(path);
+            return;
+        }
+        char line[4096];
+        int n = snprintf(line, sizeof line, "%s %s", cmd, path);
+        for (int t = s; t < NSIZES; t++)
+            if (j->trace[t] == j->trace[s])
+                n += snprintf(line + n, sizeof line - (size_t)n, " %u",
+                              (unsigned)(j->keys * size_fractions[t]));
+        FILE *p = popen(line, "r");
+        unsigned long long cap, misses;
+        while (p != NULL && fscanf(p, "%llu %llu", &cap, &misses) == 2)
+            for (int t = s; t < NSIZES; t++)
+                if (j->trace[t] == j->trace[s] &&
+                    cap == (unsigned long long)(unsigned)(j->keys * size_fractions[t]))
+                    out[t] = (double)misses / (double)j->len;
+        if (p != NULL)
+            pclose(p);
+        unlink(path);
+    }
+}
+
 static void mr_run(mr_jobs *j, const char *trace_name)
 {
+    const char *only = getenv("BENCH_EDGE_TRACES"); /* a comma-separated list: those alone */
+    if (only != NULL && *only != '\0' && strstr(only, trace_name) == NULL)
+        return;
     pthread_t th;
     atomic_init(&j->next, 0);
     if (pthread_create(&th, NULL, mr_worker, j) != 0)
         die("pthread_create");
     mr_worker(j);
     pthread_join(th, NULL);
+    double caffeine[NSIZES];
+    caffeine_run(j, caffeine);
     for (int s = 0; s < NSIZES; s++) {
         double *r = j->result[s];
         char id[96];
         printf("# missratio %-9s %-6s", trace_name, size_names[s]);
         for (int p = 0; p < P_COUNT; p++)
             printf(" %s=%.4f", policy_names[p], r[p]);
+        if (caffeine[s] >= 0)
+            printf(" caffeine=%.4f", caffeine[s]);
+        /* The share of LRU's distance to the optimum that a policy closes (negative: worse
+         * than LRU). */
+        double gap = r[P_LRU] - r[P_BELADY];
+        if (gap > 1e-9)
+            printf("  gap-closed edge=%.2f s3fifo=%.2f wtinylfu=%.2f",
+                   (r[P_LRU] - r[P_EDGE]) / gap, (r[P_LRU] - r[P_S3FIFO]) / gap,
+                   (r[P_LRU] - r[P_WTLFU]) / gap);
         printf("\n");
         snprintf(id, sizeof id, "edge-missratio-%s-%s", trace_name, size_names[s]);
         report(id, "miss_ratio", r[P_EDGE], r[P_LRU]);
         snprintf(id, sizeof id, "edge-missratio-fifo-%s-%s", trace_name, size_names[s]);
         report(id, "miss_ratio", r[P_FIFO], r[P_LRU]);
+        snprintf(id, sizeof id, "edge-missratio-belady-%s-%s", trace_name, size_names[s]);
+        report(id, "miss_ratio", r[P_BELADY], r[P_LRU]);
+        snprintf(id, sizeof id, "edge-missratio-wtinylfu-%s-%s", trace_name, size_names[s]);
+        report(id, "miss_ratio", r[P_WTLFU], r[P_LRU]);
+        if (caffeine[s] >= 0) {
+            snprintf(id, sizeof id, "edge-vs-caffeine-%s-%s", trace_name, size_names[s]);
+            report(id, "miss_ratio", r[P_EDGE], caffeine[s]);
+        }
     }
+}
+
+/* The shapes modelled on published workloads. Each request is, with probability fresh_pct %, a
+ * key never seen before and never seen again (a one-hit wonder), else a Zipf(alpha) draw over
+ * keys; with shift, the popular set drifts: every 1M requests, the ranks move by 5% of the keys
+ * (a popular set that shifts over time, as in Twitter's and Meta's traces). "shift": Zipf 0.9,
+ * drifting. "block": block-storage-like (the MSR and Alibaba block traces: long reuse
+ * distances, many blocks read once): 40% one-hit wonders, the rest Zipf 0.6. "once": most keys
+ * seen once (a CDN's long tail): 90% one-hit wonders, the rest Zipf 1.0. */
+static void trace_mix(struct mr_jobs *j, const char *name, uint32_t keys, size_t len,
+                      double alpha, unsigned fresh_pct, int shift)
+{
+    uint32_t *t = xmalloc(len * sizeof *t);
+    uint32_t *perm = random_permutation(keys, 91 + fresh_pct);
+    uint64_t rng = 92 + fresh_pct;
+    zipf z;
+    zipf_init(&z, keys, alpha);
+    uint32_t fresh = keys, offset = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (shift && i > 0 && i % 1000000 == 0)
+            offset = (offset + keys / 20) % keys;
+        if (splitmix(&rng) % 100 < fresh_pct)
+            t[i] = fresh++;
+        else
+            t[i] = perm[(zipf_next(&z, &rng) + offset) % keys];
+    }
+    free(perm);
+    j->universe = fresh;
+    for (int s = 0; s < NSIZES; s++)
+        j->trace[s] = t;
+    mr_run(j, name);
+    free(t);
 }
 
 /* 1M keys and 10M requests per trace: the miss-ratio part takes about a minute on 2 cores (both
@@ -1059,10 +1392,13 @@ static void bench_missratio(void)
             loops[s][i] = (uint32_t)(i % span);
         j.trace[s] = loops[s];
     }
-    j.universe = keys;
+    j.universe = keys + keys / 10; /* the largest span */
     mr_run(&j, "loop");
     for (int s = 0; s < NSIZES; s++)
         free(loops[s]);
+    trace_mix(&j, "shift", keys, len, 0.9, 0, 1);
+    trace_mix(&j, "block", keys, len, 0.6, 40, 0);
+    trace_mix(&j, "once", keys, len, 1.0, 90, 0);
 }
 
 /* ---- instructions per hit (bench/bench_instr.sh) ------------------------------------------- */

@@ -395,7 +395,11 @@ TC_API int tc_get_ex(void **out, size_t *out_len, unsigned *out_info, int64_t *o
  * @param ttl_ms    how long caches may keep it; 0 means default_ttl_ms. Negative is TC_EINVAL.
  * @return TC_OK, TC_EINVAL, TC_EKEY, TC_ETOOBIG, TC_ESTORE (nothing was committed and no cache
  *         changed), TC_ENOMEM.
- * Thread-safe.
+ * Thread-safe. Puts and dels of threads that call at the same time on one handle share one
+ * store transaction (group commit, SQLite and PostgreSQL): each returns once that transaction
+ * committed, with a version of its own; a call alone is not delayed. If the shared transaction
+ * fails, each of its writes is tried again alone, so one write the database refuses fails only
+ * that call.
  */
 TC_API int tc_put(tc_cache *cache, const char *key, size_t key_len, const void *value,
                   size_t value_len, int64_t ttl_ms);
