@@ -14,7 +14,8 @@
  *   wt-stampede-window  the same, with store.stale_window_ms on in both runs: every reader past
  *                   the TTL holds a stale copy for stale-if-error, and the lease holds still.
  *
- * Usage: bench_wt [readthrough|stampede]... (none: all).
+ * Usage: bench_wt [readthrough|stampede]... (none: all). BENCH_WT_STATS=1: each stampede child
+ * prints its handle's stats JSON (store reads, leases taken, lease waits) to stderr.
  */
 #include <math.h>
 #include <pthread.h>
@@ -212,6 +213,13 @@ static int stampede_child(const char *json, double start_ns)
     for (int i = 0; i < THREADS; i++) {
         pthread_join(t[i], NULL);
         errors += r[i].errors;
+    }
+    if (getenv("BENCH_WT_STATS") != NULL) {
+        char *js;
+        if (tc_stats_json(&js, c) == TC_OK) {
+            fprintf(stderr, "%s\n", js);
+            tc_free(js);
+        }
     }
     tc_close(c);
     if (errors > 0)

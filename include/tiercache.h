@@ -123,8 +123,9 @@ TC_API void tc_free(void *ptr);
  *   redis.tracking             bool    false          CLIENT TRACKING: Redis-side changes of
  *                                                     keys read from Redis leave the edge
  *   redis.pipelining           string  "auto"         "auto": gets and puts of threads calling
- *                                                     at once share one connection and one
- *                                                     write; "off": a connection per thread
+ *                                                     at once (four or more under way) share
+ *                                                     one connection and one write; "off": a
+ *                                                     connection per thread
  *   store.type                 string  "sqlite"       "sqlite", "postgres", "dynamodb" or
  *                                                     "none" (tc_config_set_store sets a store
  *                                                     of the caller's own)
@@ -291,11 +292,11 @@ TC_API int tc_config_set_store(tc_config *cfg, tc_store_get_fn get, tc_store_put
 /**
  * An open cache: the three tiers and their connections.
  * Thread-safe: one handle may be shared by any number of threads. With redis.pipelining "auto"
- * (the default), the gets and puts of threads that call at the same time share one connection
- * and go out together in one write; the calls that take several steps (pattern and tag
- * invalidation, get_many) and every call with "off" use a connection of the calling thread's,
- * opened lazily and then reused. After fork() the child may keep using the handle: it
- * never touches the parent's sockets or database connection and opens its own.
+ * (the default), the gets and puts of threads that call at the same time (four or more calls
+ * under way) share one connection and go out together in one write; other calls (fewer under
+ * way, pattern and tag invalidation, get_many, and every call with "off") use a connection of
+ * the calling thread's, opened lazily and then reused. After fork() the child may keep using
+ * the handle: it never touches the parent's sockets or database connection and opens its own.
  * tc_close must not race with other calls on the same handle.
  */
 typedef struct tc_cache tc_cache;

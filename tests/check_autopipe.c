@@ -150,9 +150,10 @@ START_TEST(test_interleaved_callers)
     join_workers(w, MAXT, th, &errors, &wrong);
     ck_assert_int_eq(errors, 0);
     ck_assert_int_eq(wrong, 0);
-    ck_assert_int_eq(TC__GET(st.connects), 1); /* the shared one, and no thread's own */
-    /* Every set and get, and an EVAL for each EVALSHA that found the script not loaded yet. */
-    ck_assert_int_ge(TC__GET(st.batched), MAXT * 200 * 2);
+    /* The shared one, and the own connections of threads that called while fewer than
+     * AP_MIN_CALLS calls were under way (tier_base.c). */
+    ck_assert_int_ge(TC__GET(st.connects), 1);
+    ck_assert_int_le(TC__GET(st.connects), 1 + MAXT);
     ck_assert_int_lt(TC__GET(st.batches), TC__GET(st.batched)); /* some went out together */
     /* A caller alone still works: */
     worker one = {.r = r, .id = 99, .ops = 3};

@@ -159,8 +159,8 @@ static void *reader(void *arg)
     return (void *)ok;
 }
 
-/* _i 0: redis.pipelining "auto", one connection shared by every thread; 1: "off", one per
- * thread. */
+/* _i 0: redis.pipelining "auto", one connection shared by the threads' concurrent calls (and a
+ * thread's own for calls made while few others are under way); 1: "off", one per thread. */
 START_TEST(test_one_connection_per_thread)
 {
     tc_cache *c;
@@ -182,8 +182,9 @@ START_TEST(test_one_connection_per_thread)
          * missed), all but the first on the thread's open connection. */
         ck_assert_int_ge(tct_stat(c, "redis", "reuses"), THREADS * (CALLS * 2 - 1));
     } else {
-        /* Every batch of the auto-pipeline reuses the one connection. */
-        ck_assert_int_eq(tct_stat(c, "redis", "connects"), 1);
+        /* The shared connection, and at most one per thread: a thread calling while few
+         * others do takes its own (tier_base.c's AP_MIN_CALLS). */
+        ck_assert_int_le(tct_stat(c, "redis", "connects"), 2 + THREADS);
         ck_assert_int_ge(tct_stat(c, "redis", "reuses"), 1);
     }
 }

@@ -50,6 +50,7 @@ int tc__redis_new(tc__redis **out, const tc__redis_opts *opts, const void *owner
     r->tombstone_ttl_ms = opts->tombstone_ttl_ms > 0 ? opts->tombstone_ttl_ms : 10000;
     atomic_init(&r->pend_active, 0);
     atomic_init(&r->pend_busy, 0);
+    atomic_init(&r->ap_calls, 0);
 
     const char *ns = opts->ns != NULL ? opts->ns : "";
     r->ns_len = strlen(ns);

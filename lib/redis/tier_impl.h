@@ -48,6 +48,7 @@ typedef struct pend_entry {
 struct tc__redis {
     tc__rconns *conns;
     tc__ap *ap; /* NULL: redis.pipelining "off" */
+    atomic_int ap_calls; /* single-command calls under way (tier_base.c's AP_MIN_CALLS) */
     char *ns, *scan_pattern;
     size_t ns_len, scan_pattern_len;
     size_t max_value_bytes;
