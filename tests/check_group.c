@@ -90,7 +90,9 @@ typedef struct writer {
 static void *write_loop(void *arg)
 {
     writer *w = arg;
-    for (int i = 0; w->stop != NULL ? !atomic_load(w->stop) : i < w->rounds; i++) {
+    /* With stop, at least one round: a thread that starts late (valgrind) still writes while
+     * the condition the test made holds. */
+    for (int i = 0; w->stop != NULL ? i == 0 || !atomic_load(w->stop) : i < w->rounds; i++) {
         char key[32], val[48];
         int poison = w->poison_every > 0 && i % w->poison_every == 0;
         if (poison)

@@ -166,15 +166,18 @@ END_TEST
 
 /* The same burst on a key whose every copy is stale, with store.stale_window_ms on: each reader
  * holds the stale copy for stale-if-error, and still takes the lease (or waits for its
- * holder's fresh record), so the store is read once here too. */
+ * holder's fresh record), so the store is read once here too. The holder's fill is fresh for
+ * the put's TTL again (the record's lifetime), so that TTL must outlast the burst: with 100 ms,
+ * a waiter under valgrind that looked after the fill had gone stale read the store a second
+ * time (rightly: the copy it found had expired). */
 START_TEST(test_lease_with_stale_window)
 {
     const char *conf = "{\"lease_ms\": 5000, \"lease_wait_ms\": 5000, \"ttl_jitter_pct\": 0,"
                        " \"store\": {\"stale_window_ms\": 60000}}";
     tc_cache *c = tct_open(tct_dir, "db", tct_srv.port, conf);
-    ck_assert_int_eq(tc_put(c, K("hot"), K("hot value"), 100), TC_OK);
+    ck_assert_int_eq(tc_put(c, K("hot"), K("hot value"), 2000), TC_OK);
     tc_close(c);
-    tct_sleep_ms(200); /* stale in Redis, kept there for the window */
+    tct_sleep_ms(2100); /* stale in Redis, kept there for the window */
     tct_count_store_reads(100);
     tct_burst(open_lease_child, (void *)conf, 4, 8, "hot", "hot value");
     ck_assert_int_eq(tct_store_reads(), 1);
