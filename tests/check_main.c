@@ -27,6 +27,7 @@ int main(int argc, char **argv)
     srunner_add_suite(sr, group_suite());
     srunner_add_suite(sr, redis_suite());
     srunner_add_suite(sr, autopipe_suite());
+    srunner_add_suite(sr, cluster_suite());
     srunner_add_suite(sr, cache_suite());
     srunner_add_suite(sr, shared_suite());
     srunner_add_suite(sr, cache_control_suite());

@@ -19,6 +19,7 @@ Suite *store_suite(void);
 Suite *group_suite(void);
 Suite *redis_suite(void);
 Suite *autopipe_suite(void);
+Suite *cluster_suite(void);
 Suite *cache_suite(void);
 Suite *shared_suite(void);
 Suite *cache_control_suite(void);
