@@ -181,6 +181,20 @@ static const struct script {
 };
 _Static_assert(sizeof scripts / sizeof scripts[0] == TC__SCRIPT_COUNT, "one entry per script");
 
+void tc__rt_script_head(int which, int eval, const char **argv, size_t *lens)
+{
+    argv[0] = eval ? "EVAL" : "EVALSHA";
+    lens[0] = eval ? 4 : 7;
+    argv[1] = eval ? scripts[which].text : scripts[which].sha;
+    lens[1] = eval ? scripts[which].len : 40;
+}
+
+int tc__rt_is_noscript(const redisReply *rep)
+{
+    return rep != NULL && rep->type == REDIS_REPLY_ERROR && rep->len >= 8 &&
+           memcmp(rep->str, "NOSCRIPT", 8) == 0;
+}
+
 int tc__redis_script(int which, const char **out_text, const char **out_sha)
 {
     if (which < 0 || which >= (int)(sizeof scripts / sizeof scripts[0]))
@@ -204,18 +218,11 @@ redisReply *tc__rt_conn_eval(redisContext *c, int which, int nrest, const char *
     if (argv != NULL && lens != NULL) {
         memcpy(argv + 2, rest, (size_t)nrest * sizeof *argv);
         memcpy(lens + 2, rest_lens, (size_t)nrest * sizeof *lens);
-        argv[0] = "EVALSHA";
-        lens[0] = 7;
-        argv[1] = scripts[which].sha;
-        lens[1] = 40;
+        tc__rt_script_head(which, 0, argv, lens);
         rep = tc__resp_command(c, (int)n, argv, lens);
-        if (rep != NULL && rep->type == REDIS_REPLY_ERROR && rep->len >= 8 &&
-            memcmp(rep->str, "NOSCRIPT", 8) == 0) {
+        if (tc__rt_is_noscript(rep)) {
             freeReplyObject(rep);
-            argv[0] = "EVAL";
-            lens[0] = 4;
-            argv[1] = scripts[which].text;
-            lens[1] = scripts[which].len;
+            tc__rt_script_head(which, 1, argv, lens);
             rep = tc__resp_command(c, (int)n, argv, lens);
         }
     }

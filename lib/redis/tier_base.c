@@ -625,19 +625,11 @@ static int ap_script(tc__redis *r, int which, int nrest, const char **rest, cons
         return AP_NOT_TAKEN;
     memcpy(sargv + 2, rest, (size_t)nrest * sizeof *sargv);
     memcpy(slens + 2, lens, (size_t)nrest * sizeof *slens);
-    const char *text;
-    tc__redis_script(which, &text, &sargv[1]);
-    sargv[0] = "EVALSHA";
-    slens[0] = 7;
-    slens[1] = 40;
+    tc__rt_script_head(which, 0, sargv, slens);
     int rc = ap_run(r, "EVALSHA", nrest + 2, sargv, slens, out);
-    if (rc == TC_OK && (*out)->type == REDIS_REPLY_ERROR && (*out)->len >= 8 &&
-        memcmp((*out)->str, "NOSCRIPT", 8) == 0) {
+    if (rc == TC_OK && tc__rt_is_noscript(*out)) {
         freeReplyObject(*out);
-        sargv[0] = "EVAL";
-        slens[0] = 4;
-        sargv[1] = text;
-        slens[1] = strlen(text);
+        tc__rt_script_head(which, 1, sargv, slens);
         rc = ap_run(r, "EVAL", nrest + 2, sargv, slens, out);
     }
     return rc;

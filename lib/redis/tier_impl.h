@@ -180,6 +180,11 @@ int tc__rt_op_pipeline(tc__redis *r, redisContext *c, void *ctx, int *broken);
 /* Checks a GET reply and hands its payload to fn. */
 int tc__rt_deliver(tc__redis *r, const redisReply *rep, tc__value_fn fn, void *ctx);
 
+/* A script call's first two arguments: EVALSHA and the script's SHA1, or (eval) EVAL and its
+ * text, the fallback when the server answers NOSCRIPT (tc__rt_is_noscript). */
+void tc__rt_script_head(int which, int eval, const char **argv, size_t *lens);
+int tc__rt_is_noscript(const redisReply *rep);
+
 /* Runs a script on c with EVALSHA, and with EVAL once when the server does not know it (a
  * restart or SCRIPT FLUSH empties its cache; EVAL caches it again). rest is what follows the
  * script in the command: numkeys, keys, args. NULL with c->err set when the connection failed,
