@@ -104,12 +104,8 @@ static void fail_from(call *k, int rc, const char *msg)
 /* The calls from k on, unanswered when c broke: each told how, in its own words. */
 static void broke_from(tc__ap *ap, call *k, const redisContext *c)
 {
-    int rc = TC_EREDIS;
-    if (c->err == REDIS_ERR_OOM)
-        rc = TC_ENOMEM;
-    else if (c->err == REDIS_ERR_PROTOCOL)
-        rc = TC_EPROTO;
-    else if ((c->err == REDIS_ERR_IO || c->err == REDIS_ERR_EOF) && !tc__redis_ctx_timed_out(c))
+    int rc = tc__redis_ctx_code(c);
+    if ((c->err == REDIS_ERR_IO || c->err == REDIS_ERR_EOF) && !tc__redis_ctx_timed_out(c))
         rc = TC__AP_RETRY; /* closed or reset by the server */
     for (; k != NULL; k = next_of(k)) {
         k->rc = rc;

@@ -476,6 +476,13 @@ void tc__rconns_timed_out(tc__rconns *cs, const char *why)
     trip_breaker(cs, why, atomic_load(&cs->skip_until));
 }
 
+int tc__redis_ctx_code(const redisContext *c)
+{
+    return c->err == REDIS_ERR_OOM        ? TC_ENOMEM
+           : c->err == REDIS_ERR_PROTOCOL ? TC_EPROTO
+                                          : TC_EREDIS;
+}
+
 int tc__redis_ctx_timed_out(const redisContext *c)
 {
 #ifdef REDIS_ERR_TIMEOUT

@@ -95,6 +95,9 @@ void tc__rconns_timed_out(tc__rconns *cs, const char *why);
 /* Whether c's error is a timeout (SO_RCVTIMEO's EAGAIN in every hiredis version on Linux,
  * or hiredis 1.1's REDIS_ERR_TIMEOUT). */
 int tc__redis_ctx_timed_out(const redisContext *c);
+/* The code for a failed context: TC_ENOMEM (hiredis ran out of memory), TC_EPROTO (a reply it
+ * could not parse), else TC_EREDIS. */
+int tc__redis_ctx_code(const redisContext *c);
 
 /* "host:port" or the socket path, for messages. Valid as long as the object. */
 const char *tc__rconns_where(const tc__rconns *cs);

@@ -243,12 +243,7 @@ static int retryable(int err)
 /* A NULL reply: the context's error says why. */
 int tc__rt_ctx_error(const tc__redis *r, const redisContext *c, const char *what)
 {
-    int code = TC_EREDIS;
-    if (c->err == REDIS_ERR_OOM)
-        code = TC_ENOMEM;
-    else if (c->err == REDIS_ERR_PROTOCOL)
-        code = TC_EPROTO;
-    return tc__err(r->owner, code, "redis %s: %s: %s", tc__rconns_where(r->conns), what,
+    return tc__err(r->owner, tc__redis_ctx_code(c), "redis %s: %s: %s", tc__rconns_where(r->conns), what,
                    c->err != 0 ? c->errstr : "no reply");
 }
 
